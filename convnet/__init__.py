@@ -1,0 +1,12 @@
+"""convnet: small, readable, fast CPU convolutional-network layers.
+
+``convnet.layers`` holds the reference layers, ``convnet.fast_layers`` the compiled fast
+path (with a fallback to the reference when the extension is not built).
+``convnet.BACKEND`` says which one runs; :func:`show_config` prints the details.
+"""
+
+from convnet._backend import BACKEND
+from convnet._config import config_info, show_config
+from convnet._version import __version__
+
+__all__ = ["BACKEND", "__version__", "config_info", "show_config"]

@@ -1,0 +1,55 @@
+"""Choose the backend: the compiled kernel when it imports, else the naive layers.
+
+``BACKEND`` is ``"cython"`` or ``"naive"``. ``CONVNET_BACKEND=naive`` forces the naive
+layers; ``CONVNET_BACKEND=cython`` demands the extension and fails loudly without it. The
+first fast-layer call on the naive backend emits one ``RuntimeWarning`` naming the cause.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from types import ModuleType
+
+BUILD_HINT = (
+    "reinstall from the source tree with `pip install .` on a machine with a C compiler "
+    "and the Python headers (set CONVNET_REQUIRE_EXTENSION=1 to make a failed build an error)"
+)
+
+
+def _load_kernel() -> tuple[ModuleType | None, str]:
+    requested = os.environ.get("CONVNET_BACKEND", "").strip().lower()
+    if requested not in ("", "auto", "cython", "naive"):
+        raise ValueError(f"CONVNET_BACKEND must be 'naive', 'cython' or 'auto', got {requested!r}")
+    if requested == "naive":
+        return None, "CONVNET_BACKEND=naive is set"
+    try:
+        from convnet import _im2col
+    except ImportError as error:
+        if requested == "cython":
+            raise ImportError(
+                f"CONVNET_BACKEND=cython but the compiled kernel did not import: {error}"
+            ) from error
+        return None, f"the compiled kernel convnet._im2col did not import ({error})"
+    return _im2col, ""
+
+
+kernel, naive_reason = _load_kernel()
+BACKEND = "naive" if kernel is None else "cython"
+_warned = False
+
+
+def warn_if_naive() -> None:
+    """Emit the naive-backend ``RuntimeWarning``, once per process."""
+    global _warned
+    if kernel is None and not _warned:
+        _warned = True
+        message = f"convnet is using the slow naive layers: {naive_reason}"
+        if naive_reason.startswith("the compiled"):
+            message += f"; {BUILD_HINT}"
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def openmp_threads() -> int:
+    """OpenMP threads the compiled kernel uses; 0 without OpenMP or without the kernel."""
+    return 0 if kernel is None else int(kernel.openmp_max_threads())

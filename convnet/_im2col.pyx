@@ -1,0 +1,194 @@
+"""Compiled kernels of convnet: im2col, col2im and max pooling over NCHW arrays.
+
+Every function trusts its arguments: the Python layer in ``convnet.fast_layers`` has
+checked shapes, dtypes, contiguity and the output sizes before the call. Loops release
+the GIL and run in parallel with OpenMP where no two threads write the same element.
+
+Column layout shared by im2col and col2im, for a kernel of size (kh, kw)::
+
+    cols[(c * kh + i) * kw + j, (n * out_h + oh) * out_w + ow]
+        = x[n, c, oh * sh - ph + i, ow * sw - pw + j]     (0 where that lies in the padding)
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int convnet_openmp_max_threads(void) { return omp_get_max_threads(); }
+    #else
+    static int convnet_openmp_max_threads(void) { return 0; }
+    #endif
+    """
+    int convnet_openmp_max_threads() noexcept nogil
+
+
+def openmp_max_threads() -> int:
+    """Threads an OpenMP loop of this module would use; 0 when built without OpenMP."""
+    return convnet_openmp_max_threads()
+
+
+cdef inline Py_ssize_t _first_inside(Py_ssize_t pad, Py_ssize_t offset,
+                                     Py_ssize_t stride, Py_ssize_t out_size) noexcept nogil:
+    """Smallest o in [0, out_size] with o * stride - pad + offset >= 0."""
+    cdef Py_ssize_t start = pad - offset
+    if start <= 0:
+        return 0
+    start = (start + stride - 1) // stride
+    return start if start < out_size else out_size
+
+
+cdef inline Py_ssize_t _end_inside(Py_ssize_t pad, Py_ssize_t offset, Py_ssize_t stride,
+                                   Py_ssize_t size, Py_ssize_t out_size) noexcept nogil:
+    """One past the largest o in [0, out_size) with o * stride - pad + offset < size."""
+    cdef Py_ssize_t last = size - 1 + pad - offset
+    if last < 0:
+        return 0
+    last = last // stride + 1
+    return last if last < out_size else out_size
+
+
+def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols,
+           Py_ssize_t kernel_h, Py_ssize_t kernel_w,
+           Py_ssize_t stride_h, Py_ssize_t stride_w,
+           Py_ssize_t pad_h, Py_ssize_t pad_w,
+           Py_ssize_t out_h, Py_ssize_t out_w) -> None:
+    """Copy every receptive field of ``x`` (N, C, H, W) into ``cols`` (C*kh*kw, N*out_h*out_w).
+
+    The padding is virtual: entries that fall in it are written as 0.
+    """
+    cdef Py_ssize_t num = x.shape[0], channels = x.shape[1]
+    cdef Py_ssize_t height = x.shape[2], width = x.shape[3]
+    cdef Py_ssize_t rows = channels * kernel_h * kernel_w
+    cdef Py_ssize_t row, c, i, j, n, oh, ow, y, ow_lo, ow_hi
+    cdef floating* dst
+    cdef const floating* src
+    with nogil:
+        for row in prange(rows, schedule="static"):
+            c = row // (kernel_h * kernel_w)
+            i = (row // kernel_w) % kernel_h
+            j = row % kernel_w
+            ow_lo = _first_inside(pad_w, j, stride_w, out_w)
+            ow_hi = _end_inside(pad_w, j, stride_w, width, out_w)
+            if ow_hi < ow_lo:
+                ow_hi = ow_lo
+            for n in range(num):
+                for oh in range(out_h):
+                    dst = &cols[row, (n * out_h + oh) * out_w]
+                    y = oh * stride_h - pad_h + i
+                    if y < 0 or y >= height:
+                        for ow in range(out_w):
+                            dst[ow] = 0
+                        continue
+                    src = &x[n, c, y, 0]
+                    for ow in range(ow_lo):
+                        dst[ow] = 0
+                    if stride_w == 1:
+                        for ow in range(ow_lo, ow_hi):
+                            dst[ow] = src[ow - pad_w + j]
+                    else:
+                        for ow in range(ow_lo, ow_hi):
+                            dst[ow] = src[ow * stride_w - pad_w + j]
+                    for ow in range(ow_hi, out_w):
+                        dst[ow] = 0
+
+
+def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] dx,
+           Py_ssize_t kernel_h, Py_ssize_t kernel_w,
+           Py_ssize_t stride_h, Py_ssize_t stride_w,
+           Py_ssize_t pad_h, Py_ssize_t pad_w,
+           Py_ssize_t out_h, Py_ssize_t out_w) -> None:
+    """Add every column entry back onto the input position im2col copied it from.
+
+    ``dx`` (N, C, H, W) is accumulated into (pass zeros for a plain gradient); entries of
+    ``cols`` (C*kh*kw, N*out_h*out_w) that lie in the padding are dropped. Each thread owns
+    whole (n, c) planes of ``dx``, so the accumulation never races.
+    """
+    cdef Py_ssize_t num = dx.shape[0], channels = dx.shape[1]
+    cdef Py_ssize_t height = dx.shape[2], width = dx.shape[3]
+    cdef Py_ssize_t plane, row, c, i, j, n, oh, ow, y, ow_lo, ow_hi
+    cdef floating* dst
+    cdef const floating* src
+    with nogil:
+        for plane in prange(num * channels, schedule="static"):
+            n = plane // channels
+            c = plane % channels
+            for i in range(kernel_h):
+                for j in range(kernel_w):
+                    row = (c * kernel_h + i) * kernel_w + j
+                    ow_lo = _first_inside(pad_w, j, stride_w, out_w)
+                    ow_hi = _end_inside(pad_w, j, stride_w, width, out_w)
+                    for oh in range(out_h):
+                        y = oh * stride_h - pad_h + i
+                        if y < 0 or y >= height:
+                            continue
+                        src = &cols[row, (n * out_h + oh) * out_w]
+                        dst = &dx[n, c, y, 0]
+                        for ow in range(ow_lo, ow_hi):
+                            dst[ow * stride_w - pad_w + j] += src[ow]
+
+
+def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+                     int[:, :, :, ::1] argmax,
+                     Py_ssize_t pool_h, Py_ssize_t pool_w,
+                     Py_ssize_t stride_h, Py_ssize_t stride_w) -> None:
+    """Max over each window of ``x`` (N, C, H, W) into ``out`` (N, C, out_h, out_w).
+
+    ``argmax`` receives the flat index ``y * W + x`` of each window's first maximum in
+    row-major order; a NaN is the maximum of any window holding one (its first NaN).
+    """
+    cdef Py_ssize_t num = x.shape[0], channels = x.shape[1], width = x.shape[3]
+    cdef Py_ssize_t out_h = out.shape[2], out_w = out.shape[3]
+    cdef Py_ssize_t plane, n, c, oh, ow, i, j, top, left, best_index
+    cdef floating best, value
+    cdef const floating* src
+    cdef bint found_nan
+    with nogil:
+        for plane in prange(num * channels, schedule="static"):
+            n = plane // channels
+            c = plane % channels
+            for oh in range(out_h):
+                top = oh * stride_h
+                for ow in range(out_w):
+                    left = ow * stride_w
+                    best = x[n, c, top, left]
+                    best_index = top * width + left
+                    found_nan = best != best
+                    i = 0
+                    while i < pool_h and not found_nan:
+                        src = &x[n, c, top + i, left]
+                        for j in range(pool_w):
+                            value = src[j]
+                            if value > best:
+                                best = value
+                                best_index = (top + i) * width + left + j
+                            elif value != value:
+                                best = value
+                                best_index = (top + i) * width + left + j
+                                found_nan = True
+                                break
+                        i = i + 1
+                    out[n, c, oh, ow] = best
+                    argmax[n, c, oh, ow] = <int>best_index
+
+
+def max_pool_backward(const floating[:, :, :, ::1] dout, const int[:, :, :, ::1] argmax,
+                      floating[:, :, :, ::1] dx) -> None:
+    """Add ``dout`` (N, C, out_h, out_w) onto ``dx`` (N, C, H, W) at the recorded argmax.
+
+    Each thread owns whole (n, c) planes, so overlapping windows never race.
+    """
+    cdef Py_ssize_t num = dout.shape[0], channels = dout.shape[1]
+    cdef Py_ssize_t out_h = dout.shape[2], out_w = dout.shape[3]
+    cdef Py_ssize_t plane, n, c, oh, ow
+    cdef floating* dst
+    with nogil:
+        for plane in prange(num * channels, schedule="static"):
+            n = plane // channels
+            c = plane % channels
+            dst = &dx[n, c, 0, 0]
+            for oh in range(out_h):
+                for ow in range(out_w):
+                    dst[argmax[n, c, oh, ow]] += dout[n, c, oh, ow]

@@ -1,0 +1,205 @@
+"""Argument checks and output-size arithmetic shared by the naive and the fast layers.
+
+Every public layer validates here, once, before any computation; the compiled kernel
+trusts what passes.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, NamedTuple
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class ConvGeometry(NamedTuple):
+    """Normalized convolution arguments and output size."""
+
+    stride_h: int
+    stride_w: int
+    pad_h: int
+    pad_w: int
+    out_h: int
+    out_w: int
+
+
+class PoolGeometry(NamedTuple):
+    """Normalized pooling arguments and output size."""
+
+    pool_h: int
+    pool_w: int
+    stride_h: int
+    stride_w: int
+    out_h: int
+    out_w: int
+
+
+def check_float_array(array: Any, name: str) -> np.ndarray:
+    """Return ``array`` as an ndarray of float32 or float64, refusing every other dtype.
+
+    Integers, booleans, complex numbers and objects raise ``TypeError``: convert them
+    explicitly (``x.astype(np.float32)``) so no precision is lost silently.
+    """
+    if isinstance(array, np.ndarray):
+        result = array
+    elif isinstance(array, (list, tuple, numbers.Real)):
+        result = np.asarray(array, dtype=np.float64)
+    else:
+        raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
+    if result.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must have dtype float32 or float64, got {result.dtype}; "
+            f"convert it explicitly, e.g. {name}.astype(np.float32)"
+        )
+    return result
+
+
+def check_ndim(array: np.ndarray, ndim: int, name: str, layout: str) -> None:
+    """Raise ``ValueError`` unless ``array`` has ``ndim`` dimensions."""
+    if array.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-dimensional {layout}, got shape {array.shape}")
+
+
+def common_dtype(*arrays: np.ndarray) -> np.dtype:
+    """The float dtype the computation runs in: float64 if any input is float64."""
+    return np.result_type(*arrays)
+
+
+def _positive_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def int_pair(value: Any, name: str, minimum: int) -> tuple[int, int]:
+    """Normalize an int or an ``(h, w)`` pair of ints, each at least ``minimum``."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair (h, w), got {value!r}")
+        return (
+            _positive_int(value[0], f"{name}[0]", minimum),
+            _positive_int(value[1], f"{name}[1]", minimum),
+        )
+    single = _positive_int(value, name, minimum)
+    return single, single
+
+
+def _param(params: Any, key: str, what: str) -> Any:
+    if not isinstance(params, dict):
+        raise TypeError(f"{what} must be a dict, got {type(params).__name__}")
+    if key not in params:
+        raise ValueError(f"{what} is missing the key {key!r}")
+    return params[key]
+
+
+def output_size(size: int, window: int, stride: int, pad: int) -> int:
+    """``floor((size + 2 * pad - window) / stride) + 1``; needs ``window <= size + 2 * pad``."""
+    return (size + 2 * pad - window) // stride + 1
+
+
+def conv_geometry(x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict) -> ConvGeometry:
+    """Check a convolution's arguments and return its normalized geometry.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    w : ndarray, shape (F, C, HH, WW)
+    b : ndarray, shape (F,)
+    conv_param : dict
+        ``'stride'`` (int >= 1 or pair) and ``'pad'`` (int >= 0 or pair).
+    """
+    check_ndim(x, 4, "x", "(N, C, H, W)")
+    check_ndim(w, 4, "w", "(F, C, HH, WW)")
+    check_ndim(b, 1, "b", "(F,)")
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(
+            f"channel mismatch: x has {x.shape[1]} channels (shape {x.shape}), "
+            f"w expects {w.shape[1]} (shape {w.shape})"
+        )
+    if b.shape[0] != w.shape[0]:
+        raise ValueError(f"b must have length F = {w.shape[0]}, got shape {b.shape}")
+    stride_h, stride_w = int_pair(_param(conv_param, "stride", "conv_param"), "stride", 1)
+    pad_h, pad_w = int_pair(_param(conv_param, "pad", "conv_param"), "pad", 0)
+    _, _, height, width = x.shape
+    kernel_h, kernel_w = w.shape[2], w.shape[3]
+    if kernel_h < 1 or kernel_w < 1:
+        raise ValueError(f"filter size must be at least 1x1, got w shape {w.shape}")
+    if kernel_h > height + 2 * pad_h or kernel_w > width + 2 * pad_w:
+        raise ValueError(
+            f"filter {kernel_h}x{kernel_w} is larger than the padded input "
+            f"{height + 2 * pad_h}x{width + 2 * pad_w} (H={height}, W={width}, "
+            f"pad=({pad_h}, {pad_w}))"
+        )
+    return ConvGeometry(
+        stride_h,
+        stride_w,
+        pad_h,
+        pad_w,
+        output_size(height, kernel_h, stride_h, pad_h),
+        output_size(width, kernel_w, stride_w, pad_w),
+    )
+
+
+def check_conv_arrays(
+    x: Any, w: Any, b: Any, conv_param: dict
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, ConvGeometry]:
+    """Check a convolution's arrays and parameters; return the arrays and the geometry."""
+    x = check_float_array(x, "x")
+    w = check_float_array(w, "w")
+    b = check_float_array(b, "b")
+    return x, w, b, conv_geometry(x, w, b, conv_param)
+
+
+def pool_geometry(x: np.ndarray, pool_param: dict) -> PoolGeometry:
+    """Check a max-pool's arguments and return its normalized geometry.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    pool_param : dict
+        ``'pool_height'``, ``'pool_width'`` (ints >= 1) and ``'stride'`` (int >= 1 or pair).
+    """
+    check_ndim(x, 4, "x", "(N, C, H, W)")
+    pool_h = _positive_int(_param(pool_param, "pool_height", "pool_param"), "pool_height", 1)
+    pool_w = _positive_int(_param(pool_param, "pool_width", "pool_param"), "pool_width", 1)
+    stride_h, stride_w = int_pair(_param(pool_param, "stride", "pool_param"), "stride", 1)
+    _, _, height, width = x.shape
+    if pool_h > height or pool_w > width:
+        raise ValueError(f"pool window {pool_h}x{pool_w} is larger than the input {height}x{width}")
+    return PoolGeometry(
+        pool_h,
+        pool_w,
+        stride_h,
+        stride_w,
+        output_size(height, pool_h, stride_h, 0),
+        output_size(width, pool_w, stride_w, 0),
+    )
+
+
+def check_dout(dout: Any, expected_shape: tuple[int, ...]) -> np.ndarray:
+    """Check an upstream gradient against the shape its forward pass produced."""
+    dout = check_float_array(dout, "dout")
+    if dout.shape != tuple(expected_shape):
+        raise ValueError(
+            f"dout has shape {dout.shape} but the forward pass produced {tuple(expected_shape)}"
+        )
+    return dout
+
+
+def check_labels(y: Any, num_samples: int, num_classes: int) -> np.ndarray:
+    """Check integer class labels ``y`` of shape (N,) with ``0 <= y[i] < num_classes``."""
+    y = np.asarray(y)
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"labels y must be integers, got dtype {y.dtype}")
+    if y.shape != (num_samples,):
+        raise ValueError(f"labels y must have shape ({num_samples},), got {y.shape}")
+    if num_samples and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}), got values in [{y.min()}, {y.max()}]"
+        )
+    return y.astype(np.intp, copy=False)

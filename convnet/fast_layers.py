@@ -1,0 +1,263 @@
+"""Fast convolution and max pooling: validate in Python, then compiled kernel + BLAS GEMM.
+
+The convolution copies receptive fields into a column matrix (im2col) and multiplies it by
+the filters with numpy's BLAS. It works through the batch in chunks whose workspace stays
+under a byte budget (:func:`set_workspace_limit`), so memory does not grow with the batch
+beyond the output and gradients themselves. A 1x1 convolution with stride 1 and no padding
+needs no im2col at all.
+
+Without the compiled kernel every function falls back to the naive layers of
+:mod:`convnet.layers` and warns once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from convnet import _backend
+from convnet._validation import (
+    ConvGeometry,
+    check_conv_arrays,
+    check_dout,
+    check_float_array,
+    common_dtype,
+    pool_geometry,
+)
+from convnet.layers import (
+    ConvCache,
+    PoolCache,
+    conv_backward_naive,
+    conv_forward_naive,
+    max_pool_backward_naive,
+    max_pool_forward_naive,
+)
+
+DEFAULT_WORKSPACE_BYTES = 64 * 2**20
+_workspace_bytes = DEFAULT_WORKSPACE_BYTES
+
+
+def set_workspace_limit(nbytes: int) -> int:
+    """Bound the scratch memory of one convolution call; return the previous bound.
+
+    Parameters
+    ----------
+    nbytes : int
+        Bytes for the column matrix and its GEMM buffers. The batch is processed in
+        chunks of as many images as fit; one image always fits, whatever its size.
+    """
+    global _workspace_bytes
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 1:
+        raise ValueError(f"workspace limit must be a positive int of bytes, got {nbytes!r}")
+    previous, _workspace_bytes = _workspace_bytes, nbytes
+    return previous
+
+
+def get_workspace_limit() -> int:
+    """The current scratch-memory bound of one convolution call, in bytes."""
+    return _workspace_bytes
+
+
+def _chunks(num: int, bytes_per_image: int) -> Iterator[tuple[int, int]]:
+    """Split range(num) into consecutive (start, stop) chunks within the workspace bound."""
+    step = max(1, _workspace_bytes // max(1, bytes_per_image))
+    for start in range(0, num, step):
+        yield start, min(num, start + step)
+
+
+def _is_pointwise(w: np.ndarray, geo: ConvGeometry) -> bool:
+    return w.shape[2:] == (1, 1) and geo[:4] == (1, 1, 0, 0)
+
+
+def _kernel_args(w: np.ndarray, geo: ConvGeometry) -> tuple[int, ...]:
+    return (
+        w.shape[2],
+        w.shape[3],
+        geo.stride_h,
+        geo.stride_w,
+        geo.pad_h,
+        geo.pad_w,
+        geo.out_h,
+        geo.out_w,
+    )
+
+
+def conv_forward_fast(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict
+) -> tuple[np.ndarray, ConvCache]:
+    """Convolution by im2col and one GEMM per chunk of images.
+
+    Computes exactly what :func:`convnet.layers.conv_forward_naive` computes.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W), float32 or float64
+    w : ndarray, shape (F, C, HH, WW)
+    b : ndarray, shape (F,)
+    conv_param : dict
+        ``'stride'``: int or pair (sh, sw), >= 1; ``'pad'``: int or pair (ph, pw), >= 0.
+
+    Returns
+    -------
+    out : ndarray, shape (N, F, H_out, W_out)
+        ``H_out = (H + 2*ph - HH) // sh + 1``, ``W_out = (W + 2*pw - WW) // sw + 1``;
+        float64 if any input is float64, else float32.
+    cache : ConvCache
+        For :func:`conv_backward_fast` (or :func:`convnet.layers.conv_backward_naive`).
+    """
+    x, w, b, geo = check_conv_arrays(x, w, b, conv_param)
+    kernel = _backend.kernel
+    if kernel is None:
+        _backend.warn_if_naive()
+        return conv_forward_naive(x, w, b, conv_param)
+    dtype = common_dtype(x, w, b)
+    num, channels = x.shape[:2]
+    num_filters = w.shape[0]
+    pixels = geo.out_h * geo.out_w
+    x_c = np.ascontiguousarray(x, dtype=dtype)
+    w_rows = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, -1)
+    bias = b.astype(dtype, copy=False)[:, None]
+    out = np.empty((num, num_filters, geo.out_h, geo.out_w), dtype=dtype)
+    out_rows = out.reshape(num, num_filters, pixels)
+    if _is_pointwise(w, geo):
+        np.matmul(w_rows, x_c.reshape(num, channels, pixels), out=out_rows)
+        out_rows += bias
+        return out, ConvCache(x, w, b, geo)
+    depth = w_rows.shape[1]
+    bytes_per_image = (depth + num_filters) * pixels * out.itemsize
+    for start, stop in _chunks(num, bytes_per_image):
+        count = stop - start
+        cols = _workspace(dtype, depth, count * pixels)
+        kernel.im2col(x_c[start:stop], cols, *_kernel_args(w, geo))
+        product = np.matmul(w_rows, cols)
+        np.add(
+            product.reshape(num_filters, count, pixels).transpose(1, 0, 2),
+            bias,
+            out=out_rows[start:stop],
+        )
+    return out, ConvCache(x, w, b, geo)
+
+
+def _workspace(dtype: np.dtype, rows: int, columns: int) -> np.ndarray:
+    return np.empty((rows, columns), dtype=dtype)
+
+
+def conv_backward_fast(
+    dout: np.ndarray, cache: ConvCache, *, compute_dx: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Gradients of a convolution: dW by GEMM with the columns, dX by GEMM and col2im.
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, F, H_out, W_out)
+        Upstream gradient.
+    cache : ConvCache
+        From :func:`conv_forward_fast` or :func:`convnet.layers.conv_forward_naive`.
+    compute_dx : bool, default True
+        Pass ``False`` when nobody needs the input gradient (the first layer of a
+        network): ``dx`` is then ``None`` and its GEMM and col2im are skipped.
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W), or None if ``compute_dx`` is False
+    dw : ndarray, shape (F, C, HH, WW)
+    db : ndarray, shape (F,)
+    """
+    x, w, b, geo = cache
+    num, channels = x.shape[:2]
+    num_filters = w.shape[0]
+    dout = check_dout(dout, (num, num_filters, geo.out_h, geo.out_w))
+    kernel = _backend.kernel
+    if kernel is None:
+        _backend.warn_if_naive()
+        dx, dw, db = conv_backward_naive(dout, cache)
+        return (dx if compute_dx else None), dw, db
+    dtype = common_dtype(x, w, b, dout)
+    pixels = geo.out_h * geo.out_w
+    x_c = np.ascontiguousarray(x, dtype=dtype)
+    w_rows = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, -1)
+    dout_rows = np.ascontiguousarray(dout, dtype=dtype).reshape(num, num_filters, pixels)
+    db = dout_rows.sum(axis=(0, 2))
+    dx = np.zeros(x.shape, dtype=dtype) if compute_dx else None
+    if _is_pointwise(w, geo):
+        x_rows = x_c.reshape(num, channels, pixels)
+        dw_rows = np.matmul(dout_rows, x_rows.transpose(0, 2, 1)).sum(axis=0)
+        if dx is not None:
+            np.matmul(w_rows.T, dout_rows, out=dx.reshape(num, channels, pixels))
+        return dx, dw_rows.reshape(w.shape), db
+    depth = w_rows.shape[1]
+    dw_rows = np.zeros((num_filters, depth), dtype=dtype)
+    bytes_per_image = (depth + num_filters) * pixels * dw_rows.itemsize
+    for start, stop in _chunks(num, bytes_per_image):
+        count = stop - start
+        cols = _workspace(dtype, depth, count * pixels)
+        kernel.im2col(x_c[start:stop], cols, *_kernel_args(w, geo))
+        dout_chunk = np.ascontiguousarray(dout_rows[start:stop].transpose(1, 0, 2)).reshape(
+            num_filters, count * pixels
+        )
+        dw_rows += dout_chunk @ cols.T
+        if dx is not None:
+            np.matmul(w_rows.T, dout_chunk, out=cols)
+            kernel.col2im(cols, dx[start:stop], *_kernel_args(w, geo))
+    return dx, dw_rows.reshape(w.shape), db
+
+
+def max_pool_forward_fast(x: np.ndarray, pool_param: dict) -> tuple[np.ndarray, PoolCache]:
+    """Max pooling with the compiled kernel, for any window and stride.
+
+    Computes exactly what :func:`convnet.layers.max_pool_forward_naive` computes and
+    remembers each window's first maximum for the backward pass.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W), float32 or float64
+    pool_param : dict
+        ``'pool_height'``, ``'pool_width'``: ints >= 1; ``'stride'``: int or pair, >= 1.
+
+    Returns
+    -------
+    out : ndarray, shape (N, C, H_out, W_out)
+        ``H_out = (H - pool_height) // sh + 1``, ``W_out = (W - pool_width) // sw + 1``.
+    cache : PoolCache
+    """
+    x = check_float_array(x, "x")
+    geo = pool_geometry(x, pool_param)
+    kernel = _backend.kernel
+    if kernel is None:
+        _backend.warn_if_naive()
+        return max_pool_forward_naive(x, pool_param)
+    num, channels, height, width = x.shape
+    if height * width > np.iinfo(np.intc).max:
+        raise ValueError(f"an input plane of {height}x{width} is too large to pool")
+    out = np.empty((num, channels, geo.out_h, geo.out_w), dtype=x.dtype)
+    argmax = np.empty(out.shape, dtype=np.intc)
+    kernel.max_pool_forward(
+        np.ascontiguousarray(x), out, argmax, geo.pool_h, geo.pool_w, geo.stride_h, geo.stride_w
+    )
+    return out, PoolCache(x, geo, argmax)
+
+
+def max_pool_backward_fast(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
+    """Gradient of max pooling: each window's gradient goes to its first maximum.
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, C, H_out, W_out)
+    cache : PoolCache
+        From :func:`max_pool_forward_fast` or :func:`convnet.layers.max_pool_forward_naive`.
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W)
+    """
+    x, geo, argmax = cache
+    dout = check_dout(dout, (x.shape[0], x.shape[1], geo.out_h, geo.out_w))
+    kernel = _backend.kernel
+    if kernel is None or argmax is None:
+        _backend.warn_if_naive()
+        return max_pool_backward_naive(dout, cache)
+    dtype = common_dtype(x, dout)
+    dx = np.zeros(x.shape, dtype=dtype)
+    kernel.max_pool_backward(np.ascontiguousarray(dout, dtype=dtype), argmax, dx)
+    return dx
