@@ -1,0 +1,277 @@
+"""Tests of the training loop: learning, determinism, exact resume, safe checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from convnet import solver as solver_module
+from convnet.layers import affine_backward, affine_forward, softmax_loss
+from convnet.optim import UPDATE_RULES
+from convnet.solver import CHECKPOINT_NAME, Solver, TrainingDiverged
+
+
+class SoftmaxRegression:
+    """The smallest model with the Solver's interface: scores = X W + b."""
+
+    def __init__(self, input_dim: int, num_classes: int, seed: int = 0, reg: float = 1e-3):
+        rng = np.random.default_rng(seed)
+        self.params = {
+            "W": 0.01 * rng.standard_normal((input_dim, num_classes)),
+            "b": np.zeros(num_classes),
+        }
+        self.reg = reg
+
+    def loss(self, X: np.ndarray, y: np.ndarray | None = None) -> Any:
+        scores, cache = affine_forward(X, self.params["W"], self.params["b"])
+        if y is None:
+            return scores
+        loss, dscores = softmax_loss(scores, y)
+        _, dW, db = affine_backward(dscores, cache)
+        W = self.params["W"]
+        loss += 0.5 * self.reg * float(np.sum(W * W))
+        return loss, {"W": dW + self.reg * W, "b": db}
+
+
+class Sabotaged:
+    """Wrap a model; the ``fail_at``-th training call misbehaves (NaN loss or an exception)."""
+
+    def __init__(self, model: SoftmaxRegression, fail_at: int, failure: Any) -> None:
+        self.model = model
+        self.params = model.params
+        self.fail_at = fail_at
+        self.failure = failure
+        self.calls = 0
+
+    def loss(self, X: np.ndarray, y: np.ndarray | None = None) -> Any:
+        if y is None:
+            return self.model.loss(X)
+        self.calls += 1
+        loss, grads = self.model.loss(X, y)
+        if self.calls == self.fail_at:
+            if isinstance(self.failure, BaseException):
+                raise self.failure
+            return self.failure, grads
+        return loss, grads
+
+
+def blobs(num_train: int = 240, num_val: int = 80, dim: int = 6, classes: int = 4) -> dict:
+    """Well separated Gaussian clusters: an easy problem, in float64."""
+    rng = np.random.default_rng(7)
+    centres = 4.0 * rng.standard_normal((classes, dim))
+    data = {}
+    for split, size in (("train", num_train), ("val", num_val)):
+        y = rng.integers(0, classes, size)
+        data[f"X_{split}"] = centres[y] + rng.standard_normal((size, dim))
+        data[f"y_{split}"] = y
+    return data
+
+
+def make_solver(data: dict, model: Any = None, **options: Any) -> Solver:
+    settings = {
+        "update_rule": "adam",
+        "optim_config": {"learning_rate": 5e-2},
+        "batch_size": 32,
+        "num_epochs": 3,
+        "num_train_samples": 100,
+        "progress": False,
+    }
+    settings.update(options)
+    return Solver(model or SoftmaxRegression(6, 4), data, **settings)
+
+
+def test_loss_decreases_and_best_parameters_are_restored() -> None:
+    data = blobs()
+    solver = make_solver(data, num_epochs=5, lr_decay=0.9)
+    history = solver.train()
+    losses = history["loss_history"]
+    assert len(losses) == 5 * 8
+    assert np.mean(losses[-5:]) < 0.3 * np.mean(losses[:3])
+    assert len(history["train_acc_history"]) == len(history["val_acc_history"]) == 5
+    assert history["best_val_acc"] == max(history["val_acc_history"]) >= 0.95
+    assert solver.check_accuracy(data["X_val"], data["y_val"]) == history["best_val_acc"]
+    for name, value in solver.best_params.items():
+        np.testing.assert_array_equal(solver.model.params[name], value)
+    assert solver.optim_configs["W"]["learning_rate"] == pytest.approx(5e-2 * 0.9**5)
+    assert solver.images_per_second > 0
+
+
+def test_same_seed_gives_the_same_run_and_another_seed_does_not() -> None:
+    data = blobs()
+    first = make_solver(data, seed=3).train()
+    again = make_solver(data, seed=3).train()
+    other = make_solver(data, seed=4).train()
+    assert first == again
+    assert first["loss_history"] != other["loss_history"]
+
+
+def params_of(solver: Solver) -> dict[str, np.ndarray]:
+    return {name: value.copy() for name, value in solver.model.params.items()}
+
+
+@pytest.mark.parametrize("rule", sorted(UPDATE_RULES))
+def test_two_epochs_then_resume_equals_four_epochs(tmp_path: Path, rule: str) -> None:
+    data = blobs()
+    options = {"update_rule": rule, "optim_config": {"learning_rate": 1e-2}, "lr_decay": 0.8}
+    straight = make_solver(data, num_epochs=4, **options)
+    straight.train()
+
+    first_half = make_solver(data, num_epochs=2, checkpoint_dir=tmp_path, **options)
+    first_half.train()
+    fresh_model = SoftmaxRegression(6, 4, seed=99)
+    resumed = make_solver(
+        data, fresh_model, num_epochs=4, resume_from=tmp_path / CHECKPOINT_NAME, **options
+    )
+    assert resumed.epoch == 2
+    resumed.train()
+
+    assert resumed.history == straight.history
+    assert resumed.iteration == straight.iteration == 4 * 8
+    for name, value in straight.model.params.items():
+        np.testing.assert_array_equal(resumed.model.params[name], value)
+    for name, config in straight.optim_configs.items():
+        assert config.keys() == resumed.optim_configs[name].keys()
+        for key, value in config.items():
+            np.testing.assert_array_equal(resumed.optim_configs[name][key], value)
+
+
+def test_checkpoint_is_written_every_epoch_without_leftovers(tmp_path: Path) -> None:
+    data = blobs()
+    solver = make_solver(data, num_epochs=2, checkpoint_dir=tmp_path / "run")
+    solver.train()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [CHECKPOINT_NAME]
+    loaded = make_solver(data, resume_from=tmp_path / "run" / CHECKPOINT_NAME)
+    assert (loaded.epoch, loaded.iteration) == (2, 16)
+    assert loaded.history == solver.history
+    assert loaded.rng.bit_generator.state == solver.rng.bit_generator.state
+
+
+@pytest.mark.parametrize("failure", [OSError("disk full"), KeyboardInterrupt()])
+def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: BaseException
+) -> None:
+    data = blobs()
+    solver = make_solver(data, num_epochs=1, checkpoint_dir=tmp_path)
+    solver.train()
+    checkpoint = tmp_path / CHECKPOINT_NAME
+    before = checkpoint.read_bytes()
+
+    def write_half_then_fail(handle: Any, arrays: dict) -> None:
+        handle.write(b"PK\x03\x04 half a zip file")
+        raise failure
+
+    monkeypatch.setattr(solver_module, "_write_arrays", write_half_then_fail)
+    solver.num_epochs = 2
+    with pytest.raises(type(failure)):
+        solver.train()
+    assert checkpoint.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_NAME]
+
+
+def test_interrupted_training_resumes_on_the_same_trajectory(tmp_path: Path) -> None:
+    data = blobs()
+    straight = make_solver(data)
+    straight.train()
+
+    interrupted = make_solver(
+        data, Sabotaged(SoftmaxRegression(6, 4), 12, KeyboardInterrupt()), checkpoint_dir=tmp_path
+    )
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.train()
+    resumed = make_solver(data, SoftmaxRegression(6, 4), resume_from=tmp_path / CHECKPOINT_NAME)
+    assert resumed.epoch == 1
+    resumed.train()
+    assert resumed.history == straight.history
+
+
+@pytest.mark.parametrize("bad_loss", [np.nan, np.inf])
+def test_non_finite_loss_names_epoch_and_iteration(tmp_path: Path, bad_loss: float) -> None:
+    data = blobs()
+    model = Sabotaged(SoftmaxRegression(6, 4), 8 + 3, bad_loss)
+    solver = make_solver(data, model, checkpoint_dir=tmp_path)
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, iteration 3") as caught:
+        solver.train()
+    assert (caught.value.epoch, caught.value.iteration) == (2, 3)
+    assert str(tmp_path / CHECKPOINT_NAME) in str(caught.value)
+    after_one_epoch = make_solver(data, resume_from=tmp_path / CHECKPOINT_NAME)
+    assert after_one_epoch.epoch == 1
+    assert len(after_one_epoch.loss_history) == 8
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    make_solver(blobs(), num_epochs=1, checkpoint_dir=tmp_path).train()
+    return tmp_path / CHECKPOINT_NAME
+
+
+def test_unreadable_checkpoints_raise_value_error(checkpoint: Path, tmp_path: Path) -> None:
+    data = blobs()
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"this is not a checkpoint")
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(checkpoint.read_bytes()[:300])
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, W=np.zeros(3))
+    for path in (garbage, truncated, foreign):
+        with pytest.raises(ValueError, match="not a readable convnet checkpoint"):
+            make_solver(data, resume_from=path)
+    with pytest.raises(FileNotFoundError):
+        make_solver(data, resume_from=tmp_path / "missing.npz")
+
+
+def test_checkpoint_for_another_model_or_rule_is_refused(checkpoint: Path) -> None:
+    data = blobs()
+    with pytest.raises(ValueError, match="parameter W"):
+        bigger = SoftmaxRegression(6, 5)
+        make_solver(data, bigger, resume_from=checkpoint)
+    with pytest.raises(ValueError, match="update rule 'adam'"):
+        make_solver(data, update_rule="sgd", resume_from=checkpoint)
+
+
+def test_check_accuracy_subsamples_and_validates() -> None:
+    data = blobs()
+    solver = make_solver(data)
+    assert solver.check_accuracy(data["X_val"], data["y_val"], num_samples=10) in {
+        k / 10 for k in range(11)
+    }
+    with pytest.raises(ValueError):
+        solver.check_accuracy(data["X_val"][:0], data["y_val"][:0])
+    predictions = solver.predict(data["X_val"], batch_size=7)
+    assert predictions.shape == (80,)
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"update_rule": "lbfgs"}, ValueError),
+        ({"batch_size": 0}, ValueError),
+        ({"num_epochs": -1}, ValueError),
+        ({"lr_decay": 0.0}, ValueError),
+        ({"num_train_samples": 0}, ValueError),
+    ],
+)
+def test_bad_options_are_refused(options: dict, error: type) -> None:
+    with pytest.raises(error):
+        make_solver(blobs(), **options)
+
+
+def test_bad_data_is_refused() -> None:
+    data = blobs()
+    with pytest.raises(ValueError, match="y_val"):
+        make_solver({key: data[key] for key in ("X_train", "y_train", "X_val")})
+    with pytest.raises(TypeError, match="integer labels"):
+        make_solver({**data, "y_train": data["y_train"].astype(float)})
+    with pytest.raises(ValueError, match="X_train"):
+        make_solver({**data, "y_train": data["y_train"][:-1]})
+
+
+def test_progress_bar_and_verbose_output(capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("tqdm")
+    make_solver(blobs(), num_epochs=2, progress=True, verbose=True, print_every=5).train()
+    captured = capsys.readouterr()
+    assert "img_s=" in captured.err
+    assert "epoch 2/2" in captured.out + captured.err
+    assert "iteration 15: loss" in captured.out + captured.err
