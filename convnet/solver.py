@@ -5,9 +5,10 @@ A :class:`Solver` shuffles the training set every epoch with its own
 parameter, decays the learning rate once per epoch and keeps the parameters that scored best
 on the validation set. With ``checkpoint_dir`` set, it writes ``checkpoint.npz`` at the end
 of every epoch (atomically: a temporary file, then :func:`os.replace`). A checkpoint holds
-the parameters, every optimizer state, the counters, the histories, the best parameters and
-the generator state, so a run resumed from it follows the same trajectory as one never
-stopped.
+the parameters, every optimizer state, the counters, the histories, the best parameters,
+the solver's generator state and that of every ``np.random.Generator`` the model holds as
+an attribute (dropout masks), so a run resumed from it follows the same trajectory as one
+never stopped.
 """
 
 from __future__ import annotations
@@ -96,6 +97,13 @@ def _check_data(data: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 def _write_arrays(handle: BinaryIO, arrays: dict[str, np.ndarray]) -> None:
     np.savez(handle, **arrays)
+
+
+def _model_generators(model: Model) -> dict[str, np.random.Generator]:
+    """The random generators a model holds as attributes (e.g. for dropout masks)."""
+    return {
+        name: value for name, value in vars(model).items() if isinstance(value, np.random.Generator)
+    }
 
 
 def _is_json_scalar(value: Any) -> bool:
@@ -412,6 +420,10 @@ class Solver:
             "val_acc_history": self.val_acc_history,
             "best_val_acc": self.best_val_acc,
             "rng_state": self.rng.bit_generator.state,
+            "model_rng_states": {
+                name: generator.bit_generator.state
+                for name, generator in _model_generators(self.model).items()
+            },
             "params": {name: store(value) for name, value in self.model.params.items()},
             "best_params": {name: store(value) for name, value in self.best_params.items()},
             "optim": optim,
@@ -492,6 +504,14 @@ class Solver:
             rng.bit_generator.state = state["rng_state"]
         except (TypeError, ValueError, KeyError) as error:
             raise ValueError(f"checkpoint {path} holds an unusable generator state") from error
+        generators = _model_generators(self.model)
+        if set(state["model_rng_states"]) != set(generators):
+            raise ValueError(f"checkpoint {path} does not match the model's random generators")
+        try:
+            for name, saved in state["model_rng_states"].items():
+                generators[name].bit_generator.state = saved
+        except (TypeError, ValueError, KeyError) as error:
+            raise ValueError(f"checkpoint {path} holds an unusable generator state") from error
         self.rng = rng
         self.model.params.update(state["params"])
         self.best_params = state["best_params"]
@@ -527,6 +547,7 @@ def _parse_checkpoint(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> di
         "val_acc_history": list(meta["val_acc_history"]),
         "best_val_acc": None if meta["best_val_acc"] is None else float(meta["best_val_acc"]),
         "rng_state": meta["rng_state"],
+        "model_rng_states": dict(meta["model_rng_states"]),
         "params": {name: arrays[key] for name, key in meta["params"].items()},
         "best_params": {name: arrays[key] for name, key in meta["best_params"].items()},
         "optim": optim,

@@ -275,3 +275,41 @@ def test_progress_bar_and_verbose_output(capsys: pytest.CaptureFixture) -> None:
     assert "img_s=" in captured.err
     assert "epoch 2/2" in captured.out + captured.err
     assert "iteration 15: loss" in captured.out + captured.err
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_resume_with_library_models_and_dropout(tmp_path: Path, dtype: type) -> None:
+    from convnet.models import FullyConnectedNet, ThreeLayerConvNet
+
+    rng = np.random.default_rng(1)
+    images = {
+        f"X_{split}": rng.standard_normal((size, 1, 6, 6)).astype(dtype)
+        for split, size in (("train", 40), ("val", 20))
+    }
+    data = {**images, "y_train": rng.integers(0, 3, 40), "y_val": rng.integers(0, 3, 20)}
+    builders = [
+        lambda: FullyConnectedNet(
+            [8], input_dim=36, num_classes=3, dropout=0.5, dtype=dtype, seed=2
+        ),
+        lambda: ThreeLayerConvNet(
+            (1, 6, 6),
+            num_filters=2,
+            filter_size=3,
+            hidden_dim=5,
+            num_classes=3,
+            dtype=dtype,
+            seed=2,
+        ),
+    ]
+    for index, build in enumerate(builders):
+        options = {"batch_size": 16, "num_epochs": 3, "num_train_samples": 20}
+        straight = make_solver(data, build(), **options)
+        straight.train()
+        directory = tmp_path / str(index)
+        make_solver(data, build(), **{**options, "num_epochs": 1}, checkpoint_dir=directory).train()
+        resumed = make_solver(data, build(), **options, resume_from=directory / CHECKPOINT_NAME)
+        resumed.train()
+        assert resumed.history == straight.history
+        for name, value in straight.model.params.items():
+            assert value.dtype == dtype
+            np.testing.assert_array_equal(resumed.model.params[name], value)
