@@ -1,0 +1,189 @@
+"""Sandwich layers: common stacks of layers as one forward and one backward function.
+
+Each ``*_forward`` returns ``(out, cache)`` and each ``*_backward(dout, cache)`` returns the
+gradients of the stack's inputs, like the single layers. The convolutions and pools run on
+:mod:`convnet.fast_layers`. No function here modifies its inputs.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from convnet.fast_layers import (
+    conv_backward_fast,
+    conv_forward_fast,
+    max_pool_backward_fast,
+    max_pool_forward_fast,
+)
+from convnet.layers import (
+    ConvCache,
+    PoolCache,
+    affine_backward,
+    affine_forward,
+    relu_backward,
+    relu_forward,
+)
+
+
+class AffineReluCache(NamedTuple):
+    """What :func:`affine_relu_backward` needs."""
+
+    affine: tuple[np.ndarray, np.ndarray, np.ndarray]
+    relu: np.ndarray
+
+
+class ConvReluCache(NamedTuple):
+    """What :func:`conv_relu_backward` needs."""
+
+    conv: ConvCache
+    relu: np.ndarray
+
+
+class ConvReluPoolCache(NamedTuple):
+    """What :func:`conv_relu_pool_backward` needs (the pool runs before the ReLU)."""
+
+    conv: ConvCache
+    pool: PoolCache
+    relu: np.ndarray
+
+
+def affine_relu_forward(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray
+) -> tuple[np.ndarray, AffineReluCache]:
+    """Affine layer followed by a ReLU: ``out = max(x.reshape(N, D) @ w + b, 0)``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, d_1, ..., d_k), with D = d_1 * ... * d_k
+    w : ndarray, shape (D, M)
+    b : ndarray, shape (M,)
+
+    Returns
+    -------
+    out : ndarray, shape (N, M)
+    cache : AffineReluCache
+    """
+    scores, affine_cache = affine_forward(x, w, b)
+    out, relu_cache = relu_forward(scores)
+    return out, AffineReluCache(affine_cache, relu_cache)
+
+
+def affine_relu_backward(
+    dout: np.ndarray, cache: AffineReluCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of :func:`affine_relu_forward`.
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, M)
+    cache : AffineReluCache
+
+    Returns
+    -------
+    dx : ndarray, shape of x
+    dw : ndarray, shape (D, M)
+    db : ndarray, shape (M,)
+    """
+    return affine_backward(relu_backward(dout, cache.relu), cache.affine)
+
+
+def conv_relu_forward(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict
+) -> tuple[np.ndarray, ConvReluCache]:
+    """Convolution followed by a ReLU.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    w : ndarray, shape (F, C, HH, WW)
+    b : ndarray, shape (F,)
+    conv_param : dict
+        ``'stride'`` and ``'pad'``, as for :func:`convnet.fast_layers.conv_forward_fast`.
+
+    Returns
+    -------
+    out : ndarray, shape (N, F, H_out, W_out)
+    cache : ConvReluCache
+    """
+    conv_out, conv_cache = conv_forward_fast(x, w, b, conv_param)
+    out, relu_cache = relu_forward(conv_out)
+    return out, ConvReluCache(conv_cache, relu_cache)
+
+
+def conv_relu_backward(
+    dout: np.ndarray, cache: ConvReluCache, *, compute_dx: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Gradients of :func:`conv_relu_forward`.
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, F, H_out, W_out)
+    cache : ConvReluCache
+    compute_dx : bool, default True
+        ``False`` skips the input gradient (``dx`` is then ``None``).
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W), or None
+    dw : ndarray, shape (F, C, HH, WW)
+    db : ndarray, shape (F,)
+    """
+    dconv = relu_backward(dout, cache.relu)
+    return conv_backward_fast(dconv, cache.conv, compute_dx=compute_dx)
+
+
+def conv_relu_pool_forward(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict, pool_param: dict
+) -> tuple[np.ndarray, ConvReluPoolCache]:
+    """Convolution, ReLU, then max pooling.
+
+    ReLU is non-decreasing, so it commutes with taking a maximum: the ReLU runs after the
+    pool, on a quarter of the values for a 2x2 pool. Outputs and gradients are exactly
+    those of conv -> ReLU -> pool (a window whose maximum is not positive passes no
+    gradient either way).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    w : ndarray, shape (F, C, HH, WW)
+    b : ndarray, shape (F,)
+    conv_param : dict
+        ``'stride'`` and ``'pad'``, as for :func:`convnet.fast_layers.conv_forward_fast`.
+    pool_param : dict
+        ``'pool_height'``, ``'pool_width'`` and ``'stride'``, as for
+        :func:`convnet.fast_layers.max_pool_forward_fast`.
+
+    Returns
+    -------
+    out : ndarray, shape (N, F, H_pool, W_pool)
+    cache : ConvReluPoolCache
+    """
+    conv_out, conv_cache = conv_forward_fast(x, w, b, conv_param)
+    pooled, pool_cache = max_pool_forward_fast(conv_out, pool_param)
+    out, relu_cache = relu_forward(pooled)
+    return out, ConvReluPoolCache(conv_cache, pool_cache, relu_cache)
+
+
+def conv_relu_pool_backward(
+    dout: np.ndarray, cache: ConvReluPoolCache, *, compute_dx: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Gradients of :func:`conv_relu_pool_forward`.
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, F, H_pool, W_pool)
+    cache : ConvReluPoolCache
+    compute_dx : bool, default True
+        ``False`` skips the input gradient (``dx`` is then ``None``).
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W), or None
+    dw : ndarray, shape (F, C, HH, WW)
+    db : ndarray, shape (F,)
+    """
+    dpooled = relu_backward(dout, cache.relu)
+    dconv = max_pool_backward_fast(dpooled, cache.pool)
+    return conv_backward_fast(dconv, cache.conv, compute_dx=compute_dx)

@@ -1,0 +1,162 @@
+"""Sandwich layers: numerical gradients, and agreement with the single layers composed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from convnet import layer_utils
+from convnet.layers import (
+    conv_backward_naive,
+    conv_forward_naive,
+    max_pool_backward_naive,
+    max_pool_forward_naive,
+    relu_backward,
+    relu_forward,
+)
+
+CONV_PARAM = {"stride": 1, "pad": 1}
+POOL_PARAM = {"pool_height": 2, "pool_width": 2, "stride": 2}
+
+
+def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-6) -> np.ndarray:
+    """Centered differences of the scalar ``f()`` with respect to ``x``, perturbed in place."""
+    grad = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        saved = x[index]
+        x[index] = saved + h
+        above = f()
+        x[index] = saved - h
+        below = f()
+        x[index] = saved
+        grad[index] = (above - below) / (2 * h)
+    return grad
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
+
+
+def check_sandwich(forward, backward, arrays: list[np.ndarray], *extra) -> None:
+    """Compare the analytic gradients of ``sum(forward(*arrays, *extra) * dout)`` with numbers."""
+    out, cache = forward(*arrays, *extra)
+    dout = np.random.default_rng(1).standard_normal(out.shape)
+    analytic = backward(dout, cache)
+
+    def objective() -> float:
+        return float(np.sum(forward(*arrays, *extra)[0] * dout))
+
+    for array, grad in zip(arrays, analytic, strict=True):
+        assert grad.shape == array.shape
+        assert relative_error(grad, numerical_gradient(objective, array)) < 1e-6
+
+
+def test_affine_relu_gradients():
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((4, 2, 3)), rng.standard_normal((6, 5)), rng.standard_normal(5)
+    check_sandwich(layer_utils.affine_relu_forward, layer_utils.affine_relu_backward, [x, w, b])
+
+
+def test_conv_relu_gradients():
+    rng = np.random.default_rng(0)
+    x, w, b = (
+        rng.standard_normal((2, 3, 5, 4)),
+        rng.standard_normal((3, 3, 3, 2)),
+        rng.standard_normal(3),
+    )
+    check_sandwich(
+        layer_utils.conv_relu_forward, layer_utils.conv_relu_backward, [x, w, b], CONV_PARAM
+    )
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 6, 6), (2, 2, 7, 5)])
+def test_conv_relu_pool_gradients(shape):
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal(shape), rng.standard_normal((3, 2, 3, 3)), rng.standard_normal(3)
+    check_sandwich(
+        layer_utils.conv_relu_pool_forward,
+        layer_utils.conv_relu_pool_backward,
+        [x, w, b],
+        CONV_PARAM,
+        POOL_PARAM,
+    )
+
+
+def reference_conv_relu_pool(x, w, b, dout):
+    """conv -> ReLU -> pool from the naive layers, in that order: output and gradients."""
+    conv_out, conv_cache = conv_forward_naive(x, w, b, CONV_PARAM)
+    relu_out, relu_cache = relu_forward(conv_out)
+    out, pool_cache = max_pool_forward_naive(relu_out, POOL_PARAM)
+    drelu = max_pool_backward_naive(dout, pool_cache)
+    return out, conv_backward_naive(relu_backward(drelu, relu_cache), conv_cache)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_relu_pool_equals_the_layers_in_order_even_with_ties(dtype):
+    # Strongly negative biases make most ReLU outputs 0: pool windows full of ties.
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 2, 6, 7)).astype(dtype)
+    w = rng.standard_normal((4, 2, 3, 3)).astype(dtype)
+    b = np.array([-9.0, -3.0, 0.0, 2.0], dtype=dtype)
+    out, cache = layer_utils.conv_relu_pool_forward(x, w, b, CONV_PARAM, POOL_PARAM)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    expected_out, expected_grads = reference_conv_relu_pool(x, w, b, dout)
+    assert np.mean(out == 0) > 0.2
+    tolerance = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(out, expected_out, rtol=tolerance, atol=tolerance)
+    grads = layer_utils.conv_relu_pool_backward(dout, cache)
+    for grad, expected in zip(grads, expected_grads, strict=True):
+        assert grad.dtype == dtype
+        np.testing.assert_allclose(grad, expected, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize(
+    ("forward", "backward", "extra"),
+    [
+        (layer_utils.conv_relu_forward, layer_utils.conv_relu_backward, (CONV_PARAM,)),
+        (
+            layer_utils.conv_relu_pool_forward,
+            layer_utils.conv_relu_pool_backward,
+            (CONV_PARAM, POOL_PARAM),
+        ),
+    ],
+)
+def test_conv_sandwich_without_dx(forward, backward, extra):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    out, cache = forward(x, w, b, *extra)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    dx, dw, db = backward(dout, cache)
+    no_dx, dw_only, db_only = backward(dout, cache, compute_dx=False)
+    assert dx is not None and dx.shape == x.shape
+    assert no_dx is None
+    np.testing.assert_array_equal(dw_only, dw)
+    np.testing.assert_array_equal(db_only, db)
+
+
+def test_float32_in_float32_out_and_inputs_untouched():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 2, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    w_fc = rng.standard_normal((36, 5)).astype(np.float32)
+    b_fc = rng.standard_normal(5).astype(np.float32)
+    originals = [a.copy() for a in (x, w, b, w_fc, b_fc)]
+
+    pooled, pool_cache = layer_utils.conv_relu_pool_forward(x, w, b, CONV_PARAM, POOL_PARAM)
+    hidden, fc_cache = layer_utils.affine_relu_forward(pooled, w_fc, b_fc)
+    dhidden = np.ones_like(hidden)
+    dpooled, dw_fc, db_fc = layer_utils.affine_relu_backward(dhidden, fc_cache)
+    dpooled_copy = dpooled.copy()
+    dx, dw, db = layer_utils.conv_relu_pool_backward(dpooled, pool_cache)
+
+    for array in (pooled, hidden, dpooled, dw_fc, db_fc, dx, dw, db):
+        assert array.dtype == np.float32
+    for array, original in zip((x, w, b, w_fc, b_fc), originals, strict=True):
+        np.testing.assert_array_equal(array, original)
+    np.testing.assert_array_equal(dhidden, 1)
+    np.testing.assert_array_equal(dpooled, dpooled_copy)
