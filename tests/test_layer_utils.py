@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pytest
 
 from convnet import layer_utils
+from convnet.gradient_check import numerical_gradient_array, relative_error
 from convnet.layers import (
     conv_backward_naive,
     conv_forward_naive,
@@ -21,36 +20,18 @@ CONV_PARAM = {"stride": 1, "pad": 1}
 POOL_PARAM = {"pool_height": 2, "pool_width": 2, "stride": 2}
 
 
-def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-6) -> np.ndarray:
-    """Centered differences of the scalar ``f()`` with respect to ``x``, perturbed in place."""
-    grad = np.zeros_like(x)
-    for index in np.ndindex(x.shape):
-        saved = x[index]
-        x[index] = saved + h
-        above = f()
-        x[index] = saved - h
-        below = f()
-        x[index] = saved
-        grad[index] = (above - below) / (2 * h)
-    return grad
-
-
-def relative_error(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
-
-
 def check_sandwich(forward, backward, arrays: list[np.ndarray], *extra) -> None:
     """Compare the analytic gradients of ``sum(forward(*arrays, *extra) * dout)`` with numbers."""
     out, cache = forward(*arrays, *extra)
     dout = np.random.default_rng(1).standard_normal(out.shape)
     analytic = backward(dout, cache)
 
-    def objective() -> float:
-        return float(np.sum(forward(*arrays, *extra)[0] * dout))
+    def output(_: np.ndarray) -> np.ndarray:
+        return forward(*arrays, *extra)[0]
 
     for array, grad in zip(arrays, analytic, strict=True):
         assert grad.shape == array.shape
-        assert relative_error(grad, numerical_gradient(objective, array)) < 1e-6
+        assert relative_error(grad, numerical_gradient_array(output, array, dout)) < 1e-6
 
 
 def test_affine_relu_gradients():
