@@ -1,0 +1,60 @@
+"""Shared fixtures and the hypothesis settings profiles of the test suite.
+
+``HYPOTHESIS_PROFILE=thorough`` runs every property with many more examples.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from functools import partial
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+from convnet import fast_layers
+
+settings.register_profile("default", max_examples=40, deadline=None)
+settings.register_profile("thorough", max_examples=500, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A generator seeded per test, so every test sees the same data on every run."""
+    return np.random.default_rng(20240531)
+
+
+@pytest.fixture
+def restore_workspace_limit() -> Iterator[None]:
+    """Put back the fast convolution's workspace limit whatever the test set it to."""
+    previous = fast_layers.get_workspace_limit()
+    yield
+    fast_layers.set_workspace_limit(previous)
+
+
+LAYOUTS = ("fortran", "transposed", "strided", "negative-strides", "read-only")
+
+
+def _to_layout(array: np.ndarray, layout: str) -> np.ndarray:
+    """The values of ``array`` in another memory layout (a view or copy that is not C-order)."""
+    if layout == "fortran":
+        return np.asfortranarray(array)
+    if layout == "transposed":
+        return np.ascontiguousarray(array.T).T
+    if layout == "strided":
+        return np.repeat(array, 2, axis=-1)[..., ::2]
+    if layout == "negative-strides":
+        return np.ascontiguousarray(array[..., ::-1])[..., ::-1]
+    if layout == "read-only":
+        frozen = array.copy()
+        frozen.setflags(write=False)
+        return frozen
+    raise ValueError(f"unknown layout {layout!r}")
+
+
+@pytest.fixture(params=LAYOUTS)
+def to_layout(request: pytest.FixtureRequest) -> Callable[[np.ndarray], np.ndarray]:
+    """Convert an array to one non-C-contiguous or read-only layout (one per parameter)."""
+    return partial(_to_layout, layout=request.param)

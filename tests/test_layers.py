@@ -1,0 +1,244 @@
+"""Affine, ReLU and the losses: gradient checks, known values, dtypes and input handling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from convnet.gradient_check import numerical_gradient, numerical_gradient_array, relative_error
+from convnet.layers import (
+    affine_backward,
+    affine_forward,
+    relu_backward,
+    relu_forward,
+    softmax_loss,
+    svm_loss,
+)
+
+GRAD_TOL = 1e-7
+
+
+def _away_from_zero(rng, shape, gap=0.1):
+    """Random values with |v| >= gap, so a ReLU kink is never within a probe step."""
+    return rng.uniform(gap, 2.0, size=shape) * rng.choice([-1.0, 1.0], size=shape)
+
+
+def _read_only(array):
+    array = array.copy()
+    array.setflags(write=False)
+    return array
+
+
+# --- gradient checks (float64, centered differences) -------------------------------------
+
+
+def test_affine_gradients(rng):
+    x = rng.standard_normal((3, 2, 4))
+    w = rng.standard_normal((8, 5))
+    b = rng.standard_normal(5)
+    dout = rng.standard_normal((3, 5))
+    out, cache = affine_forward(x, w, b)
+    dx, dw, db = affine_backward(dout, cache)
+    assert out.shape == (3, 5) and dx.shape == x.shape and dw.shape == w.shape
+    assert db.shape == (5,)
+    assert (
+        relative_error(dx, numerical_gradient_array(lambda v: affine_forward(v, w, b)[0], x, dout))
+        < GRAD_TOL
+    )
+    assert (
+        relative_error(dw, numerical_gradient_array(lambda v: affine_forward(x, v, b)[0], w, dout))
+        < GRAD_TOL
+    )
+    assert (
+        relative_error(db, numerical_gradient_array(lambda v: affine_forward(x, w, v)[0], b, dout))
+        < GRAD_TOL
+    )
+
+
+def test_affine_forward_value(rng):
+    x = rng.standard_normal((4, 3, 2))
+    w = rng.standard_normal((6, 2))
+    b = rng.standard_normal(2)
+    out, _ = affine_forward(x, w, b)
+    expected = np.einsum("nd,dm->nm", x.reshape(4, 6), w) + b
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_relu_gradient(rng):
+    x = _away_from_zero(rng, (4, 5))
+    dout = rng.standard_normal((4, 5))
+    out, cache = relu_forward(x)
+    np.testing.assert_array_equal(out, np.where(x > 0, x, 0))
+    dx = relu_backward(dout, cache)
+    assert (
+        relative_error(dx, numerical_gradient_array(lambda v: relu_forward(v)[0], x, dout))
+        < GRAD_TOL
+    )
+
+
+def test_relu_at_zero_and_nan():
+    x = np.array([-1.0, 0.0, 2.0, np.nan])
+    out, cache = relu_forward(x)
+    np.testing.assert_array_equal(out, [0.0, 0.0, 2.0, np.nan])
+    np.testing.assert_array_equal(relu_backward(np.full(4, 3.0), cache), [0.0, 0.0, 3.0, 0.0])
+
+
+def test_softmax_loss_gradient(rng):
+    x = rng.standard_normal((6, 4))
+    y = rng.integers(0, 4, size=6)
+    loss, dx = softmax_loss(x, y)
+    assert isinstance(loss, float) and loss > 0
+    assert relative_error(dx, numerical_gradient(lambda v: softmax_loss(v, y)[0], x)) < GRAD_TOL
+
+
+def test_svm_loss_gradient(rng):
+    x = rng.standard_normal((6, 4))
+    y = rng.integers(0, 4, size=6)
+    margins = x - x[np.arange(6), y][:, None] + 1
+    margins[np.arange(6), y] = 1.0
+    assert np.abs(margins).min() > 1e-3, "a hinge kink lies within a probe step"
+    loss, dx = svm_loss(x, y)
+    assert isinstance(loss, float) and loss > 0
+    assert relative_error(dx, numerical_gradient(lambda v: svm_loss(v, y)[0], x)) < GRAD_TOL
+
+
+# --- known values ----------------------------------------------------------------------
+
+
+def test_softmax_loss_of_uniform_scores():
+    num, classes = 5, 7
+    y = np.arange(num) % classes
+    loss, dx = softmax_loss(np.zeros((num, classes)), y)
+    assert loss == pytest.approx(np.log(classes), rel=1e-12)
+    expected = np.full((num, classes), 1.0 / classes)
+    expected[np.arange(num), y] -= 1
+    np.testing.assert_allclose(dx, expected / num, rtol=1e-12)
+
+
+def test_softmax_loss_is_stable_for_huge_scores():
+    x = np.array([[1e4, 0.0, -1e4], [1e4, 1e4, 0.0]])
+    loss, dx = softmax_loss(x, np.array([1, 0]))
+    assert loss == pytest.approx((1e4 + np.log(2)) / 2, rel=1e-12)
+    assert np.all(np.isfinite(dx))
+
+
+def test_svm_loss_of_zero_scores():
+    num, classes = 4, 5
+    y = np.array([0, 4, 2, 2])
+    loss, dx = svm_loss(np.zeros((num, classes)), y)
+    assert loss == pytest.approx(classes - 1)
+    expected = np.ones((num, classes))
+    expected[np.arange(num), y] = -(classes - 1)
+    np.testing.assert_allclose(dx, expected / num)
+
+
+@pytest.mark.parametrize("loss_fn", [softmax_loss, svm_loss])
+def test_losses_on_empty_batch(loss_fn):
+    loss, dx = loss_fn(np.zeros((0, 3)), np.zeros(0, dtype=np.int64))
+    assert loss == 0.0
+    assert dx.shape == (0, 3)
+
+
+@pytest.mark.parametrize("loss_fn", [softmax_loss, svm_loss])
+@pytest.mark.parametrize("label_dtype", [np.int8, np.uint8, np.int32, np.int64])
+def test_losses_accept_any_integer_labels(loss_fn, label_dtype, rng):
+    x = rng.standard_normal((3, 4))
+    y = np.array([0, 3, 1])
+    loss, dx = loss_fn(x, y.astype(label_dtype))
+    loss_ref, dx_ref = loss_fn(x, y)
+    assert loss == loss_ref
+    np.testing.assert_array_equal(dx, dx_ref)
+
+
+# --- dtypes and input handling ---------------------------------------------------------
+
+
+def test_float32_stays_float32(rng):
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    w = rng.standard_normal((4, 2)).astype(np.float32)
+    b = rng.standard_normal(2).astype(np.float32)
+    out, cache = affine_forward(x, w, b)
+    grads = affine_backward(np.ones((3, 2), np.float32), cache)
+    assert out.dtype == np.float32
+    assert all(g.dtype == np.float32 for g in grads)
+    out, cache = relu_forward(x)
+    assert out.dtype == np.float32
+    assert relu_backward(np.ones_like(x), cache).dtype == np.float32
+    y = np.array([0, 1, 3])
+    for loss_fn in (softmax_loss, svm_loss):
+        assert loss_fn(x, y)[1].dtype == np.float32
+
+
+def test_affine_mixed_dtypes_promote_to_float64(rng):
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    w = rng.standard_normal((4, 2))
+    b = rng.standard_normal(2).astype(np.float32)
+    out, cache = affine_forward(x, w, b)
+    assert out.dtype == np.float64
+    assert all(g.dtype == np.float64 for g in affine_backward(np.ones((3, 2)), cache))
+
+
+def _layouts(array):
+    """The same values as a transposed view, a strided view, Fortran order and read-only."""
+    transposed = np.ascontiguousarray(np.swapaxes(array, 0, -1)).swapaxes(0, -1)
+    doubled = np.repeat(array, 2, axis=-1)[..., ::2]
+    return {
+        "transposed": transposed,
+        "strided": doubled,
+        "fortran": np.asfortranarray(array),
+        "read-only": _read_only(array),
+    }
+
+
+def test_affine_and_relu_accept_any_layout(rng):
+    x = _away_from_zero(rng, (3, 2, 4))
+    w = rng.standard_normal((8, 5))
+    b = rng.standard_normal(5)
+    dout = rng.standard_normal((3, 5))
+    dout_relu = rng.standard_normal(x.shape)
+    out_ref, cache = affine_forward(x, w, b)
+    grads_ref = affine_backward(dout, cache)
+    relu_ref = relu_forward(x)[0]
+    relu_grad_ref = relu_backward(dout_relu, x)
+    for name, (xv, wv, bv, dv, dr) in {
+        key: (a, _layouts(w)[key], _layouts(b)[key], _layouts(dout)[key], _layouts(dout_relu)[key])
+        for key, a in _layouts(x).items()
+    }.items():
+        out, cache = affine_forward(xv, wv, bv)
+        np.testing.assert_allclose(out, out_ref, rtol=1e-12, atol=1e-12, err_msg=name)
+        for grad, ref in zip(affine_backward(dv, cache), grads_ref, strict=True):
+            np.testing.assert_allclose(grad, ref, rtol=1e-12, atol=1e-12, err_msg=name)
+        out, cache = relu_forward(xv)
+        np.testing.assert_array_equal(out, relu_ref, err_msg=name)
+        np.testing.assert_array_equal(relu_backward(dr, cache), relu_grad_ref, err_msg=name)
+
+
+@pytest.mark.parametrize("loss_fn", [softmax_loss, svm_loss])
+def test_losses_accept_any_layout(loss_fn, rng):
+    x = rng.standard_normal((5, 3))
+    y = np.array([0, 2, 1, 1, 0])
+    loss_ref, dx_ref = loss_fn(x, y)
+    for name, xv in _layouts(x).items():
+        loss, dx = loss_fn(xv, _read_only(y))
+        assert loss == pytest.approx(loss_ref, rel=1e-14), name
+        np.testing.assert_allclose(dx, dx_ref, rtol=1e-14, atol=1e-15, err_msg=name)
+
+
+def test_inputs_are_never_modified(rng):
+    x = _away_from_zero(rng, (3, 4))
+    w = rng.standard_normal((4, 2))
+    b = rng.standard_normal(2)
+    dout = rng.standard_normal((3, 2))
+    dout_relu = rng.standard_normal((3, 4))
+    y = np.array([1, 0, 1])
+    originals = [a.copy() for a in (x, w, b, dout, dout_relu, y)]
+    _, cache = affine_forward(x, w, b)
+    affine_backward(dout, cache)
+    out, cache = relu_forward(x)
+    out[:] = 7.0
+    dx = relu_backward(dout_relu, cache)
+    dx[:] = 7.0
+    softmax_loss(x[:, :2], y)[1][:] = 7.0
+    svm_loss(x[:, :2], y)[1][:] = 7.0
+    for array, original in zip((x, w, b, dout, dout_relu, y), originals, strict=True):
+        np.testing.assert_array_equal(array, original)
