@@ -1,0 +1,545 @@
+"""Classifiers built from the layers, and saving and loading them.
+
+Every model holds its weights in ``model.params`` (a dict of arrays in the model's dtype),
+computes ``model.loss(X)`` (class scores) or ``model.loss(X, y)`` (softmax loss and the
+gradients, keyed like ``params``), and describes itself with ``model.config()``: the
+keyword arguments that rebuild it, as JSON-compatible values. :func:`save_model` and
+:func:`load_model` store a model in one ``.npz`` file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import numbers
+import os
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from convnet._validation import FLOAT_DTYPES, _positive_int, check_labels, output_size
+from convnet.layer_utils import (
+    affine_relu_backward,
+    affine_relu_forward,
+    conv_relu_pool_backward,
+    conv_relu_pool_forward,
+)
+from convnet.layers import affine_backward, affine_forward, softmax_loss
+
+FORMAT_VERSION = 1
+INITS = ("normal", "he")
+_META_KEY = "__convnet_meta__"
+
+
+def _check_dtype(dtype: Any) -> np.dtype:
+    try:
+        result = np.dtype(dtype)
+    except TypeError as error:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from error
+    if result not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {result}")
+    return result
+
+
+def _check_real(value: Any, name: str, *, low: float, low_inclusive: bool) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    in_range = value >= low if low_inclusive else value > low
+    if not math.isfinite(value) or not in_range:
+        bound = ">=" if low_inclusive else ">"
+        raise ValueError(f"{name} must be finite and {bound} {low}, got {value}")
+    return value
+
+
+def _check_init(init: Any) -> str:
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    return init
+
+
+def _check_seed(seed: Any) -> int | None:
+    return None if seed is None else _positive_int(seed, "seed", 0)
+
+
+class _Classifier:
+    """What both models share: dtype, regularization, input checks and initialization."""
+
+    params: dict[str, np.ndarray]
+    dtype: np.dtype
+    reg: float
+    num_classes: int
+
+    def _draw_weight(
+        self, rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, init: str, scale: float
+    ) -> np.ndarray:
+        """Gaussian weights: std ``sqrt(2 / fan_in)`` for "he", else ``scale``."""
+        std = math.sqrt(2.0 / fan_in) if init == "he" else scale
+        return (std * rng.standard_normal(shape)).astype(self.dtype)
+
+    def _as_input(self, X: Any, sample_shape: tuple[int, ...]) -> np.ndarray:
+        """``X`` cast to the model dtype, after checking it is a batch of ``sample_shape``."""
+        X = np.asarray(X)
+        if X.dtype.kind not in "iuf":
+            raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
+        if X.ndim != len(sample_shape) + 1 or X.shape[1:] != sample_shape:
+            raise ValueError(
+                f"X must have shape (N, {', '.join(map(str, sample_shape))}) for this "
+                f"{type(self).__name__}, got {X.shape}"
+            )
+        return X.astype(self.dtype, copy=False)
+
+    def _add_regularization(self, loss: float, grads: dict[str, np.ndarray]) -> float:
+        """Add ``0.5 * reg * sum(W**2)`` over the weights (not biases) and its gradient."""
+        if self.reg == 0:
+            return loss
+        for name, weight in self.params.items():
+            if name.startswith("W"):
+                loss += 0.5 * self.reg * float(np.vdot(weight, weight))
+                grads[name] += self.reg * weight
+        return loss
+
+
+class ThreeLayerConvNet(_Classifier):
+    """conv - relu - 2x2 max pool - affine - relu - affine - softmax.
+
+    The convolution has stride 1 and zero padding ``(filter_size - 1) // 2``: an odd
+    filter keeps the height and width, an even one shrinks them by one. The pool has
+    stride 2 and needs no divisibility (an odd size drops its last row or column).
+
+    Parameters
+    ----------
+    input_dim : tuple (C, H, W), default (3, 32, 32)
+    num_filters : int, default 32
+    filter_size : int, default 7
+    hidden_dim : int, default 100
+    num_classes : int, default 10
+    weight_scale : float, default 1e-3
+        Standard deviation of the weights when ``init="normal"``.
+    reg : float, default 0.0
+        L2 strength: the loss gains ``0.5 * reg * sum(W**2)`` over W1, W2, W3.
+    dtype : float32 or float64, default float32
+    init : {"normal", "he"}, default "normal"
+        "he" draws each weight with std ``sqrt(2 / fan_in)``. Biases start at zero.
+    seed : int, optional
+        Seed of the initialization.
+
+    Attributes
+    ----------
+    params : dict
+        ``W1`` (F, C, k, k), ``b1`` (F,), ``W2`` (F * Hp * Wp, hidden_dim), ``b2``
+        (hidden_dim,), ``W3`` (hidden_dim, num_classes), ``b3`` (num_classes,), where
+        Hp, Wp is the pooled size.
+    """
+
+    POOL_PARAM: ClassVar[dict[str, int]] = {"pool_height": 2, "pool_width": 2, "stride": 2}
+
+    def __init__(
+        self,
+        input_dim: Sequence[int] = (3, 32, 32),
+        num_filters: int = 32,
+        filter_size: int = 7,
+        hidden_dim: int = 100,
+        num_classes: int = 10,
+        weight_scale: float = 1e-3,
+        reg: float = 0.0,
+        dtype: Any = np.float32,
+        init: str = "normal",
+        seed: int | None = None,
+    ) -> None:
+        if isinstance(input_dim, (str, bytes)) or not isinstance(input_dim, Sequence):
+            raise TypeError(f"input_dim must be a sequence (C, H, W), got {input_dim!r}")
+        if len(input_dim) != 3:
+            raise ValueError(f"input_dim must be (C, H, W), got {tuple(input_dim)!r}")
+        self.input_dim = tuple(_positive_int(d, "input_dim", 1) for d in input_dim)
+        self.num_filters = _positive_int(num_filters, "num_filters", 1)
+        self.filter_size = _positive_int(filter_size, "filter_size", 1)
+        self.hidden_dim = _positive_int(hidden_dim, "hidden_dim", 1)
+        self.num_classes = _positive_int(num_classes, "num_classes", 1)
+        self.weight_scale = _check_real(weight_scale, "weight_scale", low=0, low_inclusive=False)
+        self.reg = _check_real(reg, "reg", low=0, low_inclusive=True)
+        self.dtype = _check_dtype(dtype)
+        self.init = _check_init(init)
+        self.seed = _check_seed(seed)
+
+        channels, height, width = self.input_dim
+        pad = (self.filter_size - 1) // 2
+        self.conv_param = {"stride": 1, "pad": pad}
+        conv_h = output_size(height, self.filter_size, 1, pad)
+        conv_w = output_size(width, self.filter_size, 1, pad)
+        if conv_h < 2 or conv_w < 2:
+            raise ValueError(
+                f"input {height}x{width} is too small for a {self.filter_size}x"
+                f"{self.filter_size} convolution followed by a 2x2 pool"
+            )
+        pooled = self.num_filters * output_size(conv_h, 2, 2, 0) * output_size(conv_w, 2, 2, 0)
+
+        rng = np.random.default_rng(self.seed)
+        kernel_shape = (self.num_filters, channels, self.filter_size, self.filter_size)
+        fan_in_conv = channels * self.filter_size**2
+        draw = self._draw_weight
+        self.params = {
+            "W1": draw(rng, kernel_shape, fan_in_conv, self.init, self.weight_scale),
+            "b1": np.zeros(self.num_filters, dtype=self.dtype),
+            "W2": draw(rng, (pooled, self.hidden_dim), pooled, self.init, self.weight_scale),
+            "b2": np.zeros(self.hidden_dim, dtype=self.dtype),
+            "W3": draw(
+                rng,
+                (self.hidden_dim, self.num_classes),
+                self.hidden_dim,
+                self.init,
+                self.weight_scale,
+            ),
+            "b3": np.zeros(self.num_classes, dtype=self.dtype),
+        }
+
+    def config(self) -> dict[str, Any]:
+        """The keyword arguments that rebuild this model, as JSON-compatible values."""
+        return {
+            "input_dim": list(self.input_dim),
+            "num_filters": self.num_filters,
+            "filter_size": self.filter_size,
+            "hidden_dim": self.hidden_dim,
+            "num_classes": self.num_classes,
+            "weight_scale": self.weight_scale,
+            "reg": self.reg,
+            "dtype": self.dtype.name,
+            "init": self.init,
+            "seed": self.seed,
+        }
+
+    def loss(
+        self, X: np.ndarray, y: np.ndarray | None = None
+    ) -> np.ndarray | tuple[float, dict[str, np.ndarray]]:
+        """Class scores, or the regularized softmax loss and its gradients.
+
+        Parameters
+        ----------
+        X : ndarray, shape (N, C, H, W) as ``input_dim``
+            Cast to the model's dtype.
+        y : ndarray of int, shape (N,), optional
+            Labels in ``[0, num_classes)``.
+
+        Returns
+        -------
+        scores : ndarray, shape (N, num_classes)
+            If ``y`` is None.
+        loss : float
+            Otherwise, with
+        grads : dict
+            Keyed like ``params``; each gradient has its parameter's shape and dtype.
+        """
+        X = self._as_input(X, self.input_dim)
+        if y is not None:
+            y = check_labels(y, X.shape[0], self.num_classes)
+        p = self.params
+        pooled, conv_cache = conv_relu_pool_forward(
+            X, p["W1"], p["b1"], self.conv_param, self.POOL_PARAM
+        )
+        hidden, hidden_cache = affine_relu_forward(pooled, p["W2"], p["b2"])
+        scores, scores_cache = affine_forward(hidden, p["W3"], p["b3"])
+        if y is None:
+            return scores
+
+        loss, dscores = softmax_loss(scores, y)
+        grads: dict[str, np.ndarray] = {}
+        dhidden, grads["W3"], grads["b3"] = affine_backward(dscores, scores_cache)
+        dpooled, grads["W2"], grads["b2"] = affine_relu_backward(dhidden, hidden_cache)
+        _, grads["W1"], grads["b1"] = conv_relu_pool_backward(dpooled, conv_cache, compute_dx=False)
+        return self._add_regularization(loss, grads), grads
+
+
+class FullyConnectedNet(_Classifier):
+    """{affine - relu - [dropout]} x (L - 1) - affine - softmax, for any L >= 1.
+
+    Parameters
+    ----------
+    hidden_dims : sequence of int
+        Width of each hidden layer; empty gives a linear softmax classifier.
+    input_dim : int, default 3 * 32 * 32
+        Features per sample; ``X`` may be (N, input_dim) or any (N, ...) of that size.
+    num_classes : int, default 10
+    dropout : float in (0, 1], default 1.0
+        KEEP probability of each hidden unit in training; 1.0 means no dropout. Dropout is
+        inverted (kept units are scaled by ``1 / dropout``), so test mode needs no scaling.
+    reg : float, default 0.0
+        L2 strength: the loss gains ``0.5 * reg * sum(W**2)`` over the weights.
+    weight_scale : float, default 1e-2
+        Standard deviation of the weights when ``init="normal"``.
+    dtype : float32 or float64, default float32
+    init : {"normal", "he"}, default "normal"
+        "he" draws each weight with std ``sqrt(2 / fan_in)``. Biases start at zero.
+    seed : int, optional
+        Seeds the initialization and, independently, the dropout masks: two models built
+        with the same seed draw the same masks in the same sequence of training calls.
+
+    Attributes
+    ----------
+    params : dict
+        ``W1``, ``b1``, ..., ``WL``, ``bL``; ``Wi`` is (fan_in, fan_out), ``bi`` (fan_out,).
+    """
+
+    def __init__(
+        self,
+        hidden_dims: Sequence[int],
+        input_dim: int = 3 * 32 * 32,
+        num_classes: int = 10,
+        dropout: float = 1.0,
+        reg: float = 0.0,
+        weight_scale: float = 1e-2,
+        dtype: Any = np.float32,
+        init: str = "normal",
+        seed: int | None = None,
+    ) -> None:
+        if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence):
+            raise TypeError(f"hidden_dims must be a sequence of ints, got {hidden_dims!r}")
+        self.hidden_dims = [_positive_int(d, "hidden_dims", 1) for d in hidden_dims]
+        self.input_dim = _positive_int(input_dim, "input_dim", 1)
+        self.num_classes = _positive_int(num_classes, "num_classes", 1)
+        self.dropout = _check_real(
+            dropout, "dropout (keep probability)", low=0, low_inclusive=False
+        )
+        if self.dropout > 1:
+            raise ValueError(
+                f"dropout is the keep probability and must lie in (0, 1], got {self.dropout}"
+            )
+        self.reg = _check_real(reg, "reg", low=0, low_inclusive=True)
+        self.weight_scale = _check_real(weight_scale, "weight_scale", low=0, low_inclusive=False)
+        self.dtype = _check_dtype(dtype)
+        self.init = _check_init(init)
+        self.seed = _check_seed(seed)
+        self.num_layers = len(self.hidden_dims) + 1
+
+        init_seed, dropout_seed = np.random.SeedSequence(self.seed).spawn(2)
+        rng = np.random.default_rng(init_seed)
+        self._dropout_rng = np.random.default_rng(dropout_seed)
+        widths = [self.input_dim, *self.hidden_dims, self.num_classes]
+        self.params = {}
+        for layer, (fan_in, fan_out) in enumerate(itertools.pairwise(widths), start=1):
+            self.params[f"W{layer}"] = self._draw_weight(
+                rng, (fan_in, fan_out), fan_in, self.init, self.weight_scale
+            )
+            self.params[f"b{layer}"] = np.zeros(fan_out, dtype=self.dtype)
+
+    def config(self) -> dict[str, Any]:
+        """The keyword arguments that rebuild this model, as JSON-compatible values."""
+        return {
+            "hidden_dims": list(self.hidden_dims),
+            "input_dim": self.input_dim,
+            "num_classes": self.num_classes,
+            "dropout": self.dropout,
+            "reg": self.reg,
+            "weight_scale": self.weight_scale,
+            "dtype": self.dtype.name,
+            "init": self.init,
+            "seed": self.seed,
+        }
+
+    def _as_rows(self, X: Any) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim >= 2 and math.prod(X.shape[1:]) == self.input_dim:
+            X = X.reshape(X.shape[0], self.input_dim)
+        return self._as_input(X, (self.input_dim,))
+
+    def _dropout_mask(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Inverted-dropout mask: ``1 / keep`` with probability ``keep``, else 0."""
+        kept = self._dropout_rng.random(shape) < self.dropout
+        return np.where(kept, self.dtype.type(1 / self.dropout), self.dtype.type(0))
+
+    def loss(
+        self, X: np.ndarray, y: np.ndarray | None = None
+    ) -> np.ndarray | tuple[float, dict[str, np.ndarray]]:
+        """Class scores (test mode), or the loss and gradients (training mode, with dropout).
+
+        Parameters
+        ----------
+        X : ndarray, shape (N, input_dim) or (N, d_1, ..., d_k) with d_1 * ... * d_k = input_dim
+            Cast to the model's dtype.
+        y : ndarray of int, shape (N,), optional
+            Labels in ``[0, num_classes)``. Giving them selects training mode.
+
+        Returns
+        -------
+        scores : ndarray, shape (N, num_classes)
+            If ``y`` is None (no dropout).
+        loss : float
+            Otherwise, with
+        grads : dict
+            Keyed like ``params``; each gradient has its parameter's shape and dtype.
+        """
+        hidden = self._as_rows(X)
+        training = y is not None
+        if training:
+            y = check_labels(y, hidden.shape[0], self.num_classes)
+        use_dropout = training and self.dropout < 1
+        caches = []
+        for layer in range(1, self.num_layers):
+            w, b = self.params[f"W{layer}"], self.params[f"b{layer}"]
+            hidden, cache = affine_relu_forward(hidden, w, b)
+            mask = self._dropout_mask(hidden.shape) if use_dropout else None
+            if mask is not None:
+                hidden = hidden * mask
+            caches.append((cache, mask))
+        last = self.num_layers
+        scores, scores_cache = affine_forward(
+            hidden, self.params[f"W{last}"], self.params[f"b{last}"]
+        )
+        if not training:
+            return scores
+
+        loss, dscores = softmax_loss(scores, y)
+        grads: dict[str, np.ndarray] = {}
+        dhidden, grads[f"W{last}"], grads[f"b{last}"] = affine_backward(dscores, scores_cache)
+        for layer in range(self.num_layers - 1, 0, -1):
+            cache, mask = caches[layer - 1]
+            if mask is not None:
+                dhidden = dhidden * mask
+            dhidden, grads[f"W{layer}"], grads[f"b{layer}"] = affine_relu_backward(dhidden, cache)
+        return self._add_regularization(loss, grads), grads
+
+
+Model = ThreeLayerConvNet | FullyConnectedNet
+ARCHITECTURES: dict[str, type[_Classifier]] = {
+    "ThreeLayerConvNet": ThreeLayerConvNet,
+    "FullyConnectedNet": FullyConnectedNet,
+}
+
+
+def save_model(model: Model, path: str | os.PathLike) -> Path:
+    """Write a model's parameters and configuration to one ``.npz`` file at ``path``.
+
+    The archive holds every array of ``model.params`` under its name and, under
+    ``"__convnet_meta__"``, the JSON string
+    ``{"architecture": <class name>, "config": model.config(), "format_version": 1}``.
+    The file is written to a temporary name and then renamed, so an existing file at
+    ``path`` is replaced whole or not at all. ``path`` is used as given (no suffix added).
+
+    Parameters
+    ----------
+    model : ThreeLayerConvNet or FullyConnectedNet
+    path : str or path-like
+
+    Returns
+    -------
+    path : Path
+        Where the model was written.
+    """
+    architecture = type(model).__name__
+    if ARCHITECTURES.get(architecture) is not type(model):
+        raise TypeError(f"save_model saves {', '.join(ARCHITECTURES)}, got {type(model).__name__}")
+    meta = {"architecture": architecture, "config": model.config(), "format_version": 1}
+    path = Path(path)
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            np.savez(file, **model.params, **{_META_KEY: np.array(json.dumps(meta))})
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+_READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` file at ``path``, or a ``ValueError`` saying why not."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except _READ_ERRORS as error:
+        raise ValueError(f"{path} is not a readable .npz model file: {error}") from error
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} holds a single .npy array, not an .npz model file")
+    try:
+        with archive:
+            return {name: archive[name] for name in archive.files}
+    except _READ_ERRORS as error:
+        raise ValueError(f"{path} is a corrupt .npz model file: {error}") from error
+
+
+def _read_meta(path: Path, raw: np.ndarray | None) -> dict[str, Any]:
+    if raw is None:
+        raise ValueError(f"{path} has no {_META_KEY!r} entry: it was not written by save_model")
+    try:
+        meta = json.loads(str(raw[()]))
+    except (json.JSONDecodeError, IndexError) as error:
+        raise ValueError(f"{path} has unreadable model metadata: {error}") from error
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise ValueError(f"{path} has malformed model metadata: {meta!r}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has format_version {meta.get('format_version')!r}; this convnet reads "
+            f"version {FORMAT_VERSION}"
+        )
+    if meta.get("architecture") not in ARCHITECTURES:
+        raise ValueError(
+            f"{path} holds an unknown architecture {meta.get('architecture')!r}; "
+            f"known: {', '.join(ARCHITECTURES)}"
+        )
+    return meta
+
+
+def load_model(path: str | os.PathLike, expected: str | type | None = None) -> Model:
+    """Rebuild the model that :func:`save_model` wrote to ``path``.
+
+    Parameters
+    ----------
+    path : str or path-like
+    expected : str or class, optional
+        Architecture the caller needs (e.g. ``"ThreeLayerConvNet"``); a file holding
+        another one is refused.
+
+    Returns
+    -------
+    model : ThreeLayerConvNet or FullyConnectedNet
+        With the saved configuration and parameters (in the saved dtype).
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no file at ``path``.
+    ValueError
+        If the file is not a readable ``.npz`` archive written by :func:`save_model`, holds
+        another architecture than ``expected``, or a parameter is missing, unexpected or
+        of the wrong shape for the saved configuration.
+    """
+    path = Path(path)
+    arrays = _read_arrays(path)
+    meta = _read_meta(path, arrays.pop(_META_KEY, None))
+    architecture = meta["architecture"]
+    if expected is not None:
+        expected_name = expected if isinstance(expected, str) else expected.__name__
+        if expected_name != architecture:
+            raise ValueError(f"{path} holds a {architecture}, not the expected {expected_name}")
+    try:
+        model = ARCHITECTURES[architecture](**meta["config"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path} has an invalid {architecture} config: {error}") from error
+
+    missing = sorted(model.params.keys() - arrays.keys())
+    unexpected = sorted(arrays.keys() - model.params.keys())
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} does not match its {architecture} config: missing parameters "
+            f"{missing or 'none'}, unexpected entries {unexpected or 'none'}"
+        )
+    for name, initial in model.params.items():
+        array = arrays[name]
+        if array.shape != initial.shape or array.dtype.kind != "f":
+            raise ValueError(
+                f"{path}: parameter {name} has shape {array.shape} and dtype {array.dtype}, "
+                f"its config needs shape {initial.shape} of floats"
+            )
+        model.params[name] = array.astype(model.dtype, copy=False)
+    return model
