@@ -382,3 +382,59 @@ def test_nan_in_dout_reaches_exactly_its_receptive_field(impl, position, rng):
     np.testing.assert_array_equal(np.isnan(db), [False, False, True])
     assert np.all(np.isnan(dw[2]))
     assert np.all(np.isfinite(dw[:2]))
+
+
+# --- degenerate sizes and byte order --------------------------------------------------------
+
+FAST_ZERO_FILTERS_BUG = pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="fast_layers reshapes w with reshape(num_filters, -1), which numpy cannot do for "
+    "0 filters: ValueError 'cannot reshape array of size 0 into shape (0,newaxis)'",
+)
+
+
+@pytest.mark.parametrize("impl", ["naive", pytest.param("fast", marks=FAST_ZERO_FILTERS_BUG)])
+@pytest.mark.parametrize("kernel", [(3, 2), (1, 1)])
+def test_zero_filters_give_empty_output(impl, kernel):
+    forward, backward = IMPLEMENTATIONS[impl]
+    geo = Geometry(2, 3, 0, 5, 4, *kernel, 1, 0)
+    x, w, b, dout = make_arrays(geo, np.random.default_rng(0))
+    out, cache = forward(x, w, b, geo.conv_param())
+    assert out.shape == (2, 0, *geo.out_size())
+    dx, dw, db = backward(dout, cache)
+    np.testing.assert_array_equal(dx, np.zeros_like(x))
+    assert dw.shape == w.shape and db.shape == (0,)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_zero_channels_give_bias_only(impl, dtype):
+    forward, backward = IMPLEMENTATIONS[impl]
+    geo = Geometry(2, 0, 3, 5, 4, 3, 2, 1, 1)
+    x, w, b, dout = make_arrays(geo, np.random.default_rng(0), dtype)
+    out, cache = forward(x, w, b, geo.conv_param())
+    np.testing.assert_array_equal(out, np.broadcast_to(b[:, None, None], out.shape))
+    dx, dw, db = backward(dout, cache)
+    assert dx.shape == x.shape and dw.shape == w.shape
+    assert_matches(db, dout.sum(axis=(0, 2, 3)))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason="_validation.check_float_array compares dtypes with native float32/float64, so a "
+    "byte-swapped float64 ('>f8') is refused with 'must have dtype float32 or float64, got >f8'",
+)
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_non_native_byte_order_is_accepted(impl, rng):
+    forward, backward = IMPLEMENTATIONS[impl]
+    geo = GRADIENT_GEOMETRIES[1]
+    x, w, b, dout = make_arrays(geo, rng)
+    out_ref, cache = forward(x, w, b, geo.conv_param())
+    grads_ref = backward(dout, cache)
+    swapped = [a.astype(a.dtype.newbyteorder()) for a in (x, w, b, dout)]
+    out, cache = forward(*swapped[:3], geo.conv_param())
+    assert_matches(out, out_ref)
+    for grad, ref in zip(backward(swapped[3], cache), grads_ref, strict=True):
+        assert_matches(grad, ref)

@@ -335,3 +335,31 @@ def test_output_dtype(impl, x_dtype, dout_dtype, expected, rng):
     assert out.dtype == x_dtype
     dx = backward(rng.standard_normal(geo.out_shape()).astype(dout_dtype), cache)
     assert dx.dtype == expected
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason="_validation.check_float_array compares dtypes with native float32/float64, so a "
+    "byte-swapped float64 ('>f8') is refused with 'must have dtype float32 or float64, got >f8'",
+)
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_non_native_byte_order_is_accepted(impl, rng):
+    forward, backward = IMPLEMENTATIONS[impl]
+    geo = GEOMETRIES[1]
+    x = distinct_values(geo.x_shape(), rng)
+    dout = rng.standard_normal(geo.out_shape())
+    out_ref, cache = forward(x, geo.pool_param())
+    dx_ref = backward(dout, cache)
+    out, cache = forward(x.astype(">f8"), geo.pool_param())
+    np.testing.assert_array_equal(out, out_ref)
+    np.testing.assert_array_equal(backward(dout.astype(">f8"), cache), dx_ref)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_zero_channels(impl):
+    forward, backward = IMPLEMENTATIONS[impl]
+    geo = Geometry(2, 0, 5, 4, 2, 3, (2, 1))
+    out, cache = forward(np.zeros(geo.x_shape()), geo.pool_param())
+    assert out.shape == geo.out_shape()
+    assert backward(np.zeros(geo.out_shape()), cache).shape == geo.x_shape()

@@ -333,3 +333,14 @@ def test_set_workspace_limit_rejects_non_positive_ints(limit, restore_workspace_
     with pytest.raises(ValueError, match="workspace limit must be a positive int"):
         set_workspace_limit(limit)
     assert fast_layers.get_workspace_limit() == previous
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="set_workspace_limit checks isinstance(nbytes, int), so numpy integers are refused "
+    "although conv_param and pool_param accept them",
+)
+def test_set_workspace_limit_accepts_numpy_integers(restore_workspace_limit):
+    set_workspace_limit(np.int64(2**20))
+    assert fast_layers.get_workspace_limit() == 2**20
