@@ -1,8 +1,10 @@
 """Compiled kernels of convnet: im2col, col2im and max pooling over NCHW arrays.
 
 Every function trusts its arguments: the Python layer in ``convnet.fast_layers`` has
-checked shapes, dtypes, contiguity and the output sizes before the call. Loops release
-the GIL and run in parallel with OpenMP where no two threads write the same element.
+checked shapes, dtypes, contiguity and the output sizes before the call. Every loop
+releases the GIL. im2col and col2im run single-threaded: the convolution calls them from
+one worker thread per core, each on its own images. The pooling kernels split the
+(n, c) planes over ``num_threads`` OpenMP threads; no two threads write the same element.
 
 Column layout shared by im2col and col2im, for a kernel of size (kh, kw)::
 
@@ -66,7 +68,7 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols,
     cdef floating* dst
     cdef const floating* src
     with nogil:
-        for row in prange(rows, schedule="static"):
+        for row in range(rows):
             c = row // (kernel_h * kernel_w)
             i = (row // kernel_w) % kernel_h
             j = row % kernel_w
@@ -104,7 +106,6 @@ def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] dx,
 
     ``dx`` (N, C, H, W) is accumulated into (pass zeros for a plain gradient); entries of
     ``cols`` (C*kh*kw, N*out_h*out_w) that lie in the padding are dropped. Each thread owns
-    whole (n, c) planes of ``dx``, so the accumulation never races.
     """
     cdef Py_ssize_t num = dx.shape[0], channels = dx.shape[1]
     cdef Py_ssize_t height = dx.shape[2], width = dx.shape[3]
@@ -112,7 +113,7 @@ def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] dx,
     cdef floating* dst
     cdef const floating* src
     with nogil:
-        for plane in prange(num * channels, schedule="static"):
+        for plane in range(num * channels):
             n = plane // channels
             c = plane % channels
             for i in range(kernel_h):
@@ -133,7 +134,7 @@ def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] dx,
 def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                      int[:, :, :, ::1] argmax,
                      Py_ssize_t pool_h, Py_ssize_t pool_w,
-                     Py_ssize_t stride_h, Py_ssize_t stride_w) -> None:
+                     Py_ssize_t stride_h, Py_ssize_t stride_w, int num_threads) -> None:
     """Max over each window of ``x`` (N, C, H, W) into ``out`` (N, C, out_h, out_w).
 
     ``argmax`` receives the flat index ``y * W + x`` of each window's first maximum in
@@ -146,7 +147,7 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
     cdef const floating* src
     cdef bint found_nan
     with nogil:
-        for plane in prange(num * channels, schedule="static"):
+        for plane in prange(num * channels, schedule="static", num_threads=num_threads):
             n = plane // channels
             c = plane % channels
             for oh in range(out_h):
@@ -175,7 +176,7 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
 
 
 def max_pool_backward(const floating[:, :, :, ::1] dout, const int[:, :, :, ::1] argmax,
-                      floating[:, :, :, ::1] dx) -> None:
+                      floating[:, :, :, ::1] dx, int num_threads) -> None:
     """Add ``dout`` (N, C, out_h, out_w) onto ``dx`` (N, C, H, W) at the recorded argmax.
 
     Each thread owns whole (n, c) planes, so overlapping windows never race.
@@ -185,7 +186,7 @@ def max_pool_backward(const floating[:, :, :, ::1] dout, const int[:, :, :, ::1]
     cdef Py_ssize_t plane, n, c, oh, ow
     cdef floating* dst
     with nogil:
-        for plane in prange(num * channels, schedule="static"):
+        for plane in prange(num * channels, schedule="static", num_threads=num_threads):
             n = plane // channels
             c = plane % channels
             dst = &dx[n, c, 0, 0]

@@ -39,8 +39,9 @@ class PoolGeometry(NamedTuple):
 def check_float_array(array: Any, name: str) -> np.ndarray:
     """Return ``array`` as an ndarray of float32 or float64, refusing every other dtype.
 
-    Integers, booleans, complex numbers and objects raise ``TypeError``: convert them
-    explicitly (``x.astype(np.float32)``) so no precision is lost silently.
+    Integers, booleans, float16, complex numbers and objects raise ``TypeError``: convert
+    them explicitly (``x.astype(np.float32)``) so no precision is lost silently. A
+    non-native byte order is converted to native.
     """
     if isinstance(array, np.ndarray):
         result = array
@@ -48,6 +49,8 @@ def check_float_array(array: Any, name: str) -> np.ndarray:
         result = np.asarray(array, dtype=np.float64)
     else:
         raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
+    if result.dtype.kind == "f" and not result.dtype.isnative:
+        result = result.astype(result.dtype.newbyteorder("="))
     if result.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{name} must have dtype float32 or float64, got {result.dtype}; "

@@ -1,9 +1,10 @@
 """Fast convolution and max pooling: validate in Python, then compiled kernel + BLAS GEMM.
 
 The convolution copies receptive fields into a column matrix (im2col) and multiplies it by
-the filters with numpy's BLAS. It works through the batch in chunks whose workspace stays
-under a byte budget (:func:`set_workspace_limit`), so memory does not grow with the batch
-beyond the output and gradients themselves. A 1x1 convolution with stride 1 and no padding
+the filters with numpy's BLAS. One worker per core (:mod:`convnet._parallel`) takes a
+contiguous group of images and works through it in cache-sized chunks whose workspace
+stays under a byte budget (:func:`set_workspace_limit`), so memory does not grow with the
+batch beyond the output and gradients themselves. A 1x1 convolution with stride 1 and no padding
 needs no im2col at all.
 
 Without the compiled kernel every function falls back to the naive layers of
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from convnet import _backend
+from convnet._parallel import get_num_threads, map_groups
 from convnet._validation import (
     ConvGeometry,
     check_conv_arrays,
@@ -35,6 +37,7 @@ from convnet.layers import (
 )
 
 DEFAULT_WORKSPACE_BYTES = 64 * 2**20
+CHUNK_TARGET_BYTES = 512 * 2**10
 _workspace_bytes = DEFAULT_WORKSPACE_BYTES
 
 
@@ -44,8 +47,9 @@ def set_workspace_limit(nbytes: int) -> int:
     Parameters
     ----------
     nbytes : int
-        Bytes for the column matrix and its GEMM buffers. The batch is processed in
-        chunks of as many images as fit; one image always fits, whatever its size.
+        Bytes for the column matrices of all worker threads together. Each worker
+        processes chunks of as many images as fit in its share (and in a cache-sized
+        target of ``CHUNK_TARGET_BYTES``); one image always fits, whatever its size.
     """
     global _workspace_bytes
     if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 1:
@@ -59,11 +63,14 @@ def get_workspace_limit() -> int:
     return _workspace_bytes
 
 
-def _chunks(num: int, bytes_per_image: int) -> Iterator[tuple[int, int]]:
-    """Split range(num) into consecutive (start, stop) chunks within the workspace bound."""
-    step = max(1, _workspace_bytes // max(1, bytes_per_image))
-    for start in range(0, num, step):
-        yield start, min(num, start + step)
+def _images_per_chunk(bytes_per_image: int) -> int:
+    share = min(CHUNK_TARGET_BYTES, _workspace_bytes // get_num_threads())
+    return max(1, share // max(1, bytes_per_image))
+
+
+def _chunks(start: int, stop: int, step: int) -> Iterator[tuple[int, int]]:
+    for first in range(start, stop, step):
+        yield first, min(stop, first + step)
 
 
 def _is_pointwise(w: np.ndarray, geo: ConvGeometry) -> bool:
@@ -86,9 +93,11 @@ def _kernel_args(w: np.ndarray, geo: ConvGeometry) -> tuple[int, ...]:
 def conv_forward_fast(
     x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict
 ) -> tuple[np.ndarray, ConvCache]:
-    """Convolution by im2col and one GEMM per chunk of images.
+    """Convolution by im2col and GEMM on cache-sized chunks of images, one worker per core.
 
-    Computes exactly what :func:`convnet.layers.conv_forward_naive` computes.
+    Computes what :func:`convnet.layers.conv_forward_naive` computes. Each chunk's
+    columns are multiplied by the filters (numpy's BLAS) and written straight into the
+    NCHW output; a 1x1 convolution with stride 1 and no padding multiplies ``x`` itself.
 
     Parameters
     ----------
@@ -125,28 +134,33 @@ def conv_forward_fast(
         out_rows += bias
         return out, ConvCache(x, w, b, geo)
     depth = w_rows.shape[1]
-    bytes_per_image = (depth + num_filters) * pixels * out.itemsize
-    for start, stop in _chunks(num, bytes_per_image):
-        count = stop - start
-        cols = _workspace(dtype, depth, count * pixels)
-        kernel.im2col(x_c[start:stop], cols, *_kernel_args(w, geo))
-        product = np.matmul(w_rows, cols)
-        np.add(
-            product.reshape(num_filters, count, pixels).transpose(1, 0, 2),
-            bias,
-            out=out_rows[start:stop],
-        )
+    per_chunk = _images_per_chunk(depth * pixels * out.itemsize)
+    args = _kernel_args(w, geo)
+
+    def forward_group(start: int, stop: int) -> None:
+        buffer = np.empty(depth * min(per_chunk, stop - start) * pixels, dtype=dtype)
+        for first, last in _chunks(start, stop, per_chunk):
+            count = last - first
+            cols = buffer[: depth * count * pixels].reshape(depth, count * pixels)
+            kernel.im2col(x_c[first:last], cols, *args)
+            if count == 1:
+                np.matmul(w_rows, cols, out=out_rows[first])
+                out_rows[first] += bias
+            else:
+                product = (w_rows @ cols).reshape(num_filters, count, pixels)
+                np.add(product.transpose(1, 0, 2), bias, out=out_rows[first:last])
+
+    map_groups(forward_group, num)
     return out, ConvCache(x, w, b, geo)
-
-
-def _workspace(dtype: np.dtype, rows: int, columns: int) -> np.ndarray:
-    return np.empty((rows, columns), dtype=dtype)
 
 
 def conv_backward_fast(
     dout: np.ndarray, cache: ConvCache, *, compute_dx: bool = True
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Gradients of a convolution: dW by GEMM with the columns, dX by GEMM and col2im.
+
+    The columns are recomputed chunk by chunk rather than kept from the forward pass,
+    so memory stays bounded. Results are deterministic for a given thread count.
 
     Parameters
     ----------
@@ -187,19 +201,31 @@ def conv_backward_fast(
             np.matmul(w_rows.T, dout_rows, out=dx.reshape(num, channels, pixels))
         return dx, dw_rows.reshape(w.shape), db
     depth = w_rows.shape[1]
+    per_chunk = _images_per_chunk(depth * pixels * dtype.itemsize)
+    args = _kernel_args(w, geo)
+
+    def backward_group(start: int, stop: int) -> np.ndarray:
+        dw_group = np.zeros((num_filters, depth), dtype=dtype)
+        buffer = np.empty(depth * min(per_chunk, stop - start) * pixels, dtype=dtype)
+        for first, last in _chunks(start, stop, per_chunk):
+            count = last - first
+            cols = buffer[: depth * count * pixels].reshape(depth, count * pixels)
+            kernel.im2col(x_c[first:last], cols, *args)
+            if count == 1:
+                dout_chunk = dout_rows[first]
+            else:
+                dout_chunk = np.ascontiguousarray(dout_rows[first:last].transpose(1, 0, 2)).reshape(
+                    num_filters, count * pixels
+                )
+            dw_group += dout_chunk @ cols.T
+            if dx is not None:
+                np.matmul(w_rows.T, dout_chunk, out=cols)
+                kernel.col2im(cols, dx[first:last], *args)
+        return dw_group
+
     dw_rows = np.zeros((num_filters, depth), dtype=dtype)
-    bytes_per_image = (depth + num_filters) * pixels * dw_rows.itemsize
-    for start, stop in _chunks(num, bytes_per_image):
-        count = stop - start
-        cols = _workspace(dtype, depth, count * pixels)
-        kernel.im2col(x_c[start:stop], cols, *_kernel_args(w, geo))
-        dout_chunk = np.ascontiguousarray(dout_rows[start:stop].transpose(1, 0, 2)).reshape(
-            num_filters, count * pixels
-        )
-        dw_rows += dout_chunk @ cols.T
-        if dx is not None:
-            np.matmul(w_rows.T, dout_chunk, out=cols)
-            kernel.col2im(cols, dx[start:stop], *_kernel_args(w, geo))
+    for dw_group in map_groups(backward_group, num):
+        dw_rows += dw_group
     return dx, dw_rows.reshape(w.shape), db
 
 
@@ -233,7 +259,14 @@ def max_pool_forward_fast(x: np.ndarray, pool_param: dict) -> tuple[np.ndarray, 
     out = np.empty((num, channels, geo.out_h, geo.out_w), dtype=x.dtype)
     argmax = np.empty(out.shape, dtype=np.intc)
     kernel.max_pool_forward(
-        np.ascontiguousarray(x), out, argmax, geo.pool_h, geo.pool_w, geo.stride_h, geo.stride_w
+        np.ascontiguousarray(x),
+        out,
+        argmax,
+        geo.pool_h,
+        geo.pool_w,
+        geo.stride_h,
+        geo.stride_w,
+        get_num_threads(),
     )
     return out, PoolCache(x, geo, argmax)
 
@@ -259,5 +292,5 @@ def max_pool_backward_fast(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
         return max_pool_backward_naive(dout, cache)
     dtype = common_dtype(x, dout)
     dx = np.zeros(x.shape, dtype=dtype)
-    kernel.max_pool_backward(np.ascontiguousarray(dout, dtype=dtype), argmax, dx)
+    kernel.max_pool_backward(np.ascontiguousarray(dout, dtype=dtype), argmax, dx, get_num_threads())
     return dx

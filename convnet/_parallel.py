@@ -1,0 +1,97 @@
+"""Threads for the fast layers: one worker per core, each with a single-threaded BLAS.
+
+The convolution splits its batch into one contiguous group of images per worker. Each
+worker runs im2col, its GEMMs and col2im on small, cache-resident chunks of its group
+while BLAS is limited to one thread, so kernel threads and BLAS threads never
+oversubscribe the cores. The compiled kernels release the GIL and numpy's GEMM does too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, TypeVar
+
+from threadpoolctl import ThreadpoolController
+
+Result = TypeVar("Result")
+
+
+def _default_threads() -> int:
+    requested = os.environ.get("CONVNET_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    if requested:
+        try:
+            return max(1, int(requested.split(",")[0]))
+        except ValueError:
+            pass
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+_num_threads = _default_threads()
+_executor: ThreadPoolExecutor | None = None
+_blas: Any = None
+
+
+def get_num_threads() -> int:
+    """Threads the fast layers use (``CONVNET_NUM_THREADS``, else ``OMP_NUM_THREADS``,
+    else the cores this process may run on)."""
+    return _num_threads
+
+
+def set_num_threads(num_threads: int) -> int:
+    """Set the threads the fast layers use; return the previous number.
+
+    Parameters
+    ----------
+    num_threads : int
+        At least 1. The convolution runs this many workers, the pooling kernels this many
+        OpenMP threads.
+    """
+    global _num_threads, _executor
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        raise ValueError(f"num_threads must be a positive int, got {num_threads!r}")
+    previous = _num_threads
+    if num_threads != _num_threads and _executor is not None:
+        _executor.shutdown(wait=True)
+        _executor = None
+    _num_threads = num_threads
+    return previous
+
+
+def _single_threaded_blas() -> AbstractContextManager:
+    global _blas
+    if _blas is None:
+        _blas = ThreadpoolController().select(user_api="blas")
+    return _blas.limit(limits=1) if _blas.lib_controllers else nullcontext()
+
+
+def split(total: int, parts: int) -> list[tuple[int, int]]:
+    """Split ``range(total)`` into at most ``parts`` contiguous, non-empty, balanced ranges."""
+    parts = max(1, min(parts, total))
+    bounds = [total * index // parts for index in range(parts + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(parts) if bounds[i] < bounds[i + 1]]
+
+
+def map_groups(
+    work: Callable[[int, int], Result], total: int, max_groups: int | None = None
+) -> list[Result]:
+    """Run ``work(start, stop)`` on contiguous groups of ``range(total)``, one per thread.
+
+    Returns the results in group order, so reductions over them are deterministic for a
+    given thread count. With one group the work runs inline with BLAS left as it is.
+    """
+    global _executor
+    groups = split(total, min(_num_threads, max_groups or _num_threads))
+    if len(groups) <= 1:
+        return [work(start, stop) for start, stop in groups]
+    if _executor is None:
+        _executor = ThreadPoolExecutor(_num_threads, thread_name_prefix="convnet")
+    with _single_threaded_blas():
+        futures = [_executor.submit(work, start, stop) for start, stop in groups]
+        wait(futures)
+    return [future.result() for future in futures]
