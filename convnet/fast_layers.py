@@ -13,6 +13,7 @@ Without the compiled kernel every function falls back to the naive layers of
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 
 import numpy as np
@@ -52,9 +53,11 @@ def set_workspace_limit(nbytes: int) -> int:
         target of ``CHUNK_TARGET_BYTES``); one image always fits, whatever its size.
     """
     global _workspace_bytes
-    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 1:
-        raise ValueError(f"workspace limit must be a positive int of bytes, got {nbytes!r}")
-    previous, _workspace_bytes = _workspace_bytes, nbytes
+    if isinstance(nbytes, (bool, np.bool_)) or not isinstance(nbytes, numbers.Integral):
+        raise TypeError(f"workspace limit must be an int of bytes, got {nbytes!r}")
+    if nbytes < 1:
+        raise ValueError(f"workspace limit must be at least 1 byte, got {nbytes}")
+    previous, _workspace_bytes = _workspace_bytes, int(nbytes)
     return previous
 
 
@@ -125,7 +128,8 @@ def conv_forward_fast(
     num_filters = w.shape[0]
     pixels = geo.out_h * geo.out_w
     x_c = np.ascontiguousarray(x, dtype=dtype)
-    w_rows = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, -1)
+    depth = channels * w.shape[2] * w.shape[3]
+    w_rows = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, depth)
     bias = b.astype(dtype, copy=False)[:, None]
     out = np.empty((num, num_filters, geo.out_h, geo.out_w), dtype=dtype)
     out_rows = out.reshape(num, num_filters, pixels)
@@ -133,7 +137,6 @@ def conv_forward_fast(
         np.matmul(w_rows, x_c.reshape(num, channels, pixels), out=out_rows)
         out_rows += bias
         return out, ConvCache(x, w, b, geo)
-    depth = w_rows.shape[1]
     per_chunk = _images_per_chunk(depth * pixels * out.itemsize)
     args = _kernel_args(w, geo)
 
@@ -190,7 +193,8 @@ def conv_backward_fast(
     dtype = common_dtype(x, w, b, dout)
     pixels = geo.out_h * geo.out_w
     x_c = np.ascontiguousarray(x, dtype=dtype)
-    w_rows = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, -1)
+    depth = channels * w.shape[2] * w.shape[3]
+    w_rows = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, depth)
     dout_rows = np.ascontiguousarray(dout, dtype=dtype).reshape(num, num_filters, pixels)
     db = dout_rows.sum(axis=(0, 2))
     dx = np.zeros(x.shape, dtype=dtype) if compute_dx else None
@@ -200,7 +204,6 @@ def conv_backward_fast(
         if dx is not None:
             np.matmul(w_rows.T, dout_rows, out=dx.reshape(num, channels, pixels))
         return dx, dw_rows.reshape(w.shape), db
-    depth = w_rows.shape[1]
     per_chunk = _images_per_chunk(depth * pixels * dtype.itemsize)
     args = _kernel_args(w, geo)
 
