@@ -75,12 +75,14 @@ class _Classifier:
     dtype: np.dtype
     reg: float
     num_classes: int
+    init: str
+    weight_scale: float
 
     def _draw_weight(
-        self, rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, init: str, scale: float
+        self, rng: np.random.Generator, shape: tuple[int, ...], fan_in: int
     ) -> np.ndarray:
-        """Gaussian weights: std ``sqrt(2 / fan_in)`` for "he", else ``scale``."""
-        std = math.sqrt(2.0 / fan_in) if init == "he" else scale
+        """Gaussian weights: std ``sqrt(2 / fan_in)`` for "he" init, else ``weight_scale``."""
+        std = math.sqrt(2.0 / fan_in) if self.init == "he" else self.weight_scale
         return (std * rng.standard_normal(shape)).astype(self.dtype)
 
     def _as_input(self, X: Any, sample_shape: tuple[int, ...]) -> np.ndarray:
@@ -185,17 +187,11 @@ class ThreeLayerConvNet(_Classifier):
         fan_in_conv = channels * self.filter_size**2
         draw = self._draw_weight
         self.params = {
-            "W1": draw(rng, kernel_shape, fan_in_conv, self.init, self.weight_scale),
+            "W1": draw(rng, kernel_shape, fan_in_conv),
             "b1": np.zeros(self.num_filters, dtype=self.dtype),
-            "W2": draw(rng, (pooled, self.hidden_dim), pooled, self.init, self.weight_scale),
+            "W2": draw(rng, (pooled, self.hidden_dim), pooled),
             "b2": np.zeros(self.hidden_dim, dtype=self.dtype),
-            "W3": draw(
-                rng,
-                (self.hidden_dim, self.num_classes),
-                self.hidden_dim,
-                self.init,
-                self.weight_scale,
-            ),
+            "W3": draw(rng, (self.hidden_dim, self.num_classes), self.hidden_dim),
             "b3": np.zeros(self.num_classes, dtype=self.dtype),
         }
 
@@ -322,9 +318,7 @@ class FullyConnectedNet(_Classifier):
         widths = [self.input_dim, *self.hidden_dims, self.num_classes]
         self.params = {}
         for layer, (fan_in, fan_out) in enumerate(itertools.pairwise(widths), start=1):
-            self.params[f"W{layer}"] = self._draw_weight(
-                rng, (fan_in, fan_out), fan_in, self.init, self.weight_scale
-            )
+            self.params[f"W{layer}"] = self._draw_weight(rng, (fan_in, fan_out), fan_in)
             self.params[f"b{layer}"] = np.zeros(fan_out, dtype=self.dtype)
 
     def config(self) -> dict[str, Any]:
