@@ -1,0 +1,399 @@
+"""Layer benchmark: fast vs naive vs the GEMM alone vs PyTorch, for convolution and pooling.
+
+Run as ``convnet bench`` or ``python benchmarks/bench_layers.py``; ``--help`` lists the
+options. Candidates are interleaved and each timed call follows a pause and an untimed
+call of the same candidate, because BLAS and OpenMP worker threads keep spinning for a
+while after a call returns and would otherwise be charged to the next candidate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from convnet import _backend
+from convnet._parallel import set_num_threads
+from convnet.fast_layers import (
+    conv_backward_fast,
+    conv_forward_fast,
+    max_pool_backward_fast,
+    max_pool_forward_fast,
+)
+from convnet.layers import (
+    conv_backward_naive,
+    conv_forward_naive,
+    max_pool_backward_naive,
+    max_pool_forward_naive,
+)
+
+
+@dataclass(frozen=True)
+class ConvCase:
+    """A convolution to time: input and filter shapes, stride and padding."""
+
+    x_shape: tuple[int, int, int, int]
+    w_shape: tuple[int, int, int, int]
+    stride: int
+    pad: int
+
+    def out_hw(self) -> tuple[int, int]:
+        height, width = self.x_shape[2:]
+        kernel_h, kernel_w = self.w_shape[2:]
+        return (
+            (height + 2 * self.pad - kernel_h) // self.stride + 1,
+            (width + 2 * self.pad - kernel_w) // self.stride + 1,
+        )
+
+    def forward_flops(self) -> int:
+        out_h, out_w = self.out_hw()
+        depth = self.w_shape[1] * self.w_shape[2] * self.w_shape[3]
+        return 2 * self.x_shape[0] * self.w_shape[0] * depth * out_h * out_w
+
+
+@dataclass(frozen=True)
+class PoolCase:
+    """A max pool to time: input shape, square window and stride."""
+
+    x_shape: tuple[int, int, int, int]
+    window: int
+    stride: int
+
+
+CONV_CASES = {
+    "a": ConvCase((100, 3, 31, 31), (25, 3, 3, 3), 2, 1),
+    "b": ConvCase((50, 3, 32, 32), (32, 3, 7, 7), 1, 3),
+    "c": ConvCase((64, 64, 16, 16), (64, 64, 3, 3), 1, 1),
+    "d": ConvCase((32, 128, 8, 8), (128, 128, 3, 3), 1, 1),
+}
+POOL_CASES = {
+    "p1": PoolCase((100, 3, 32, 32), 2, 2),
+    "p2": PoolCase((64, 64, 16, 16), 2, 2),
+    "p3": PoolCase((64, 64, 16, 16), 3, 2),
+}
+NAIVE_BY_DEFAULT = ("a", "p1")
+
+
+def interleaved_medians(
+    candidates: dict[str, Callable[[], object]], repeats: int, pause: float
+) -> dict[str, float]:
+    """Median milliseconds of each candidate, timed in interleaved rounds."""
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, run in candidates.items():
+            time.sleep(pause)
+            run()
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * float(np.median(values)) for name, values in times.items()}
+
+
+def time_once_ms(run: Callable[[], object]) -> float:
+    """Milliseconds of a single call (for the slow naive layers)."""
+    start = time.perf_counter()
+    run()
+    return 1e3 * (time.perf_counter() - start)
+
+
+def _torch(threads: int):
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    return torch
+
+
+def conv_candidates(case: ConvCase, dtype: np.dtype, torch, rng: np.random.Generator):
+    """The callables timed for one convolution case, and the naive forward+backward."""
+    x = rng.standard_normal(case.x_shape).astype(dtype)
+    w = rng.standard_normal(case.w_shape).astype(dtype)
+    b = rng.standard_normal(case.w_shape[0]).astype(dtype)
+    conv_param = {"stride": case.stride, "pad": case.pad}
+    out_h, out_w = case.out_hw()
+    num_filters = case.w_shape[0]
+    dout = rng.standard_normal((case.x_shape[0], num_filters, out_h, out_w)).astype(dtype)
+    depth = w[0].size
+    columns = case.x_shape[0] * out_h * out_w
+    cols = rng.standard_normal((depth, columns)).astype(dtype)
+    w_rows = w.reshape(num_filters, depth)
+    dout_rows = rng.standard_normal((num_filters, columns)).astype(dtype)
+
+    def fast_forward_backward() -> None:
+        _, cache = conv_forward_fast(x, w, b, conv_param)
+        conv_backward_fast(dout, cache)
+
+    def gemms_forward_backward() -> None:
+        np.matmul(w_rows, cols)
+        np.matmul(dout_rows, cols.T)
+        np.matmul(w_rows.T, dout_rows)
+
+    def naive_forward_backward() -> None:
+        _, cache = conv_forward_naive(x, w, b, conv_param)
+        conv_backward_naive(dout, cache)
+
+    candidates = {
+        "fast fwd": lambda: conv_forward_fast(x, w, b, conv_param),
+        "GEMM fwd": lambda: np.matmul(w_rows, cols),
+        "fast f+b": fast_forward_backward,
+        "GEMM f+b": gemms_forward_backward,
+    }
+    if torch is not None:
+        import torch.nn.functional as functional
+
+        tx = torch.from_numpy(x).requires_grad_()
+        tw = torch.from_numpy(w).requires_grad_()
+        tb = torch.from_numpy(b).requires_grad_()
+        tdout = torch.from_numpy(dout)
+
+        def torch_forward() -> None:
+            with torch.no_grad():
+                functional.conv2d(tx, tw, tb, stride=case.stride, padding=case.pad)
+
+        def torch_forward_backward() -> None:
+            out = functional.conv2d(tx, tw, tb, stride=case.stride, padding=case.pad)
+            out.backward(tdout)
+
+        candidates["torch fwd"] = torch_forward
+        candidates["torch f+b"] = torch_forward_backward
+    return candidates, naive_forward_backward
+
+
+def pool_candidates(case: PoolCase, dtype: np.dtype, torch, rng: np.random.Generator):
+    """The callables timed for one pooling case, and the naive forward+backward."""
+    x = rng.standard_normal(case.x_shape).astype(dtype)
+    pool_param = {"pool_height": case.window, "pool_width": case.window, "stride": case.stride}
+    out, _ = max_pool_forward_fast(x, pool_param)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+
+    def fast_forward_backward() -> None:
+        _, cache = max_pool_forward_fast(x, pool_param)
+        max_pool_backward_fast(dout, cache)
+
+    def naive_forward_backward() -> None:
+        _, cache = max_pool_forward_naive(x, pool_param)
+        max_pool_backward_naive(dout, cache)
+
+    candidates = {"fast f+b": fast_forward_backward, "copy x": x.copy}
+    if torch is not None:
+        import torch.nn.functional as functional
+
+        tx = torch.from_numpy(x).requires_grad_()
+        tdout = torch.from_numpy(dout)
+
+        def torch_forward_backward() -> None:
+            functional.max_pool2d(tx, case.window, case.stride).backward(tdout)
+
+        candidates["torch f+b"] = torch_forward_backward
+    return candidates, naive_forward_backward
+
+
+def peak_extra_mib(case: ConvCase, batch: int, dtype: np.dtype) -> tuple[float, float]:
+    """Peak memory of a fast conv forward+backward beyond its inputs, in MiB.
+
+    Returns the peak of all allocations, and the part of it beyond the output and the
+    three gradients the call must return anyway.
+    """
+    rng = np.random.default_rng(0)
+    shape = (batch, *case.x_shape[1:])
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal(case.w_shape).astype(dtype)
+    b = np.zeros(case.w_shape[0], dtype=dtype)
+    conv_param = {"stride": case.stride, "pad": case.pad}
+    out_h, out_w = case.out_hw()
+    dout = np.ones((batch, case.w_shape[0], out_h, out_w), dtype=dtype)
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base, _ = tracemalloc.get_traced_memory()
+    out, cache = conv_forward_fast(x, w, b, conv_param)
+    dx, dw, db = conv_backward_fast(dout, cache)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    necessary = out.nbytes + dx.nbytes + dw.nbytes + db.nbytes
+    return (peak - base) / 2**20, (peak - base - necessary) / 2**20
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> str:
+    if numerator is None or denominator is None:
+        return "-"
+    return f"{numerator / denominator:.2f}"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def conv_table(args, torch, rng) -> list[str]:
+    header = (
+        "| case | dtype | thr | naive f+b | fast fwd | GEMM fwd | torch fwd | fast f+b "
+        "| GEMM f+b | torch f+b | fwd/GEMM | f+b/torch | fast f+b GFLOP/s | naive/fast |"
+    )
+    lines = [header, "|" + "---|" * 14]
+    print("\n".join(lines), flush=True)
+    for threads in args.threads:
+        set_num_threads(threads)
+        if torch is not None:
+            torch.set_num_threads(threads)
+        with threadpool_limits(threads):
+            for name in args.conv_cases:
+                case = CONV_CASES[name]
+                for dtype in args.dtypes:
+                    candidates, naive = conv_candidates(case, dtype, torch, rng)
+                    times = interleaved_medians(candidates, args.repeats, args.pause)
+                    run_naive = args.naive == "all" or (
+                        args.naive == "default" and name in NAIVE_BY_DEFAULT
+                    )
+                    naive_ms = time_once_ms(naive) if run_naive else None
+                    fast = times["fast f+b"]
+                    gflops = 3 * case.forward_flops() / (fast * 1e6)
+                    lines.append(
+                        f"| {name} | {dtype.name} | {threads} | {_ms(naive_ms)} "
+                        f"| {_ms(times['fast fwd'])} | {_ms(times['GEMM fwd'])} "
+                        f"| {_ms(times.get('torch fwd'))} | {_ms(fast)} "
+                        f"| {_ms(times['GEMM f+b'])} | {_ms(times.get('torch f+b'))} "
+                        f"| {_ratio(times['fast fwd'], times['GEMM fwd'])} "
+                        f"| {_ratio(fast, times.get('torch f+b'))} | {gflops:.1f} "
+                        f"| {_ratio(naive_ms, fast)} |"
+                    )
+                    print(lines[-1], flush=True)
+    return lines
+
+
+def pool_table(args, torch, rng) -> list[str]:
+    header = (
+        "| case | dtype | thr | window/stride | naive f+b | fast f+b | torch f+b | copy x "
+        "| fast/torch | naive/fast |"
+    )
+    lines = [header, "|" + "---|" * 10]
+    print("\n".join(lines), flush=True)
+    for threads in args.threads:
+        set_num_threads(threads)
+        if torch is not None:
+            torch.set_num_threads(threads)
+        with threadpool_limits(threads):
+            for name in args.pool_cases:
+                case = POOL_CASES[name]
+                for dtype in args.dtypes:
+                    candidates, naive = pool_candidates(case, dtype, torch, rng)
+                    times = interleaved_medians(candidates, args.repeats, args.pause)
+                    run_naive = args.naive == "all" or (
+                        args.naive == "default" and name in NAIVE_BY_DEFAULT
+                    )
+                    naive_ms = time_once_ms(naive) if run_naive else None
+                    fast = times["fast f+b"]
+                    lines.append(
+                        f"| {name} {case.x_shape} | {dtype.name} | {threads} "
+                        f"| {case.window}x{case.window}/{case.stride} | {_ms(naive_ms)} "
+                        f"| {_ms(fast)} | {_ms(times.get('torch f+b'))} "
+                        f"| {_ms(times['copy x'])} | {_ratio(fast, times.get('torch f+b'))} "
+                        f"| {_ratio(naive_ms, fast)} |"
+                    )
+                    print(lines[-1], flush=True)
+    return lines
+
+
+def memory_table(args) -> list[str]:
+    case = CONV_CASES["b"]
+    lines = [
+        "| case b, batch | dtype | peak extra MiB | beyond out + grads MiB |",
+        "|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    for batch in args.memory_batches:
+        for dtype in args.dtypes:
+            peak, beyond = peak_extra_mib(case, batch, dtype)
+            lines.append(f"| {batch} | {dtype.name} | {peak:.1f} | {beyond:.1f} |")
+            print(lines[-1], flush=True)
+    return lines
+
+
+def _names(text: str, known: dict) -> list[str]:
+    names = [name for name in text.split(",") if name]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown case(s) {unknown}; known: {list(known)}")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="convnet bench", description="Time convnet's layers against naive, GEMM, PyTorch."
+    )
+    parser.add_argument(
+        "--conv",
+        dest="conv_cases",
+        default="a,b,c,d",
+        type=lambda text: _names(text, CONV_CASES),
+        help="convolution cases, comma-separated (default a,b,c,d; '' for none)",
+    )
+    parser.add_argument(
+        "--pool",
+        dest="pool_cases",
+        default="p1,p2,p3",
+        type=lambda text: _names(text, POOL_CASES),
+        help="pooling cases (default p1,p2,p3; '' for none)",
+    )
+    parser.add_argument(
+        "--dtypes",
+        default="float32,float64",
+        type=lambda text: [np.dtype(name) for name in text.split(",")],
+    )
+    parser.add_argument(
+        "--threads",
+        default="2",
+        type=lambda text: [int(count) for count in text.split(",")],
+        help="thread counts to run, e.g. 1,2 (default 2)",
+    )
+    parser.add_argument("--repeats", type=int, default=9, help="timed calls per candidate")
+    parser.add_argument(
+        "--pause", type=float, default=0.1, help="seconds of pause before each timed call"
+    )
+    parser.add_argument(
+        "--naive",
+        choices=("default", "all", "none"),
+        default="default",
+        help="time the naive layers once: on cases a and p1, all, or none",
+    )
+    parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    parser.add_argument(
+        "--memory",
+        dest="memory_batches",
+        default="64,1024",
+        type=lambda text: [int(count) for count in text.split(",") if count],
+        help="batch sizes for the peak-memory table on case b ('' for none)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the benchmark tables (markdown); return the exit status."""
+    args = build_parser().parse_args(argv)
+    torch = None if args.no_torch else _torch(max(args.threads))
+    rng = np.random.default_rng(args.seed)
+    print(
+        f"convnet backend {_backend.BACKEND}; numpy {np.__version__}; "
+        f"torch {getattr(torch, '__version__', 'absent')}; {platform.machine()}, "
+        f"{platform.processor() or 'cpu'}; median ms of {args.repeats} interleaved calls"
+    )
+    if args.conv_cases:
+        print("\nConvolution (fwd = forward; f+b = forward + backward, input gradient included)")
+        conv_table(args, torch, rng)
+    if args.pool_cases:
+        print("\nMax pool, forward + backward")
+        pool_table(args, torch, rng)
+    if args.memory_batches:
+        print("\nPeak memory of a fast conv forward+backward (tracemalloc)")
+        memory_table(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
