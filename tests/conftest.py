@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-from convnet import fast_layers
+from convnet import _parallel, fast_layers
 
 settings.register_profile("default", max_examples=40, deadline=None)
 settings.register_profile("thorough", max_examples=500, deadline=None)
@@ -58,3 +58,11 @@ def _to_layout(array: np.ndarray, layout: str) -> np.ndarray:
 def to_layout(request: pytest.FixtureRequest) -> Callable[[np.ndarray], np.ndarray]:
     """Convert an array to one non-C-contiguous or read-only layout (one per parameter)."""
     return partial(_to_layout, layout=request.param)
+
+
+@pytest.fixture
+def restore_num_threads() -> Iterator[None]:
+    """Put back the fast layers' thread count whatever the test set it to."""
+    previous = _parallel.get_num_threads()
+    yield
+    _parallel.set_num_threads(previous)

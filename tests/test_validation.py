@@ -327,20 +327,24 @@ def test_losses_reject_bad_input(loss_fn, x, y, error, message):
 # --- workspace limit --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("limit", [0, -1, 1.5, True, "64MB", None])
-def test_set_workspace_limit_rejects_non_positive_ints(limit, restore_workspace_limit):
+@pytest.mark.parametrize(
+    ("limit", "error", "message"),
+    [
+        (0, ValueError, "workspace limit must be at least 1 byte, got 0"),
+        (-1, ValueError, "workspace limit must be at least 1 byte, got -1"),
+        (1.5, TypeError, "workspace limit must be an int of bytes, got 1.5"),
+        (True, TypeError, "workspace limit must be an int of bytes, got True"),
+        ("64MB", TypeError, "workspace limit must be an int of bytes"),
+        (None, TypeError, "workspace limit must be an int of bytes, got None"),
+    ],
+)
+def test_set_workspace_limit_rejects_bad_values(limit, error, message, restore_workspace_limit):
     previous = fast_layers.get_workspace_limit()
-    with pytest.raises(ValueError, match="workspace limit must be a positive int"):
+    with pytest.raises(error, match=message):
         set_workspace_limit(limit)
     assert fast_layers.get_workspace_limit() == previous
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="set_workspace_limit checks isinstance(nbytes, int), so numpy integers are refused "
-    "although conv_param and pool_param accept them",
-)
 def test_set_workspace_limit_accepts_numpy_integers(restore_workspace_limit):
     set_workspace_limit(np.int64(2**20))
     assert fast_layers.get_workspace_limit() == 2**20
