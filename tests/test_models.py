@@ -81,6 +81,39 @@ def test_fully_connected_net_gradients(hidden_dims, reg, dropout):
     check_model_gradients(build, X, y)
 
 
+def test_three_layer_convnet_matches_the_same_net_in_torch():
+    torch = pytest.importorskip("torch")
+    functional = torch.nn.functional
+    model = ThreeLayerConvNet(
+        input_dim=(2, 9, 8),
+        num_filters=3,
+        filter_size=4,
+        hidden_dim=5,
+        num_classes=4,
+        reg=0.2,
+        dtype=np.float64,
+        init="he",
+        seed=0,
+    )
+    rng = np.random.default_rng(1)
+    for name in ("b1", "b2", "b3"):
+        model.params[name] = rng.standard_normal(model.params[name].shape)
+    X, y = rng.standard_normal((3, 2, 9, 8)), np.array([3, 0, 1])
+    loss, grads = model.loss(X, y)
+
+    p = {name: torch.tensor(value, requires_grad=True) for name, value in model.params.items()}
+    images = functional.pad(torch.tensor(X), (1, 1, 1, 1))  # pad (4 - 1) // 2 = 1
+    pooled = functional.max_pool2d(torch.relu(functional.conv2d(images, p["W1"], p["b1"])), 2)
+    hidden = torch.relu(pooled.flatten(1) @ p["W2"] + p["b2"])
+    data_loss = functional.cross_entropy(hidden @ p["W3"] + p["b3"], torch.tensor(y))
+    penalty = sum((p[name] ** 2).sum() for name in ("W1", "W2", "W3"))
+    reference = data_loss + 0.5 * model.reg * penalty
+    reference.backward()
+    assert loss == pytest.approx(reference.item(), rel=1e-12)
+    for name, value in p.items():
+        np.testing.assert_allclose(grads[name], value.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
 def test_three_layer_convnet_shapes_and_sizes():
     odd = ThreeLayerConvNet(input_dim=(3, 9, 7), num_filters=4, filter_size=5, hidden_dim=8)
     assert odd.params["W1"].shape == (4, 3, 5, 5)
