@@ -131,6 +131,12 @@ def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] dx,
                             dst[ow * stride_w - pad_w + j] += src[ow]
 
 
+cdef inline bint _takes_over(floating value, floating best) noexcept nogil:
+    """Whether ``value`` replaces ``best`` scanning in row-major order: the first maximum
+    wins, and the first NaN beats every number."""
+    return value > best or (value != value and best == best)
+
+
 def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                      int[:, :, :, ::1] argmax,
                      Py_ssize_t pool_h, Py_ssize_t pool_w,
@@ -139,38 +145,49 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
 
     ``argmax`` receives the flat index ``y * W + x`` of each window's first maximum in
     row-major order; a NaN is the maximum of any window holding one (its first NaN).
+    Windows of 2x2 with stride 2 take a dedicated loop.
     """
     cdef Py_ssize_t num = x.shape[0], channels = x.shape[1], width = x.shape[3]
     cdef Py_ssize_t out_h = out.shape[2], out_w = out.shape[3]
     cdef Py_ssize_t plane, n, c, oh, ow, i, j, top, left, best_index
     cdef floating best, value
-    cdef const floating* src
-    cdef bint found_nan
+    cdef const floating* row
+    cdef bint two_by_two = pool_h == 2 and pool_w == 2 and stride_h == 2 and stride_w == 2
     with nogil:
         for plane in prange(num * channels, schedule="static", num_threads=num_threads):
             n = plane // channels
             c = plane % channels
             for oh in range(out_h):
                 top = oh * stride_h
+                if two_by_two:
+                    row = &x[n, c, top, 0]
+                    for ow in range(out_w):
+                        left = 2 * ow
+                        best = row[left]
+                        best_index = left
+                        if _takes_over(row[left + 1], best):
+                            best = row[left + 1]
+                            best_index = left + 1
+                        if _takes_over(row[width + left], best):
+                            best = row[width + left]
+                            best_index = width + left
+                        if _takes_over(row[width + left + 1], best):
+                            best = row[width + left + 1]
+                            best_index = width + left + 1
+                        out[n, c, oh, ow] = best
+                        argmax[n, c, oh, ow] = <int>(top * width + best_index)
+                    continue
                 for ow in range(out_w):
                     left = ow * stride_w
                     best = x[n, c, top, left]
                     best_index = top * width + left
-                    found_nan = best != best
-                    i = 0
-                    while i < pool_h and not found_nan:
-                        src = &x[n, c, top + i, left]
+                    for i in range(pool_h):
+                        row = &x[n, c, top + i, left]
                         for j in range(pool_w):
-                            value = src[j]
-                            if value > best:
+                            value = row[j]
+                            if _takes_over(value, best):
                                 best = value
                                 best_index = (top + i) * width + left + j
-                            elif value != value:
-                                best = value
-                                best_index = (top + i) * width + left + j
-                                found_nan = True
-                                break
-                        i = i + 1
                     out[n, c, oh, ow] = best
                     argmax[n, c, oh, ow] = <int>best_index
 
