@@ -247,7 +247,7 @@ class Solver:
             path = self.checkpoint_path
             detail = ""
             if path is not None and path.exists():
-                detail = f" (the last good checkpoint, epoch {self.epoch}, is {path})"
+                detail = f" (the checkpoint of epoch {self.epoch}, before it, is {path})"
             raise TrainingDiverged(loss, epoch, iteration, detail)
         for name, value in self.model.params.items():
             next_value, config = self.update_rule(value, grads[name], self.optim_configs[name])
