@@ -44,6 +44,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "dtype": "float32",
     "seed": 0,
     "num_train": None,
+    "num_val": None,
     "dropout": 1.0,
 }
 # Chosen so that `convnet train` reaches >= 0.97 validation accuracy on digits in about a
@@ -175,6 +176,9 @@ def _build_parser() -> _Parser:
     run.add_argument("--data-dir", type=Path, help="the cifar-10-batches-py directory")
     run.add_argument("--model", choices=MODELS, help="default: three-layer-convnet")
     run.add_argument("--num-train", type=_positive_int, help="use only this many training images")
+    run.add_argument(
+        "--num-val", type=_positive_int, help="validation images (digits 270, cifar10 1000)"
+    )
     run.add_argument("--num-filters", type=_positive_int, help="conv filters")
     run.add_argument("--filter-size", type=_positive_int, help="conv filter height and width")
     run.add_argument("--hidden-dim", type=_positive_int, help="conv net hidden units")
@@ -243,13 +247,19 @@ def _load_data(options: dict[str, Any]) -> dict[str, np.ndarray]:
 
     dtype = np.dtype(options["dtype"])
     if options["dataset"] == "digits":
-        dataset = data.load_digits_dataset(dtype=dtype)
+        dataset = data.load_digits_dataset(dtype=dtype, num_validation=options["num_val"] or 270)
     else:
         if options["data_dir"] is None:
             raise UsageError("--dataset cifar10 needs --data-dir (the cifar-10-batches-py dir)")
-        num_training = options["num_train"] or 49000
-        dataset = data.load_cifar10_dataset(
-            options["data_dir"], dtype=dtype, num_training=num_training
+        X_train, y_train, X_test, y_test = data.load_cifar10(options["data_dir"], dtype=dtype)
+        dataset = data.preprocess_cifar10(
+            X_train,
+            y_train,
+            X_test,
+            y_test,
+            num_training=options["num_train"] or 49000,
+            num_validation=options["num_val"] or 1000,
+            num_test=min(1000, len(X_test)),
         )
     if options["num_train"] is not None:
         dataset["X_train"] = dataset["X_train"][: options["num_train"]]

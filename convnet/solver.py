@@ -457,6 +457,7 @@ class Solver:
                 _write_arrays(handle, arrays)
                 handle.flush()
                 os.fsync(handle.fileno())
+            os.chmod(temporary, 0o644)
             os.replace(temporary, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):

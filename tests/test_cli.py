@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import types
@@ -116,6 +117,40 @@ def test_fc_net_trains_and_plots_its_first_layer(tmp_path: Path) -> None:
     model = load_model(tmp_path / "model.npz")
     assert model.params["W1"].shape == (64, 16) and model.params["W1"].dtype == np.float64
     assert is_png(tmp_path / "filters.png")
+
+
+def test_train_on_cifar10_batches(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    rng = np.random.default_rng(0)
+    batches = tmp_path / "cifar-10-batches-py"
+    batches.mkdir()
+    names = [*(f"data_batch_{index}" for index in range(1, 6)), "test_batch"]
+    for name in names:
+        batch = {b"data": rng.integers(0, 256, (8, 3072), dtype=np.uint8), b"labels": [1] * 8}
+        (batches / name).write_bytes(pickle.dumps(batch))
+    options = ["--num-train", "30", "--num-val", "5", "--filter-size", "3", "--num-filters", "2"]
+    code = run_cli(
+        "train",
+        "--dataset",
+        "cifar10",
+        "--data-dir",
+        tmp_path,
+        *options,
+        "--hidden-dim",
+        "8",
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--quiet",
+        "--out",
+        tmp_path / "out",
+    )
+    assert code == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["options"]["data_dir"] == str(tmp_path)
+    assert summary["test_accuracy"] == summary["val_accuracy"] == 1.0
+    assert load_model(tmp_path / "out" / "model.npz").params["W1"].shape == (2, 3, 3, 3)
+    assert is_png(tmp_path / "out" / "filters.png")
 
 
 def assert_usage_error(capsys: pytest.CaptureFixture, code: int, *fragments: str) -> None:
