@@ -292,11 +292,8 @@ class Solver:
                     self.loss_history.append(loss)
                     self.images_per_second = images / step_seconds if step_seconds else 0.0
                     if bar is not None:
-                        bar.set_postfix(
-                            loss=f"{loss:.4f}",
-                            img_s=f"{self.images_per_second:.0f}",
-                            refresh=False,
-                        )
+                        postfix = {"loss": f"{loss:.4f}", "img/s": f"{self.images_per_second:.0f}"}
+                        bar.set_postfix(postfix, refresh=False)
                         bar.update(1)
                     if self.verbose and self.print_every and self.iteration % self.print_every == 0:
                         self._log(f"iteration {self.iteration}: loss {loss:.6f}", bar)

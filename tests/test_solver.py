@@ -272,7 +272,7 @@ def test_progress_bar_and_verbose_output(capsys: pytest.CaptureFixture) -> None:
     pytest.importorskip("tqdm")
     make_solver(blobs(), num_epochs=2, progress=True, verbose=True, print_every=5).train()
     captured = capsys.readouterr()
-    assert "img_s=" in captured.err
+    assert "img/s=" in captured.err
     assert "epoch 2/2" in captured.out + captured.err
     assert "iteration 15: loss" in captured.out + captured.err
 
