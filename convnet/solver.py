@@ -148,6 +148,23 @@ class Solver:
         Print a line per epoch.
     resume_from : str or Path, optional
         A checkpoint to continue from (see :meth:`load_checkpoint`).
+
+    Attributes
+    ----------
+    epoch, iteration : int
+        Completed epochs and steps.
+    loss_history : list of float
+        The loss of every step.
+    train_acc_history, val_acc_history : list of float
+        Accuracies at the end of every epoch.
+    best_val_acc : float or None
+        The best validation accuracy so far; ``best_params`` holds the parameters behind it.
+    optim_configs : dict
+        Per parameter, the update rule's hyperparameters and state.
+    train_seconds, images_per_second : float
+        Wall time of the last :meth:`train` call, and its training throughput.
+    last_checkpoint : Path or None
+        The checkpoint this solver wrote last.
     """
 
     def __init__(
@@ -207,6 +224,7 @@ class Solver:
         self.optim_configs = {name: dict(initial_config) for name in model.params}
         self.train_seconds = 0.0
         self.images_per_second = 0.0
+        self.last_checkpoint: Path | None = None
         if resume_from is not None:
             self.load_checkpoint(resume_from)
 
@@ -244,10 +262,9 @@ class Solver:
         loss, grads = self.model.loss(X_batch, y_batch)
         loss = float(loss)
         if not math.isfinite(loss):
-            path = self.checkpoint_path
             detail = ""
-            if path is not None and path.exists():
-                detail = f" (the checkpoint of epoch {self.epoch}, before it, is {path})"
+            if self.last_checkpoint is not None:
+                detail = f" (the checkpoint of epoch {self.epoch} is {self.last_checkpoint})"
             raise TrainingDiverged(loss, epoch, iteration, detail)
         for name, value in self.model.params.items():
             next_value, config = self.update_rule(value, grads[name], self.optim_configs[name])
@@ -460,6 +477,7 @@ class Solver:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
             raise
+        self.last_checkpoint = target
         return target
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
