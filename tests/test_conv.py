@@ -32,6 +32,10 @@ def assert_matches(actual: np.ndarray, expected: np.ndarray) -> None:
     np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
 
 
+def _as_pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
 class Geometry(NamedTuple):
     """One convolution's sizes; ``stride`` and ``pad`` are what conv_param receives."""
 
@@ -46,8 +50,7 @@ class Geometry(NamedTuple):
     pad: int | tuple[int, int]
 
     def pairs(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        as_pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
-        return as_pair(self.stride), as_pair(self.pad)
+        return _as_pair(self.stride), _as_pair(self.pad)
 
     def out_size(self) -> tuple[int, int]:
         (sh, sw), (ph, pw) = self.pairs()
@@ -294,6 +297,21 @@ SMALL_INPUT_GEOMETRIES = [
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_input_smaller_than_kernel_covered_by_padding(geo, dtype):
     check_fast_matches_naive(geo, dtype, seed=3)
+
+
+@pytest.mark.parametrize(
+    ("forward", "backward"),
+    [(conv_forward_naive, conv_backward_fast), (conv_forward_fast, conv_backward_naive)],
+    ids=["naive-cache-to-fast", "fast-cache-to-naive"],
+)
+def test_caches_are_interchangeable(forward, backward, rng):
+    geo = GRADIENT_GEOMETRIES[2]
+    x, w, b, dout = make_arrays(geo, rng)
+    _, cache = conv_forward_naive(x, w, b, geo.conv_param())
+    grads_ref = conv_backward_naive(dout, cache)
+    _, cache = forward(x, w, b, geo.conv_param())
+    for grad, ref in zip(backward(dout, cache), grads_ref, strict=True):
+        assert_matches(grad, ref)
 
 
 # --- layouts, dtypes, inputs left alone ------------------------------------------------------
