@@ -9,9 +9,10 @@ oversubscribe the cores. The compiled kernels release the GIL and numpy's GEMM d
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from threadpoolctl import ThreadpoolController
@@ -35,6 +36,9 @@ def _default_threads() -> int:
 _num_threads = _default_threads()
 _executor: ThreadPoolExecutor | None = None
 _blas: Any = None
+_blas_limiter: Any = None
+_blas_users = 0
+_blas_lock = threading.Lock()
 
 
 def get_num_threads() -> int:
@@ -63,11 +67,26 @@ def set_num_threads(num_threads: int) -> int:
     return previous
 
 
-def _single_threaded_blas() -> AbstractContextManager:
-    global _blas
-    if _blas is None:
-        _blas = ThreadpoolController().select(user_api="blas")
-    return _blas.limit(limits=1) if _blas.lib_controllers else nullcontext()
+@contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """Limit BLAS to one thread while any convolution runs; reference-counted, so
+    convolutions called from several user threads at once restore the original limit
+    only when the last of them ends."""
+    global _blas, _blas_users, _blas_limiter
+    with _blas_lock:
+        if _blas is None:
+            _blas = ThreadpoolController().select(user_api="blas")
+        if _blas_users == 0 and _blas.lib_controllers:
+            _blas_limiter = _blas.limit(limits=1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0 and _blas_limiter is not None:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
 
 
 def split(total: int, parts: int) -> list[tuple[int, int]]:
