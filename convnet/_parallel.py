@@ -8,6 +8,7 @@ oversubscribe the cores. The compiled kernels release the GIL and numpy's GEMM d
 
 from __future__ import annotations
 
+import numbers
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import numpy as np
 from threadpoolctl import ThreadpoolController
 
 Result = TypeVar("Result")
@@ -57,14 +59,26 @@ def set_num_threads(num_threads: int) -> int:
         OpenMP threads.
     """
     global _num_threads, _executor
-    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-        raise ValueError(f"num_threads must be a positive int, got {num_threads!r}")
+    if isinstance(num_threads, (bool, np.bool_)) or not isinstance(num_threads, numbers.Integral):
+        raise TypeError(f"num_threads must be an int, got {num_threads!r}")
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+    num_threads = int(num_threads)
     previous = _num_threads
     if num_threads != _num_threads and _executor is not None:
         _executor.shutdown(wait=True)
         _executor = None
     _num_threads = num_threads
     return previous
+
+
+def _release_blas_control() -> None:
+    """Let this thread set OpenBLAS's process-wide limit: threadpoolctl >= 3.8 otherwise
+    ignores a limit set from another thread than the first one that set it."""
+    for controller in _blas.lib_controllers:
+        release = getattr(type(controller), "clear_controlling_thread", None)
+        if release is not None:
+            release(force=True)
 
 
 @contextmanager
@@ -77,6 +91,7 @@ def _single_threaded_blas() -> Iterator[None]:
         if _blas is None:
             _blas = ThreadpoolController().select(user_api="blas")
         if _blas_users == 0 and _blas.lib_controllers:
+            _release_blas_control()
             _blas_limiter = _blas.limit(limits=1)
         _blas_users += 1
     try:
@@ -85,8 +100,10 @@ def _single_threaded_blas() -> Iterator[None]:
         with _blas_lock:
             _blas_users -= 1
             if _blas_users == 0 and _blas_limiter is not None:
+                _release_blas_control()
                 _blas_limiter.restore_original_limits()
                 _blas_limiter = None
+                _release_blas_control()
 
 
 def split(total: int, parts: int) -> list[tuple[int, int]]:

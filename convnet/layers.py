@@ -136,7 +136,8 @@ def relu_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
     """
     x = cache
     dout = check_dout(dout, x.shape)
-    return np.where(x > 0, dout, np.zeros((), dtype=dout.dtype))
+    dtype = common_dtype(x, dout)
+    return np.where(x > 0, dout, 0).astype(dtype, copy=False)
 
 
 def _check_scores(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -580,12 +580,5 @@ def test_a_call_from_one_thread_leaves_blas_threads_as_they_were(concurrent_repo
     assert concurrent_report["after_one_thread"] == concurrent_report["before"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="convnet/_parallel.py: the last convolution to end restores the BLAS limit from "
-    "its own thread, but threadpoolctl lets only the thread that set an OpenBLAS limit change "
-    "it while that thread lives: main thread A starts, thread B starts, A ends, B ends -> "
-    "numpy's BLAS stays at 1 thread",
-)
 def test_concurrent_calls_leave_blas_threads_as_they_were(concurrent_report):
     assert concurrent_report["after"] == concurrent_report["before"]
