@@ -39,6 +39,7 @@ from convnet.layers import (
 
 DEFAULT_WORKSPACE_BYTES = 64 * 2**20
 CHUNK_TARGET_BYTES = 512 * 2**10
+SMALL_WORK_MULTIPLY_ADDS = 2**22
 _workspace_bytes = DEFAULT_WORKSPACE_BYTES
 
 
@@ -69,6 +70,11 @@ def get_workspace_limit() -> int:
 def _images_per_chunk(bytes_per_image: int) -> int:
     share = min(CHUNK_TARGET_BYTES, _workspace_bytes // get_num_threads())
     return max(1, share // max(1, bytes_per_image))
+
+
+def _worker_count(multiply_adds: int) -> int | None:
+    """One worker for a convolution too small to repay handing work to the threads."""
+    return 1 if multiply_adds < SMALL_WORK_MULTIPLY_ADDS else None
 
 
 def _chunks(start: int, stop: int, step: int) -> Iterator[tuple[int, int]]:
@@ -153,7 +159,7 @@ def conv_forward_fast(
                 product = (w_rows @ cols).reshape(num_filters, count, pixels)
                 np.add(product.transpose(1, 0, 2), bias, out=out_rows[first:last])
 
-    map_groups(forward_group, num)
+    map_groups(forward_group, num, _worker_count(num * num_filters * depth * pixels))
     return out, ConvCache(x, w, b, geo)
 
 
@@ -227,7 +233,9 @@ def conv_backward_fast(
         return dw_group
 
     dw_rows = np.zeros((num_filters, depth), dtype=dtype)
-    for dw_group in map_groups(backward_group, num):
+    for dw_group in map_groups(
+        backward_group, num, _worker_count(num * num_filters * depth * pixels)
+    ):
         dw_rows += dw_group
     return dx, dw_rows.reshape(w.shape), db
 

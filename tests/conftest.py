@@ -61,8 +61,13 @@ def to_layout(request: pytest.FixtureRequest) -> Callable[[np.ndarray], np.ndarr
 
 
 @pytest.fixture
-def restore_num_threads() -> Iterator[None]:
-    """Put back the fast layers' thread count whatever the test set it to."""
+def restore_num_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Put back the fast layers' thread count whatever the test set it to.
+
+    Also sends even the tests' small convolutions to the worker threads, which real
+    code skips for problems too small to repay them.
+    """
+    monkeypatch.setattr(fast_layers, "SMALL_WORK_MULTIPLY_ADDS", 0)
     previous = _parallel.get_num_threads()
     yield
     _parallel.set_num_threads(previous)
