@@ -82,10 +82,15 @@ def _release_blas_control() -> None:
 
 
 @contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    """Limit BLAS to one thread while any convolution runs; reference-counted, so
-    convolutions called from several user threads at once restore the original limit
-    only when the last of them ends."""
+def single_threaded_blas() -> Iterator[None]:
+    """Limit numpy's BLAS to one thread inside the block.
+
+    Every multi-worker convolution runs inside it. Wrap a whole training step in it too:
+    multi-threaded BLAS calls between the convolutions leave BLAS threads spinning that
+    then steal the cores from the convolution's workers. Reference-counted, so blocks
+    entered from several threads at once restore the original limit only when the last
+    of them ends.
+    """
     global _blas, _blas_users, _blas_limiter
     with _blas_lock:
         if _blas is None:
@@ -127,7 +132,7 @@ def map_groups(
         return [work(start, stop) for start, stop in groups]
     if _executor is None:
         _executor = ThreadPoolExecutor(_num_threads, thread_name_prefix="convnet")
-    with _single_threaded_blas():
+    with single_threaded_blas():
         futures = [_executor.submit(work, start, stop) for start, stop in groups]
         wait(futures)
     return [future.result() for future in futures]

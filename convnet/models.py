@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from convnet._parallel import single_threaded_blas
 from convnet._validation import FLOAT_DTYPES, _positive_int, check_labels, output_size
 from convnet.layer_utils import (
     affine_relu_backward,
@@ -234,6 +235,12 @@ class ThreeLayerConvNet(_Classifier):
         X = self._as_input(X, self.input_dim)
         if y is not None:
             y = check_labels(y, X.shape[0], self.num_classes)
+        with single_threaded_blas():
+            return self._scores_or_loss(X, y)
+
+    def _scores_or_loss(
+        self, X: np.ndarray, y: np.ndarray | None
+    ) -> np.ndarray | tuple[float, dict[str, np.ndarray]]:
         p = self.params
         pooled, conv_cache = conv_relu_pool_forward(
             X, p["W1"], p["b1"], self.conv_param, self.POOL_PARAM
