@@ -131,10 +131,44 @@ def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] dx,
                             dst[ow * stride_w - pad_w + j] += src[ow]
 
 
-cdef inline bint _takes_over(floating value, floating best) noexcept nogil:
-    """Whether ``value`` replaces ``best`` scanning in row-major order: the first maximum
-    wins, and the first NaN beats every number."""
-    return value > best or (value != value and best == best)
+cdef inline Py_ssize_t _beats(floating value, floating best) noexcept nogil:
+    """1 if ``value`` replaces ``best`` when scanning in row-major order, else 0: the
+    first maximum wins, and the first NaN beats every number."""
+    return (value > best) | ((value != value) & (best == best))
+
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    /* (*best, *best_index) = (value, index) if take is 1, unchanged if it is 0, selected
+       with bit masks: on random data a branch here would mispredict half the time. */
+    #define CONVNET_DEFINE_SELECT(NAME, TYPE, BITS)                                      \
+    static inline void NAME(Py_ssize_t take, TYPE value, Py_ssize_t index, TYPE *best,  \
+                            Py_ssize_t *best_index) {                                     \
+        BITS value_bits, best_bits, mask = (BITS)0 - (BITS)take;                          \
+        memcpy(&value_bits, &value, sizeof(TYPE));                                        \
+        memcpy(&best_bits, best, sizeof(TYPE));                                           \
+        best_bits = (best_bits & ~mask) | (value_bits & mask);                            \
+        memcpy(best, &best_bits, sizeof(TYPE));                                           \
+        *best_index ^= (*best_index ^ index) & -take;                                     \
+    }
+    CONVNET_DEFINE_SELECT(convnet_select_float, float, uint32_t)
+    CONVNET_DEFINE_SELECT(convnet_select_double, double, uint64_t)
+    """
+    void convnet_select_float(Py_ssize_t take, float value, Py_ssize_t index, float* best,
+                              Py_ssize_t* best_index) noexcept nogil
+    void convnet_select_double(Py_ssize_t take, double value, Py_ssize_t index,
+                               double* best, Py_ssize_t* best_index) noexcept nogil
+
+
+cdef inline void _take(floating value, Py_ssize_t index, floating* best,
+                       Py_ssize_t* best_index) noexcept nogil:
+    """Make (value, index) the best so far if ``value`` beats ``*best``, without a branch."""
+    if floating is float:
+        convnet_select_float(_beats(value, best[0]), value, index, best, best_index)
+    else:
+        convnet_select_double(_beats(value, best[0]), value, index, best, best_index)
 
 
 def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
@@ -145,13 +179,17 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
 
     ``argmax`` receives the flat index ``y * W + x`` of each window's first maximum in
     row-major order; a NaN is the maximum of any window holding one (its first NaN).
-    Windows of 2x2 with stride 2 take a dedicated loop.
+    Windows of 2x2 with stride 2 take a dedicated loop that selects with bit masks rather
+    than branches (random data would mispredict half of them). In larger windows a new maximum grows rare as the scan
+    goes on, so the general loop branches.
     """
     cdef Py_ssize_t num = x.shape[0], channels = x.shape[1], width = x.shape[3]
     cdef Py_ssize_t out_h = out.shape[2], out_w = out.shape[3]
     cdef Py_ssize_t plane, n, c, oh, ow, i, j, top, left, best_index
     cdef floating best, value
     cdef const floating* row
+    cdef floating* out_row
+    cdef int* argmax_row
     cdef bint two_by_two = pool_h == 2 and pool_w == 2 and stride_h == 2 and stride_w == 2
     with nogil:
         for plane in prange(num * channels, schedule="static", num_threads=num_threads):
@@ -159,37 +197,32 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
             c = plane % channels
             for oh in range(out_h):
                 top = oh * stride_h
+                out_row = &out[n, c, oh, 0]
+                argmax_row = &argmax[n, c, oh, 0]
+                row = &x[n, c, top, 0]
                 if two_by_two:
-                    row = &x[n, c, top, 0]
                     for ow in range(out_w):
                         left = 2 * ow
                         best = row[left]
                         best_index = left
-                        if _takes_over(row[left + 1], best):
-                            best = row[left + 1]
-                            best_index = left + 1
-                        if _takes_over(row[width + left], best):
-                            best = row[width + left]
-                            best_index = width + left
-                        if _takes_over(row[width + left + 1], best):
-                            best = row[width + left + 1]
-                            best_index = width + left + 1
-                        out[n, c, oh, ow] = best
-                        argmax[n, c, oh, ow] = <int>(top * width + best_index)
+                        _take(row[left + 1], left + 1, &best, &best_index)
+                        _take(row[width + left], width + left, &best, &best_index)
+                        _take(row[width + left + 1], width + left + 1, &best, &best_index)
+                        out_row[ow] = best
+                        argmax_row[ow] = <int>(top * width + best_index)
                     continue
                 for ow in range(out_w):
                     left = ow * stride_w
-                    best = x[n, c, top, left]
-                    best_index = top * width + left
+                    best = row[left]
+                    best_index = left
                     for i in range(pool_h):
-                        row = &x[n, c, top + i, left]
-                        for j in range(pool_w):
+                        for j in range(left + i * width, left + i * width + pool_w):
                             value = row[j]
-                            if _takes_over(value, best):
+                            if _beats(value, best):
                                 best = value
-                                best_index = (top + i) * width + left + j
-                    out[n, c, oh, ow] = best
-                    argmax[n, c, oh, ow] = <int>best_index
+                                best_index = j
+                    out_row[ow] = best
+                    argmax_row[ow] = <int>(top * width + best_index)
 
 
 def max_pool_backward(const floating[:, :, :, ::1] dout, const int[:, :, :, ::1] argmax,
@@ -200,13 +233,16 @@ def max_pool_backward(const floating[:, :, :, ::1] dout, const int[:, :, :, ::1]
     """
     cdef Py_ssize_t num = dout.shape[0], channels = dout.shape[1]
     cdef Py_ssize_t out_h = dout.shape[2], out_w = dout.shape[3]
-    cdef Py_ssize_t plane, n, c, oh, ow
+    cdef Py_ssize_t plane, n, c, k
     cdef floating* dst
+    cdef const floating* grad
+    cdef const int* index
     with nogil:
         for plane in prange(num * channels, schedule="static", num_threads=num_threads):
             n = plane // channels
             c = plane % channels
             dst = &dx[n, c, 0, 0]
-            for oh in range(out_h):
-                for ow in range(out_w):
-                    dst[argmax[n, c, oh, ow]] += dout[n, c, oh, ow]
+            grad = &dout[n, c, 0, 0]
+            index = &argmax[n, c, 0, 0]
+            for k in range(out_h * out_w):
+                dst[index[k]] += grad[k]
