@@ -7,7 +7,8 @@ with two threads.
 
 The two libraries are interleaved: before every timed step the script pauses (so the
 BLAS and OpenMP threads of the previous call stop spinning) and makes one untimed call.
-Medians are reported.
+Medians are reported. Like the Solver, the script first calls
+``convnet.keep_freed_memory()``, which applies to both libraries in the process.
 
     python benchmarks/bench_train_step.py --batch 50 --repeats 20 --dtype float32
 
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.batch < 1 or args.repeats < 1:
         parser.error("--batch and --repeats must be positive")
+    convnet.keep_freed_memory()
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((args.batch, 3, 32, 32)).astype(args.dtype)

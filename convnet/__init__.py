@@ -7,6 +7,7 @@ path (with a fallback to the reference when the extension is not built).
 
 from convnet._backend import BACKEND
 from convnet._config import config_info, show_config
+from convnet._memory import keep_freed_memory
 from convnet._version import __version__
 
-__all__ = ["BACKEND", "__version__", "config_info", "show_config"]
+__all__ = ["BACKEND", "__version__", "config_info", "keep_freed_memory", "show_config"]

@@ -48,8 +48,3 @@ def warn_if_naive() -> None:
         if naive_reason.startswith("the compiled"):
             message += f"; {BUILD_HINT}"
         warnings.warn(message, RuntimeWarning, stacklevel=3)
-
-
-def openmp_threads() -> int:
-    """OpenMP threads the compiled kernel uses; 0 without OpenMP or without the kernel."""
-    return 0 if kernel is None else int(kernel.openmp_max_threads())

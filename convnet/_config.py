@@ -1,4 +1,4 @@
-"""Describe this installation: version, backend, OpenMP and numpy's BLAS."""
+"""Describe this installation: version, backend, threads and numpy's BLAS."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from convnet import _backend
+from convnet._parallel import get_num_threads
 from convnet._version import __version__
 
 
@@ -21,13 +22,12 @@ def _blas_description() -> str:
 
 def config_info() -> dict[str, Any]:
     """Return the facts :func:`show_config` prints, as a dict."""
-    threads = _backend.openmp_threads()
+    threads = get_num_threads()
     return {
         "convnet": __version__,
         "backend": _backend.BACKEND,
         "naive_reason": _backend.naive_reason,
-        "openmp": "on" if threads else "off",
-        "openmp_threads": threads,
+        "threads": threads,
         "numpy": np.__version__,
         "blas": _blas_description(),
         "python": platform.python_version(),
@@ -36,16 +36,16 @@ def config_info() -> dict[str, Any]:
 
 
 def show_config() -> None:
-    """Print the convnet version, the backend, OpenMP (on/off, threads) and numpy's BLAS."""
+    """Print the convnet version, the backend, the worker threads and numpy's BLAS."""
     info = config_info()
     print(f"convnet {info['convnet']}")
     backend = info["backend"]
     if info["naive_reason"]:
         backend += f" ({info['naive_reason']})"
     print(f"  backend:  {backend}")
-    openmp = info["openmp"]
-    if info["openmp_threads"]:
-        openmp += f", {info['openmp_threads']} threads"
-    print(f"  OpenMP:   {openmp}")
+    threads = f"{info['threads']} worker threads, single-threaded BLAS inside each"
+    if info["backend"] == "naive":
+        threads += " (unused by the naive backend)"
+    print(f"  threads:  {threads}")
     print(f"  numpy:    {info['numpy']} (BLAS: {info['blas']})")
     print(f"  python:   {info['python']} on {info['machine']}")

@@ -1,10 +1,10 @@
 """Compiled kernels of convnet: im2col, col2im and max pooling over NCHW arrays.
 
 Every function trusts its arguments: the Python layer in ``convnet.fast_layers`` has
-checked shapes, dtypes, contiguity and the output sizes before the call. Every loop
-releases the GIL. im2col and col2im run single-threaded: the convolution calls them from
-one worker thread per core, each on its own images. The pooling kernels split the
-(n, c) planes over ``num_threads`` OpenMP threads; no two threads write the same element.
+checked shapes, dtypes, contiguity and the output sizes before the call. Every function
+releases the GIL and runs single-threaded: the fast layers call it from one worker thread
+per core (``convnet._parallel``), each on its own images, so no two threads ever write
+the same element.
 
 Column layout shared by im2col and col2im, for a kernel of size (kh, kw)::
 
@@ -13,23 +13,6 @@ Column layout shared by im2col and col2im, for a kernel of size (kh, kw)::
 """
 
 from cython cimport floating
-from cython.parallel cimport prange
-
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    static int convnet_openmp_max_threads(void) { return omp_get_max_threads(); }
-    #else
-    static int convnet_openmp_max_threads(void) { return 0; }
-    #endif
-    """
-    int convnet_openmp_max_threads() noexcept nogil
-
-
-def openmp_max_threads() -> int:
-    """Threads an OpenMP loop of this module would use; 0 when built without OpenMP."""
-    return convnet_openmp_max_threads()
 
 
 cdef inline Py_ssize_t _first_inside(Py_ssize_t pad, Py_ssize_t offset,
@@ -174,7 +157,7 @@ cdef inline void _take(floating value, Py_ssize_t index, floating* best,
 def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                      int[:, :, :, ::1] argmax,
                      Py_ssize_t pool_h, Py_ssize_t pool_w,
-                     Py_ssize_t stride_h, Py_ssize_t stride_w, int num_threads) -> None:
+                     Py_ssize_t stride_h, Py_ssize_t stride_w) -> None:
     """Max over each window of ``x`` (N, C, H, W) into ``out`` (N, C, out_h, out_w).
 
     ``argmax`` receives the flat index ``y * W + x`` of each window's first maximum in
@@ -192,7 +175,7 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
     cdef int* argmax_row
     cdef bint two_by_two = pool_h == 2 and pool_w == 2 and stride_h == 2 and stride_w == 2
     with nogil:
-        for plane in prange(num * channels, schedule="static", num_threads=num_threads):
+        for plane in range(num * channels):
             n = plane // channels
             c = plane % channels
             for oh in range(out_h):
@@ -226,10 +209,10 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
 
 
 def max_pool_backward(const floating[:, :, :, ::1] dout, const int[:, :, :, ::1] argmax,
-                      floating[:, :, :, ::1] dx, int num_threads) -> None:
+                      floating[:, :, :, ::1] dx) -> None:
     """Add ``dout`` (N, C, out_h, out_w) onto ``dx`` (N, C, H, W) at the recorded argmax.
 
-    Each thread owns whole (n, c) planes, so overlapping windows never race.
+    Overlapping windows accumulate.
     """
     cdef Py_ssize_t num = dout.shape[0], channels = dout.shape[1]
     cdef Py_ssize_t out_h = dout.shape[2], out_w = dout.shape[3]
@@ -238,7 +221,7 @@ def max_pool_backward(const floating[:, :, :, ::1] dout, const int[:, :, :, ::1]
     cdef const floating* grad
     cdef const int* index
     with nogil:
-        for plane in prange(num * channels, schedule="static", num_threads=num_threads):
+        for plane in range(num * channels):
             n = plane // channels
             c = plane % channels
             dst = &dx[n, c, 0, 0]

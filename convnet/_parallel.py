@@ -123,6 +123,7 @@ def map_groups(
 ) -> list[Result]:
     """Run ``work(start, stop)`` on contiguous groups of ``range(total)``, one per thread.
 
+    The calling thread runs the first group itself while the workers run the others.
     Returns the results in group order, so reductions over them are deterministic for a
     given thread count. With one group the work runs inline with BLAS left as it is.
     """
@@ -131,8 +132,11 @@ def map_groups(
     if len(groups) <= 1:
         return [work(start, stop) for start, stop in groups]
     if _executor is None:
-        _executor = ThreadPoolExecutor(_num_threads, thread_name_prefix="convnet")
+        _executor = ThreadPoolExecutor(_num_threads - 1, thread_name_prefix="convnet")
     with single_threaded_blas():
-        futures = [_executor.submit(work, start, stop) for start, stop in groups]
-        wait(futures)
-    return [future.result() for future in futures]
+        futures = [_executor.submit(work, start, stop) for start, stop in groups[1:]]
+        try:
+            first = work(*groups[0])
+        finally:
+            wait(futures)
+    return [first] + [future.result() for future in futures]

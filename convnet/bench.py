@@ -1,7 +1,10 @@
 """Layer benchmark: fast vs naive vs the GEMM alone vs PyTorch, for convolution and pooling.
 
 Run as ``convnet bench`` or ``python benchmarks/bench_layers.py``; ``--help`` lists the
-options. Candidates are interleaved and each timed call follows a pause and an untimed
+options. Like training, the benchmark first calls :func:`convnet.keep_freed_memory`, which
+applies to every library in the process (PyTorch included).
+
+Candidates are interleaved and each timed call follows a pause and an untimed
 call of the same candidate, because BLAS and OpenMP worker threads keep spinning for a
 while after a call returns and would otherwise be charged to the next candidate.
 """
@@ -19,6 +22,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from convnet import _backend
+from convnet._memory import keep_freed_memory
 from convnet._parallel import set_num_threads
 from convnet.fast_layers import (
     conv_backward_fast,
@@ -376,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Print the benchmark tables (markdown); return the exit status."""
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     torch = None if args.no_torch else _torch(max(args.threads))
     rng = np.random.default_rng(args.seed)
     print(

@@ -39,7 +39,8 @@ from convnet.layers import (
 
 DEFAULT_WORKSPACE_BYTES = 64 * 2**20
 CHUNK_TARGET_BYTES = 512 * 2**10
-SMALL_WORK_MULTIPLY_ADDS = 2**22
+SMALL_CONV_MULTIPLY_ADDS = 2**22
+SMALL_POOL_ELEMENTS = 2**16
 _workspace_bytes = DEFAULT_WORKSPACE_BYTES
 
 
@@ -72,9 +73,9 @@ def _images_per_chunk(bytes_per_image: int) -> int:
     return max(1, share // max(1, bytes_per_image))
 
 
-def _worker_count(multiply_adds: int) -> int | None:
-    """One worker for a convolution too small to repay handing work to the threads."""
-    return 1 if multiply_adds < SMALL_WORK_MULTIPLY_ADDS else None
+def _worker_count(amount: int, small: int) -> int | None:
+    """One worker for a call too small (``amount < small``) to repay handing out work."""
+    return 1 if amount < small else None
 
 
 def _chunks(start: int, stop: int, step: int) -> Iterator[tuple[int, int]]:
@@ -159,7 +160,11 @@ def conv_forward_fast(
                 product = (w_rows @ cols).reshape(num_filters, count, pixels)
                 np.add(product.transpose(1, 0, 2), bias, out=out_rows[first:last])
 
-    map_groups(forward_group, num, _worker_count(num * num_filters * depth * pixels))
+    map_groups(
+        forward_group,
+        num,
+        _worker_count(num * num_filters * depth * pixels, SMALL_CONV_MULTIPLY_ADDS),
+    )
     return out, ConvCache(x, w, b, geo)
 
 
@@ -234,7 +239,9 @@ def conv_backward_fast(
 
     dw_rows = np.zeros((num_filters, depth), dtype=dtype)
     for dw_group in map_groups(
-        backward_group, num, _worker_count(num * num_filters * depth * pixels)
+        backward_group,
+        num,
+        _worker_count(num * num_filters * depth * pixels, SMALL_CONV_MULTIPLY_ADDS),
     ):
         dw_rows += dw_group
     return dx, dw_rows.reshape(w.shape), db
@@ -269,16 +276,13 @@ def max_pool_forward_fast(x: np.ndarray, pool_param: dict) -> tuple[np.ndarray, 
         raise ValueError(f"an input plane of {height}x{width} is too large to pool")
     out = np.empty((num, channels, geo.out_h, geo.out_w), dtype=x.dtype)
     argmax = np.empty(out.shape, dtype=np.intc)
-    kernel.max_pool_forward(
-        np.ascontiguousarray(x),
-        out,
-        argmax,
-        geo.pool_h,
-        geo.pool_w,
-        geo.stride_h,
-        geo.stride_w,
-        get_num_threads(),
-    )
+    x_c = np.ascontiguousarray(x)
+    window = (geo.pool_h, geo.pool_w, geo.stride_h, geo.stride_w)
+
+    def forward_group(start: int, stop: int) -> None:
+        kernel.max_pool_forward(x_c[start:stop], out[start:stop], argmax[start:stop], *window)
+
+    map_groups(forward_group, num, _worker_count(x.size, SMALL_POOL_ELEMENTS))
     return out, PoolCache(x, geo, argmax)
 
 
@@ -303,5 +307,10 @@ def max_pool_backward_fast(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
         return max_pool_backward_naive(dout, cache)
     dtype = common_dtype(x, dout)
     dx = np.zeros(x.shape, dtype=dtype)
-    kernel.max_pool_backward(np.ascontiguousarray(dout, dtype=dtype), argmax, dx, get_num_threads())
+    dout_c = np.ascontiguousarray(dout, dtype=dtype)
+
+    def backward_group(start: int, stop: int) -> None:
+        kernel.max_pool_backward(dout_c[start:stop], argmax[start:stop], dx[start:stop])
+
+    map_groups(backward_group, x.shape[0], _worker_count(x.size, SMALL_POOL_ELEMENTS))
     return dx

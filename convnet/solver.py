@@ -25,6 +25,7 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
+from convnet._memory import keep_freed_memory
 from convnet.optim import UPDATE_RULES
 
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -285,7 +286,13 @@ class Solver:
         TrainingDiverged
             When the loss becomes NaN or infinite; the checkpoint of the last completed
             epoch is left as it was.
+
+        Notes
+        -----
+        Calls :func:`convnet.keep_freed_memory` first: every step allocates the same
+        large arrays again, and reusing freed memory spares a page fault per page.
         """
+        keep_freed_memory()
         X_train, y_train = self.data["X_train"], self.data["y_train"]
         num_train = X_train.shape[0]
         iterations_per_epoch = math.ceil(num_train / self.batch_size)

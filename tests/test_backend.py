@@ -155,7 +155,9 @@ def test_missing_extension_falls_back_with_a_warning_naming_the_cause(
     assert "pip install" in message
     config_lines = report["show_config"].splitlines()
     assert any("backend:" in line and "naive" in line for line in config_lines)
-    assert any("OpenMP:" in line and "off" in line for line in config_lines)
+    assert any(
+        "threads:" in line and "unused by the naive backend" in line for line in config_lines
+    )
 
 
 def test_demanding_cython_without_the_extension_fails_loudly(package_without_extension):
@@ -209,19 +211,17 @@ def test_fallback_in_process_matches_naive_and_warns_once(monkeypatch, rng):
     np.testing.assert_array_equal(dx_pool, max_pool_backward_naive(dpooled, pool_cache_ref))
 
 
-def test_show_config_prints_backend_and_openmp(capsys):
+def test_show_config_prints_backend_and_threads(capsys):
     convnet.show_config()
     lines = capsys.readouterr().out.splitlines()
     backend_lines = [line for line in lines if "backend:" in line]
     assert len(backend_lines) == 1 and convnet.BACKEND in backend_lines[0]
-    openmp_lines = [line for line in lines if "OpenMP:" in line]
-    assert len(openmp_lines) == 1
+    thread_lines = [line for line in lines if "threads:" in line]
+    assert len(thread_lines) == 1
     info = convnet.config_info()
     assert info["backend"] == convnet.BACKEND
-    expected = "on" if info["openmp_threads"] else "off"
-    assert info["openmp"] == expected and expected in openmp_lines[0]
-    if convnet.BACKEND == "naive":
-        assert info["openmp_threads"] == 0
+    assert info["threads"] == convnet._parallel.get_num_threads() >= 1
+    assert f"{info['threads']} worker threads" in thread_lines[0]
 
 
 @pytest.mark.skipif(

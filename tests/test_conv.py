@@ -485,7 +485,7 @@ from convnet import _parallel, fast_layers
 from convnet.fast_layers import conv_backward_fast, conv_forward_fast
 from convnet.layers import conv_backward_naive, conv_forward_naive
 
-fast_layers.SMALL_WORK_MULTIPLY_ADDS = 0  # these small convolutions must use the workers
+fast_layers.SMALL_CONV_MULTIPLY_ADDS = 0  # these small convolutions must use the workers
 
 def blas_threads():
     blas = ThreadpoolController().select(user_api="blas")
