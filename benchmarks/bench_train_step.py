@@ -5,10 +5,11 @@ ThreeLayerConvNet's default (conv 7x7 with 32 filters and pad 3, ReLU, 2x2 max p
 affine to 100, ReLU, affine to 10) on 3x32x32 images. PyTorch runs when it is installed,
 with two threads.
 
-The two libraries are interleaved: before every timed step the script pauses (so the
-BLAS and OpenMP threads of the previous call stop spinning) and makes one untimed call.
-Medians are reported. Like the Solver, the script first calls
-``convnet.keep_freed_memory()``, which applies to both libraries in the process.
+The two libraries are interleaved: before every sample the script pauses (so the BLAS and
+OpenMP threads of the previous call stop spinning) and makes one untimed call; a sample is
+the mean of several back-to-back steps, as in training. Medians are reported. Like the
+Solver, the script first calls ``convnet.keep_freed_memory()``, which applies to both
+libraries in the process.
 
     python benchmarks/bench_train_step.py --batch 50 --repeats 20 --dtype float32
 
@@ -18,13 +19,12 @@ Medians are reported. Like the Solver, the script first calls
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import numpy as np
 
 import convnet
+from convnet.bench import interleaved_medians
 from convnet.models import ThreeLayerConvNet
 from convnet.optim import sgd
 
@@ -76,27 +76,17 @@ def torch_step(X: np.ndarray, y: np.ndarray) -> Callable[[], None] | None:
     return step
 
 
-def time_interleaved(steps: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    """Median seconds per call of each step, the steps taking turns."""
-    samples: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            time.sleep(PAUSE_SECONDS)
-            step()
-            start = time.perf_counter()
-            step()
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(times) for name, times in samples.items()}
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=50, help="images per step (default 50)")
-    parser.add_argument("--repeats", type=int, default=20, help="timed steps (default 20)")
+    parser.add_argument("--repeats", type=int, default=15, help="samples (default 15)")
+    parser.add_argument(
+        "--steps", type=int, default=10, help="back-to-back steps per sample (default 10)"
+    )
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     args = parser.parse_args(argv)
-    if args.batch < 1 or args.repeats < 1:
-        parser.error("--batch and --repeats must be positive")
+    if min(args.batch, args.repeats, args.steps) < 1:
+        parser.error("--batch, --repeats and --steps must be positive")
     convnet.keep_freed_memory()
 
     rng = np.random.default_rng(0)
@@ -107,10 +97,16 @@ def main(argv: list[str] | None = None) -> None:
     if reference is not None:
         steps["PyTorch"] = reference
 
-    medians = time_interleaved(steps, args.repeats)
+    medians = {
+        name: milliseconds / 1e3
+        for name, milliseconds in interleaved_medians(
+            steps, args.repeats, PAUSE_SECONDS, args.steps
+        ).items()
+    }
     print(
         f"ThreeLayerConvNet training step: batch {args.batch}, 3x32x32, {args.dtype}, "
-        f"median of {args.repeats}; convnet backend {convnet.BACKEND}"
+        f"median of {args.repeats} samples of {args.steps} back-to-back steps; "
+        f"convnet backend {convnet.BACKEND}"
     )
     print(f"{'library':<10} {'ms/step':>9} {'images/s':>10} {'convnet/PyTorch':>16}")
     baseline = medians.get("PyTorch")

@@ -4,9 +4,10 @@ Run as ``convnet bench`` or ``python benchmarks/bench_layers.py``; ``--help`` li
 options. Like training, the benchmark first calls :func:`convnet.keep_freed_memory`, which
 applies to every library in the process (PyTorch included).
 
-Candidates are interleaved and each timed call follows a pause and an untimed
-call of the same candidate, because BLAS and OpenMP worker threads keep spinning for a
-while after a call returns and would otherwise be charged to the next candidate.
+Candidates are interleaved, and each timed sample (a few back-to-back calls) follows a
+pause and an untimed call of the same candidate, because BLAS and OpenMP worker threads
+keep spinning for a while after a call returns and would otherwise be charged to the
+next candidate.
 """
 
 from __future__ import annotations
@@ -85,17 +86,22 @@ NAIVE_BY_DEFAULT = ("a", "p1")
 
 
 def interleaved_medians(
-    candidates: dict[str, Callable[[], object]], repeats: int, pause: float
+    candidates: dict[str, Callable[[], object]], repeats: int, pause: float, calls: int
 ) -> dict[str, float]:
-    """Median milliseconds of each candidate, timed in interleaved rounds."""
+    """Median milliseconds per call of each candidate, timed in interleaved rounds.
+
+    Each sample is the mean of ``calls`` back-to-back calls after a pause and one untimed
+    call: what a training loop sees, which calls the layers back to back.
+    """
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, run in candidates.items():
             time.sleep(pause)
             run()
             start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
+            for _ in range(calls):
+                run()
+            times[name].append((time.perf_counter() - start) / calls)
     return {name: 1e3 * float(np.median(values)) for name, values in times.items()}
 
 
@@ -250,7 +256,7 @@ def conv_table(args, torch, rng) -> list[str]:
                 case = CONV_CASES[name]
                 for dtype in args.dtypes:
                     candidates, naive = conv_candidates(case, dtype, torch, rng)
-                    times = interleaved_medians(candidates, args.repeats, args.pause)
+                    times = interleaved_medians(candidates, args.repeats, args.pause, args.calls)
                     run_naive = args.naive == "all" or (
                         args.naive == "default" and name in NAIVE_BY_DEFAULT
                     )
@@ -286,7 +292,7 @@ def pool_table(args, torch, rng) -> list[str]:
                 case = POOL_CASES[name]
                 for dtype in args.dtypes:
                     candidates, naive = pool_candidates(case, dtype, torch, rng)
-                    times = interleaved_medians(candidates, args.repeats, args.pause)
+                    times = interleaved_medians(candidates, args.repeats, args.pause, args.calls)
                     run_naive = args.naive == "all" or (
                         args.naive == "default" and name in NAIVE_BY_DEFAULT
                     )
@@ -355,7 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=lambda text: [int(count) for count in text.split(",")],
         help="thread counts to run, e.g. 1,2 (default 2)",
     )
-    parser.add_argument("--repeats", type=int, default=9, help="timed calls per candidate")
+    parser.add_argument("--repeats", type=int, default=9, help="samples per candidate")
+    parser.add_argument(
+        "--calls", type=int, default=5, help="back-to-back calls timed in each sample"
+    )
     parser.add_argument(
         "--pause", type=float, default=0.1, help="seconds of pause before each timed call"
     )
@@ -386,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"convnet backend {_backend.BACKEND}; numpy {np.__version__}; "
         f"torch {getattr(torch, '__version__', 'absent')}; {platform.machine()}, "
-        f"{platform.processor() or 'cpu'}; median ms of {args.repeats} interleaved calls"
+        f"{platform.processor() or 'cpu'}; ms per call, median of {args.repeats} interleaved "
+        f"samples of {args.calls} back-to-back calls"
     )
     if args.conv_cases:
         print("\nConvolution (fwd = forward; f+b = forward + backward, input gradient included)")

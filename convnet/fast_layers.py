@@ -207,9 +207,9 @@ def conv_backward_fast(
     depth = channels * w.shape[2] * w.shape[3]
     w_rows = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, depth)
     dout_rows = np.ascontiguousarray(dout, dtype=dtype).reshape(num, num_filters, pixels)
-    db = dout_rows.sum(axis=(0, 2))
     dx = np.zeros(x.shape, dtype=dtype) if compute_dx else None
     if _is_pointwise(w, geo):
+        db = dout_rows.sum(axis=(0, 2))
         x_rows = x_c.reshape(num, channels, pixels)
         dw_rows = np.matmul(dout_rows, x_rows.transpose(0, 2, 1)).sum(axis=0)
         if dx is not None:
@@ -218,8 +218,8 @@ def conv_backward_fast(
     per_chunk = _images_per_chunk(depth * pixels * dtype.itemsize)
     args = _kernel_args(w, geo)
 
-    def backward_group(start: int, stop: int) -> np.ndarray:
-        dw_group = np.zeros((num_filters, depth), dtype=dtype)
+    def backward_group(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        dw_by_column = np.zeros((depth, num_filters), dtype=dtype)
         buffer = np.empty(depth * min(per_chunk, stop - start) * pixels, dtype=dtype)
         for first, last in _chunks(start, stop, per_chunk):
             count = last - first
@@ -231,20 +231,23 @@ def conv_backward_fast(
                 dout_chunk = np.ascontiguousarray(dout_rows[first:last].transpose(1, 0, 2)).reshape(
                     num_filters, count * pixels
                 )
-            dw_group += dout_chunk @ cols.T
+            dw_by_column += cols @ dout_chunk.T
             if dx is not None:
                 np.matmul(w_rows.T, dout_chunk, out=cols)
                 kernel.col2im(cols, dx[first:last], *args)
-        return dw_group
+        return dw_by_column, dout_rows[start:stop].sum(axis=(0, 2))
 
-    dw_rows = np.zeros((num_filters, depth), dtype=dtype)
-    for dw_group in map_groups(
+    dw_by_column = np.zeros((depth, num_filters), dtype=dtype)
+    db = np.zeros(num_filters, dtype=dtype)
+    for dw_group, db_group in map_groups(
         backward_group,
         num,
         _worker_count(num * num_filters * depth * pixels, SMALL_CONV_MULTIPLY_ADDS),
     ):
-        dw_rows += dw_group
-    return dx, dw_rows.reshape(w.shape), db
+        dw_by_column += dw_group
+        db += db_group
+    dw = np.ascontiguousarray(dw_by_column.T).reshape(w.shape)
+    return dx, dw, db
 
 
 def max_pool_forward_fast(x: np.ndarray, pool_param: dict) -> tuple[np.ndarray, PoolCache]:
