@@ -13,6 +13,7 @@ Column layout shared by im2col and col2im, for a kernel of size (kh, kw)::
 """
 
 from cython cimport floating
+from libc.string cimport memset
 
 
 cdef inline Py_ssize_t _first_inside(Py_ssize_t pad, Py_ssize_t offset,
@@ -210,12 +211,15 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
 
 def max_pool_backward(const floating[:, :, :, ::1] dout, const int[:, :, :, ::1] argmax,
                       floating[:, :, :, ::1] dx) -> None:
-    """Add ``dout`` (N, C, out_h, out_w) onto ``dx`` (N, C, H, W) at the recorded argmax.
+    """Write into ``dx`` (N, C, H, W) the gradient of max pooling: zero, plus each entry of
+    ``dout`` (N, C, out_h, out_w) at its recorded argmax (overlapping windows accumulate).
 
-    Overlapping windows accumulate.
+    ``dx`` need not be initialized; each plane is zeroed just before its scatter, while it
+    is in cache.
     """
     cdef Py_ssize_t num = dout.shape[0], channels = dout.shape[1]
     cdef Py_ssize_t out_h = dout.shape[2], out_w = dout.shape[3]
+    cdef Py_ssize_t plane_size = dx.shape[2] * dx.shape[3]
     cdef Py_ssize_t plane, n, c, k
     cdef floating* dst
     cdef const floating* grad
@@ -227,5 +231,6 @@ def max_pool_backward(const floating[:, :, :, ::1] dout, const int[:, :, :, ::1]
             dst = &dx[n, c, 0, 0]
             grad = &dout[n, c, 0, 0]
             index = &argmax[n, c, 0, 0]
+            memset(dst, 0, plane_size * sizeof(floating))
             for k in range(out_h * out_w):
                 dst[index[k]] += grad[k]

@@ -309,7 +309,7 @@ def max_pool_backward_fast(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
         _backend.warn_if_naive()
         return max_pool_backward_naive(dout, cache)
     dtype = common_dtype(x, dout)
-    dx = np.zeros(x.shape, dtype=dtype)
+    dx = np.empty(x.shape, dtype=dtype)
     dout_c = np.ascontiguousarray(dout, dtype=dtype)
 
     def backward_group(start: int, stop: int) -> None:
