@@ -148,6 +148,26 @@ def conv_geometry(x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict)
     )
 
 
+def check_affine_arrays(x: Any, w: Any, b: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Check a fully connected layer's x (N, d_1, ..., d_k), w (D, M) and b (M,)."""
+    x = check_float_array(x, "x")
+    w = check_float_array(w, "w")
+    b = check_float_array(b, "b")
+    if x.ndim < 1:
+        raise ValueError("x must have a batch dimension, got a scalar")
+    check_ndim(w, 2, "w", "(D, M)")
+    check_ndim(b, 1, "b", "(M,)")
+    features = int(np.prod(x.shape[1:], dtype=np.int64))
+    if features != w.shape[0]:
+        raise ValueError(
+            f"x of shape {x.shape} has D = {features} features per sample "
+            f"but w has shape {w.shape} (expected ({features}, M))"
+        )
+    if b.shape[0] != w.shape[1]:
+        raise ValueError(f"b must have length M = {w.shape[1]}, got shape {b.shape}")
+    return x, w, b
+
+
 def check_conv_arrays(
     x: Any, w: Any, b: Any, conv_param: dict
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, ConvGeometry]:

@@ -22,6 +22,7 @@ from convnet import _backend
 from convnet._parallel import get_num_threads, map_groups
 from convnet._validation import (
     ConvGeometry,
+    check_affine_arrays,
     check_conv_arrays,
     check_dout,
     check_float_array,
@@ -41,6 +42,7 @@ DEFAULT_WORKSPACE_BYTES = 64 * 2**20
 CHUNK_TARGET_BYTES = 512 * 2**10
 SMALL_CONV_MULTIPLY_ADDS = 2**22
 SMALL_POOL_ELEMENTS = 2**16
+SMALL_GEMM = 2**20
 _workspace_bytes = DEFAULT_WORKSPACE_BYTES
 
 
@@ -248,6 +250,75 @@ def conv_backward_fast(
         db += db_group
     dw = np.ascontiguousarray(dw_by_column.T).reshape(w.shape)
     return dx, dw, db
+
+
+def affine_forward_fast(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Fully connected layer ``out = x.reshape(N, D) @ w + b``, rows split over the workers.
+
+    Computes what :func:`convnet.layers.affine_forward` computes, with the same cache.
+    Each worker multiplies its block of rows with single-threaded BLAS, so a network's
+    affine layers keep to the same threads as its convolutions.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, d_1, ..., d_k), with D = d_1 * ... * d_k
+    w : ndarray, shape (D, M)
+    b : ndarray, shape (M,)
+
+    Returns
+    -------
+    out : ndarray, shape (N, M)
+    cache : tuple (x, w, b)
+    """
+    x, w, b = check_affine_arrays(x, w, b)
+    dtype = common_dtype(x, w, b)
+    rows = x.reshape(x.shape[0], w.shape[0]).astype(dtype, copy=False)
+    w_c = w.astype(dtype, copy=False)
+    out = np.empty((x.shape[0], w.shape[1]), dtype=dtype)
+
+    def forward_group(start: int, stop: int) -> None:
+        np.matmul(rows[start:stop], w_c, out=out[start:stop])
+
+    map_groups(forward_group, x.shape[0], _worker_count(rows.size * w.shape[1], SMALL_GEMM))
+    out += b
+    return out, (x, w, b)
+
+
+def affine_backward_fast(
+    dout: np.ndarray, cache: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of an affine layer; the dx and dw GEMMs run on two workers at once.
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, M)
+    cache : tuple (x, w, b)
+        From :func:`affine_forward_fast` or :func:`convnet.layers.affine_forward`.
+
+    Returns
+    -------
+    dx : ndarray, shape of x
+    dw : ndarray, shape (D, M)
+    db : ndarray, shape (M,)
+    """
+    x, w, b = cache
+    dout = check_dout(dout, (x.shape[0], w.shape[1]))
+    dtype = common_dtype(x, w, b, dout)
+    rows = x.reshape(x.shape[0], w.shape[0]).astype(dtype, copy=False)
+    dout = dout.astype(dtype, copy=False)
+    w_c = w.astype(dtype, copy=False)
+    gradients: dict[str, np.ndarray] = {}
+
+    def backward_group(start: int, stop: int) -> None:
+        if start == 0:
+            gradients["dx"] = dout @ w_c.T
+        if stop == 2:
+            gradients["dw"] = rows.T @ dout
+
+    map_groups(backward_group, 2, _worker_count(rows.size * w.shape[1], SMALL_GEMM))
+    return gradients["dx"].reshape(x.shape), gradients["dw"], dout.sum(axis=0)
 
 
 def max_pool_forward_fast(x: np.ndarray, pool_param: dict) -> tuple[np.ndarray, PoolCache]:

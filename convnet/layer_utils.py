@@ -12,6 +12,8 @@ from typing import NamedTuple
 import numpy as np
 
 from convnet.fast_layers import (
+    affine_backward_fast,
+    affine_forward_fast,
     conv_backward_fast,
     conv_forward_fast,
     max_pool_backward_fast,
@@ -20,8 +22,6 @@ from convnet.fast_layers import (
 from convnet.layers import (
     ConvCache,
     PoolCache,
-    affine_backward,
-    affine_forward,
     relu_backward,
     relu_forward,
 )
@@ -65,7 +65,7 @@ def affine_relu_forward(
     out : ndarray, shape (N, M)
     cache : AffineReluCache
     """
-    scores, affine_cache = affine_forward(x, w, b)
+    scores, affine_cache = affine_forward_fast(x, w, b)
     out, relu_cache = relu_forward(scores)
     return out, AffineReluCache(affine_cache, relu_cache)
 
@@ -86,7 +86,7 @@ def affine_relu_backward(
     dw : ndarray, shape (D, M)
     db : ndarray, shape (M,)
     """
-    return affine_backward(relu_backward(dout, cache.relu), cache.affine)
+    return affine_backward_fast(relu_backward(dout, cache.relu), cache.affine)
 
 
 def conv_relu_forward(

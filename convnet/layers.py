@@ -15,6 +15,7 @@ import numpy as np
 from convnet._validation import (
     ConvGeometry,
     PoolGeometry,
+    check_affine_arrays,
     check_conv_arrays,
     check_dout,
     check_float_array,
@@ -58,23 +59,9 @@ def affine_forward(
     out : ndarray, shape (N, M)
     cache : tuple (x, w, b)
     """
-    x = check_float_array(x, "x")
-    w = check_float_array(w, "w")
-    b = check_float_array(b, "b")
-    if x.ndim < 1:
-        raise ValueError("x must have a batch dimension, got a scalar")
-    check_ndim(w, 2, "w", "(D, M)")
-    check_ndim(b, 1, "b", "(M,)")
-    features = int(np.prod(x.shape[1:], dtype=np.int64))
-    if features != w.shape[0]:
-        raise ValueError(
-            f"x of shape {x.shape} has D = {features} features per sample "
-            f"but w has shape {w.shape} (expected ({features}, M))"
-        )
-    if b.shape[0] != w.shape[1]:
-        raise ValueError(f"b must have length M = {w.shape[1]}, got shape {b.shape}")
+    x, w, b = check_affine_arrays(x, w, b)
     dtype = common_dtype(x, w, b)
-    out = x.reshape(x.shape[0], features).astype(dtype, copy=False) @ w.astype(dtype, copy=False)
+    out = x.reshape(x.shape[0], w.shape[0]).astype(dtype, copy=False) @ w.astype(dtype, copy=False)
     out += b
     return out, (x, w, b)
 
@@ -98,7 +85,7 @@ def affine_backward(
     x, w, b = cache
     dout = check_dout(dout, (x.shape[0], w.shape[1]))
     dtype = common_dtype(x, w, b, dout)
-    x_rows = x.reshape(x.shape[0], -1).astype(dtype, copy=False)
+    x_rows = x.reshape(x.shape[0], w.shape[0]).astype(dtype, copy=False)
     dout = dout.astype(dtype, copy=False)
     dx = (dout @ w.T.astype(dtype, copy=False)).reshape(x.shape)
     dw = x_rows.T @ dout

@@ -64,11 +64,12 @@ def to_layout(request: pytest.FixtureRequest) -> Callable[[np.ndarray], np.ndarr
 def restore_num_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Put back the fast layers' thread count whatever the test set it to.
 
-    Also sends even the tests' small convolutions and pools to the worker threads, which real
+    Also sends even the tests' small convolutions, pools and GEMMs to the worker threads, which real
     code skips for problems too small to repay them.
     """
     monkeypatch.setattr(fast_layers, "SMALL_CONV_MULTIPLY_ADDS", 0)
     monkeypatch.setattr(fast_layers, "SMALL_POOL_ELEMENTS", 0)
+    monkeypatch.setattr(fast_layers, "SMALL_GEMM", 0)
     previous = _parallel.get_num_threads()
     yield
     _parallel.set_num_threads(previous)
