@@ -6,9 +6,11 @@ releases the GIL and runs single-threaded: the fast layers call it from one work
 per core (``convnet._parallel``), each on its own images, so no two threads ever write
 the same element.
 
-Column layout shared by im2col and col2im, for a kernel of size (kh, kw)::
+Column layout shared by im2col and col2im, for a kernel of size (kh, kw): one
+(C*kh*kw, out_h*out_w) matrix per image, so a GEMM with the (F, C*kh*kw) filters writes
+straight into the NCHW output::
 
-    cols[(c * kh + i) * kw + j, (n * out_h + oh) * out_w + ow]
+    cols[n, (c * kh + i) * kw + j, oh * out_w + ow]
         = x[n, c, oh * sh - ph + i, ow * sw - pw + j]     (0 where that lies in the padding)
 """
 
@@ -36,12 +38,12 @@ cdef inline Py_ssize_t _end_inside(Py_ssize_t pad, Py_ssize_t offset, Py_ssize_t
     return last if last < out_size else out_size
 
 
-def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols,
+def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,
            Py_ssize_t kernel_h, Py_ssize_t kernel_w,
            Py_ssize_t stride_h, Py_ssize_t stride_w,
            Py_ssize_t pad_h, Py_ssize_t pad_w,
            Py_ssize_t out_h, Py_ssize_t out_w) -> None:
-    """Copy every receptive field of ``x`` (N, C, H, W) into ``cols`` (C*kh*kw, N*out_h*out_w).
+    """Copy every receptive field of ``x`` (N, C, H, W) into ``cols`` (N, C*kh*kw, out_h*out_w).
 
     The padding is virtual: entries that fall in it are written as 0.
     """
@@ -52,17 +54,17 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols,
     cdef floating* dst
     cdef const floating* src
     with nogil:
-        for row in range(rows):
-            c = row // (kernel_h * kernel_w)
-            i = (row // kernel_w) % kernel_h
-            j = row % kernel_w
-            ow_lo = _first_inside(pad_w, j, stride_w, out_w)
-            ow_hi = _end_inside(pad_w, j, stride_w, width, out_w)
-            if ow_hi < ow_lo:
-                ow_hi = ow_lo
-            for n in range(num):
+        for n in range(num):
+            for row in range(rows):
+                c = row // (kernel_h * kernel_w)
+                i = (row // kernel_w) % kernel_h
+                j = row % kernel_w
+                ow_lo = _first_inside(pad_w, j, stride_w, out_w)
+                ow_hi = _end_inside(pad_w, j, stride_w, width, out_w)
+                if ow_hi < ow_lo:
+                    ow_hi = ow_lo
                 for oh in range(out_h):
-                    dst = &cols[row, (n * out_h + oh) * out_w]
+                    dst = &cols[n, row, oh * out_w]
                     y = oh * stride_h - pad_h + i
                     if y < 0 or y >= height:
                         for ow in range(out_w):
@@ -81,7 +83,7 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols,
                         dst[ow] = 0
 
 
-def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] dx,
+def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] dx,
            Py_ssize_t kernel_h, Py_ssize_t kernel_w,
            Py_ssize_t stride_h, Py_ssize_t stride_w,
            Py_ssize_t pad_h, Py_ssize_t pad_w,
@@ -89,7 +91,7 @@ def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] dx,
     """Add every column entry back onto the input position im2col copied it from.
 
     ``dx`` (N, C, H, W) is accumulated into (pass zeros for a plain gradient); entries of
-    ``cols`` (C*kh*kw, N*out_h*out_w) that lie in the padding are dropped. Each thread owns
+    ``cols`` (N, C*kh*kw, out_h*out_w) that lie in the padding are dropped.
     """
     cdef Py_ssize_t num = dx.shape[0], channels = dx.shape[1]
     cdef Py_ssize_t height = dx.shape[2], width = dx.shape[3]
@@ -109,7 +111,7 @@ def col2im(const floating[:, ::1] cols, floating[:, :, :, ::1] dx,
                         y = oh * stride_h - pad_h + i
                         if y < 0 or y >= height:
                             continue
-                        src = &cols[row, (n * out_h + oh) * out_w]
+                        src = &cols[n, row, oh * out_w]
                         dst = &dx[n, c, y, 0]
                         for ow in range(ow_lo, ow_hi):
                             dst[ow * stride_w - pad_w + j] += src[ow]

@@ -39,7 +39,7 @@ from convnet.layers import (
 )
 
 DEFAULT_WORKSPACE_BYTES = 64 * 2**20
-CHUNK_TARGET_BYTES = 512 * 2**10
+CHUNK_TARGET_BYTES = 2**20
 SMALL_CONV_MULTIPLY_ADDS = 2**22
 SMALL_POOL_ELEMENTS = 2**16
 SMALL_GEMM = 2**20
@@ -150,17 +150,13 @@ def conv_forward_fast(
     args = _kernel_args(w, geo)
 
     def forward_group(start: int, stop: int) -> None:
-        buffer = np.empty(depth * min(per_chunk, stop - start) * pixels, dtype=dtype)
+        buffer = np.empty(min(per_chunk, stop - start) * depth * pixels, dtype=dtype)
         for first, last in _chunks(start, stop, per_chunk):
-            count = last - first
-            cols = buffer[: depth * count * pixels].reshape(depth, count * pixels)
+            cols = buffer[: (last - first) * depth * pixels].reshape(last - first, depth, pixels)
             kernel.im2col(x_c[first:last], cols, *args)
-            if count == 1:
-                np.matmul(w_rows, cols, out=out_rows[first])
-                out_rows[first] += bias
-            else:
-                product = (w_rows @ cols).reshape(num_filters, count, pixels)
-                np.add(product.transpose(1, 0, 2), bias, out=out_rows[first:last])
+            out_chunk = out_rows[first:last]
+            np.matmul(w_rows, cols, out=out_chunk)
+            out_chunk += bias
 
     map_groups(
         forward_group,
@@ -222,18 +218,12 @@ def conv_backward_fast(
 
     def backward_group(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         dw_by_column = np.zeros((depth, num_filters), dtype=dtype)
-        buffer = np.empty(depth * min(per_chunk, stop - start) * pixels, dtype=dtype)
+        buffer = np.empty(min(per_chunk, stop - start) * depth * pixels, dtype=dtype)
         for first, last in _chunks(start, stop, per_chunk):
-            count = last - first
-            cols = buffer[: depth * count * pixels].reshape(depth, count * pixels)
+            cols = buffer[: (last - first) * depth * pixels].reshape(last - first, depth, pixels)
             kernel.im2col(x_c[first:last], cols, *args)
-            if count == 1:
-                dout_chunk = dout_rows[first]
-            else:
-                dout_chunk = np.ascontiguousarray(dout_rows[first:last].transpose(1, 0, 2)).reshape(
-                    num_filters, count * pixels
-                )
-            dw_by_column += cols @ dout_chunk.T
+            dout_chunk = dout_rows[first:last]
+            dw_by_column += np.matmul(cols, dout_chunk.transpose(0, 2, 1)).sum(axis=0)
             if dx is not None:
                 np.matmul(w_rows.T, dout_chunk, out=cols)
                 kernel.col2im(cols, dx[first:last], *args)
