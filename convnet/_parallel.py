@@ -11,6 +11,7 @@ from __future__ import annotations
 import numbers
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -37,10 +38,13 @@ def _default_threads() -> int:
 
 _num_threads = _default_threads()
 _executor: ThreadPoolExecutor | None = None
+BLAS_RESTORE_DELAY = 0.1
 _blas: Any = None
 _blas_limiter: Any = None
 _blas_users = 0
-_blas_lock = threading.Lock()
+_blas_idle_since = 0.0
+_blas_condition = threading.Condition()
+_restorer: threading.Thread | None = None
 
 
 def get_num_threads() -> int:
@@ -83,32 +87,83 @@ def _release_blas_control() -> None:
 
 @contextmanager
 def single_threaded_blas() -> Iterator[None]:
-    """Limit numpy's BLAS to one thread inside the block.
+    """Limit numpy's BLAS to one thread inside the block, and for a moment after it.
 
-    Every multi-worker convolution runs inside it. Wrap a whole training step in it too:
-    multi-threaded BLAS calls between the convolutions leave BLAS threads spinning that
-    then steal the cores from the convolution's workers. Reference-counted, so blocks
-    entered from several threads at once restore the original limit only when the last
-    of them ends.
+    Every multi-worker call of the fast layers runs inside it: BLAS threads left spinning
+    by a multi-threaded GEMM steal the cores from the workers. Giving BLAS its threads
+    back after every call would wake those threads again, so the original limit returns
+    only once no block has been active for ``BLAS_RESTORE_DELAY`` seconds (or at once
+    with :func:`restore_blas_threads`). Reference-counted across threads.
     """
-    global _blas, _blas_users, _blas_limiter
-    with _blas_lock:
+    global _blas, _blas_users, _blas_limiter, _blas_idle_since
+    with _blas_condition:
         if _blas is None:
             _blas = ThreadpoolController().select(user_api="blas")
-        if _blas_users == 0 and _blas.lib_controllers:
+        if _blas_limiter is None and _blas.lib_controllers:
             _release_blas_control()
             _blas_limiter = _blas.limit(limits=1)
         _blas_users += 1
     try:
         yield
     finally:
-        with _blas_lock:
+        with _blas_condition:
             _blas_users -= 1
             if _blas_users == 0 and _blas_limiter is not None:
-                _release_blas_control()
-                _blas_limiter.restore_original_limits()
-                _blas_limiter = None
-                _release_blas_control()
+                _blas_idle_since = time.monotonic()
+                _start_restorer()
+                _blas_condition.notify_all()
+
+
+def restore_blas_threads() -> None:
+    """Give numpy's BLAS its original thread count now, unless a fast layer is running."""
+    with _blas_condition:
+        if _blas_users == 0 and _blas_limiter is not None:
+            _restore_blas_now()
+
+
+def _restore_blas_now() -> None:
+    global _blas_limiter
+    _release_blas_control()
+    _blas_limiter.restore_original_limits()
+    _blas_limiter = None
+    _release_blas_control()
+
+
+def _start_restorer() -> None:
+    global _restorer
+    if _restorer is None:
+        _restorer = threading.Thread(
+            target=_restore_when_idle, name="convnet-blas-restorer", daemon=True
+        )
+        _restorer.start()
+
+
+def _restore_when_idle() -> None:
+    """Restorer thread: put BLAS's limit back once the fast layers have been idle a while."""
+    with _blas_condition:
+        while True:
+            if _blas_limiter is None or _blas_users > 0:
+                _blas_condition.wait()
+                continue
+            remaining = _blas_idle_since + BLAS_RESTORE_DELAY - time.monotonic()
+            if remaining > 0:
+                _blas_condition.wait(remaining)
+                continue
+            _restore_blas_now()
+
+
+def _forget_threads_after_fork() -> None:
+    """In a forked child no worker or restorer thread exists: start afresh."""
+    global _executor, _restorer, _blas_condition, _blas_users, _blas_limiter
+    _executor = None
+    _restorer = None
+    _blas_condition = threading.Condition()
+    _blas_users = 0
+    _blas_limiter = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_threads_after_fork)
 
 
 def split(total: int, parts: int) -> list[tuple[int, int]]:

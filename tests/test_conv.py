@@ -478,7 +478,7 @@ def test_non_native_byte_order_is_accepted(impl, rng):
 # --- calls from several Python threads at once ----------------------------------------------
 
 CONCURRENT_SCRIPT = """
-import json, threading
+import json, threading, time
 import numpy as np
 from threadpoolctl import ThreadpoolController
 from convnet import _parallel, fast_layers
@@ -505,6 +505,8 @@ rng = np.random.default_rng(0)
 x, w, b = rng.standard_normal((4, 3, 8, 8)), rng.standard_normal((4, 3, 3, 3)), np.zeros(4)
 param = {"stride": 1, "pad": 1}
 conv_backward_fast(np.ones((4, 4, 8, 8)), conv_forward_fast(x, w, b, param)[1])
+right_after = blas_threads()
+time.sleep(5 * _parallel.BLAS_RESTORE_DELAY)
 after_one_thread = blas_threads()
 
 # Two overlapping calls in a fixed order: A (this thread, which lives on) starts, B (another
@@ -529,6 +531,7 @@ thread_b.start()
 _parallel.map_groups(wait_for_b, 2)
 a_returned.set()
 thread_b.join(timeout=60)
+_parallel.restore_blas_threads()
 after = blas_threads()
 
 # Then three threads convolving at once: the results must not change.
@@ -547,7 +550,10 @@ def convolve():
             wrong.append(1)
 
 run_in_threads(convolve, convolve, convolve)
-report = {"before": before, "after_one_thread": after_one_thread, "after": after}
+report = {
+    "before": before, "right_after": right_after, "after_one_thread": after_one_thread,
+    "after": after,
+}
 print(json.dumps({**report, "wrong": len(wrong)}))
 """
 
@@ -576,6 +582,10 @@ def concurrent_report() -> dict:
 
 def test_concurrent_calls_give_correct_results(concurrent_report):
     assert concurrent_report["wrong"] == 0
+
+
+def test_blas_stays_single_threaded_just_after_a_call(concurrent_report):
+    assert all(threads == 1 for threads in concurrent_report["right_after"])
 
 
 def test_a_call_from_one_thread_leaves_blas_threads_as_they_were(concurrent_report):
