@@ -504,9 +504,12 @@ _parallel.set_num_threads(2)
 rng = np.random.default_rng(0)
 x, w, b = rng.standard_normal((4, 3, 8, 8)), rng.standard_normal((4, 3, 3, 3)), np.zeros(4)
 param = {"stride": 1, "pad": 1}
+_parallel.BLAS_RESTORE_DELAY = 60.0  # long enough for a slow machine to look in time
 conv_backward_fast(np.ones((4, 4, 8, 8)), conv_forward_fast(x, w, b, param)[1])
 right_after = blas_threads()
-time.sleep(5 * _parallel.BLAS_RESTORE_DELAY)
+_parallel.BLAS_RESTORE_DELAY = 0.05
+conv_forward_fast(x, w, b, param)  # wakes the restorer with the short delay
+time.sleep(2.0)
 after_one_thread = blas_threads()
 
 # Two overlapping calls in a fixed order: A (this thread, which lives on) starts, B (another
