@@ -479,6 +479,7 @@ def test_non_native_byte_order_is_accepted(impl, rng):
 
 CONCURRENT_SCRIPT = """
 import json, threading, time
+import convnet
 import numpy as np
 from threadpoolctl import ThreadpoolController
 from convnet import _parallel, fast_layers
@@ -557,13 +558,17 @@ report = {
     "before": before, "right_after": right_after, "after_one_thread": after_one_thread,
     "after": after,
 }
-print(json.dumps({**report, "wrong": len(wrong)}))
+print(json.dumps({**report, "wrong": len(wrong), "backend": convnet.BACKEND}))
 """
 
 
 @pytest.fixture(scope="module")
-def concurrent_report() -> dict:
-    """Python threads calling the fast layers at once, in a fresh interpreter."""
+def concurrent_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Python threads calling the fast layers at once, in a fresh interpreter.
+
+    It runs in an empty directory, so it imports the same convnet as this process (from
+    the source tree, ``python -c`` would import the package there, without its kernel).
+    """
     if fast_layers._backend.kernel is None:
         pytest.skip("the compiled kernel is not in use")
     env = {key: value for key, value in os.environ.items() if key != "CONVNET_BACKEND"}
@@ -571,6 +576,7 @@ def concurrent_report() -> dict:
     result = subprocess.run(
         [sys.executable, "-c", CONCURRENT_SCRIPT],
         env=env,
+        cwd=tmp_path_factory.mktemp("concurrent"),
         capture_output=True,
         text=True,
         timeout=120,
@@ -578,6 +584,7 @@ def concurrent_report() -> dict:
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["backend"] == "cython"
     if not any(threads > 1 for threads in report["before"]):
         pytest.skip("numpy's BLAS runs single-threaded here: nothing to restore")
     return report
