@@ -69,6 +69,7 @@ def restore_num_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """
     monkeypatch.setattr(fast_layers, "SMALL_CONV_MULTIPLY_ADDS", 0)
     monkeypatch.setattr(fast_layers, "SMALL_POOL_ELEMENTS", 0)
+    monkeypatch.setattr(fast_layers, "SMALL_VECTORIZED_POOL_ELEMENTS", 0)
     monkeypatch.setattr(fast_layers, "SMALL_GEMM", 0)
     previous = _parallel.get_num_threads()
     yield
