@@ -7,6 +7,7 @@ first fast-layer call on the naive backend emits one ``RuntimeWarning`` naming t
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import warnings
 from types import ModuleType
@@ -26,11 +27,13 @@ def _load_kernel() -> tuple[ModuleType | None, str]:
     try:
         from convnet import _im2col
     except ImportError as error:
+        if importlib.util.find_spec("convnet._im2col") is None:
+            cause = "the compiled kernel convnet._im2col is not installed (it was not built)"
+        else:
+            cause = f"the compiled kernel convnet._im2col did not import ({error})"
         if requested == "cython":
-            raise ImportError(
-                f"CONVNET_BACKEND=cython but the compiled kernel did not import: {error}"
-            ) from error
-        return None, f"the compiled kernel convnet._im2col did not import ({error})"
+            raise ImportError(f"CONVNET_BACKEND=cython but {cause}") from error
+        return None, cause
     return _im2col, ""
 
 
