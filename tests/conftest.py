@@ -15,7 +15,7 @@ from hypothesis import settings
 
 from convnet import _parallel, fast_layers
 
-settings.register_profile("default", max_examples=40, deadline=None)
+settings.register_profile("default", max_examples=150, deadline=None)
 settings.register_profile("thorough", max_examples=500, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 

@@ -15,7 +15,7 @@ from convnet.layers import affine_backward, affine_forward
 TOLERANCE = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     num=st.integers(0, 7),
     feature_shape=st.lists(st.integers(1, 4), min_size=1, max_size=3),

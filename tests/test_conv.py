@@ -200,7 +200,7 @@ def check_fast_matches_naive(geo: Geometry, dtype, seed: int) -> None:
     assert_matches(db_only, grads_naive[2])
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     geo=geometries(),
     dtype=st.sampled_from([np.float32, np.float64]),

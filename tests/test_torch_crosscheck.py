@@ -59,7 +59,7 @@ def conv_cases(draw):
 
 
 @pytest.mark.parametrize("impl", CONV)
-@settings(max_examples=25)
+@settings(max_examples=100)
 @given(case=conv_cases())
 def test_conv_matches_torch(impl, case):
     forward, backward = CONV[impl]
@@ -95,7 +95,7 @@ def pool_cases(draw):
 
 
 @pytest.mark.parametrize("impl", POOL)
-@settings(max_examples=25)
+@settings(max_examples=100)
 @given(case=pool_cases())
 def test_max_pool_matches_torch(impl, case):
     forward, backward = POOL[impl]
