@@ -171,7 +171,7 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
     """
     cdef Py_ssize_t num = x.shape[0], channels = x.shape[1], width = x.shape[3]
     cdef Py_ssize_t out_h = out.shape[2], out_w = out.shape[3]
-    cdef Py_ssize_t plane, n, c, oh, ow, i, j, top, left, best_index
+    cdef Py_ssize_t plane, n, c, oh, ow, i, j, top, left, best_index, first, second
     cdef floating best, value
     cdef const floating* row
     cdef floating* out_row
@@ -186,7 +186,7 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                 out_row = &out[n, c, oh, 0]
                 argmax_row = &argmax[n, c, oh, 0]
                 row = &x[n, c, top, 0]
-                if two_by_two:
+                if two_by_two and floating is float:
                     for ow in range(out_w):
                         left = 2 * ow
                         best = row[left]
@@ -195,6 +195,15 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                         _take(row[width + left], width + left, &best, &best_index)
                         _take(row[width + left + 1], width + left + 1, &best, &best_index)
                         out_row[ow] = best
+                        argmax_row[ow] = <int>(top * width + best_index)
+                    continue
+                if two_by_two:
+                    for ow in range(out_w):
+                        left = 2 * ow
+                        first = left + _beats(row[left + 1], row[left])
+                        second = width + left + _beats(row[width + left + 1], row[width + left])
+                        best_index = first + (second - first) * _beats(row[second], row[first])
+                        out_row[ow] = row[best_index]
                         argmax_row[ow] = <int>(top * width + best_index)
                     continue
                 for ow in range(out_w):
