@@ -1,7 +1,8 @@
 """Compiled kernels of convnet: im2col, col2im and max pooling over NCHW arrays.
 
 Every function trusts its arguments: the Python layer in ``convnet.fast_layers`` has
-checked shapes, dtypes, contiguity and the output sizes before the call. Every function
+checked shapes, dtypes, contiguity, the output sizes, strides and pads below 2**31, and
+that a pooling cache's argmax matches its gradient, before the call. Every function
 releases the GIL and runs single-threaded: the fast layers call it from one worker thread
 per core (``convnet._parallel``), each on its own images, so no two threads ever write
 the same element.
@@ -24,7 +25,7 @@ cdef inline Py_ssize_t _first_inside(Py_ssize_t pad, Py_ssize_t offset,
     cdef Py_ssize_t start = pad - offset
     if start <= 0:
         return 0
-    start = (start + stride - 1) // stride
+    start = (start - 1) // stride + 1
     return start if start < out_size else out_size
 
 

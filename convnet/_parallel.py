@@ -38,6 +38,8 @@ def _default_threads() -> int:
 
 _num_threads = _default_threads()
 _executor: ThreadPoolExecutor | None = None
+_executor_size = 0
+_executor_lock = threading.Lock()
 BLAS_RESTORE_DELAY = 0.1
 _blas: Any = None
 _blas_limiter: Any = None
@@ -59,21 +61,31 @@ def set_num_threads(num_threads: int) -> int:
     Parameters
     ----------
     num_threads : int
-        At least 1. The convolution runs this many workers, the pooling kernels this many
-        OpenMP threads.
+        At least 1: the calling thread plus ``num_threads - 1`` workers share each call.
+        Calls already running finish with the workers they started with.
     """
-    global _num_threads, _executor
+    global _num_threads
     if isinstance(num_threads, (bool, np.bool_)) or not isinstance(num_threads, numbers.Integral):
         raise TypeError(f"num_threads must be an int, got {num_threads!r}")
     if num_threads < 1:
         raise ValueError(f"num_threads must be at least 1, got {num_threads}")
-    num_threads = int(num_threads)
-    previous = _num_threads
-    if num_threads != _num_threads and _executor is not None:
-        _executor.shutdown(wait=True)
-        _executor = None
-    _num_threads = num_threads
+    with _executor_lock:
+        previous, _num_threads = _num_threads, int(num_threads)
     return previous
+
+
+def _workers(count: int) -> ThreadPoolExecutor:
+    """The pool of ``count`` worker threads, made anew when the count changed.
+
+    A replaced pool is not shut down: calls still holding it finish, and its threads exit
+    once it is garbage.
+    """
+    global _executor, _executor_size
+    with _executor_lock:
+        if _executor is None or _executor_size != count:
+            _executor = ThreadPoolExecutor(count, thread_name_prefix="convnet")
+            _executor_size = count
+        return _executor
 
 
 def _release_blas_control() -> None:
@@ -153,13 +165,17 @@ def _restore_when_idle() -> None:
 
 
 def _forget_threads_after_fork() -> None:
-    """In a forked child no worker or restorer thread exists: start afresh."""
-    global _executor, _restorer, _blas_condition, _blas_users, _blas_limiter
+    """In a forked child no worker or restorer thread exists: start afresh, and if the
+    parent had limited BLAS, give the child's BLAS its threads back after the usual delay."""
+    global _executor, _executor_lock, _restorer, _blas_condition, _blas_users, _blas_idle_since
     _executor = None
+    _executor_lock = threading.Lock()
     _restorer = None
     _blas_condition = threading.Condition()
     _blas_users = 0
-    _blas_limiter = None
+    if _blas_limiter is not None:
+        _blas_idle_since = time.monotonic()
+        _start_restorer()
 
 
 if hasattr(os, "register_at_fork"):
@@ -182,14 +198,13 @@ def map_groups(
     Returns the results in group order, so reductions over them are deterministic for a
     given thread count. With one group the work runs inline with BLAS left as it is.
     """
-    global _executor
-    groups = split(total, min(_num_threads, max_groups or _num_threads))
+    threads = _num_threads
+    groups = split(total, min(threads, max_groups or threads))
     if len(groups) <= 1:
         return [work(start, stop) for start, stop in groups]
-    if _executor is None:
-        _executor = ThreadPoolExecutor(_num_threads - 1, thread_name_prefix="convnet")
+    workers = _workers(threads - 1)
     with single_threaded_blas():
-        futures = [_executor.submit(work, start, stop) for start, stop in groups[1:]]
+        futures = [workers.submit(work, start, stop) for start, stop in groups[1:]]
         try:
             first = work(*groups[0])
         finally:

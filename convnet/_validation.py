@@ -45,8 +45,8 @@ def check_float_array(array: Any, name: str) -> np.ndarray:
     """
     if isinstance(array, np.ndarray):
         result = array
-    elif isinstance(array, (list, tuple, numbers.Real)):
-        result = np.asarray(array, dtype=np.float64)
+    elif isinstance(array, (list, tuple, numbers.Number, np.generic)):
+        result = np.asarray(array)
     else:
         raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
     if result.dtype.kind == "f" and not result.dtype.isnative:
@@ -70,12 +70,17 @@ def common_dtype(*arrays: np.ndarray) -> np.dtype:
     return np.result_type(*arrays)
 
 
+MAX_PARAMETER = 2**31 - 1
+
+
 def _positive_int(value: Any, name: str, minimum: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     value = int(value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if value > MAX_PARAMETER:
+        raise ValueError(f"{name} must be at most 2**31 - 1, got {value}")
     return value
 
 

@@ -49,14 +49,16 @@ _workspace_bytes = DEFAULT_WORKSPACE_BYTES
 
 
 def set_workspace_limit(nbytes: int) -> int:
-    """Bound the scratch memory of one convolution call; return the previous bound.
+    """Bound the chunks a convolution call works in; return the previous bound.
 
     Parameters
     ----------
     nbytes : int
-        Bytes for the column matrices of all worker threads together. Each worker
-        processes chunks of as many images as fit in its share (and in a cache-sized
-        target of ``CHUNK_TARGET_BYTES``); one image always fits, whatever its size.
+        Bytes for the chunks of all worker threads together: a chunk's column matrix and
+        its dW products. Each worker processes chunks of as many images as fit in its
+        share (and in the cache-sized ``CHUNK_TARGET_BYTES``); one image always fits,
+        whatever its size. Beyond the chunks a call allocates only its outputs, its
+        gradients and one (F, C*HH*WW) dW accumulator per worker.
     """
     global _workspace_bytes
     if isinstance(nbytes, (bool, np.bool_)) or not isinstance(nbytes, numbers.Integral):
@@ -185,7 +187,8 @@ def conv_backward_fast(
     """Gradients of a convolution: dW by GEMM with the columns, dX by GEMM and col2im.
 
     The columns are recomputed chunk by chunk rather than kept from the forward pass,
-    so memory stays bounded. Results are deterministic for a given thread count.
+    so memory stays bounded. Results are deterministic for a given thread count and
+    workspace limit.
 
     Parameters
     ----------
@@ -220,13 +223,8 @@ def conv_backward_fast(
     dout_rows = np.ascontiguousarray(dout, dtype=dtype).reshape(num, num_filters, pixels)
     dx = np.zeros(x.shape, dtype=dtype) if compute_dx else None
     if _is_pointwise(w, geo):
-        db = dout_rows.sum(axis=(0, 2))
-        x_rows = x_c.reshape(num, channels, pixels)
-        dw_rows = np.matmul(dout_rows, x_rows.transpose(0, 2, 1)).sum(axis=0)
-        if dx is not None:
-            np.matmul(w_rows.T, dout_rows, out=dx.reshape(num, channels, pixels))
-        return dx, dw_rows.reshape(w.shape), db
-    per_chunk = _images_per_chunk(depth * pixels * dtype.itemsize)
+        return _pointwise_backward(x_c, w_rows, dout_rows, dx, w.shape)
+    per_chunk = _images_per_chunk(depth * (pixels + num_filters) * dtype.itemsize)
     args = _kernel_args(w, geo)
 
     def backward_group(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -253,6 +251,39 @@ def conv_backward_fast(
         db += db_group
     dw = np.ascontiguousarray(dw_by_column.T).reshape(w.shape)
     return dx, dw, db
+
+
+def _pointwise_backward(
+    x_c: np.ndarray,
+    w_rows: np.ndarray,
+    dout_rows: np.ndarray,
+    dx: np.ndarray | None,
+    w_shape: tuple[int, ...],
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Gradients of a 1x1 convolution with stride 1 and no padding: x is its own columns."""
+    num, channels = x_c.shape[:2]
+    num_filters, pixels = dout_rows.shape[1:]
+    x_rows = x_c.reshape(num, channels, pixels)
+
+    def backward_group(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        dw_group = np.zeros((num_filters, channels), dtype=dout_rows.dtype)
+        for image in range(start, stop):
+            dw_group += dout_rows[image] @ x_rows[image].T
+        if dx is not None:
+            np.matmul(
+                w_rows.T, dout_rows[start:stop], out=dx.reshape(num, channels, pixels)[start:stop]
+            )
+        return dw_group, dout_rows[start:stop].sum(axis=(0, 2))
+
+    dw = np.zeros((num_filters, channels), dtype=dout_rows.dtype)
+    db = np.zeros(num_filters, dtype=dout_rows.dtype)
+    work = num * num_filters * channels * pixels
+    for dw_group, db_group in map_groups(
+        backward_group, num, _worker_count(work, SMALL_CONV_MULTIPLY_ADDS)
+    ):
+        dw += dw_group
+        db += db_group
+    return dx, dw.reshape(w_shape), db
 
 
 def affine_forward_fast(
@@ -382,6 +413,11 @@ def max_pool_backward_fast(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     if kernel is None or argmax is None:
         _backend.warn_if_naive()
         return max_pool_backward_naive(dout, cache)
+    if argmax.shape != dout.shape or argmax.dtype != np.intc or not argmax.flags.c_contiguous:
+        raise ValueError(
+            f"the pooling cache's argmax (shape {argmax.shape}, dtype {argmax.dtype}) does not "
+            f"belong to a forward pass with output shape {dout.shape}"
+        )
     dtype = common_dtype(x, dout)
     dx = np.empty(x.shape, dtype=dtype)
     dout_c = np.ascontiguousarray(dout, dtype=dtype)

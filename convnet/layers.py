@@ -311,8 +311,9 @@ def max_pool_forward_naive(x: np.ndarray, pool_param: dict) -> tuple[np.ndarray,
 def max_pool_backward_naive(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     """Gradient of max pooling: each window's gradient goes to its first maximum.
 
-    "First" is in row-major order within the window (PyTorch's rule); a NaN counts as the
-    maximum of any window it is in.
+    "First" is in row-major order within the window (PyTorch's rule among numbers); a NaN
+    counts as the maximum of any window it is in, and the first NaN takes the gradient
+    (PyTorch gives it to the last NaN).
 
     Parameters
     ----------

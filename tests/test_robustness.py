@@ -1,0 +1,141 @@
+"""Inputs and situations found by review: huge strides, foreign caches, thread-count
+changes during calls, fork, and the scratch memory of the backward pass."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import convnet
+from convnet import _parallel, fast_layers
+from convnet.fast_layers import (
+    conv_backward_fast,
+    conv_forward_fast,
+    max_pool_backward_fast,
+    max_pool_forward_fast,
+)
+from convnet.layers import conv_backward_naive, conv_forward_naive
+
+needs_kernel = pytest.mark.skipif(
+    fast_layers._backend.kernel is None, reason="the compiled kernel is not in use"
+)
+
+
+@pytest.mark.parametrize("stride", [(1, 2**31 - 1), (2**31 - 1, 1), (5, 2**20)])
+def test_strides_far_beyond_the_input_match_naive(stride):
+    x = np.arange(1.0, 13.0).reshape(1, 1, 3, 4)
+    w = np.ones((2, 1, 2, 2))
+    b = np.array([0.5, -1.0])
+    conv_param = {"stride": stride, "pad": (1, 2)}
+    out_ref, cache_ref = conv_forward_naive(x, w, b, conv_param)
+    out, cache = conv_forward_fast(x, w, b, conv_param)
+    np.testing.assert_allclose(out, out_ref, rtol=1e-12)
+    dout = np.ones_like(out)
+    for grad, ref in zip(
+        conv_backward_fast(dout, cache), conv_backward_naive(dout, cache_ref), strict=True
+    ):
+        np.testing.assert_allclose(grad, ref, rtol=1e-12)
+
+
+@pytest.mark.parametrize("key", ["stride", "pad"])
+def test_parameters_beyond_2_to_the_31_are_refused(key):
+    conv_param = {"stride": 1, "pad": 0, key: 2**63}
+    with pytest.raises(ValueError, match="at most 2\\*\\*31 - 1"):
+        conv_forward_fast(np.ones((1, 1, 3, 3)), np.ones((1, 1, 1, 1)), np.zeros(1), conv_param)
+    pool_param = {"pool_height": 1, "pool_width": 1, "stride": 2**63}
+    with pytest.raises(ValueError, match="at most 2\\*\\*31 - 1"):
+        max_pool_forward_fast(np.ones((1, 1, 3, 3)), pool_param)
+
+
+@needs_kernel
+def test_pool_backward_refuses_a_cache_from_another_forward_pass():
+    pool_param = {"pool_height": 2, "pool_width": 2, "stride": 2}
+    _, cache = max_pool_forward_fast(np.ones((1, 1, 4, 4)), pool_param)
+    foreign = cache._replace(x=np.ones((30, 1, 4, 4)))
+    with pytest.raises(ValueError, match="argmax"):
+        max_pool_backward_fast(np.ones((30, 1, 2, 2)), foreign)
+
+
+@needs_kernel
+def test_changing_the_thread_count_while_convolutions_run(restore_num_threads):
+    x = np.ones((16, 4, 8, 8), np.float32)
+    w = np.ones((4, 4, 3, 3), np.float32)
+    b = np.zeros(4, np.float32)
+    expected, _ = conv_forward_fast(x, w, b, {"stride": 1, "pad": 1})
+    errors: list[BaseException] = []
+
+    def convolve() -> None:
+        try:
+            for _ in range(100):
+                out, _ = conv_forward_fast(x, w, b, {"stride": 1, "pad": 1})
+                np.testing.assert_array_equal(out, expected)
+        except BaseException as error:
+            errors.append(error)
+
+    thread = threading.Thread(target=convolve)
+    thread.start()
+    count = 0
+    while thread.is_alive():
+        convnet.set_num_threads(1 + count % 3)
+        count += 1
+    thread.join()
+    assert not errors, errors
+
+
+@needs_kernel
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_its_blas_threads_back(restore_num_threads):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    _parallel.restore_blas_threads()
+    blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    before = [lib.num_threads for lib in blas.lib_controllers]
+    if not any(threads > 1 for threads in before):
+        pytest.skip("numpy's BLAS runs single-threaded here: nothing to restore")
+    convnet.set_num_threads(2)
+    x = np.ones((8, 4, 8, 8))
+    conv_forward_fast(x, np.ones((4, 4, 3, 3)), np.zeros(4), {"stride": 1, "pad": 1})
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            time.sleep(10 * _parallel.BLAS_RESTORE_DELAY)
+            child = threadpoolctl.ThreadpoolController().select(user_api="blas")
+            restored = [lib.num_threads for lib in child.lib_controllers] == before
+            os.write(write_end, b"1" if restored else b"0")
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    answer = os.read(read_end, 1)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert answer == b"1"
+
+
+def _extra_peak_mib(x, w, conv_param) -> float:
+    """Peak MiB of a fast forward+backward beyond its output and gradients."""
+    b = np.zeros(w.shape[0], dtype=x.dtype)
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base, _ = tracemalloc.get_traced_memory()
+    out, cache = conv_forward_fast(x, w, b, conv_param)
+    grads = conv_backward_fast(np.ones_like(out), cache)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    needed = 2 * out.nbytes + sum(grad.nbytes for grad in grads)
+    return (peak - base - needed) / 2**20
+
+
+@needs_kernel
+@pytest.mark.parametrize("kernel_size, pad", [(1, 0), (3, 1)])
+def test_backward_scratch_memory_does_not_grow_with_the_batch(kernel_size, pad):
+    w = np.ones((256, 64, kernel_size, kernel_size), np.float32)
+    small = _extra_peak_mib(np.ones((4, 64, 4, 4), np.float32), w, {"stride": 1, "pad": pad})
+    large = _extra_peak_mib(np.ones((64, 64, 4, 4), np.float32), w, {"stride": 1, "pad": pad})
+    assert large < small + 2.0, (small, large)
