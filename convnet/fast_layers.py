@@ -54,11 +54,11 @@ def set_workspace_limit(nbytes: int) -> int:
     Parameters
     ----------
     nbytes : int
-        Bytes for the chunks of all worker threads together: a chunk's column matrix and
-        its dW products. Each worker processes chunks of as many images as fit in its
-        share (and in the cache-sized ``CHUNK_TARGET_BYTES``); one image always fits,
-        whatever its size. Beyond the chunks a call allocates only its outputs, its
-        gradients and one (F, C*HH*WW) dW accumulator per worker.
+        Bytes for the column matrices of all worker threads together. Each worker
+        processes chunks of as many images as fit in its share (and in the cache-sized
+        ``CHUNK_TARGET_BYTES``); one image always fits, whatever its size. Beyond the
+        chunks a call allocates only its outputs, its gradients and two (F, C*HH*WW)
+        dW arrays per worker.
     """
     global _workspace_bytes
     if isinstance(nbytes, (bool, np.bool_)) or not isinstance(nbytes, numbers.Integral):
@@ -224,7 +224,7 @@ def conv_backward_fast(
     dx = np.zeros(x.shape, dtype=dtype) if compute_dx else None
     if _is_pointwise(w, geo):
         return _pointwise_backward(x_c, w_rows, dout_rows, dx, w.shape)
-    per_chunk = _images_per_chunk(depth * (pixels + num_filters) * dtype.itemsize)
+    per_chunk = _images_per_chunk(depth * pixels * dtype.itemsize)
     args = _kernel_args(w, geo)
 
     def backward_group(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -234,7 +234,8 @@ def conv_backward_fast(
             cols = buffer[: (last - first) * depth * pixels].reshape(last - first, depth, pixels)
             kernel.im2col(x_c[first:last], cols, *args)
             dout_chunk = dout_rows[first:last]
-            dw_by_column += np.matmul(cols, dout_chunk.transpose(0, 2, 1)).sum(axis=0)
+            for image_cols, image_dout in zip(cols, dout_chunk, strict=True):
+                dw_by_column += image_cols @ image_dout.T
             if dx is not None:
                 np.matmul(w_rows.T, dout_chunk, out=cols)
                 kernel.col2im(cols, dx[first:last], *args)
