@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
+from pathlib import Path
 from types import ModuleType
 
 BUILD_HINT = (
@@ -29,6 +30,12 @@ def _load_kernel() -> tuple[ModuleType | None, str]:
     except ImportError as error:
         if importlib.util.find_spec("convnet._im2col") is None:
             cause = "the compiled kernel convnet._im2col is not installed (it was not built)"
+            if (Path(__file__).resolve().parents[1] / "setup.py").exists():
+                cause += (
+                    "; this convnet was imported from its source tree: run from another "
+                    "directory to use the installed one, or build here with "
+                    "`python setup.py build_ext --inplace`"
+                )
         else:
             cause = f"the compiled kernel convnet._im2col did not import ({error})"
         if requested == "cython":
