@@ -240,40 +240,54 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def conv_table(args, torch, rng) -> list[str]:
-    header = (
-        "| case | dtype | thr | naive f+b | fast fwd | GEMM fwd | torch fwd | fast f+b "
-        "| GEMM f+b | torch f+b | fwd/GEMM | f+b/torch | fast f+b GFLOP/s | naive/fast |"
-    )
-    lines = [header, "|" + "---|" * 14]
-    print("\n".join(lines), flush=True)
+def measurements(args, torch, rng, names: list[str], cases: dict, make_candidates):
+    """Time every case, dtype and thread count; yield (threads, name, case, dtype, times,
+    naive_ms), with naive_ms None where the naive layers were not timed."""
     for threads in args.threads:
         set_num_threads(threads)
         if torch is not None:
             torch.set_num_threads(threads)
         with threadpool_limits(threads):
-            for name in args.conv_cases:
-                case = CONV_CASES[name]
+            for name in names:
+                case = cases[name]
                 for dtype in args.dtypes:
-                    candidates, naive = conv_candidates(case, dtype, torch, rng)
+                    candidates, naive = make_candidates(case, dtype, torch, rng)
                     times = interleaved_medians(candidates, args.repeats, args.pause, args.calls)
                     run_naive = args.naive == "all" or (
                         args.naive == "default" and name in NAIVE_BY_DEFAULT
                     )
                     naive_ms = time_once_ms(naive) if run_naive else None
-                    fast = times["fast f+b"]
-                    gflops = 3 * case.forward_flops() / (fast * 1e6)
-                    lines.append(
-                        f"| {name} | {dtype.name} | {threads} | {_ms(naive_ms)} "
-                        f"| {_ms(times['fast fwd'])} | {_ms(times['GEMM fwd'])} "
-                        f"| {_ms(times.get('torch fwd'))} | {_ms(fast)} "
-                        f"| {_ms(times['GEMM f+b'])} | {_ms(times.get('torch f+b'))} "
-                        f"| {_ratio(times['fast fwd'], times['GEMM fwd'])} "
-                        f"| {_ratio(fast, times.get('torch f+b'))} | {gflops:.1f} "
-                        f"| {_ratio(naive_ms, fast)} |"
-                    )
-                    print(lines[-1], flush=True)
+                    yield threads, name, case, dtype, times, naive_ms
+
+
+def _print_table(header: str, columns: int, rows) -> list[str]:
+    lines = [header, "|" + "---|" * columns]
+    print("\n".join(lines), flush=True)
+    for row in rows:
+        lines.append(row)
+        print(row, flush=True)
     return lines
+
+
+def conv_table(args, torch, rng) -> list[str]:
+    header = (
+        "| case | dtype | thr | naive f+b | fast fwd | GEMM fwd | torch fwd | fast f+b "
+        "| GEMM f+b | torch f+b | fwd/GEMM | f+b/torch | fast f+b GFLOP/s | naive/fast |"
+    )
+    rows = (
+        f"| {name} | {dtype.name} | {threads} | {_ms(naive_ms)} "
+        f"| {_ms(times['fast fwd'])} | {_ms(times['GEMM fwd'])} "
+        f"| {_ms(times.get('torch fwd'))} | {_ms(times['fast f+b'])} "
+        f"| {_ms(times['GEMM f+b'])} | {_ms(times.get('torch f+b'))} "
+        f"| {_ratio(times['fast fwd'], times['GEMM fwd'])} "
+        f"| {_ratio(times['fast f+b'], times.get('torch f+b'))} "
+        f"| {3 * case.forward_flops() / (times['fast f+b'] * 1e6):.1f} "
+        f"| {_ratio(naive_ms, times['fast f+b'])} |"
+        for threads, name, case, dtype, times, naive_ms in measurements(
+            args, torch, rng, args.conv_cases, CONV_CASES, conv_candidates
+        )
+    )
+    return _print_table(header, 14, rows)
 
 
 def pool_table(args, torch, rng) -> list[str]:
@@ -281,47 +295,30 @@ def pool_table(args, torch, rng) -> list[str]:
         "| case | dtype | thr | window/stride | naive f+b | fast f+b | torch f+b | copy x "
         "| fast/torch | naive/fast |"
     )
-    lines = [header, "|" + "---|" * 10]
-    print("\n".join(lines), flush=True)
-    for threads in args.threads:
-        set_num_threads(threads)
-        if torch is not None:
-            torch.set_num_threads(threads)
-        with threadpool_limits(threads):
-            for name in args.pool_cases:
-                case = POOL_CASES[name]
-                for dtype in args.dtypes:
-                    candidates, naive = pool_candidates(case, dtype, torch, rng)
-                    times = interleaved_medians(candidates, args.repeats, args.pause, args.calls)
-                    run_naive = args.naive == "all" or (
-                        args.naive == "default" and name in NAIVE_BY_DEFAULT
-                    )
-                    naive_ms = time_once_ms(naive) if run_naive else None
-                    fast = times["fast f+b"]
-                    lines.append(
-                        f"| {name} {case.x_shape} | {dtype.name} | {threads} "
-                        f"| {case.window}x{case.window}/{case.stride} | {_ms(naive_ms)} "
-                        f"| {_ms(fast)} | {_ms(times.get('torch f+b'))} "
-                        f"| {_ms(times['copy x'])} | {_ratio(fast, times.get('torch f+b'))} "
-                        f"| {_ratio(naive_ms, fast)} |"
-                    )
-                    print(lines[-1], flush=True)
-    return lines
+    rows = (
+        f"| {name} {case.x_shape} | {dtype.name} | {threads} "
+        f"| {case.window}x{case.window}/{case.stride} | {_ms(naive_ms)} "
+        f"| {_ms(times['fast f+b'])} | {_ms(times.get('torch f+b'))} "
+        f"| {_ms(times['copy x'])} | {_ratio(times['fast f+b'], times.get('torch f+b'))} "
+        f"| {_ratio(naive_ms, times['fast f+b'])} |"
+        for threads, name, case, dtype, times, naive_ms in measurements(
+            args, torch, rng, args.pool_cases, POOL_CASES, pool_candidates
+        )
+    )
+    return _print_table(header, 10, rows)
 
 
 def memory_table(args) -> list[str]:
     case = CONV_CASES["b"]
-    lines = [
-        "| case b, batch | dtype | peak extra MiB | beyond out + grads MiB |",
-        "|---|---|---|---|",
-    ]
-    print("\n".join(lines), flush=True)
-    for batch in args.memory_batches:
-        for dtype in args.dtypes:
-            peak, beyond = peak_extra_mib(case, batch, dtype)
-            lines.append(f"| {batch} | {dtype.name} | {peak:.1f} | {beyond:.1f} |")
-            print(lines[-1], flush=True)
-    return lines
+    rows = (
+        f"| {batch} | {dtype.name} | {peak:.1f} | {beyond:.1f} |"
+        for batch in args.memory_batches
+        for dtype in args.dtypes
+        for peak, beyond in [peak_extra_mib(case, batch, dtype)]
+    )
+    return _print_table(
+        "| case b, batch | dtype | peak extra MiB | beyond out + grads MiB |", 4, rows
+    )
 
 
 def _names(text: str, known: dict) -> list[str]:
