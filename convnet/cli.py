@@ -163,7 +163,7 @@ def _build_parser() -> _Parser:
     parser = _Parser(prog="convnet", description="Train and inspect small CPU convnets.")
     parser.add_argument("--version", action="version", version=f"convnet {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    commands.add_parser("info", help="print the version, backend, OpenMP and BLAS")
+    commands.add_parser("info", help="print the version, backend, worker threads and BLAS")
     commands.add_parser("bench", help="time the layers (see convnet bench --help)", add_help=False)
     train = commands.add_parser(
         "train",
