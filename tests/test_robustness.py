@@ -4,6 +4,8 @@ changes during calls, fork, and the scratch memory of the backward pass."""
 from __future__ import annotations
 
 import os
+import select
+import signal
 import threading
 import time
 import tracemalloc
@@ -112,10 +114,13 @@ def test_a_forked_child_gets_its_blas_threads_back(restore_num_threads):
         finally:
             os._exit(status)
     os.close(write_end)
-    answer = os.read(read_end, 1)
+    ready, _, _ = select.select([read_end], [], [], 60)
+    answer = os.read(read_end, 1) if ready else b""
     os.close(read_end)
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
-    assert answer == b"1"
+    assert answer == b"1", "the child hung or kept single-threaded BLAS"
 
 
 def _extra_peak_mib(x, w, conv_param) -> float:
