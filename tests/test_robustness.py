@@ -82,10 +82,12 @@ def test_changing_the_thread_count_while_convolutions_run(restore_num_threads):
     thread = threading.Thread(target=convolve)
     thread.start()
     count = 0
-    while thread.is_alive():
+    deadline = time.monotonic() + 60
+    while thread.is_alive() and time.monotonic() < deadline:
         convnet.set_num_threads(1 + count % 3)
         count += 1
-    thread.join()
+    thread.join(timeout=1)
+    assert not thread.is_alive(), "the convolutions did not finish"
     assert not errors, errors
 
 
