@@ -79,6 +79,13 @@ def _positive_int(value: Any, name: str, minimum: int) -> int:
     value = int(value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _layer_int(value: Any, name: str, minimum: int) -> int:
+    """A stride, pad or pool window: an int from ``minimum`` to 2**31 - 1, so the
+    kernel's index arithmetic cannot overflow."""
+    value = _positive_int(value, name, minimum)
     if value > MAX_PARAMETER:
         raise ValueError(f"{name} must be at most 2**31 - 1, got {value}")
     return value
@@ -90,10 +97,10 @@ def int_pair(value: Any, name: str, minimum: int) -> tuple[int, int]:
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair (h, w), got {value!r}")
         return (
-            _positive_int(value[0], f"{name}[0]", minimum),
-            _positive_int(value[1], f"{name}[1]", minimum),
+            _layer_int(value[0], f"{name}[0]", minimum),
+            _layer_int(value[1], f"{name}[1]", minimum),
         )
-    single = _positive_int(value, name, minimum)
+    single = _layer_int(value, name, minimum)
     return single, single
 
 
@@ -193,8 +200,8 @@ def pool_geometry(x: np.ndarray, pool_param: dict) -> PoolGeometry:
         ``'pool_height'``, ``'pool_width'`` (ints >= 1) and ``'stride'`` (int >= 1 or pair).
     """
     check_ndim(x, 4, "x", "(N, C, H, W)")
-    pool_h = _positive_int(_param(pool_param, "pool_height", "pool_param"), "pool_height", 1)
-    pool_w = _positive_int(_param(pool_param, "pool_width", "pool_param"), "pool_width", 1)
+    pool_h = _layer_int(_param(pool_param, "pool_height", "pool_param"), "pool_height", 1)
+    pool_w = _layer_int(_param(pool_param, "pool_width", "pool_param"), "pool_width", 1)
     stride_h, stride_w = int_pair(_param(pool_param, "stride", "pool_param"), "stride", 1)
     _, _, height, width = x.shape
     if pool_h > height or pool_w > width:

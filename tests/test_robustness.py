@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import convnet
+import convnet.models
 from convnet import _parallel, fast_layers
 from convnet.fast_layers import (
     conv_backward_fast,
@@ -52,6 +53,11 @@ def test_parameters_beyond_2_to_the_31_are_refused(key):
     pool_param = {"pool_height": 1, "pool_width": 1, "stride": 2**63}
     with pytest.raises(ValueError, match="at most 2\\*\\*31 - 1"):
         max_pool_forward_fast(np.ones((1, 1, 3, 3)), pool_param)
+
+
+def test_the_2_to_the_31_bound_is_for_layer_parameters_only():
+    model = convnet.models.ThreeLayerConvNet(input_dim=(1, 4, 4), num_filters=2, seed=2**40)
+    assert model.loss(np.ones((1, 1, 4, 4))).shape == (1, 10)
 
 
 @needs_kernel
