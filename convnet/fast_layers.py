@@ -13,8 +13,10 @@ Without the compiled kernel every function falls back to the naive layers of
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterator
+from types import ModuleType
 
 import numpy as np
 
@@ -95,26 +97,67 @@ def _small_pool(dtype: np.dtype, geo: PoolGeometry) -> int:
     return SMALL_POOL_ELEMENTS
 
 
-def _chunks(start: int, stop: int, step: int) -> Iterator[tuple[int, int]]:
-    for first in range(start, stop, step):
-        yield first, min(stop, first + step)
+class _Columns:
+    """The im2col columns of a convolution, chunk by chunk: (count, C*HH*WW, out_h*out_w).
 
+    A 1x1 convolution with stride 1 and no padding needs no im2col: x itself is its
+    columns, and its input gradient needs no col2im.
+    """
 
-def _is_pointwise(w: np.ndarray, geo: ConvGeometry) -> bool:
-    return w.shape[2:] == (1, 1) and geo[:4] == (1, 1, 0, 0)
+    def __init__(
+        self, kernel: ModuleType, x_c: np.ndarray, w: np.ndarray, geo: ConvGeometry
+    ) -> None:
+        self.kernel = kernel
+        self.x_c = x_c
+        self.depth = x_c.shape[1] * w.shape[2] * w.shape[3]
+        self.pixels = geo.out_h * geo.out_w
+        self.pointwise = w.shape[2:] == (1, 1) and geo[:4] == (1, 1, 0, 0)
+        self.kernel_args = (w.shape[2], w.shape[3], *geo)
+        self.per_chunk = _images_per_chunk(self.depth * self.pixels * x_c.itemsize)
 
+    def worker_count(self, num_filters: int) -> int | None:
+        """One worker for a convolution too small to repay handing out work."""
+        work = self.x_c.shape[0] * num_filters * self.depth * self.pixels
+        return _worker_count(work, SMALL_CONV_MULTIPLY_ADDS)
 
-def _kernel_args(w: np.ndarray, geo: ConvGeometry) -> tuple[int, ...]:
-    return (
-        w.shape[2],
-        w.shape[3],
-        geo.stride_h,
-        geo.stride_w,
-        geo.pad_h,
-        geo.pad_w,
-        geo.out_h,
-        geo.out_w,
-    )
+    def chunks(self, start: int, stop: int) -> Iterator[tuple[int, int]]:
+        """Consecutive (first, last) chunks of images in ``range(start, stop)``."""
+        for first in range(start, stop, self.per_chunk):
+            yield first, min(stop, first + self.per_chunk)
+
+    def buffer(self, images: int) -> np.ndarray:
+        """Scratch for the columns of one chunk of a group of ``images`` images."""
+        count = 0 if self.pointwise else min(self.per_chunk, images)
+        return np.empty(count * self.depth * self.pixels, dtype=self.x_c.dtype)
+
+    def fill(self, buffer: np.ndarray, first: int, last: int) -> np.ndarray:
+        """The columns of images ``first:last``, written into ``buffer`` if need be."""
+        shape = (last - first, self.depth, self.pixels)
+        if self.pointwise:
+            return self.x_c[first:last].reshape(shape)
+        cols = buffer[: math.prod(shape)].reshape(shape)
+        self.kernel.im2col(self.x_c[first:last], cols, *self.kernel_args)
+        return cols
+
+    def add_input_gradient(
+        self,
+        w_rows: np.ndarray,
+        dout_chunk: np.ndarray,
+        cols: np.ndarray,
+        dx: np.ndarray,
+        first: int,
+        last: int,
+    ) -> None:
+        """Add to ``dx[first:last]`` the gradient ``w_rows.T @ dout_chunk`` in columns.
+
+        ``cols`` (this chunk's columns, no longer needed) holds the product before col2im;
+        a pointwise convolution writes it straight into ``dx`` (its columns are x).
+        """
+        if self.pointwise:
+            np.matmul(w_rows.T, dout_chunk, out=dx[first:last].reshape(cols.shape))
+        else:
+            np.matmul(w_rows.T, dout_chunk, out=cols)
+            self.kernel.col2im(cols, dx[first:last], *self.kernel_args)
 
 
 def conv_forward_fast(
@@ -148,36 +191,21 @@ def conv_forward_fast(
         _backend.warn_if_naive()
         return conv_forward_naive(x, w, b, conv_param)
     dtype = common_dtype(x, w, b)
-    num, channels = x.shape[:2]
-    num_filters = w.shape[0]
-    pixels = geo.out_h * geo.out_w
-    x_c = np.ascontiguousarray(x, dtype=dtype)
-    depth = channels * w.shape[2] * w.shape[3]
-    w_rows = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, depth)
+    num, num_filters = x.shape[0], w.shape[0]
+    columns = _Columns(kernel, np.ascontiguousarray(x, dtype=dtype), w, geo)
+    w_rows = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, columns.depth)
     bias = b.astype(dtype, copy=False)[:, None]
     out = np.empty((num, num_filters, geo.out_h, geo.out_w), dtype=dtype)
-    out_rows = out.reshape(num, num_filters, pixels)
-    if _is_pointwise(w, geo):
-        np.matmul(w_rows, x_c.reshape(num, channels, pixels), out=out_rows)
-        out_rows += bias
-        return out, ConvCache(x, w, b, geo)
-    per_chunk = _images_per_chunk(depth * pixels * out.itemsize)
-    args = _kernel_args(w, geo)
+    out_rows = out.reshape(num, num_filters, columns.pixels)
 
     def forward_group(start: int, stop: int) -> None:
-        buffer = np.empty(min(per_chunk, stop - start) * depth * pixels, dtype=dtype)
-        for first, last in _chunks(start, stop, per_chunk):
-            cols = buffer[: (last - first) * depth * pixels].reshape(last - first, depth, pixels)
-            kernel.im2col(x_c[first:last], cols, *args)
+        buffer = columns.buffer(stop - start)
+        for first, last in columns.chunks(start, stop):
             out_chunk = out_rows[first:last]
-            np.matmul(w_rows, cols, out=out_chunk)
+            np.matmul(w_rows, columns.fill(buffer, first, last), out=out_chunk)
             out_chunk += bias
 
-    map_groups(
-        forward_group,
-        num,
-        _worker_count(num * num_filters * depth * pixels, SMALL_CONV_MULTIPLY_ADDS),
-    )
+    map_groups(forward_group, num, columns.worker_count(num_filters))
     return out, ConvCache(x, w, b, geo)
 
 
@@ -207,8 +235,7 @@ def conv_backward_fast(
     db : ndarray, shape (F,)
     """
     x, w, b, geo = cache
-    num, channels = x.shape[:2]
-    num_filters = w.shape[0]
+    num, num_filters = x.shape[0], w.shape[0]
     dout = check_dout(dout, (num, num_filters, geo.out_h, geo.out_w))
     kernel = _backend.kernel
     if kernel is None:
@@ -216,75 +243,31 @@ def conv_backward_fast(
         dx, dw, db = conv_backward_naive(dout, cache)
         return (dx if compute_dx else None), dw, db
     dtype = common_dtype(x, w, b, dout)
-    pixels = geo.out_h * geo.out_w
-    x_c = np.ascontiguousarray(x, dtype=dtype)
-    depth = channels * w.shape[2] * w.shape[3]
+    columns = _Columns(kernel, np.ascontiguousarray(x, dtype=dtype), w, geo)
+    depth = columns.depth
     w_rows = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, depth)
-    dout_rows = np.ascontiguousarray(dout, dtype=dtype).reshape(num, num_filters, pixels)
+    dout_rows = np.ascontiguousarray(dout, dtype=dtype).reshape(num, num_filters, columns.pixels)
     dx = np.zeros(x.shape, dtype=dtype) if compute_dx else None
-    if _is_pointwise(w, geo):
-        return _pointwise_backward(x_c, w_rows, dout_rows, dx, w.shape)
-    per_chunk = _images_per_chunk(depth * pixels * dtype.itemsize)
-    args = _kernel_args(w, geo)
 
     def backward_group(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         dw_by_column = np.zeros((depth, num_filters), dtype=dtype)
-        buffer = np.empty(min(per_chunk, stop - start) * depth * pixels, dtype=dtype)
-        for first, last in _chunks(start, stop, per_chunk):
-            cols = buffer[: (last - first) * depth * pixels].reshape(last - first, depth, pixels)
-            kernel.im2col(x_c[first:last], cols, *args)
+        buffer = columns.buffer(stop - start)
+        for first, last in columns.chunks(start, stop):
+            cols = columns.fill(buffer, first, last)
             dout_chunk = dout_rows[first:last]
             for image_cols, image_dout in zip(cols, dout_chunk, strict=True):
                 dw_by_column += image_cols @ image_dout.T
             if dx is not None:
-                np.matmul(w_rows.T, dout_chunk, out=cols)
-                kernel.col2im(cols, dx[first:last], *args)
+                columns.add_input_gradient(w_rows, dout_chunk, cols, dx, first, last)
         return dw_by_column, dout_rows[start:stop].sum(axis=(0, 2))
 
     dw_by_column = np.zeros((depth, num_filters), dtype=dtype)
     db = np.zeros(num_filters, dtype=dtype)
-    for dw_group, db_group in map_groups(
-        backward_group,
-        num,
-        _worker_count(num * num_filters * depth * pixels, SMALL_CONV_MULTIPLY_ADDS),
-    ):
+    for dw_group, db_group in map_groups(backward_group, num, columns.worker_count(num_filters)):
         dw_by_column += dw_group
         db += db_group
     dw = np.ascontiguousarray(dw_by_column.T).reshape(w.shape)
     return dx, dw, db
-
-
-def _pointwise_backward(
-    x_c: np.ndarray,
-    w_rows: np.ndarray,
-    dout_rows: np.ndarray,
-    dx: np.ndarray | None,
-    w_shape: tuple[int, ...],
-) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
-    """Gradients of a 1x1 convolution with stride 1 and no padding: x is its own columns."""
-    num, channels = x_c.shape[:2]
-    num_filters, pixels = dout_rows.shape[1:]
-    x_rows = x_c.reshape(num, channels, pixels)
-
-    def backward_group(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        dw_group = np.zeros((num_filters, channels), dtype=dout_rows.dtype)
-        for image in range(start, stop):
-            dw_group += dout_rows[image] @ x_rows[image].T
-        if dx is not None:
-            np.matmul(
-                w_rows.T, dout_rows[start:stop], out=dx.reshape(num, channels, pixels)[start:stop]
-            )
-        return dw_group, dout_rows[start:stop].sum(axis=(0, 2))
-
-    dw = np.zeros((num_filters, channels), dtype=dout_rows.dtype)
-    db = np.zeros(num_filters, dtype=dout_rows.dtype)
-    work = num * num_filters * channels * pixels
-    for dw_group, db_group in map_groups(
-        backward_group, num, _worker_count(work, SMALL_CONV_MULTIPLY_ADDS)
-    ):
-        dw += dw_group
-        db += db_group
-    return dx, dw.reshape(w_shape), db
 
 
 def affine_forward_fast(
