@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tolerances import TOLERANCE
 
 from convnet._parallel import set_num_threads
 from convnet.fast_layers import affine_backward_fast, affine_forward_fast
 from convnet.gradient_check import numerical_gradient_array, relative_error
 from convnet.layers import affine_backward, affine_forward
-
-TOLERANCE = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])

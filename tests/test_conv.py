@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tolerances import GRAD_TOL, assert_matches
 
 import convnet
 from convnet import fast_layers
@@ -21,21 +22,10 @@ from convnet.fast_layers import conv_backward_fast, conv_forward_fast, set_works
 from convnet.gradient_check import numerical_gradient_array, relative_error
 from convnet.layers import conv_backward_naive, conv_forward_naive
 
-GRAD_TOL = 1e-7
-TOLERANCE = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
 IMPLEMENTATIONS = {
     "naive": (conv_forward_naive, conv_backward_naive),
     "fast": (conv_forward_fast, conv_backward_fast),
 }
-
-
-def assert_matches(actual: np.ndarray, expected: np.ndarray) -> None:
-    """Same dtype and shape, equal within the dtype's tolerance relative to max |expected|."""
-    assert actual.dtype == expected.dtype
-    assert actual.shape == expected.shape
-    tol = TOLERANCE[expected.dtype]
-    scale = float(np.max(np.abs(expected), initial=0.0))
-    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
 
 
 def _as_pair(value: int | tuple[int, int]) -> tuple[int, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tolerances import GRAD_TOL
 
 from convnet.gradient_check import numerical_gradient, numerical_gradient_array, relative_error
 from convnet.layers import (
@@ -14,8 +15,6 @@ from convnet.layers import (
     softmax_loss,
     svm_loss,
 )
-
-GRAD_TOL = 1e-7
 
 
 def _away_from_zero(rng, shape, gap=0.1):

@@ -8,27 +8,17 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tolerances import GRAD_TOL, assert_matches
 
 from convnet._parallel import set_num_threads
 from convnet.fast_layers import max_pool_backward_fast, max_pool_forward_fast
 from convnet.gradient_check import numerical_gradient_array, relative_error
 from convnet.layers import max_pool_backward_naive, max_pool_forward_naive
 
-GRAD_TOL = 1e-7
-TOLERANCE = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
 IMPLEMENTATIONS = {
     "naive": (max_pool_forward_naive, max_pool_backward_naive),
     "fast": (max_pool_forward_fast, max_pool_backward_fast),
 }
-
-
-def assert_matches(actual: np.ndarray, expected: np.ndarray) -> None:
-    """Same dtype and shape, equal within the dtype's tolerance relative to max |expected|."""
-    assert actual.dtype == expected.dtype
-    assert actual.shape == expected.shape
-    tol = TOLERANCE[expected.dtype]
-    scale = float(np.max(np.abs(expected), initial=0.0))
-    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
 
 
 class Geometry(NamedTuple):
