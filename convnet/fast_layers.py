@@ -327,16 +327,14 @@ def affine_backward_fast(
     rows = x.reshape(x.shape[0], w.shape[0]).astype(dtype, copy=False)
     dout = dout.astype(dtype, copy=False)
     w_c = w.astype(dtype, copy=False)
-    gradients: dict[str, np.ndarray] = {}
+    products = (lambda: dout @ w_c.T, lambda: rows.T @ dout)
 
-    def backward_group(start: int, stop: int) -> None:
-        if start == 0:
-            gradients["dx"] = dout @ w_c.T
-        if stop == 2:
-            gradients["dw"] = rows.T @ dout
+    def backward_group(start: int, stop: int) -> list[np.ndarray]:
+        return [product() for product in products[start:stop]]
 
-    map_groups(backward_group, 2, _worker_count(rows.size * w.shape[1], SMALL_GEMM))
-    return gradients["dx"].reshape(x.shape), gradients["dw"], dout.sum(axis=0)
+    groups = map_groups(backward_group, 2, _worker_count(rows.size * w.shape[1], SMALL_GEMM))
+    dx, dw = (gradient for group in groups for gradient in group)
+    return dx.reshape(x.shape), dw, dout.sum(axis=0)
 
 
 def max_pool_forward_fast(x: np.ndarray, pool_param: dict) -> tuple[np.ndarray, PoolCache]:
