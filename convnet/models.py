@@ -32,6 +32,7 @@ from convnet.layer_utils import (
     conv_relu_pool_forward,
 )
 from convnet.layers import affine_backward, affine_forward, softmax_loss
+from convnet.nn import Classifier
 
 FORMAT_VERSION = 1
 INITS = ("normal", "he")
@@ -405,10 +406,11 @@ class FullyConnectedNet(_Classifier):
         return self._add_regularization(loss, grads), grads
 
 
-Model = ThreeLayerConvNet | FullyConnectedNet
-ARCHITECTURES: dict[str, type[_Classifier]] = {
+Model = ThreeLayerConvNet | FullyConnectedNet | Classifier
+ARCHITECTURES: dict[str, type[Model]] = {
     "ThreeLayerConvNet": ThreeLayerConvNet,
     "FullyConnectedNet": FullyConnectedNet,
+    "Classifier": Classifier,
 }
 
 
@@ -418,12 +420,15 @@ def save_model(model: Model, path: str | os.PathLike) -> Path:
     The archive holds every array of ``model.params`` under its name and, under
     ``"__convnet_meta__"``, the JSON string
     ``{"architecture": <class name>, "config": model.config(), "format_version": 1}``.
+    A :class:`convnet.nn.Classifier`'s config holds its network as nested JSON (layer
+    types and arguments); its parameters, batch-norm running statistics included, are
+    stored under their dotted names.
     The file is written to a temporary name and then renamed, so an existing file at
     ``path`` is replaced whole or not at all. ``path`` is used as given (no suffix added).
 
     Parameters
     ----------
-    model : ThreeLayerConvNet or FullyConnectedNet
+    model : ThreeLayerConvNet, FullyConnectedNet or convnet.nn.Classifier
     path : str or path-like
 
     Returns
@@ -503,7 +508,7 @@ def load_model(path: str | os.PathLike, expected: str | type | None = None) -> M
 
     Returns
     -------
-    model : ThreeLayerConvNet or FullyConnectedNet
+    model : ThreeLayerConvNet, FullyConnectedNet or convnet.nn.Classifier
         With the saved configuration and parameters (in the saved dtype).
 
     Raises

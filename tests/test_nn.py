@@ -1,0 +1,349 @@
+"""Networks composed from layers: gradients of whole nets, shapes, names, modes, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from tolerances import GRAD_TOL
+
+from convnet import nn
+from convnet.gradient_check import numerical_gradient, numerical_gradient_array, relative_error
+from convnet.models import load_model, save_model
+from convnet.optim import sgd
+from convnet.solver import Solver
+
+
+def small_net() -> nn.Sequential:
+    """Every layer object once, on (2, 6, 6) inputs, ending in 3 scores."""
+    block = nn.Residual(
+        nn.Sequential(
+            nn.Conv2d(3, 3, 3, pad=1, bias=False),
+            nn.ReLU(),
+            nn.Conv2d(3, 3, (3, 1), pad=(1, 0)),
+            names=["conv1", "relu", "conv2"],
+        )
+    )
+    projected = nn.Residual(
+        nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, pad=1), nn.ReLU()),
+        shortcut=nn.Conv2d(3, 4, 1, stride=2),
+    )
+    return nn.Sequential(
+        nn.Conv2d(2, 3, 3, pad=1),
+        nn.ReLU(),
+        block,
+        nn.MaxPool2d(2, stride=1),
+        projected,
+        nn.Flatten(),
+        nn.Linear(4 * 3 * 3, 5),
+        nn.ReLU(),
+        nn.Linear(5, 3),
+    )
+
+
+def build_classifier(reg: float = 0.2, seed: int = 0) -> nn.Classifier:
+    return nn.Classifier(small_net(), (2, 6, 6), reg=reg, dtype=np.float64, seed=seed)
+
+
+def check_classifier_gradients(build, X: np.ndarray, y: np.ndarray) -> None:
+    """Every analytic gradient of ``build().loss(X, y)`` against centered differences of
+    the whole network's loss. ``build`` makes a fresh float64 model (same seed) each time."""
+    model = build()
+    _, grads = model.loss(X, y)
+    assert list(grads) == list(model.params)
+    for name, param in model.params.items():
+
+        def loss_at(point: np.ndarray, name: str = name) -> float:
+            probe = build()
+            probe.params = {**model.params, name: point}
+            return probe.loss(X, y)[0]
+
+        numeric = numerical_gradient(loss_at, param.copy())
+        assert grads[name].shape == param.shape
+        assert grads[name].dtype == param.dtype
+        assert relative_error(grads[name], numeric) < GRAD_TOL, name
+
+
+def test_every_parameter_gradient_of_a_composed_net():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((4, 2, 6, 6)), np.array([0, 2, 1, 2])
+    check_classifier_gradients(build_classifier, X, y)
+
+
+def test_input_gradient_through_every_layer():
+    rng = np.random.default_rng(1)
+    net = small_net().initialize(rng, dtype=np.float64)
+    x = rng.standard_normal((3, 2, 6, 6))
+    dout = rng.standard_normal((3, 3))
+    net.forward(x)
+    dx = net.backward(dout)
+    numeric = numerical_gradient_array(net.forward, x, dout)
+    assert relative_error(dx, numeric) < GRAD_TOL
+    assert net.backward(dout, compute_dx=False) is None
+
+
+def test_names_are_stable_unique_and_match_the_gradients():
+    model = build_classifier()
+    expected = [
+        "0.w", "0.b",
+        "2.body.conv1.w", "2.body.conv2.w", "2.body.conv2.b",
+        "4.body.0.w", "4.body.0.b", "4.shortcut.w", "4.shortcut.b",
+        "6.w", "6.b", "8.w", "8.b",
+    ]  # fmt: skip
+    assert list(model.params) == expected
+    assert list(build_classifier(seed=1).params) == expected
+    _, grads = model.loss(np.ones((2, 2, 6, 6)), np.array([0, 1]))
+    assert list(grads) == expected
+    assert model.net.regularized() == [n for n in expected if n.endswith(".w")]
+    assert list(model.net[2].params) == ["body.conv1.w", "body.conv2.w", "body.conv2.b"]
+    assert model.net[2].params["body.conv1.w"] is model.params["2.body.conv1.w"]
+
+
+def test_params_write_through_and_refuse_bad_values():
+    model = build_classifier()
+    replacement = np.ones((3, 2, 3, 3))
+    model.params["0.w"] = replacement
+    assert model.net[0].params["w"] is replacement
+    model.params["0.b"] = np.arange(3)  # cast to the model dtype
+    assert model.params["0.b"].dtype == np.float64
+    with pytest.raises(ValueError, match=r"0.w has shape \(3, 2, 3, 3\)"):
+        model.params["0.w"] = np.ones((3, 2, 3, 2))
+    with pytest.raises(KeyError, match="no parameter named 'W1'"):
+        model.params["W1"] = replacement
+    with pytest.raises(TypeError, match="cannot be deleted"):
+        del model.params["0.w"]
+    with pytest.raises(ValueError, match="exactly the names"):
+        model.params = {"0.w": replacement}
+
+
+def test_shapes_of_containers():
+    net = small_net()
+    assert net.output_shape((2, 6, 6)) == (3,)
+    assert net[2].output_shape((3, 5, 7)) == (3, 5, 7)
+    assert net[4].output_shape((3, 5, 5)) == (4, 3, 3)
+    net.initialize(np.random.default_rng(0))
+    x = np.random.default_rng(0).standard_normal((2, 2, 6, 6)).astype(np.float32)
+    out = x
+    for position in range(len(net)):
+        shape = net[position].output_shape(out.shape[1:])
+        out = net[position].forward(out)
+        assert out.shape == (2, *shape)
+        assert out.dtype == np.float32
+    assert nn.Conv2d(3, 8, 3, stride=2, pad=2, dilation=2).output_shape((3, 9, 9)) == (8, 5, 5)
+
+
+def test_scores_loss_and_predict_keep_the_dtype():
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        model = nn.Classifier(small_net(), (2, 6, 6), dtype=dtype, seed=0)
+        X = rng.standard_normal((5, 2, 6, 6))
+        scores = model.loss(X)
+        assert scores.shape == (5, 3) and scores.dtype == dtype
+        loss, grads = model.loss(X, np.array([0, 1, 2, 0, 1]))
+        assert isinstance(loss, float)
+        assert all(grads[name].dtype == dtype for name in grads)
+        labels = model.predict(X, batch_size=2)
+        assert labels.shape == (5,) and labels.dtype.kind == "i"
+        np.testing.assert_array_equal(labels, np.argmax(scores, axis=1))
+
+
+def test_same_seed_same_parameters():
+    first, again, other = build_classifier(seed=3), build_classifier(seed=3), build_classifier()
+    for name in first.params:
+        np.testing.assert_array_equal(first.params[name], again.params[name])
+    assert not np.array_equal(first.params["0.w"], other.params["0.w"])
+
+
+def test_initializations():
+    rng = np.random.default_rng(0)
+    conv = nn.Conv2d(16, 64, 3, groups=4).initialize(rng, "he")
+    assert conv.params["w"].shape == (64, 4, 3, 3)
+    assert conv.params["w"].std() == pytest.approx(np.sqrt(2 / 36), rel=0.05)
+    np.testing.assert_array_equal(conv.params["b"], 0)
+    linear = nn.Linear(50, 400).initialize(rng, "normal", weight_scale=0.05)
+    assert linear.params["w"].std() == pytest.approx(0.05, rel=0.02)
+
+
+def test_regularization_adds_to_weights_only():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((3, 2, 6, 6)), np.array([0, 1, 2])
+    plain, regularized = build_classifier(reg=0.0), build_classifier(reg=0.5)
+    loss0, grads0 = plain.loss(X, y)
+    loss1, grads1 = regularized.loss(X, y)
+    weights = [name for name in plain.params if name.endswith(".w")]
+    penalty = sum(float(np.sum(plain.params[name] ** 2)) for name in weights)
+    assert loss1 == pytest.approx(loss0 + 0.25 * penalty, rel=1e-12)
+    for name in plain.params:
+        extra = 0.5 * plain.params[name] if name in weights else 0.0
+        np.testing.assert_allclose(grads1[name], grads0[name] + extra, rtol=1e-12, atol=1e-14)
+
+
+def test_layers_never_modify_their_inputs():
+    model = build_classifier()
+    X = np.random.default_rng(0).standard_normal((3, 2, 6, 6))
+    before = X.copy()
+    params_before = {name: value.copy() for name, value in model.params.items()}
+    model.loss(X, np.array([0, 1, 2]))
+    np.testing.assert_array_equal(X, before)
+    for name, value in params_before.items():
+        np.testing.assert_array_equal(model.params[name], value)
+
+
+def test_solver_trains_a_composed_net():
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((3, 1, 6, 6))
+    y = rng.integers(0, 3, size=120)
+    X = (centers[y] + 0.3 * rng.standard_normal((120, 1, 6, 6))).astype(np.float32)
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, pad=1),
+        nn.ReLU(),
+        nn.Residual(nn.Sequential(nn.Conv2d(4, 4, 3, pad=1), nn.ReLU())),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(36, 3),
+    )
+    model = nn.Classifier(net, (1, 6, 6), seed=0)
+    data = {"X_train": X[:90], "y_train": y[:90], "X_val": X[90:], "y_val": y[90:]}
+    solver = Solver(
+        model, data, optim_config={"learning_rate": 1e-2}, batch_size=30, num_epochs=4,
+        progress=False,
+    )  # fmt: skip
+    solver.train()
+    assert solver.loss_history[-1] < solver.loss_history[0]
+    assert solver.best_val_acc >= 0.9
+    np.testing.assert_array_equal(model.predict(data["X_val"]), solver.predict(data["X_val"]))
+
+
+def test_a_hand_written_training_loop_with_an_update_rule():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).initialize(np.random.default_rng(0))
+    x = np.ones((1, 2, 2), dtype=np.float32)
+    for _ in range(3):
+        net.forward(x)
+        net.backward(np.ones((1, 2), dtype=np.float32))
+        for name, grad in net.grads.items():
+            net.params[name], _ = sgd(net.params[name], grad, {"learning_rate": 0.5})
+    np.testing.assert_allclose(net.params["1.b"], -1.5)
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "message"),
+    [
+        (lambda: nn.Sequential(), ValueError, "at least one module"),
+        (lambda: nn.Sequential(nn.ReLU(), np.ones(3)), TypeError, "convnet.nn modules"),
+        (lambda: nn.Sequential(nn.ReLU(), nn.ReLU(), names=["a", "a"]), ValueError, "unique"),
+        (lambda: nn.Sequential(nn.ReLU(), names=["a.b"]), ValueError, "letters, digits"),
+        (lambda: nn.Sequential(nn.ReLU(), names=["a", "b"]), ValueError, "1 modules but 2"),
+        (lambda: nn.Conv2d(4, 6, 3, groups=4), ValueError, "groups=4 must divide"),
+        (lambda: nn.Conv2d(0, 6, 3), ValueError, "in_channels"),
+        (lambda: nn.Conv2d(3, 6, 3, stride=0), ValueError, "stride"),
+        (lambda: nn.Conv2d(3, 6, 3, dilation=0), ValueError, "dilation"),
+        (lambda: nn.Conv2d(3, 6, 3, bias=1), TypeError, "bias"),
+        (lambda: nn.Linear(3, 2.5), TypeError, "out_features"),
+        (lambda: nn.MaxPool2d(0), ValueError, "kernel_size"),
+    ],
+)
+def test_bad_constructions_are_refused(build, error, message):
+    with pytest.raises(error, match=message):
+        build()
+
+
+def test_a_module_is_used_once():
+    relu = nn.ReLU()
+    nn.Sequential(relu)
+    with pytest.raises(ValueError, match="already belongs to a container"):
+        nn.Sequential(relu)
+
+
+@pytest.mark.parametrize(
+    ("net", "message"),
+    [
+        (nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(16, 2)), "3 input channels"),
+        (
+            nn.Sequential(nn.Conv2d(2, 4, 3), nn.Flatten(), nn.Linear(17, 2)),
+            "module '2': .*expects 17 features per sample, got 16",
+        ),
+        (nn.Sequential(nn.Conv2d(2, 4, 5)), "spans 5 pixels"),
+        (nn.Sequential(nn.Conv2d(2, 4, 3)), "must end in class scores"),
+        (
+            nn.Sequential(nn.Residual(nn.Conv2d(2, 4, 3, pad=1)), nn.Flatten(), nn.Linear(64, 2)),
+            "body maps .* but the identity gives",
+        ),
+        (
+            nn.Sequential(
+                nn.Residual(nn.Conv2d(2, 4, 3, pad=1), nn.Conv2d(2, 4, 1, stride=2)),
+                nn.Flatten(),
+                nn.Linear(64, 2),
+            ),
+            "but the shortcut gives",
+        ),
+        (nn.Sequential(nn.MaxPool2d(5)), "window exceeds"),
+    ],
+)
+def test_networks_that_do_not_fit_the_input_are_refused(net, message):
+    with pytest.raises(ValueError, match=message):
+        nn.Classifier(net, (2, 4, 4))
+
+
+def test_bad_classifier_arguments_and_inputs():
+    net = lambda: nn.Sequential(nn.Flatten(), nn.Linear(8, 2))  # noqa: E731
+    with pytest.raises(TypeError, match="Module"):
+        nn.Classifier("net", (2, 2, 2))
+    with pytest.raises(ValueError, match="reg"):
+        nn.Classifier(net(), (2, 2, 2), reg=-1)
+    with pytest.raises(ValueError, match="init"):
+        nn.Classifier(net(), (2, 2, 2), init="xavier")
+    with pytest.raises(TypeError, match="float32 or float64"):
+        nn.Classifier(net(), (2, 2, 2), dtype=np.int8)
+    model = nn.Classifier(net(), (2, 2, 2))
+    with pytest.raises(ValueError, match=r"\(N, 2, 2, 2\)"):
+        model.loss(np.zeros((3, 8)))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+        model.loss(np.zeros((2, 2, 2, 2)), np.array([0, 2]))
+    with pytest.raises(RuntimeError, match="forward pass first"):
+        nn.ReLU().backward(np.ones(3))
+    with pytest.raises(RuntimeError, match="no gradient"):
+        _ = nn.Linear(2, 2).grads
+
+
+def test_config_round_trip_rebuilds_the_same_structure():
+    net = small_net()
+    rebuilt = nn.from_config(net.config())
+    assert rebuilt.config() == net.config()
+    assert list(rebuilt.params) == list(net.params)
+    with pytest.raises(ValueError, match="unknown module type 'Conv3d'"):
+        nn.from_config({"type": "Conv3d"})
+    with pytest.raises(ValueError, match="invalid Linear config"):
+        nn.from_config({"type": "Linear", "in_features": 3})
+
+
+def test_save_load_round_trip_gives_identical_scores(tmp_path):
+    model = build_classifier()
+    X, y = np.random.default_rng(0).standard_normal((4, 2, 6, 6)), np.array([0, 1, 2, 0])
+    model.loss(X, y)
+    path = save_model(model, tmp_path / "model.npz")
+    loaded = load_model(path, expected="Classifier")
+    assert isinstance(loaded, nn.Classifier)
+    assert loaded.config() == model.config()
+    assert list(loaded.params) == list(model.params)
+    for name, value in model.params.items():
+        assert loaded.params[name].dtype == value.dtype
+        np.testing.assert_array_equal(loaded.params[name], value)
+    np.testing.assert_array_equal(loaded.loss(X), model.loss(X))
+    assert loaded.loss(X, y)[0] == model.loss(X, y)[0]
+
+
+def test_load_refuses_a_classifier_file_that_does_not_fit(tmp_path):
+    path = save_model(build_classifier(), tmp_path / "model.npz")
+    with np.load(path) as archive:
+        arrays = dict(archive)
+    arrays["0.w"] = np.zeros((3, 2, 5, 5))
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=r"0.w has shape \(3, 2, 5, 5\)"):
+        load_model(path)
+    meta = json.loads(str(arrays["__convnet_meta__"]))
+    meta["config"]["net"]["modules"][0]["type"] = "Conv3d"
+    arrays["__convnet_meta__"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=r"invalid Classifier config.*Conv3d"):
+        load_model(path)
