@@ -50,7 +50,17 @@ from convnet.fast_layers import (
     max_pool_backward_fast,
     max_pool_forward_fast,
 )
-from convnet.layers import relu_backward, relu_forward, softmax_loss
+from convnet.layers import (
+    batchnorm_backward,
+    batchnorm_forward,
+    dropout_backward,
+    dropout_forward,
+    relu_backward,
+    relu_forward,
+    softmax_loss,
+    spatial_batchnorm_backward,
+    spatial_batchnorm_forward,
+)
 
 Shape = tuple[int, ...]
 INITS = ("he", "normal")
@@ -531,6 +541,167 @@ class Flatten(Layer):
         return {"type": "Flatten"}
 
 
+class _BatchNorm(Layer):
+    """Shared by the batch norms: ``gamma``, ``beta`` and the running statistics."""
+
+    STATISTICS = ("running_mean", "running_var")
+    INPUT = ""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.9) -> None:
+        super().__init__()
+        self.num_features = _positive_int(num_features, "num_features", 1)
+        for name, value in (("eps", eps), ("momentum", momentum)):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{name} must be a real number, got {value!r}")
+        if not (math.isfinite(eps) and eps > 0):
+            raise ValueError(f"eps must be finite and > 0, got {eps}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+        self.initialize(np.random.default_rng())
+
+    def _initial_params(
+        self, rng: np.random.Generator, init: str, weight_scale: float, dtype: np.dtype
+    ) -> dict[str, np.ndarray]:
+        return {
+            "gamma": np.ones(self.num_features, dtype=dtype),
+            "beta": np.zeros(self.num_features, dtype=dtype),
+            "running_mean": np.zeros(self.num_features, dtype=dtype),
+            "running_var": np.ones(self.num_features, dtype=dtype),
+        }
+
+    def _run(self, x: np.ndarray, bn_param: dict) -> tuple[np.ndarray, Any]:
+        raise NotImplementedError
+
+    def _run_backward(self, dout: np.ndarray, cache: Any) -> tuple[np.ndarray, ...]:
+        raise NotImplementedError
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        p = self._params
+        bn_param = {
+            "mode": "train" if self.training else "test",
+            "eps": self.eps,
+            "momentum": self.momentum,
+            "running_mean": p["running_mean"],
+            "running_var": p["running_var"],
+        }
+        out, self._cache = self._run(x, bn_param)
+        if self.training:
+            dtype = p["running_mean"].dtype
+            p["running_mean"] = bn_param["running_mean"].astype(dtype, copy=False)
+            p["running_var"] = bn_param["running_var"].astype(dtype, copy=False)
+        return out
+
+    def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
+        dx, dgamma, dbeta = self._run_backward(dout, self._cached())
+        p = self._params
+        self._grads = {
+            "gamma": dgamma,
+            "beta": dbeta,
+            "running_mean": np.zeros_like(p["running_mean"]),
+            "running_var": np.zeros_like(p["running_var"]),
+        }
+        return dx if compute_dx else None
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "type": type(self).__name__,
+            "num_features": self.num_features,
+            "eps": self.eps,
+            "momentum": self.momentum,
+        }
+
+
+class BatchNorm2d(_BatchNorm):
+    """Spatial batch norm of (N, C, H, W): one mean and variance per channel.
+
+    Parameters ``gamma``, ``beta`` (C,) and running statistics ``running_mean``,
+    ``running_var`` (C,), updated in training mode as
+    ``running = momentum * running + (1 - momentum) * batch`` (PyTorch's momentum is
+    ``1 - momentum``; the batch variance is the unbiased one, as PyTorch's).
+
+    Parameters
+    ----------
+    num_features : int
+        C.
+    eps : float, default 1e-5
+    momentum : float in [0, 1), default 0.9
+    """
+
+    def _run(self, x: np.ndarray, bn_param: dict) -> tuple[np.ndarray, Any]:
+        p = self._params
+        return spatial_batchnorm_forward(x, p["gamma"], p["beta"], bn_param)
+
+    def _run_backward(self, dout: np.ndarray, cache: Any) -> tuple[np.ndarray, ...]:
+        return spatial_batchnorm_backward(dout, cache)
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        shape = _check_shape(input_shape, 3, "(C, H, W)", self)
+        if shape[0] != self.num_features:
+            raise ValueError(f"{self.describe()} expects {self.num_features} channels, got {shape}")
+        return shape
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch norm of (N, D) features; otherwise as :class:`BatchNorm2d`."""
+
+    def _run(self, x: np.ndarray, bn_param: dict) -> tuple[np.ndarray, Any]:
+        p = self._params
+        return batchnorm_forward(x, p["gamma"], p["beta"], bn_param)
+
+    def _run_backward(self, dout: np.ndarray, cache: Any) -> tuple[np.ndarray, ...]:
+        return batchnorm_backward(dout, cache)
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        shape = _check_shape(input_shape, 1, "(D,)", self)
+        if shape[0] != self.num_features:
+            raise ValueError(f"{self.describe()} expects {self.num_features} features, got {shape}")
+        return shape
+
+
+class Dropout(Layer):
+    """Inverted dropout in training mode, the identity in test mode.
+
+    Parameters
+    ----------
+    p : float in (0, 1], default 0.5
+        KEEP probability (CS231n's convention; PyTorch's ``p`` is the drop probability).
+        Kept units are scaled by ``1 / p``.
+    seed : int, optional
+        Seeds this layer's masks. A :class:`Classifier` replaces the generator with its
+        own (seeded by its ``seed``), which the Solver's checkpoints save.
+    """
+
+    def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
+        super().__init__()
+        if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
+            raise TypeError(f"p (the keep probability) must be a real number, got {p!r}")
+        if not 0 < p <= 1:
+            raise ValueError(f"p is the keep probability and must lie in (0, 1], got {p}")
+        self.p = float(p)
+        self.rng = np.random.default_rng(None if seed is None else _positive_int(seed, "seed", 0))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if not self.training:
+            self._cache = "identity"
+            return x
+        out, self._cache = dropout_forward(x, {"p": self.p, "mode": "train", "seed": self.rng})
+        return out
+
+    def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
+        cache = self._cached()
+        if not compute_dx:
+            return None
+        return dout if isinstance(cache, str) else dropout_backward(dout, cache)
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        return tuple(input_shape)
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "Dropout", "p": self.p}
+
+
 class Sequential(Module):
     """Modules applied one after the other.
 
@@ -701,7 +872,19 @@ class Residual(Module):
 
 
 MODULES: dict[str, type[Module]] = {
-    cls.__name__: cls for cls in (Conv2d, Linear, ReLU, MaxPool2d, Flatten, Sequential, Residual)
+    cls.__name__: cls
+    for cls in (
+        Conv2d,
+        Linear,
+        ReLU,
+        MaxPool2d,
+        BatchNorm2d,
+        BatchNorm1d,
+        Dropout,
+        Flatten,
+        Sequential,
+        Residual,
+    )
 }
 
 
@@ -811,7 +994,7 @@ class Classifier:
         net.initialize(np.random.default_rng(init_seed), init, self.weight_scale, self.dtype)
         self._dropout_rng = np.random.default_rng(dropout_seed)
         for layer in net.layers():
-            if hasattr(layer, "rng"):
+            if isinstance(layer, Dropout):
                 layer.rng = self._dropout_rng
         self._regularized = net.regularized()
 

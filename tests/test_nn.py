@@ -6,23 +6,27 @@ import json
 
 import numpy as np
 import pytest
-from tolerances import GRAD_TOL
 
 from convnet import nn
 from convnet.gradient_check import numerical_gradient, numerical_gradient_array, relative_error
 from convnet.models import load_model, save_model
-from convnet.optim import sgd
+from convnet.optim import UPDATE_RULES, sgd
 from convnet.solver import Solver
+
+# A whole network's gradient: centered differences through a dozen layers, within 1e-6 as
+# in test_models.py (one layer alone is held to tolerances.GRAD_TOL).
+NET_GRAD_TOL = 1e-6
 
 
 def small_net() -> nn.Sequential:
-    """Every layer object once, on (2, 6, 6) inputs, ending in 3 scores."""
+    """Every layer object at least once, on (2, 6, 6) inputs, ending in 3 scores."""
     block = nn.Residual(
         nn.Sequential(
             nn.Conv2d(3, 3, 3, pad=1, bias=False),
+            nn.BatchNorm2d(3),
             nn.ReLU(),
             nn.Conv2d(3, 3, (3, 1), pad=(1, 0)),
-            names=["conv1", "relu", "conv2"],
+            names=["conv1", "bn", "relu", "conv2"],
         )
     )
     projected = nn.Residual(
@@ -36,7 +40,9 @@ def small_net() -> nn.Sequential:
         nn.MaxPool2d(2, stride=1),
         projected,
         nn.Flatten(),
+        nn.Dropout(0.7),
         nn.Linear(4 * 3 * 3, 5),
+        nn.BatchNorm1d(5),
         nn.ReLU(),
         nn.Linear(5, 3),
     )
@@ -62,7 +68,7 @@ def check_classifier_gradients(build, X: np.ndarray, y: np.ndarray) -> None:
         numeric = numerical_gradient(loss_at, param.copy())
         assert grads[name].shape == param.shape
         assert grads[name].dtype == param.dtype
-        assert relative_error(grads[name], numeric) < GRAD_TOL, name
+        assert relative_error(grads[name], numeric) < NET_GRAD_TOL, name
 
 
 def test_every_parameter_gradient_of_a_composed_net():
@@ -71,32 +77,49 @@ def test_every_parameter_gradient_of_a_composed_net():
     check_classifier_gradients(build_classifier, X, y)
 
 
-def test_input_gradient_through_every_layer():
+@pytest.mark.parametrize("training", [True, False])
+def test_input_gradient_through_every_layer(training):
     rng = np.random.default_rng(1)
-    net = small_net().initialize(rng, dtype=np.float64)
+    net = small_net().initialize(rng, dtype=np.float64).train(training)
+    for layer in net.layers():
+        if isinstance(layer, nn._BatchNorm):
+            layer.params["running_mean"] = rng.standard_normal(layer.num_features)
+            layer.params["running_var"] = rng.uniform(0.5, 2, layer.num_features)
+    dropout = net[6]
     x = rng.standard_normal((3, 2, 6, 6))
     dout = rng.standard_normal((3, 3))
-    net.forward(x)
+
+    def forward(point: np.ndarray) -> np.ndarray:
+        dropout.rng = np.random.default_rng(7)  # the same mask at every probe
+        return net.forward(point)
+
+    forward(x)
     dx = net.backward(dout)
-    numeric = numerical_gradient_array(net.forward, x, dout)
-    assert relative_error(dx, numeric) < GRAD_TOL
+    numeric = numerical_gradient_array(forward, x, dout)
+    assert relative_error(dx, numeric) < NET_GRAD_TOL
+    forward(x)
     assert net.backward(dout, compute_dx=False) is None
 
 
 def test_names_are_stable_unique_and_match_the_gradients():
     model = build_classifier()
+    statistics = ["running_mean", "running_var"]
     expected = [
         "0.w", "0.b",
-        "2.body.conv1.w", "2.body.conv2.w", "2.body.conv2.b",
+        "2.body.conv1.w", *(f"2.body.bn.{n}" for n in ["gamma", "beta", *statistics]),
+        "2.body.conv2.w", "2.body.conv2.b",
         "4.body.0.w", "4.body.0.b", "4.shortcut.w", "4.shortcut.b",
-        "6.w", "6.b", "8.w", "8.b",
+        "7.w", "7.b", *(f"8.{n}" for n in ["gamma", "beta", *statistics]), "10.w", "10.b",
     ]  # fmt: skip
     assert list(model.params) == expected
     assert list(build_classifier(seed=1).params) == expected
     _, grads = model.loss(np.ones((2, 2, 6, 6)), np.array([0, 1]))
     assert list(grads) == expected
     assert model.net.regularized() == [n for n in expected if n.endswith(".w")]
-    assert list(model.net[2].params) == ["body.conv1.w", "body.conv2.w", "body.conv2.b"]
+    assert list(model.net[2].params) == [name[2:] for name in expected if name[0] == "2"]
+    for name in expected:
+        if name.endswith(tuple(statistics)):
+            np.testing.assert_array_equal(grads[name], 0)
     assert model.net[2].params["body.conv1.w"] is model.params["2.body.conv1.w"]
 
 
@@ -184,10 +207,14 @@ def test_layers_never_modify_their_inputs():
     X = np.random.default_rng(0).standard_normal((3, 2, 6, 6))
     before = X.copy()
     params_before = {name: value.copy() for name, value in model.params.items()}
+    model.loss(X)
     model.loss(X, np.array([0, 1, 2]))
     np.testing.assert_array_equal(X, before)
     for name, value in params_before.items():
-        np.testing.assert_array_equal(model.params[name], value)
+        if name.endswith(("running_mean", "running_var")):  # training mode updates them
+            assert not np.array_equal(model.params[name], value)
+        else:
+            np.testing.assert_array_equal(model.params[name], value)
 
 
 def test_solver_trains_a_composed_net():
@@ -320,7 +347,8 @@ def test_config_round_trip_rebuilds_the_same_structure():
 def test_save_load_round_trip_gives_identical_scores(tmp_path):
     model = build_classifier()
     X, y = np.random.default_rng(0).standard_normal((4, 2, 6, 6)), np.array([0, 1, 2, 0])
-    model.loss(X, y)
+    model.loss(X, y)  # running statistics move away from their initial 0 and 1
+    assert not np.any(model.params["8.running_mean"] == 0)
     path = save_model(model, tmp_path / "model.npz")
     loaded = load_model(path, expected="Classifier")
     assert isinstance(loaded, nn.Classifier)
@@ -330,7 +358,7 @@ def test_save_load_round_trip_gives_identical_scores(tmp_path):
         assert loaded.params[name].dtype == value.dtype
         np.testing.assert_array_equal(loaded.params[name], value)
     np.testing.assert_array_equal(loaded.loss(X), model.loss(X))
-    assert loaded.loss(X, y)[0] == model.loss(X, y)[0]
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
 
 
 def test_load_refuses_a_classifier_file_that_does_not_fit(tmp_path):
@@ -347,3 +375,112 @@ def test_load_refuses_a_classifier_file_that_does_not_fit(tmp_path):
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match=r"invalid Classifier config.*Conv3d"):
         load_model(path)
+
+
+def test_train_and_eval_modes_of_dropout():
+    x = np.ones((200, 50))
+    drop = nn.Dropout(0.6, seed=0)
+    out = drop.forward(x)
+    kept = out != 0
+    assert 0.55 < kept.mean() < 0.65
+    np.testing.assert_allclose(out[kept], 1 / 0.6)
+    np.testing.assert_array_equal(drop.backward(x), out)
+    assert not np.array_equal(drop.forward(x), out)  # a fresh mask at every call
+    drop.eval()
+    np.testing.assert_array_equal(drop.forward(x), x)
+    np.testing.assert_array_equal(drop.backward(2 * x), 2 * x)
+    assert nn.Dropout(1.0).forward(x) is not x
+
+
+def test_train_and_eval_modes_of_batch_norm():
+    rng = np.random.default_rng(0)
+    x = 3 + 2 * rng.standard_normal((8, 4, 5, 5))
+    bn = nn.BatchNorm2d(4, momentum=0.75).initialize(rng, dtype=np.float64)
+    out = bn.forward(x)
+    np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), 0, atol=1e-12)
+    np.testing.assert_allclose(out.var(axis=(0, 2, 3)), 1, rtol=1e-3)
+    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3), ddof=1)
+    np.testing.assert_allclose(bn.params["running_mean"], 0.25 * mean, rtol=1e-12)
+    np.testing.assert_allclose(bn.params["running_var"], 0.75 + 0.25 * var, rtol=1e-12)
+    bn.eval()
+    before = dict(bn.params)
+    expected = (x - before["running_mean"][:, None, None]) / np.sqrt(
+        before["running_var"][:, None, None] + 1e-5
+    )
+    np.testing.assert_allclose(bn.forward(x), expected, rtol=1e-12)
+    for name, value in before.items():
+        assert bn.params[name] is value  # test mode leaves the statistics alone
+
+
+def test_classifier_selects_the_mode_from_the_labels():
+    model = build_classifier()
+    X = np.random.default_rng(0).standard_normal((6, 2, 6, 6))
+    scores = model.loss(X)
+    assert not model.net.training and not model.net[6].training
+    np.testing.assert_array_equal(model.loss(X), scores)  # test mode: deterministic
+    statistics = model.params["8.running_var"]
+    first = model.loss(X, np.zeros(6, dtype=int))[0]
+    assert model.net.training and model.net[2].body[1].training
+    assert model.params["8.running_var"] is not statistics
+    assert model.loss(X, np.zeros(6, dtype=int))[0] != first  # fresh dropout masks
+    assert build_classifier().loss(X, np.zeros(6, dtype=int))[0] == first  # seeded masks
+
+
+def test_every_update_rule_leaves_a_zero_gradient_parameter_unchanged():
+    statistic = np.random.default_rng(0).uniform(0.5, 2, 7).astype(np.float32)
+    for rule in UPDATE_RULES.values():
+        config = None
+        for _ in range(3):
+            statistic_next, config = rule(statistic, np.zeros_like(statistic), config)
+            np.testing.assert_array_equal(statistic_next, statistic)
+
+
+def test_solver_resumes_a_batch_norm_and_dropout_net_exactly(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 2, 6, 6)).astype(np.float32)
+    data = {"X_train": X[:30], "y_train": rng.integers(0, 3, 30), "X_val": X[30:]}
+    data["y_val"] = rng.integers(0, 3, 10)
+
+    def solver(epochs: int, **options) -> Solver:
+        model = nn.Classifier(small_net(), (2, 6, 6), seed=4)
+        return Solver(
+            model, data, batch_size=10, num_epochs=epochs, progress=False, seed=1, **options
+        )
+
+    straight = solver(2)
+    straight.train()
+    first = solver(1, checkpoint_dir=tmp_path)
+    first.train()
+    resumed = solver(2, resume_from=tmp_path / "checkpoint.npz")
+    resumed.train()
+    assert resumed.loss_history == straight.loss_history
+    for name, value in straight.model.params.items():
+        np.testing.assert_array_equal(resumed.model.params[name], value)
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "message"),
+    [
+        (lambda: nn.Dropout(0.0), ValueError, "keep probability"),
+        (lambda: nn.Dropout(1.5), ValueError, "keep probability"),
+        (lambda: nn.Dropout("0.5"), TypeError, "real number"),
+        (lambda: nn.BatchNorm2d(0), ValueError, "num_features"),
+        (lambda: nn.BatchNorm2d(3, momentum=1.0), ValueError, "momentum"),
+        (lambda: nn.BatchNorm1d(3, eps=0), ValueError, "eps"),
+        (
+            lambda: nn.Classifier(
+                nn.Sequential(nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(32, 2)), (2, 4, 4)
+            ),
+            ValueError,
+            "expects 3 channels",
+        ),
+        (
+            lambda: nn.Classifier(nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 2)), (2, 4, 4)),
+            ValueError,
+            r"samples of shape \(D,\)",
+        ),
+    ],
+)
+def test_bad_normalization_and_dropout_layers_are_refused(build, error, message):
+    with pytest.raises(error, match=message):
+        build()
