@@ -1,4 +1,5 @@
-"""Compiled kernels of convnet: im2col, col2im and max pooling over NCHW arrays.
+"""Compiled kernels of convnet: im2col, col2im, depthwise convolution, max and average
+pooling over NCHW arrays.
 
 Every function trusts its arguments: the Python layer in ``convnet.fast_layers`` has
 checked shapes, dtypes, contiguity, the output sizes, strides and pads below 2**31, and
@@ -7,15 +8,17 @@ releases the GIL and runs single-threaded: the fast layers call it from one work
 per core (``convnet._parallel``), each on its own images, so no two threads ever write
 the same element.
 
-Column layout shared by im2col and col2im, for a kernel of size (kh, kw): one
-(C*kh*kw, out_h*out_w) matrix per image, so a GEMM with the (F, C*kh*kw) filters writes
-straight into the NCHW output::
+Column layout shared by im2col and col2im, for a kernel of size (kh, kw) with dilation
+(dh, dw): one (C*kh*kw, out_h*out_w) matrix per image, so a GEMM with the (F, C*kh*kw)
+filters writes straight into the NCHW output (and group g of a grouped convolution owns
+the contiguous block of rows of its channels)::
 
     cols[n, (c * kh + i) * kw + j, oh * out_w + ow]
-        = x[n, c, oh * sh - ph + i, ow * sw - pw + j]     (0 where that lies in the padding)
+        = x[n, c, oh * sh - ph + i * dh, ow * sw - pw + j * dw]   (0 in the padding)
 """
 
 from cython cimport floating
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 
@@ -43,7 +46,8 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,
            Py_ssize_t kernel_h, Py_ssize_t kernel_w,
            Py_ssize_t stride_h, Py_ssize_t stride_w,
            Py_ssize_t pad_h, Py_ssize_t pad_w,
-           Py_ssize_t out_h, Py_ssize_t out_w) -> None:
+           Py_ssize_t out_h, Py_ssize_t out_w,
+           Py_ssize_t dilation_h, Py_ssize_t dilation_w) -> None:
     """Copy every receptive field of ``x`` (N, C, H, W) into ``cols`` (N, C*kh*kw, out_h*out_w).
 
     The padding is virtual: entries that fall in it are written as 0.
@@ -58,8 +62,8 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,
         for n in range(num):
             for row in range(rows):
                 c = row // (kernel_h * kernel_w)
-                i = (row // kernel_w) % kernel_h
-                j = row % kernel_w
+                i = ((row // kernel_w) % kernel_h) * dilation_h
+                j = (row % kernel_w) * dilation_w
                 ow_lo = _first_inside(pad_w, j, stride_w, out_w)
                 ow_hi = _end_inside(pad_w, j, stride_w, width, out_w)
                 if ow_hi < ow_lo:
@@ -88,7 +92,8 @@ def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] dx,
            Py_ssize_t kernel_h, Py_ssize_t kernel_w,
            Py_ssize_t stride_h, Py_ssize_t stride_w,
            Py_ssize_t pad_h, Py_ssize_t pad_w,
-           Py_ssize_t out_h, Py_ssize_t out_w) -> None:
+           Py_ssize_t out_h, Py_ssize_t out_w,
+           Py_ssize_t dilation_h, Py_ssize_t dilation_w) -> None:
     """Add every column entry back onto the input position im2col copied it from.
 
     ``dx`` (N, C, H, W) is accumulated into (pass zeros for a plain gradient); entries of
@@ -96,7 +101,7 @@ def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] dx,
     """
     cdef Py_ssize_t num = dx.shape[0], channels = dx.shape[1]
     cdef Py_ssize_t height = dx.shape[2], width = dx.shape[3]
-    cdef Py_ssize_t plane, row, c, i, j, n, oh, ow, y, ow_lo, ow_hi
+    cdef Py_ssize_t plane, row, c, i, j, n, oh, ow, y, ow_lo, ow_hi, di, dj
     cdef floating* dst
     cdef const floating* src
     with nogil:
@@ -104,18 +109,20 @@ def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] dx,
             n = plane // channels
             c = plane % channels
             for i in range(kernel_h):
+                di = i * dilation_h
                 for j in range(kernel_w):
+                    dj = j * dilation_w
                     row = (c * kernel_h + i) * kernel_w + j
-                    ow_lo = _first_inside(pad_w, j, stride_w, out_w)
-                    ow_hi = _end_inside(pad_w, j, stride_w, width, out_w)
+                    ow_lo = _first_inside(pad_w, dj, stride_w, out_w)
+                    ow_hi = _end_inside(pad_w, dj, stride_w, width, out_w)
                     for oh in range(out_h):
-                        y = oh * stride_h - pad_h + i
+                        y = oh * stride_h - pad_h + di
                         if y < 0 or y >= height:
                             continue
                         src = &cols[n, row, oh * out_w]
                         dst = &dx[n, c, y, 0]
                         for ow in range(ow_lo, ow_hi):
-                            dst[ow * stride_w - pad_w + j] += src[ow]
+                            dst[ow * stride_w - pad_w + dj] += src[ow]
 
 
 cdef inline Py_ssize_t _beats(floating value, floating best) noexcept nogil:
@@ -246,3 +253,236 @@ def max_pool_backward(const floating[:, :, :, ::1] dout, const int[:, :, :, ::1]
             memset(dst, 0, plane_size * sizeof(floating))
             for k in range(out_h * out_w):
                 dst[index[k]] += grad[k]
+
+
+cdef inline void _axpy_row(floating* dst, const floating* src, floating scale,
+                           Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t stride,
+                           Py_ssize_t offset) noexcept nogil:
+    """``dst[o] += scale * src[o * stride + offset]`` for o in [lo, hi)."""
+    cdef Py_ssize_t o
+    if stride == 1:
+        for o in range(lo, hi):
+            dst[o] += scale * src[o + offset]
+    else:
+        for o in range(lo, hi):
+            dst[o] += scale * src[o * stride + offset]
+
+
+def depthwise_forward(const floating[:, :, :, ::1] x, const floating[:, :, ::1] w,
+                      const floating[::1] bias, floating[:, :, :, ::1] out,
+                      Py_ssize_t stride_h, Py_ssize_t stride_w,
+                      Py_ssize_t pad_h, Py_ssize_t pad_w,
+                      Py_ssize_t dilation_h, Py_ssize_t dilation_w) -> None:
+    """Convolution with one input channel per group, straight from ``x`` (no columns).
+
+    ``out[n, f, oh, ow] = bias[f] + sum_{a, e} w[f, a, e]
+    * x[n, f // m, oh * sh - ph + a * dh, ow * sw - pw + e * dw]`` (taps in the padding
+    skipped), with ``m = F // C`` filters per input channel; ``w`` is (F, kh, kw). Each
+    output plane stays in cache while the kh*kw taps are added to it one row at a time:
+    a GEMM per group would multiply a (m, kh*kw) by a (kh*kw, out_h*out_w) matrix, too
+    small for BLAS to amortize its calls (measured 6x slower on 64 channels of 16x16).
+    """
+    cdef Py_ssize_t num = out.shape[0], filters = out.shape[1]
+    cdef Py_ssize_t out_h = out.shape[2], out_w = out.shape[3]
+    cdef Py_ssize_t height = x.shape[2], width = x.shape[3]
+    cdef Py_ssize_t multiplier = filters // x.shape[1]
+    cdef Py_ssize_t kernel_h = w.shape[1], kernel_w = w.shape[2]
+    cdef Py_ssize_t plane, n, f, a, e, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, di, dj
+    cdef floating* dst
+    with nogil:
+        for plane in range(num * filters):
+            n = plane // filters
+            f = plane % filters
+            for oh in range(out_h):
+                dst = &out[n, f, oh, 0]
+                for ow in range(out_w):
+                    dst[ow] = bias[f]
+            for a in range(kernel_h):
+                di = a * dilation_h
+                oh_lo = _first_inside(pad_h, di, stride_h, out_h)
+                oh_hi = _end_inside(pad_h, di, stride_h, height, out_h)
+                for e in range(kernel_w):
+                    dj = e * dilation_w
+                    ow_lo = _first_inside(pad_w, dj, stride_w, out_w)
+                    ow_hi = _end_inside(pad_w, dj, stride_w, width, out_w)
+                    for oh in range(oh_lo, oh_hi):
+                        _axpy_row(&out[n, f, oh, 0],
+                                  &x[n, f // multiplier, oh * stride_h - pad_h + di, 0],
+                                  w[f, a, e], ow_lo, ow_hi, stride_w, dj - pad_w)
+
+
+def depthwise_backward_input(const floating[:, :, :, ::1] dout, const floating[:, :, ::1] w,
+                             floating[:, :, :, ::1] dx,
+                             Py_ssize_t stride_h, Py_ssize_t stride_w,
+                             Py_ssize_t pad_h, Py_ssize_t pad_w,
+                             Py_ssize_t dilation_h, Py_ssize_t dilation_w) -> None:
+    """Write into ``dx`` (N, C, H, W) the input gradient of :func:`depthwise_forward`.
+
+    ``dx[n, c, oh * sh - ph + a * dh, ow * sw - pw + e * dw] += w[f, a, e] * dout[n, f, oh, ow]``
+    over the m filters ``f`` of channel ``c``; each plane of ``dx`` is zeroed first.
+    """
+    cdef Py_ssize_t num = dx.shape[0], channels = dx.shape[1]
+    cdef Py_ssize_t height = dx.shape[2], width = dx.shape[3]
+    cdef Py_ssize_t out_h = dout.shape[2], out_w = dout.shape[3]
+    cdef Py_ssize_t multiplier = dout.shape[1] // channels
+    cdef Py_ssize_t kernel_h = w.shape[1], kernel_w = w.shape[2]
+    cdef Py_ssize_t plane, n, c, f, k, a, e, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, di, dj
+    cdef floating* dst
+    cdef const floating* src
+    cdef floating weight
+    with nogil:
+        for plane in range(num * channels):
+            n = plane // channels
+            c = plane % channels
+            memset(&dx[n, c, 0, 0], 0, height * width * sizeof(floating))
+            for k in range(multiplier):
+                f = c * multiplier + k
+                for a in range(kernel_h):
+                    di = a * dilation_h
+                    oh_lo = _first_inside(pad_h, di, stride_h, out_h)
+                    oh_hi = _end_inside(pad_h, di, stride_h, height, out_h)
+                    for e in range(kernel_w):
+                        dj = e * dilation_w
+                        ow_lo = _first_inside(pad_w, dj, stride_w, out_w)
+                        ow_hi = _end_inside(pad_w, dj, stride_w, width, out_w)
+                        weight = w[f, a, e]
+                        for oh in range(oh_lo, oh_hi):
+                            src = &dout[n, f, oh, 0]
+                            dst = &dx[n, c, oh * stride_h - pad_h + di, 0]
+                            if stride_w == 1:
+                                for ow in range(ow_lo, ow_hi):
+                                    dst[ow + dj - pad_w] += weight * src[ow]
+                            else:
+                                for ow in range(ow_lo, ow_hi):
+                                    dst[ow * stride_w + dj - pad_w] += weight * src[ow]
+
+
+cdef inline void _multiply_add_row(floating* acc, const floating* grad, const floating* src,
+                                   Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t stride,
+                                   Py_ssize_t offset) noexcept nogil:
+    """``acc[o] += grad[o] * src[o * stride + offset]`` for o in [lo, hi)."""
+    cdef Py_ssize_t o
+    if stride == 1:
+        for o in range(lo, hi):
+            acc[o] += grad[o] * src[o + offset]
+    else:
+        for o in range(lo, hi):
+            acc[o] += grad[o] * src[o * stride + offset]
+
+
+def depthwise_backward_weight(const floating[:, :, :, ::1] x,
+                              const floating[:, :, :, ::1] dout, floating[:, :, ::1] dw,
+                              Py_ssize_t stride_h, Py_ssize_t stride_w,
+                              Py_ssize_t pad_h, Py_ssize_t pad_w,
+                              Py_ssize_t dilation_h, Py_ssize_t dilation_w) -> None:
+    """Add to ``dw`` (F, kh, kw) the filter gradient of :func:`depthwise_forward`.
+
+    ``dw[f, a, e] += sum_{n, oh, ow} dout[n, f, oh, ow]
+    * x[n, f // m, oh * sh - ph + a * dh, ow * sw - pw + e * dw]``. Each tap's products
+    are summed into a row of partial sums first (element-wise, so it vectorizes), then
+    that row is added up.
+    """
+    cdef Py_ssize_t num = dout.shape[0], filters = dout.shape[1]
+    cdef Py_ssize_t out_h = dout.shape[2], out_w = dout.shape[3]
+    cdef Py_ssize_t height = x.shape[2], width = x.shape[3]
+    cdef Py_ssize_t multiplier = filters // x.shape[1]
+    cdef Py_ssize_t kernel_h = dw.shape[1], kernel_w = dw.shape[2]
+    cdef Py_ssize_t plane, n, f, a, e, oh, ow, oh_lo, oh_hi, ow_lo, ow_hi, di, dj
+    cdef floating total
+    cdef floating* partial = <floating*>malloc((out_w + 1) * sizeof(floating))
+    if partial == NULL:
+        raise MemoryError()
+    with nogil:
+        for plane in range(num * filters):
+            n = plane // filters
+            f = plane % filters
+            for a in range(kernel_h):
+                di = a * dilation_h
+                oh_lo = _first_inside(pad_h, di, stride_h, out_h)
+                oh_hi = _end_inside(pad_h, di, stride_h, height, out_h)
+                for e in range(kernel_w):
+                    dj = e * dilation_w
+                    ow_lo = _first_inside(pad_w, dj, stride_w, out_w)
+                    ow_hi = _end_inside(pad_w, dj, stride_w, width, out_w)
+                    for ow in range(out_w):
+                        partial[ow] = 0
+                    for oh in range(oh_lo, oh_hi):
+                        _multiply_add_row(partial, &dout[n, f, oh, 0],
+                                          &x[n, f // multiplier, oh * stride_h - pad_h + di, 0],
+                                          ow_lo, ow_hi, stride_w, dj - pad_w)
+                    total = 0
+                    for ow in range(ow_lo, ow_hi):
+                        total = total + partial[ow]
+                    dw[f, a, e] += total
+    free(partial)
+
+
+def avg_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+                     Py_ssize_t pool_h, Py_ssize_t pool_w,
+                     Py_ssize_t stride_h, Py_ssize_t stride_w) -> None:
+    """Mean of each window of ``x`` (N, C, H, W) into ``out`` (N, C, out_h, out_w).
+
+    Each output row sums its window's rows element-wise, then scales by 1 / (ph * pw).
+    """
+    cdef Py_ssize_t num = x.shape[0], channels = x.shape[1], width = x.shape[3]
+    cdef Py_ssize_t out_h = out.shape[2], out_w = out.shape[3]
+    cdef Py_ssize_t plane, n, c, oh, ow, i, j
+    cdef floating scale = 1.0 / <double>(pool_h * pool_w)
+    cdef floating total
+    cdef const floating* row
+    cdef floating* out_row
+    with nogil:
+        for plane in range(num * channels):
+            n = plane // channels
+            c = plane % channels
+            for oh in range(out_h):
+                out_row = &out[n, c, oh, 0]
+                row = &x[n, c, oh * stride_h, 0]
+                if pool_h == 2 and pool_w == 2 and stride_w == 2:
+                    for ow in range(out_w):
+                        out_row[ow] = ((row[2 * ow] + row[2 * ow + 1])
+                                       + (row[width + 2 * ow] + row[width + 2 * ow + 1])) * scale
+                    continue
+                for ow in range(out_w):
+                    total = 0
+                    for i in range(pool_h):
+                        for j in range(pool_w):
+                            total = total + row[i * width + ow * stride_w + j]
+                    out_row[ow] = total * scale
+
+
+def avg_pool_backward(const floating[:, :, :, ::1] dout, floating[:, :, :, ::1] dx,
+                      Py_ssize_t pool_h, Py_ssize_t pool_w,
+                      Py_ssize_t stride_h, Py_ssize_t stride_w) -> None:
+    """Write into ``dx`` (N, C, H, W) the gradient of average pooling: zero, plus
+    ``dout / (ph * pw)`` over each window (overlapping windows add up).
+
+    ``dx`` need not be initialized; each plane is zeroed just before its scatter.
+    """
+    cdef Py_ssize_t num = dout.shape[0], channels = dout.shape[1]
+    cdef Py_ssize_t out_h = dout.shape[2], out_w = dout.shape[3]
+    cdef Py_ssize_t width = dx.shape[3], plane_size = dx.shape[2] * dx.shape[3]
+    cdef Py_ssize_t plane, n, c, oh, ow, i, j
+    cdef floating scale = 1.0 / <double>(pool_h * pool_w)
+    cdef floating share
+    cdef const floating* grad
+    cdef floating* dst
+    with nogil:
+        for plane in range(num * channels):
+            n = plane // channels
+            c = plane % channels
+            memset(&dx[n, c, 0, 0], 0, plane_size * sizeof(floating))
+            for oh in range(out_h):
+                grad = &dout[n, c, oh, 0]
+                for i in range(pool_h):
+                    dst = &dx[n, c, oh * stride_h + i, 0]
+                    if pool_w == 2 and stride_w == 2:
+                        for ow in range(out_w):
+                            share = grad[ow] * scale
+                            dst[2 * ow] += share
+                            dst[2 * ow + 1] += share
+                        continue
+                    for ow in range(out_w):
+                        share = grad[ow] * scale
+                        for j in range(ow * stride_w, ow * stride_w + pool_w):
+                            dst[j] += share

@@ -27,6 +27,7 @@ from convnet._validation import (
     PoolGeometry,
     check_affine_arrays,
     check_conv_arrays,
+    check_conv_transpose_arrays,
     check_dout,
     check_float_array,
     common_dtype,
@@ -34,9 +35,14 @@ from convnet._validation import (
 )
 from convnet.layers import (
     ConvCache,
+    ConvTransposeCache,
     PoolCache,
+    avg_pool_backward_naive,
+    avg_pool_forward_naive,
     conv_backward_naive,
     conv_forward_naive,
+    conv_transpose_backward_naive,
+    conv_transpose_forward_naive,
     max_pool_backward_naive,
     max_pool_forward_naive,
 )
@@ -98,26 +104,49 @@ def _small_pool(dtype: np.dtype, geo: PoolGeometry) -> int:
 
 
 class _Columns:
-    """The im2col columns of a convolution, chunk by chunk: (count, C*HH*WW, out_h*out_w).
+    """The im2col columns of a convolution, chunk by chunk: (count, groups, C*HH*WW //
+    groups, out_h*out_w); group g's rows are the contiguous block of its channels.
 
     A 1x1 convolution with stride 1 and no padding needs no im2col: x itself is its
-    columns, and its input gradient needs no col2im.
+    columns, and its input gradient needs no col2im. ``x_c`` may be None when only the
+    input gradient is wanted (the columns are then never filled).
     """
 
     def __init__(
-        self, kernel: ModuleType, x_c: np.ndarray, w: np.ndarray, geo: ConvGeometry
+        self,
+        kernel: ModuleType,
+        x_shape: tuple[int, ...],
+        dtype: np.dtype,
+        w_shape: tuple[int, ...],
+        geo: ConvGeometry,
+        x_c: np.ndarray | None = None,
     ) -> None:
         self.kernel = kernel
         self.x_c = x_c
-        self.depth = x_c.shape[1] * w.shape[2] * w.shape[3]
+        self.num = x_shape[0]
+        self.groups = geo.groups
+        self.rows = x_shape[1] * w_shape[2] * w_shape[3]
+        self.depth = self.rows // geo.groups
         self.pixels = geo.out_h * geo.out_w
-        self.pointwise = w.shape[2:] == (1, 1) and geo[:4] == (1, 1, 0, 0)
-        self.kernel_args = (w.shape[2], w.shape[3], *geo)
-        self.per_chunk = _images_per_chunk(self.depth * self.pixels * x_c.itemsize)
+        self.pointwise = w_shape[2:] == (1, 1) and geo[:4] == (1, 1, 0, 0)
+        self.kernel_args = (
+            w_shape[2],
+            w_shape[3],
+            geo.stride_h,
+            geo.stride_w,
+            geo.pad_h,
+            geo.pad_w,
+            geo.out_h,
+            geo.out_w,
+            geo.dilation_h,
+            geo.dilation_w,
+        )
+        self.per_chunk = _images_per_chunk(self.rows * self.pixels * np.dtype(dtype).itemsize)
+        self.dtype = dtype
 
     def worker_count(self, num_filters: int) -> int | None:
         """One worker for a convolution too small to repay handing out work."""
-        work = self.x_c.shape[0] * num_filters * self.depth * self.pixels
+        work = self.num * num_filters * self.depth * self.pixels
         return _worker_count(work, SMALL_CONV_MULTIPLY_ADDS)
 
     def chunks(self, start: int, stop: int) -> Iterator[tuple[int, int]]:
@@ -128,36 +157,171 @@ class _Columns:
     def buffer(self, images: int) -> np.ndarray:
         """Scratch for the columns of one chunk of a group of ``images`` images."""
         count = 0 if self.pointwise else min(self.per_chunk, images)
-        return np.empty(count * self.depth * self.pixels, dtype=self.x_c.dtype)
+        return np.empty(count * self.rows * self.pixels, dtype=self.dtype)
+
+    def _shape(self, first: int, last: int) -> tuple[int, int, int, int]:
+        return (last - first, self.groups, self.depth, self.pixels)
 
     def fill(self, buffer: np.ndarray, first: int, last: int) -> np.ndarray:
         """The columns of images ``first:last``, written into ``buffer`` if need be."""
-        shape = (last - first, self.depth, self.pixels)
+        shape = self._shape(first, last)
         if self.pointwise:
             return self.x_c[first:last].reshape(shape)
         cols = buffer[: math.prod(shape)].reshape(shape)
-        self.kernel.im2col(self.x_c[first:last], cols, *self.kernel_args)
+        self.kernel.im2col(
+            self.x_c[first:last], cols.reshape(shape[0], self.rows, shape[3]), *self.kernel_args
+        )
         return cols
 
     def add_input_gradient(
         self,
-        w_rows: np.ndarray,
+        w_groups: np.ndarray,
         dout_chunk: np.ndarray,
-        cols: np.ndarray,
+        buffer: np.ndarray,
         dx: np.ndarray,
         first: int,
         last: int,
     ) -> None:
-        """Add to ``dx[first:last]`` the gradient ``w_rows.T @ dout_chunk`` in columns.
+        """Add to ``dx[first:last]`` the gradient ``w_groups^T @ dout_chunk`` per group.
 
-        ``cols`` (this chunk's columns, no longer needed) holds the product before col2im;
-        a pointwise convolution writes it straight into ``dx`` (its columns are x).
+        ``buffer`` (this chunk's columns, no longer needed) holds the product before
+        col2im; a pointwise convolution writes it straight into ``dx`` (its columns are x).
         """
+        shape = self._shape(first, last)
+        w_t = w_groups.transpose(0, 2, 1)
         if self.pointwise:
-            np.matmul(w_rows.T, dout_chunk, out=dx[first:last].reshape(cols.shape))
+            np.matmul(w_t, dout_chunk, out=dx[first:last].reshape(shape))
         else:
-            np.matmul(w_rows.T, dout_chunk, out=cols)
-            self.kernel.col2im(cols, dx[first:last], *self.kernel_args)
+            cols = buffer[: math.prod(shape)].reshape(shape)
+            np.matmul(w_t, dout_chunk, out=cols)
+            self.kernel.col2im(
+                cols.reshape(shape[0], self.rows, shape[3]), dx[first:last], *self.kernel_args
+            )
+
+
+def _depthwise(w_shape: tuple[int, ...], geo: ConvGeometry) -> bool:
+    """A grouped convolution with one input channel per group runs straight from x."""
+    return geo.groups > 1 and w_shape[1] == 1
+
+
+def _depthwise_args(geo: ConvGeometry) -> tuple[int, ...]:
+    return geo.stride_h, geo.stride_w, geo.pad_h, geo.pad_w, geo.dilation_h, geo.dilation_w
+
+
+def _correlate(
+    kernel: ModuleType, x_c: np.ndarray, w: np.ndarray, b: np.ndarray | None, geo: ConvGeometry
+) -> np.ndarray:
+    """The convolution of contiguous ``x_c`` with ``w`` (plus ``b`` if given), in x_c's dtype.
+
+    Im2col and one GEMM per group on cache-sized chunks of images; with one input
+    channel per group, the compiled depthwise loop.
+    """
+    dtype = x_c.dtype
+    num, num_filters = x_c.shape[0], w.shape[0]
+    out = np.empty((num, num_filters, geo.out_h, geo.out_w), dtype=dtype)
+    bias = np.zeros(num_filters, dtype) if b is None else b.astype(dtype, copy=False)
+    columns = _Columns(kernel, x_c.shape, dtype, w.shape, geo, x_c)
+    workers = columns.worker_count(num_filters)
+    if _depthwise(w.shape, geo):
+        w_taps = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, *w.shape[2:])
+        bias_c = np.ascontiguousarray(bias)
+
+        def depthwise_group(start: int, stop: int) -> None:
+            kernel.depthwise_forward(
+                x_c[start:stop], w_taps, bias_c, out[start:stop], *_depthwise_args(geo)
+            )
+
+        map_groups(depthwise_group, num, workers)
+        return out
+    per_group = num_filters // geo.groups
+    w_groups = np.ascontiguousarray(w, dtype=dtype).reshape(geo.groups, per_group, columns.depth)
+    out_rows = out.reshape(num, geo.groups, per_group, columns.pixels)
+    bias_rows = bias.reshape(geo.groups, per_group, 1)
+
+    def forward_group(start: int, stop: int) -> None:
+        buffer = columns.buffer(stop - start)
+        for first, last in columns.chunks(start, stop):
+            out_chunk = out_rows[first:last]
+            np.matmul(w_groups, columns.fill(buffer, first, last), out=out_chunk)
+            if b is not None:
+                out_chunk += bias_rows
+
+    map_groups(forward_group, num, workers)
+    return out
+
+
+def _conv_gradients(
+    kernel: ModuleType,
+    geo: ConvGeometry,
+    x_shape: tuple[int, ...],
+    x_c: np.ndarray | None,
+    w: np.ndarray,
+    dout_c: np.ndarray,
+    *,
+    compute_dx: bool,
+    compute_dw: bool,
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+    """A convolution's gradients dx (shape ``x_shape``), dw and db from contiguous
+    ``dout_c``; ``x_c`` (contiguous, dout's dtype) is needed only for dw.
+
+    dW is a GEMM per group with the columns, recomputed chunk by chunk rather than kept
+    from the forward pass, so memory stays bounded; dX is a GEMM per group and col2im.
+    Deterministic for a given thread count and workspace limit.
+    """
+    dtype = dout_c.dtype
+    num, num_filters = x_shape[0], w.shape[0]
+    columns = _Columns(kernel, x_shape, dtype, w.shape, geo, x_c)
+    dx = (np.zeros if not _depthwise(w.shape, geo) else np.empty)(x_shape, dtype=dtype)
+    dx = dx if compute_dx else None
+    if _depthwise(w.shape, geo):
+        w_taps = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, *w.shape[2:])
+
+        def depthwise_group(start: int, stop: int) -> tuple[np.ndarray | None, np.ndarray]:
+            dw_taps = None
+            if compute_dw:
+                dw_taps = np.zeros(w_taps.shape, dtype=dtype)
+                kernel.depthwise_backward_weight(
+                    x_c[start:stop], dout_c[start:stop], dw_taps, *_depthwise_args(geo)
+                )
+            if dx is not None:
+                kernel.depthwise_backward_input(
+                    dout_c[start:stop], w_taps, dx[start:stop], *_depthwise_args(geo)
+                )
+            return dw_taps, dout_c[start:stop].sum(axis=(0, 2, 3))
+
+        results = map_groups(depthwise_group, num, columns.worker_count(num_filters))
+        db = np.zeros(num_filters, dtype=dtype)
+        dw = np.zeros(w_taps.shape, dtype=dtype) if compute_dw else None
+        for dw_group, db_group in results:
+            db += db_group
+            if dw is not None:
+                dw += dw_group
+        return dx, (None if dw is None else dw.reshape(w.shape)), db
+
+    per_group = num_filters // geo.groups
+    w_groups = np.ascontiguousarray(w, dtype=dtype).reshape(geo.groups, per_group, columns.depth)
+    dout_rows = dout_c.reshape(num, geo.groups, per_group, columns.pixels)
+
+    def backward_group(start: int, stop: int) -> tuple[np.ndarray | None, np.ndarray]:
+        dw_by_column = np.zeros((geo.groups, columns.depth, w_groups.shape[1]), dtype=dtype)
+        buffer = columns.buffer(stop - start)
+        for first, last in columns.chunks(start, stop):
+            dout_chunk = dout_rows[first:last]
+            if compute_dw:
+                cols = columns.fill(buffer, first, last)
+                for image_cols, image_dout in zip(cols, dout_chunk, strict=True):
+                    dw_by_column += np.matmul(image_cols, image_dout.transpose(0, 2, 1))
+            if dx is not None:
+                columns.add_input_gradient(w_groups, dout_chunk, buffer, dx, first, last)
+        return dw_by_column, dout_rows[start:stop].sum(axis=(0, 3)).reshape(num_filters)
+
+    dw_by_column = np.zeros((geo.groups, columns.depth, w_groups.shape[1]), dtype=dtype)
+    db = np.zeros(num_filters, dtype=dtype)
+    for dw_group, db_group in map_groups(backward_group, num, columns.worker_count(num_filters)):
+        dw_by_column += dw_group
+        db += db_group
+    dw = np.ascontiguousarray(dw_by_column.transpose(0, 2, 1)).reshape(w.shape)
+    return dx, (dw if compute_dw else None), db
 
 
 def conv_forward_fast(
@@ -165,22 +329,26 @@ def conv_forward_fast(
 ) -> tuple[np.ndarray, ConvCache]:
     """Convolution by im2col and GEMM on cache-sized chunks of images, one worker per core.
 
-    Computes what :func:`convnet.layers.conv_forward_naive` computes. Each chunk's
-    columns are multiplied by the filters (numpy's BLAS) and written straight into the
-    NCHW output; a 1x1 convolution with stride 1 and no padding multiplies ``x`` itself.
+    Computes what :func:`convnet.layers.conv_forward_naive` computes, dilation and groups
+    included. Each chunk's columns are multiplied by each group's filters (numpy's BLAS)
+    and written straight into the NCHW output; a 1x1 convolution with stride 1 and no
+    padding multiplies ``x`` itself; a convolution with one input channel per group
+    (depthwise) runs a compiled direct loop instead.
 
     Parameters
     ----------
     x : ndarray, shape (N, C, H, W), float32 or float64
-    w : ndarray, shape (F, C, HH, WW)
+    w : ndarray, shape (F, C // groups, HH, WW)
     b : ndarray, shape (F,)
     conv_param : dict
-        ``'stride'``: int or pair (sh, sw), >= 1; ``'pad'``: int or pair (ph, pw), >= 0.
+        ``'stride'``: int or pair (sh, sw), >= 1; ``'pad'``: int or pair (ph, pw), >= 0;
+        optional ``'dilation'`` (int or pair >= 1, default 1) and ``'groups'`` (int >= 1
+        dividing C and F, default 1).
 
     Returns
     -------
     out : ndarray, shape (N, F, H_out, W_out)
-        ``H_out = (H + 2*ph - HH) // sh + 1``, ``W_out = (W + 2*pw - WW) // sw + 1``;
+        ``H_out = (H + 2*ph - dh*(HH-1) - 1) // sh + 1``, likewise ``W_out``;
         float64 if any input is float64, else float32.
     cache : ConvCache
         For :func:`conv_backward_fast` (or :func:`convnet.layers.conv_backward_naive`).
@@ -191,21 +359,7 @@ def conv_forward_fast(
         _backend.warn_if_naive()
         return conv_forward_naive(x, w, b, conv_param)
     dtype = common_dtype(x, w, b)
-    num, num_filters = x.shape[0], w.shape[0]
-    columns = _Columns(kernel, np.ascontiguousarray(x, dtype=dtype), w, geo)
-    w_rows = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, columns.depth)
-    bias = b.astype(dtype, copy=False)[:, None]
-    out = np.empty((num, num_filters, geo.out_h, geo.out_w), dtype=dtype)
-    out_rows = out.reshape(num, num_filters, columns.pixels)
-
-    def forward_group(start: int, stop: int) -> None:
-        buffer = columns.buffer(stop - start)
-        for first, last in columns.chunks(start, stop):
-            out_chunk = out_rows[first:last]
-            np.matmul(w_rows, columns.fill(buffer, first, last), out=out_chunk)
-            out_chunk += bias
-
-    map_groups(forward_group, num, columns.worker_count(num_filters))
+    out = _correlate(kernel, np.ascontiguousarray(x, dtype=dtype), w, b, geo)
     return out, ConvCache(x, w, b, geo)
 
 
@@ -231,7 +385,7 @@ def conv_backward_fast(
     Returns
     -------
     dx : ndarray, shape (N, C, H, W), or None if ``compute_dx`` is False
-    dw : ndarray, shape (F, C, HH, WW)
+    dw : ndarray, shape (F, C // groups, HH, WW)
     db : ndarray, shape (F,)
     """
     x, w, b, geo = cache
@@ -243,31 +397,97 @@ def conv_backward_fast(
         dx, dw, db = conv_backward_naive(dout, cache)
         return (dx if compute_dx else None), dw, db
     dtype = common_dtype(x, w, b, dout)
-    columns = _Columns(kernel, np.ascontiguousarray(x, dtype=dtype), w, geo)
-    depth = columns.depth
-    w_rows = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, depth)
-    dout_rows = np.ascontiguousarray(dout, dtype=dtype).reshape(num, num_filters, columns.pixels)
-    dx = np.zeros(x.shape, dtype=dtype) if compute_dx else None
+    return _conv_gradients(
+        kernel,
+        geo,
+        x.shape,
+        np.ascontiguousarray(x, dtype=dtype),
+        w,
+        np.ascontiguousarray(dout, dtype=dtype),
+        compute_dx=compute_dx,
+        compute_dw=True,
+    )
 
-    def backward_group(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        dw_by_column = np.zeros((depth, num_filters), dtype=dtype)
-        buffer = columns.buffer(stop - start)
-        for first, last in columns.chunks(start, stop):
-            cols = columns.fill(buffer, first, last)
-            dout_chunk = dout_rows[first:last]
-            for image_cols, image_dout in zip(cols, dout_chunk, strict=True):
-                dw_by_column += image_cols @ image_dout.T
-            if dx is not None:
-                columns.add_input_gradient(w_rows, dout_chunk, cols, dx, first, last)
-        return dw_by_column, dout_rows[start:stop].sum(axis=(0, 2))
 
-    dw_by_column = np.zeros((depth, num_filters), dtype=dtype)
-    db = np.zeros(num_filters, dtype=dtype)
-    for dw_group, db_group in map_groups(backward_group, num, columns.worker_count(num_filters)):
-        dw_by_column += dw_group
-        db += db_group
-    dw = np.ascontiguousarray(dw_by_column.T).reshape(w.shape)
-    return dx, dw, db
+def conv_transpose_forward_fast(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict
+) -> tuple[np.ndarray, ConvTransposeCache]:
+    """Transposed convolution: the input-gradient pass of :func:`conv_backward_fast`.
+
+    Computes what :func:`convnet.layers.conv_transpose_forward_naive` computes: ``x``
+    plays the convolution's upstream gradient and ``w`` its filters, so the output comes
+    from a GEMM per group and col2im on chunks of images (or the depthwise loop).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W), float32 or float64
+    w : ndarray, shape (C, F // groups, HH, WW)
+    b : ndarray, shape (F,)
+    conv_param : dict
+        ``'stride'``, ``'pad'``, optional ``'output_pad'`` (int or pair >= 0, default 0,
+        each smaller than the stride or the dilation), ``'dilation'``, ``'groups'``.
+
+    Returns
+    -------
+    out : ndarray, shape (N, F, H_out, W_out)
+        ``H_out = (H - 1)*sh - 2*ph + dh*(HH - 1) + output_pad_h + 1``, likewise ``W_out``.
+    cache : ConvTransposeCache
+    """
+    x, w, b, geo = check_conv_transpose_arrays(x, w, b, conv_param)
+    kernel = _backend.kernel
+    if kernel is None:
+        _backend.warn_if_naive()
+        return conv_transpose_forward_naive(x, w, b, conv_param)
+    dtype = common_dtype(x, w, b)
+    out_shape = (x.shape[0], b.shape[0], geo.out_h, geo.out_w)
+    x_c = np.ascontiguousarray(x, dtype=dtype)
+    out, _, _ = _conv_gradients(
+        kernel, geo.conv, out_shape, None, w, x_c, compute_dx=True, compute_dw=False
+    )
+    out += b.astype(dtype, copy=False)[:, None, None]
+    return out, ConvTransposeCache(x, w, b, geo)
+
+
+def conv_transpose_backward_fast(
+    dout: np.ndarray, cache: ConvTransposeCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of a transposed convolution: ``dx`` is the convolution of ``dout`` with
+    ``w`` (:func:`conv_forward_fast`'s path), ``dw`` that convolution's filter gradient
+    with input and upstream gradient swapped.
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, F, H_out, W_out)
+    cache : ConvTransposeCache
+        From :func:`conv_transpose_forward_fast` or
+        :func:`convnet.layers.conv_transpose_forward_naive`.
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W)
+    dw : ndarray, shape (C, F // groups, HH, WW)
+    db : ndarray, shape (F,)
+    """
+    x, w, b, geo = cache
+    dout = check_dout(dout, (x.shape[0], b.shape[0], geo.out_h, geo.out_w))
+    kernel = _backend.kernel
+    if kernel is None:
+        _backend.warn_if_naive()
+        return conv_transpose_backward_naive(dout, cache)
+    dtype = common_dtype(x, w, b, dout)
+    dout_c = np.ascontiguousarray(dout, dtype=dtype)
+    dx = _correlate(kernel, dout_c, w, None, geo.conv)
+    _, dw, _ = _conv_gradients(
+        kernel,
+        geo.conv,
+        dout_c.shape,
+        dout_c,
+        w,
+        np.ascontiguousarray(x, dtype=dtype),
+        compute_dx=False,
+        compute_dw=True,
+    )
+    return dx, dw, dout_c.sum(axis=(0, 2, 3))
 
 
 def affine_forward_fast(
@@ -408,4 +628,78 @@ def max_pool_backward_fast(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
         kernel.max_pool_backward(dout_c[start:stop], argmax[start:stop], dx[start:stop])
 
     map_groups(backward_group, x.shape[0], _worker_count(x.size, _small_pool(x.dtype, geo)))
+    return dx
+
+
+def _small_avg_pool(geo: PoolGeometry) -> int:
+    """Input size below which an average pool runs on the calling thread alone: 2x2
+    windows are memory-bound, so one thread is faster up to a few MiB."""
+    if (geo.pool_h, geo.pool_w) == (2, 2):
+        return SMALL_VECTORIZED_POOL_ELEMENTS
+    return SMALL_POOL_ELEMENTS
+
+
+def avg_pool_forward_fast(x: np.ndarray, pool_param: dict) -> tuple[np.ndarray, PoolCache]:
+    """Average pooling with the compiled kernel, for any window and stride.
+
+    Computes what :func:`convnet.layers.avg_pool_forward_naive` computes (windows
+    entirely inside the input, no padding).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W), float32 or float64
+    pool_param : dict
+        ``'pool_height'``, ``'pool_width'``: ints >= 1; ``'stride'``: int or pair, >= 1.
+
+    Returns
+    -------
+    out : ndarray, shape (N, C, H_out, W_out)
+        ``H_out = (H - pool_height) // sh + 1``, ``W_out = (W - pool_width) // sw + 1``.
+    cache : PoolCache (its ``argmax`` is None)
+    """
+    x = check_float_array(x, "x")
+    geo = pool_geometry(x, pool_param)
+    kernel = _backend.kernel
+    if kernel is None:
+        _backend.warn_if_naive()
+        return avg_pool_forward_naive(x, pool_param)
+    out = np.empty((x.shape[0], x.shape[1], geo.out_h, geo.out_w), dtype=x.dtype)
+    x_c = np.ascontiguousarray(x)
+    window = (geo.pool_h, geo.pool_w, geo.stride_h, geo.stride_w)
+
+    def forward_group(start: int, stop: int) -> None:
+        kernel.avg_pool_forward(x_c[start:stop], out[start:stop], *window)
+
+    map_groups(forward_group, x.shape[0], _worker_count(x.size, _small_avg_pool(geo)))
+    return out, PoolCache(x, geo, None)
+
+
+def avg_pool_backward_fast(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
+    """Gradient of average pooling: ``dout / (pool_height * pool_width)`` over each window.
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, C, H_out, W_out)
+    cache : PoolCache
+        From :func:`avg_pool_forward_fast` or :func:`convnet.layers.avg_pool_forward_naive`.
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W)
+    """
+    x, geo, _ = cache
+    dout = check_dout(dout, (x.shape[0], x.shape[1], geo.out_h, geo.out_w))
+    kernel = _backend.kernel
+    if kernel is None:
+        _backend.warn_if_naive()
+        return avg_pool_backward_naive(dout, cache)
+    dtype = common_dtype(x, dout)
+    dx = np.empty(x.shape, dtype=dtype)
+    dout_c = np.ascontiguousarray(dout, dtype=dtype)
+    window = (geo.pool_h, geo.pool_w, geo.stride_h, geo.stride_w)
+
+    def backward_group(start: int, stop: int) -> None:
+        kernel.avg_pool_backward(dout_c[start:stop], dx[start:stop], *window)
+
+    map_groups(backward_group, x.shape[0], _worker_count(x.size, _small_avg_pool(geo)))
     return dx
