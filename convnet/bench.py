@@ -18,11 +18,12 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from convnet import _backend
+from convnet import _backend, nn
 from convnet._memory import keep_freed_memory
 from convnet._parallel import set_num_threads
 from convnet.fast_layers import (
@@ -37,6 +38,7 @@ from convnet.layers import (
     max_pool_backward_naive,
     max_pool_forward_naive,
 )
+from convnet.nn import Module
 
 
 @dataclass(frozen=True)
@@ -371,6 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="default",
         help="time the naive layers once: on cases a and p1, all, or none",
     )
+    parser.add_argument(
+        "--train-step",
+        default="64",
+        type=lambda text: [int(count) for count in text.split(",") if count],
+        help="batch sizes for a residual-net training step on 3x32x32 ('' for none)",
+    )
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     parser.add_argument(
         "--memory",
@@ -401,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.pool_cases:
         print("\nMax pool, forward + backward")
         pool_table(args, torch, rng)
+    if args.train_step:
+        print("\nResidual net (convnet.models.resnet) training step: forward, loss, backward, SGD")
+        train_step_table(args, torch, rng)
     if args.memory_batches:
         print("\nPeak memory of a fast conv forward+backward (tracemalloc)")
         memory_table(args)
@@ -409,3 +420,128 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def torch_network(net: Module, torch) -> Any:
+    """The same network as a ``torch.nn.Module``, with a copy of ``net``'s parameters.
+
+    Every layer of :mod:`convnet.nn` maps to its PyTorch counterpart (batch norm's momentum
+    ``m`` to PyTorch's ``1 - m``, dropout's keep probability ``p`` to ``1 - p``, a linear
+    layer's ``w`` (in, out) to ``weight`` (out, in)); a :class:`convnet.nn.Residual` adds
+    its body and its shortcut.
+    """
+    from torch import nn as tnn
+
+    class TorchResidual(tnn.Module):
+        def __init__(self, body: Any, shortcut: Any) -> None:
+            super().__init__()
+            self.body, self.shortcut = body, shortcut
+
+        def forward(self, x: Any) -> Any:
+            return self.body(x) + (x if self.shortcut is None else self.shortcut(x))
+
+    dtype = next(iter(net.params.values())).dtype if net.params else np.dtype(np.float32)
+    torch_dtype = {np.float32: torch.float32, np.float64: torch.float64}[dtype.type]
+
+    def tensor(array: np.ndarray) -> Any:
+        return tnn.Parameter(torch.from_numpy(np.array(array)))
+
+    def convert(module: Module) -> Any:
+        if isinstance(module, nn.Sequential):
+            return tnn.Sequential(*(convert(child) for _, child in module.children()))
+        if isinstance(module, nn.Residual):
+            shortcut = None if module.shortcut is None else convert(module.shortcut)
+            return TorchResidual(convert(module.body), shortcut)
+        p = module.params
+        if isinstance(module, nn.Conv2d):
+            layer = tnn.Conv2d(
+                module.in_channels,
+                module.out_channels,
+                module.kernel_size,
+                module.stride,
+                module.pad,
+                module.dilation,
+                module.groups,
+                module.bias,
+            )
+            layer.weight = tensor(p["w"])
+            if module.bias:
+                layer.bias = tensor(p["b"])
+            return layer
+        if isinstance(module, nn.Linear):
+            layer = tnn.Linear(module.in_features, module.out_features)
+            layer.weight, layer.bias = tensor(p["w"].T), tensor(p["b"])
+            return layer
+        if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            kind = tnn.BatchNorm2d if isinstance(module, nn.BatchNorm2d) else tnn.BatchNorm1d
+            layer = kind(module.num_features, module.eps, 1 - module.momentum, dtype=torch_dtype)
+            layer.weight, layer.bias = tensor(p["gamma"]), tensor(p["beta"])
+            layer.running_mean.copy_(torch.from_numpy(p["running_mean"]))
+            layer.running_var.copy_(torch.from_numpy(p["running_var"]))
+            return layer
+        if isinstance(module, nn.AvgPool2d):
+            return tnn.AvgPool2d(module.kernel_size, module.stride)
+        if isinstance(module, nn.MaxPool2d):
+            return tnn.MaxPool2d(module.kernel_size, module.stride)
+        if isinstance(module, nn.GlobalAvgPool):
+            return tnn.Sequential(tnn.AdaptiveAvgPool2d(1), tnn.Flatten())
+        if isinstance(module, nn.Dropout):
+            return tnn.Dropout(1 - module.p)
+        simple = {nn.ReLU: tnn.ReLU, nn.Flatten: tnn.Flatten}
+        return simple[type(module)]()
+
+    return convert(net).to(torch_dtype)
+
+
+def train_step_candidates(
+    batch: int, dtype: np.dtype, torch, rng: np.random.Generator
+) -> dict[str, Callable[[], object]]:
+    """One SGD training step of the residual net (``convnet.models.resnet``) on CIFAR-10
+    sized images, in convnet and (when installed) in PyTorch with the same weights."""
+    from convnet.models import resnet
+    from convnet.optim import sgd
+
+    model = resnet((3, 32, 32), dtype=dtype, seed=0)
+    X = rng.standard_normal((batch, 3, 32, 32)).astype(dtype)
+    y = rng.integers(0, 10, size=batch)
+    config = {"learning_rate": 1e-3}
+
+    def convnet_step() -> None:
+        _, grads = model.loss(X, y)
+        for name, value in model.params.items():
+            model.params[name], _ = sgd(value, grads[name], config)
+
+    candidates: dict[str, Callable[[], object]] = {"convnet": convnet_step}
+    if torch is not None:
+        net = torch_network(model.net, torch).train()
+        optimizer = torch.optim.SGD(net.parameters(), lr=1e-3)
+        images, labels = torch.from_numpy(X), torch.from_numpy(y)
+
+        def torch_step() -> None:
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(net(images), labels).backward()
+            optimizer.step()
+
+        candidates["torch"] = torch_step
+    return candidates
+
+
+def train_step_table(args, torch, rng) -> list[str]:
+    rows = []
+    for threads in args.threads:
+        set_num_threads(threads)
+        if torch is not None:
+            torch.set_num_threads(threads)
+        with threadpool_limits(threads):
+            for batch in args.train_step:
+                for dtype in args.dtypes:
+                    candidates = train_step_candidates(batch, dtype, torch, rng)
+                    times = interleaved_medians(candidates, args.repeats, args.pause, args.calls)
+                    rows.append(
+                        f"| resnet ({batch},3,32,32) | {dtype.name} | {threads} "
+                        f"| {_ms(times['convnet'])} | {_ms(times.get('torch'))} "
+                        f"| {_ratio(times['convnet'], times.get('torch'))} "
+                        f"| {batch / times['convnet'] * 1e3:.0f} |"
+                    )
+    header = "| training step | dtype | thr | convnet ms | torch ms | convnet/torch | images/s |"
+    return _print_table(header, 7, rows)

@@ -5,6 +5,10 @@ computes ``model.loss(X)`` (class scores) or ``model.loss(X, y)`` (softmax loss 
 gradients, keyed like ``params``), and describes itself with ``model.config()``: the
 keyword arguments that rebuild it, as JSON-compatible values. :func:`save_model` and
 :func:`load_model` store a model in one ``.npz`` file.
+
+Composed networks (:mod:`convnet.nn`) are :class:`convnet.nn.Classifier` models; the presets
+:func:`resnet` (a small residual net) and :func:`vgg` (VGG-style, with batch norm and
+dropout) come from :mod:`convnet.presets`.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from convnet.layer_utils import (
 )
 from convnet.layers import affine_backward, affine_forward, softmax_loss
 from convnet.nn import Classifier
+from convnet.presets import resnet as resnet
+from convnet.presets import vgg as vgg
 
 FORMAT_VERSION = 1
 INITS = ("normal", "he")

@@ -45,6 +45,8 @@ from convnet._validation import FLOAT_DTYPES, _positive_int, check_labels, int_p
 from convnet.fast_layers import (
     affine_backward_fast,
     affine_forward_fast,
+    avg_pool_backward_fast,
+    avg_pool_forward_fast,
     conv_backward_fast,
     conv_forward_fast,
     max_pool_backward_fast,
@@ -55,6 +57,8 @@ from convnet.layers import (
     batchnorm_forward,
     dropout_backward,
     dropout_forward,
+    global_avg_pool_backward,
+    global_avg_pool_forward,
     relu_backward,
     relu_forward,
     softmax_loss,
@@ -702,6 +706,36 @@ class Dropout(Layer):
         return {"type": "Dropout", "p": self.p}
 
 
+class AvgPool2d(MaxPool2d):
+    """Average pooling over ``kernel_size`` windows, ``stride`` defaulting to the window."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out, self._cache = avg_pool_forward_fast(x, self.pool_param)
+        return out
+
+    def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
+        cache = self._cached()
+        return avg_pool_backward_fast(dout, cache) if compute_dx else None
+
+
+class GlobalAvgPool(Layer):
+    """(N, C, H, W) -> (N, C): the mean of every channel."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out, self._cache = global_avg_pool_forward(x)
+        return out
+
+    def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
+        cache = self._cached()
+        return global_avg_pool_backward(dout, cache) if compute_dx else None
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        return (_check_shape(input_shape, 3, "(C, H, W)", self)[0],)
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "GlobalAvgPool"}
+
+
 class Sequential(Module):
     """Modules applied one after the other.
 
@@ -878,6 +912,8 @@ MODULES: dict[str, type[Module]] = {
         Linear,
         ReLU,
         MaxPool2d,
+        AvgPool2d,
+        GlobalAvgPool,
         BatchNorm2d,
         BatchNorm1d,
         Dropout,

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from convnet import nn
+from convnet import bench, nn
 from convnet.gradient_check import numerical_gradient, numerical_gradient_array, relative_error
-from convnet.models import load_model, save_model
+from convnet.models import load_model, resnet, save_model, vgg
 from convnet.optim import UPDATE_RULES, sgd
 from convnet.solver import Solver
 
@@ -484,3 +484,107 @@ def test_solver_resumes_a_batch_norm_and_dropout_net_exactly(tmp_path):
 def test_bad_normalization_and_dropout_layers_are_refused(build, error, message):
     with pytest.raises(error, match=message):
         build()
+
+
+# ---------------------------------------------------------------- presets
+
+
+@pytest.mark.parametrize("preset", [resnet, vgg])
+@pytest.mark.parametrize("input_dim", [(1, 8, 8), (3, 32, 32), (2, 5, 3), (1, 1, 1)])
+def test_presets_take_any_input_size(preset, input_dim):
+    model = preset(input_dim, num_classes=7, widths=(4, 6), seed=0)
+    X = np.random.default_rng(0).standard_normal((3, *input_dim))
+    assert model.loss(X).shape == (3, 7)
+    loss, grads = model.loss(X, np.array([0, 6, 3]))
+    assert np.isfinite(loss) and list(grads) == list(model.params)
+
+
+def test_resnet_structure_and_names():
+    model = resnet((3, 32, 32), seed=0)
+    names = list(model.params)
+    assert names[:5] == [
+        "stem.conv.w",
+        "stem.bn.gamma",
+        "stem.bn.beta",
+        "stem.bn.running_mean",
+        "stem.bn.running_var",
+    ]
+    assert "stage1.0.residual.body.conv1.w" in names
+    assert not any(name.startswith("stage1.0.residual.shortcut") for name in names)
+    assert model.params["stage2.0.residual.shortcut.conv.w"].shape == (32, 16, 1, 1)
+    assert model.params["fc.w"].shape == (64, 10)
+    assert model.net["stage3"].output_shape((32, 16, 16)) == (64, 8, 8)
+    deeper = resnet((1, 8, 8), widths=(8,), blocks=3, seed=0)
+    assert "stage1.2.residual.body.bn2.beta" in deeper.params
+
+
+def test_vgg_structure():
+    model = vgg((1, 8, 8), widths=(8, 16, 32, 32), hidden_dim=20, dropout=0.8, seed=0)
+    assert model.params["fc1.w"].shape == (32, 20)  # 8 -> 4 -> 2 -> 1, then no more pooling
+    assert [layer.p for layer in model.net.layers() if isinstance(layer, nn.Dropout)] == [0.8] * 2
+    with pytest.raises(ValueError, match="keep probability"):
+        vgg((1, 8, 8), dropout=0)
+    with pytest.raises(TypeError, match="widths"):
+        resnet((1, 8, 8), widths=8)
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        resnet((8, 8))
+
+
+@pytest.mark.parametrize("preset", [resnet, vgg])
+def test_presets_match_the_same_network_in_torch(preset):
+    torch = pytest.importorskip("torch")
+    model = preset((2, 8, 8), num_classes=4, widths=(3, 5), reg=0.1, dtype=np.float64, seed=0)
+    rng = np.random.default_rng(1)
+    for name, value in model.params.items():
+        if name.endswith(("gamma", "beta", "running_mean", ".b")):
+            model.params[name] = rng.standard_normal(value.shape)
+        elif name.endswith("running_var"):
+            model.params[name] = rng.uniform(0.5, 2, value.shape)
+    X, y = rng.standard_normal((6, 2, 8, 8)), np.array([3, 0, 1, 2, 2, 1])
+    for layer in model.net.layers():
+        if isinstance(layer, nn.Dropout):
+            layer.p = 1.0  # no masks, so both libraries compute the same training loss
+    net = bench.torch_network(model.net, torch)
+    scores = model.loss(X)
+    np.testing.assert_allclose(
+        scores, net.eval()(torch.from_numpy(X)).detach().numpy(), rtol=1e-10, atol=1e-12
+    )
+    loss, grads = model.loss(X, y)
+    reference = torch.nn.functional.cross_entropy(net.train()(torch.from_numpy(X)), torch.tensor(y))
+    reference.backward()
+    trained = [n for n in model.params if not n.endswith(("running_mean", "running_var"))]
+    torch_grads = {}
+    for name, converted in zip(trained, net.parameters(), strict=True):
+        grad = converted.grad.numpy()
+        torch_grads[name] = grad.T if grad.ndim == 2 else grad  # Linear: (out, in) in torch
+    weights = model.net.regularized()
+    penalty = sum(float(np.sum(model.params[name] ** 2)) for name in weights)
+    assert loss == pytest.approx(reference.item() + 0.05 * penalty, rel=1e-10)
+    for name, grad in torch_grads.items():
+        extra = 0.1 * model.params[name] if name in weights else 0
+        np.testing.assert_allclose(grads[name], grad + extra, rtol=1e-8, atol=1e-10, err_msg=name)
+    stats = [(n, v) for n, v in model.params.items() if n.endswith(("running_mean", "running_var"))]
+    buffers = [b for b in net.buffers() if b.dtype != torch.int64]
+    for (name, value), buffer in zip(stats, buffers, strict=True):
+        np.testing.assert_allclose(value, buffer.numpy(), rtol=1e-10, err_msg=name)
+
+
+def test_convnet_train_builds_the_presets(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    from convnet.cli import COMMON_DEFAULTS, DEFAULTS, _build_model, main
+
+    options = {**COMMON_DEFAULTS, **DEFAULTS[("cifar10", "vgg")], "model": "vgg"}
+    built = _build_model(options, {"X_train": np.zeros((1, 3, 32, 32), dtype=np.float32)})
+    assert built.input_dim == (3, 32, 32)
+    assert [layer.p for layer in built.net.layers() if isinstance(layer, nn.Dropout)] == [0.5] * 2
+    model = "resnet"
+    out = tmp_path / "run"
+    arguments = ["train", "--model", model, "--epochs", "1", "--num-train", "60"]
+    assert main([*arguments, "--out", str(out), "--no-progress", "--quiet"]) == 0
+    loaded = load_model(out / "model.npz", expected="Classifier")
+    assert loaded.input_dim == (1, 8, 8)
+    assert json.loads((out / "summary.json").read_text())["options"]["model"] == model
+    resumed = [*arguments[:4], "2", "--out", str(out), "--resume", "--no-progress", "--quiet"]
+    assert main(resumed) == 0
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 2
