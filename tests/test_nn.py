@@ -39,9 +39,10 @@ def small_net() -> nn.Sequential:
         block,
         nn.MaxPool2d(2, stride=1),
         projected,
+        nn.AvgPool2d(2, stride=1),
         nn.Flatten(),
         nn.Dropout(0.7),
-        nn.Linear(4 * 3 * 3, 5),
+        nn.Linear(4 * 2 * 2, 5),
         nn.BatchNorm1d(5),
         nn.ReLU(),
         nn.Linear(5, 3),
@@ -85,7 +86,7 @@ def test_input_gradient_through_every_layer(training):
         if isinstance(layer, nn._BatchNorm):
             layer.params["running_mean"] = rng.standard_normal(layer.num_features)
             layer.params["running_var"] = rng.uniform(0.5, 2, layer.num_features)
-    dropout = net[6]
+    dropout = net[7]
     x = rng.standard_normal((3, 2, 6, 6))
     dout = rng.standard_normal((3, 3))
 
@@ -101,6 +102,22 @@ def test_input_gradient_through_every_layer(training):
     assert net.backward(dout, compute_dx=False) is None
 
 
+def test_gradients_through_dilated_grouped_convolutions_and_global_pooling():
+    def build() -> nn.Classifier:
+        net = nn.Sequential(
+            nn.Conv2d(2, 4, 3, pad=2, dilation=2),
+            nn.ReLU(),
+            nn.Conv2d(4, 4, 3, pad=1, groups=4, bias=False),
+            nn.Conv2d(4, 6, (1, 2), groups=2),
+            nn.GlobalAvgPool(),
+            nn.Linear(6, 3),
+        )
+        return nn.Classifier(net, (2, 5, 6), reg=0.1, dtype=np.float64, seed=2)
+
+    rng = np.random.default_rng(3)
+    check_classifier_gradients(build, rng.standard_normal((3, 2, 5, 6)), np.array([2, 0, 1]))
+
+
 def test_names_are_stable_unique_and_match_the_gradients():
     model = build_classifier()
     statistics = ["running_mean", "running_var"]
@@ -109,7 +126,7 @@ def test_names_are_stable_unique_and_match_the_gradients():
         "2.body.conv1.w", *(f"2.body.bn.{n}" for n in ["gamma", "beta", *statistics]),
         "2.body.conv2.w", "2.body.conv2.b",
         "4.body.0.w", "4.body.0.b", "4.shortcut.w", "4.shortcut.b",
-        "7.w", "7.b", *(f"8.{n}" for n in ["gamma", "beta", *statistics]), "10.w", "10.b",
+        "8.w", "8.b", *(f"9.{n}" for n in ["gamma", "beta", *statistics]), "11.w", "11.b",
     ]  # fmt: skip
     assert list(model.params) == expected
     assert list(build_classifier(seed=1).params) == expected
@@ -348,7 +365,7 @@ def test_save_load_round_trip_gives_identical_scores(tmp_path):
     model = build_classifier()
     X, y = np.random.default_rng(0).standard_normal((4, 2, 6, 6)), np.array([0, 1, 2, 0])
     model.loss(X, y)  # running statistics move away from their initial 0 and 1
-    assert not np.any(model.params["8.running_mean"] == 0)
+    assert not np.any(model.params["9.running_mean"] == 0)
     path = save_model(model, tmp_path / "model.npz")
     loaded = load_model(path, expected="Classifier")
     assert isinstance(loaded, nn.Classifier)
@@ -416,12 +433,12 @@ def test_classifier_selects_the_mode_from_the_labels():
     model = build_classifier()
     X = np.random.default_rng(0).standard_normal((6, 2, 6, 6))
     scores = model.loss(X)
-    assert not model.net.training and not model.net[6].training
+    assert not model.net.training and not model.net[7].training
     np.testing.assert_array_equal(model.loss(X), scores)  # test mode: deterministic
-    statistics = model.params["8.running_var"]
+    statistics = model.params["9.running_var"]
     first = model.loss(X, np.zeros(6, dtype=int))[0]
     assert model.net.training and model.net[2].body[1].training
-    assert model.params["8.running_var"] is not statistics
+    assert model.params["9.running_var"] is not statistics
     assert model.loss(X, np.zeros(6, dtype=int))[0] != first  # fresh dropout masks
     assert build_classifier().loss(X, np.zeros(6, dtype=int))[0] == first  # seeded masks
 
@@ -530,10 +547,32 @@ def test_vgg_structure():
         resnet((8, 8))
 
 
-@pytest.mark.parametrize("preset", [resnet, vgg])
-def test_presets_match_the_same_network_in_torch(preset):
+def dilated_grouped_net() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, pad=2, dilation=(2, 1)),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Residual(nn.Conv2d(4, 4, 3, pad=1, groups=4)),
+        nn.AvgPool2d(2),
+        nn.Conv2d(4, 6, 1, groups=2),
+        nn.GlobalAvgPool(),
+        nn.Dropout(),
+        nn.Linear(6, 4),
+    )
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda **kw: resnet((2, 8, 8), num_classes=4, widths=(3, 5), **kw),
+        lambda **kw: vgg((2, 8, 8), num_classes=4, widths=(3, 5), **kw),
+        lambda **kw: nn.Classifier(dilated_grouped_net(), (2, 8, 8), **kw),
+    ],
+    ids=["resnet", "vgg", "dilated-grouped"],
+)
+def test_networks_match_the_same_network_in_torch(build):
     torch = pytest.importorskip("torch")
-    model = preset((2, 8, 8), num_classes=4, widths=(3, 5), reg=0.1, dtype=np.float64, seed=0)
+    model = build(reg=0.1, dtype=np.float64, seed=0)
     rng = np.random.default_rng(1)
     for name, value in model.params.items():
         if name.endswith(("gamma", "beta", "running_mean", ".b")):
