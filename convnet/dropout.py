@@ -71,10 +71,19 @@ def dropout_forward(x: np.ndarray, dropout_param: dict) -> tuple[np.ndarray, Dro
     if mode == "test" or keep_probability == 1:
         return x.copy(), DropoutCache(None, x.shape)
     kept = np.random.default_rng(seed).random(x.shape) < keep_probability
-    scale = x.dtype.type(1 / keep_probability)
-    mask = np.where(kept, scale, x.dtype.type(0))
-    out = np.multiply(x, mask, out=np.zeros_like(mask), where=kept)
-    return out, DropoutCache(mask, x.shape)
+    mask = kept.astype(x.dtype)
+    mask *= x.dtype.type(1 / keep_probability)
+    return _masked(x, mask), DropoutCache(mask, x.shape)
+
+
+def _masked(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``values * mask``, with 0 wherever the mask is 0 even if the value is NaN or inf."""
+    if np.isfinite(values).all():
+        return values * mask
+    with np.errstate(invalid="ignore"):  # 0 * inf is nan, and so is 0 * nan
+        out = values * mask
+    out[mask == 0] = 0
+    return out
 
 
 def dropout_backward(dout: np.ndarray, cache: DropoutCache) -> np.ndarray:
@@ -96,6 +105,4 @@ def dropout_backward(dout: np.ndarray, cache: DropoutCache) -> np.ndarray:
     dout = check_dout(dout, cache.x_shape)
     if cache.mask is None:
         return dout.copy()
-    dtype = np.result_type(dout, cache.mask)
-    dx = np.zeros(cache.x_shape, dtype=dtype)
-    return np.multiply(dout, cache.mask, out=dx, where=cache.mask != 0)
+    return _masked(dout, cache.mask)

@@ -19,10 +19,14 @@ axes of the statistics,
 
     dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / sqrt(var + eps):
 
-the two subtracted terms are the gradient through the mean and through the variance. Where
-gamma is constant over those axes (batch norm), ``mean(dxhat) = gamma * dbeta / M`` and
-``mean(dxhat * xhat) = gamma * dgamma / M`` (M values per statistic) reuse the parameter
-gradients ``dgamma = sum(dout * xhat)`` and ``dbeta = sum(dout)``.
+the two subtracted terms are the gradient through the mean and through the variance. The
+parameter gradients are ``dgamma = sum(dout * xhat)`` and ``dbeta = sum(dout)`` over every
+axis but the parameter's, and they supply the two means: for batch norm, where gamma is
+constant over a statistic's M values, ``mean(dxhat) = gamma * dbeta / M`` and
+``mean(dxhat * xhat) = gamma * dgamma / M``; for layer and group norm the per-sample,
+per-channel sums of ``dout`` and ``dout * xhat`` give both the parameter gradients and the
+per-sample means. Each backward pass makes a handful of passes over memory (measured in
+``benchmarks/bench_norm.py``).
 
 Running statistics (batch norm)
 -------------------------------
@@ -65,15 +69,16 @@ DEFAULT_MOMENTUM = 0.9
 class NormCache(NamedTuple):
     """What a normalization's backward pass needs.
 
-    The arrays are in a working layout (for example (N, C, H * W) for spatial batch norm)
-    in which the statistics reduce over ``stat_axes`` and ``gamma`` broadcasts.
+    The arrays are in a working layout in which ``gamma`` broadcasts: (N, C, M) for batch
+    norm (statistics over axes 0 and 2, M = H * W, or 1 for (N, D) input), and
+    (N, G, C // G, M) for group norm (statistics over axes 2 and 3; layer norm is the case
+    G = 1, M = 1).
     """
 
     xhat: np.ndarray
     inv_std: np.ndarray
     gamma: np.ndarray
-    stat_axes: tuple[int, ...] | None  # None: fixed statistics (batch norm in test mode)
-    param_axes: tuple[int, ...]
+    kind: str  # "batch", "fixed" (batch norm in test mode) or "sample" (layer, group norm)
     x_shape: tuple[int, ...]
     gamma_shape: tuple[int, ...]
     beta_shape: tuple[int, ...]
@@ -118,35 +123,30 @@ def _running_stat(bn_param: dict, key: str, channels: int, fill: float, dtype: A
 
 
 def _batchnorm(
-    x: np.ndarray,
-    gamma: np.ndarray,
-    beta: np.ndarray,
-    bn_param: Any,
-    layout: tuple[int, ...],
-    axes: tuple[int, ...],
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, bn_param: Any, layout: tuple[int, int, int]
 ) -> tuple[np.ndarray, NormCache]:
-    """Batch norm of ``x`` viewed as ``layout``, with one statistic per index of axis 1."""
+    """Batch norm of ``x`` viewed as ``layout`` (N, C, M): statistics over axes 0 and 2."""
     mode = check_mode(bn_param, "bn_param")
     eps = _eps(bn_param, "bn_param")
     momentum = real_param(bn_param, "momentum", "bn_param", DEFAULT_MOMENTUM, 0.0, 1.0, False)
     dtype = common_dtype(x, gamma, beta)
-    channels = layout[1]
+    num, channels, size = layout
     running_mean = _running_stat(bn_param, "running_mean", channels, 0.0, dtype)
     running_var = _running_stat(bn_param, "running_var", channels, 1.0, dtype)
     work = x.astype(dtype, copy=False).reshape(layout)
-    stat_shape = tuple(1 if axis in axes else size for axis, size in enumerate(layout))
+    stat_shape = (1, channels, 1)
     if mode == "train":
-        count = math.prod(layout[axis] for axis in axes)
+        count = num * size
         if count < 2:
             raise ValueError(
                 f"batch norm in train mode needs more than one value per feature, got x of "
                 f"shape {x.shape}: the batch variance of a single value is undefined"
             )
-        xhat, mean, var, inv_std = _standardize(work, axes, eps)
+        xhat, mean, var, inv_std = _standardize(work, (0, 2), eps)
         unbiased = var.reshape(channels) * (count / (count - 1))
         bn_param["running_mean"] = momentum * running_mean + (1 - momentum) * mean.reshape(channels)
         bn_param["running_var"] = momentum * running_var + (1 - momentum) * unbiased
-        stat_axes: tuple[int, ...] | None = axes
+        kind = "batch"
     else:
         mean = running_mean.astype(dtype, copy=False).reshape(stat_shape)
         inv_std = 1 / np.sqrt(running_var.astype(dtype, copy=False).reshape(stat_shape) + eps)
@@ -154,11 +154,45 @@ def _batchnorm(
         xhat *= inv_std
         bn_param.setdefault("running_mean", running_mean)
         bn_param.setdefault("running_var", running_var)
-        stat_axes = None
+        kind = "fixed"
     gamma_work = gamma.astype(dtype, copy=False).reshape(stat_shape)
     out = _scale_shift(xhat, gamma_work, beta.astype(dtype, copy=False).reshape(stat_shape))
-    cache = NormCache(xhat, inv_std, gamma_work, stat_axes, axes, x.shape, gamma.shape, beta.shape)
+    cache = NormCache(xhat, inv_std, gamma_work, kind, x.shape, gamma.shape, beta.shape)
     return out.reshape(x.shape), cache
+
+
+def _per_sample_norm(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, layout: tuple[int, ...]
+) -> tuple[np.ndarray, NormCache]:
+    """Group norm of ``x`` viewed as ``layout`` (N, G, C // G, M): statistics over axes 2, 3."""
+    dtype = common_dtype(x, gamma, beta)
+    param_shape = (1, layout[1], layout[2], 1)
+    xhat, _, _, inv_std = _standardize(x.astype(dtype, copy=False).reshape(layout), (2, 3), eps)
+    gamma_work = gamma.astype(dtype, copy=False).reshape(param_shape)
+    out = _scale_shift(xhat, gamma_work, beta.astype(dtype, copy=False).reshape(param_shape))
+    cache = NormCache(xhat, inv_std, gamma_work, "sample", x.shape, gamma.shape, beta.shape)
+    return out.reshape(x.shape), cache
+
+
+def _per_sample_backward(
+    dout: np.ndarray, cache: NormCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Layer and group norm backward in the layout (N, G, C // G, M).
+
+    Per sample and channel, ``s1 = sum_m dout`` and ``s2 = sum_m dout * xhat``; summed
+    over the batch they are dbeta and dgamma, and weighted by gamma and summed over the
+    group's channels they are M' times the two means of the closed form (M' = C // G * M).
+    """
+    xhat, inv_std, gamma = cache.xhat, cache.inv_std, cache.gamma
+    s1 = dout.sum(axis=3, keepdims=True)
+    s2 = np.sum(dout * xhat, axis=3, keepdims=True)
+    count = xhat.shape[2] * xhat.shape[3]
+    mean_dxhat = np.sum(s1 * gamma, axis=2, keepdims=True) / count
+    mean_dxhat_xhat = np.sum(s2 * gamma, axis=2, keepdims=True) / count
+    dx = dout * (gamma * inv_std)
+    dx -= xhat * (mean_dxhat_xhat * inv_std)
+    dx -= mean_dxhat * inv_std
+    return dx, s2.sum(axis=0), s1.sum(axis=0)
 
 
 def _normalize_backward(
@@ -170,24 +204,21 @@ def _normalize_backward(
             f"cache must be the NormCache of a normalization forward pass, got "
             f"{type(cache).__name__}"
         )
-    xhat, inv_std, gamma, stat_axes, param_axes = cache[:5]
+    xhat, inv_std, gamma = cache.xhat, cache.inv_std, cache.gamma
     dout = check_dout(dout, cache.x_shape)
     dout = dout.astype(common_dtype(xhat, dout), copy=False).reshape(xhat.shape)
-    dbeta = dout.sum(axis=param_axes, keepdims=True)
-    dgamma = np.sum(dout * xhat, axis=param_axes, keepdims=True)
-    if stat_axes is None:
-        dx = dout * (gamma * inv_std)
-    elif stat_axes == param_axes:
-        count = xhat.size // dbeta.size
-        dx = dout - dbeta / count
-        dx -= xhat * (dgamma / count)
-        dx *= gamma * inv_std
+    if cache.kind == "sample":
+        dx, dgamma, dbeta = _per_sample_backward(dout, cache)
     else:
-        dxhat = dout * gamma
-        dx = dxhat - dxhat.mean(axis=stat_axes, keepdims=True)
-        dxhat *= xhat
-        dx -= xhat * dxhat.mean(axis=stat_axes, keepdims=True)
-        dx *= inv_std
+        dbeta = dout.sum(axis=(0, 2))
+        dgamma = np.sum(dout * xhat, axis=(0, 2))
+        if cache.kind == "fixed":
+            dx = dout * (gamma * inv_std)
+        else:
+            count = xhat.size // dbeta.size
+            dx = dout - (dbeta / count)[:, None]
+            dx -= xhat * (dgamma / count)[:, None]
+            dx *= gamma * inv_std
     return (
         dx.reshape(cache.x_shape),
         dgamma.reshape(cache.gamma_shape),
@@ -226,7 +257,7 @@ def batchnorm_forward(
     what = f"batch norm of x with shape {x.shape}"
     gamma = check_scale_shift(gamma, "gamma", shapes, what)
     beta = check_scale_shift(beta, "beta", shapes, what)
-    return _batchnorm(x, gamma, beta, bn_param, x.shape, (0,))
+    return _batchnorm(x, gamma, beta, bn_param, (*x.shape, 1))
 
 
 def batchnorm_backward(
@@ -284,7 +315,7 @@ def spatial_batchnorm_forward(
     what = f"spatial batch norm of x with shape {x.shape}"
     gamma = check_scale_shift(gamma, "gamma", shapes, what)
     beta = check_scale_shift(beta, "beta", shapes, what)
-    return _batchnorm(x, gamma, beta, bn_param, (num, channels, height * width), (0, 2))
+    return _batchnorm(x, gamma, beta, bn_param, (num, channels, height * width))
 
 
 def spatial_batchnorm_backward(
@@ -334,11 +365,7 @@ def layernorm_forward(
     gamma = check_scale_shift(gamma, "gamma", shapes, what)
     beta = check_scale_shift(beta, "beta", shapes, what)
     eps = _eps(ln_param, "ln_param")
-    dtype = common_dtype(x, gamma, beta)
-    xhat, _, _, inv_std = _standardize(x.astype(dtype, copy=False), (1,), eps)
-    gamma_work = gamma.astype(dtype, copy=False)
-    out = _scale_shift(xhat, gamma_work, beta.astype(dtype, copy=False))
-    return out, NormCache(xhat, inv_std, gamma_work, (1,), (0,), x.shape, gamma.shape, beta.shape)
+    return _per_sample_norm(x, gamma, beta, eps, (x.shape[0], 1, x.shape[1], 1))
 
 
 def layernorm_backward(
@@ -393,14 +420,8 @@ def spatial_groupnorm_forward(
     gamma = check_scale_shift(gamma, "gamma", shapes, what)
     beta = check_scale_shift(beta, "beta", shapes, what)
     eps = _eps(gn_param, "gn_param")
-    dtype = common_dtype(x, gamma, beta)
     layout = (num, groups, channels // groups, height * width)
-    param_shape = (1, groups, channels // groups, 1)
-    xhat, _, _, inv_std = _standardize(x.astype(dtype, copy=False).reshape(layout), (2, 3), eps)
-    gamma_work = gamma.astype(dtype, copy=False).reshape(param_shape)
-    out = _scale_shift(xhat, gamma_work, beta.astype(dtype, copy=False).reshape(param_shape))
-    cache = NormCache(xhat, inv_std, gamma_work, (2, 3), (0, 3), x.shape, gamma.shape, beta.shape)
-    return out.reshape(x.shape), cache
+    return _per_sample_norm(x, gamma, beta, eps, layout)
 
 
 def spatial_groupnorm_backward(
