@@ -1000,6 +1000,11 @@ class Classifier:
             net = from_config(net)
         if not isinstance(net, Module):
             raise TypeError(f"net must be a convnet.nn Module, got {type(net).__name__}")
+        if net._in_container:
+            raise ValueError(
+                "this network already belongs to a container or a Classifier: build a new one "
+                "(two models sharing one network would share its parameters)"
+            )
         if isinstance(input_dim, (str, bytes)) or not isinstance(input_dim, Sequence):
             raise TypeError(f"input_dim must be a sequence of ints, got {input_dim!r}")
         self.input_dim = tuple(_positive_int(d, "input_dim", 1) for d in input_dim)
@@ -1025,6 +1030,7 @@ class Classifier:
         self.init = init
         self.dtype = _check_dtype(dtype)
         self.seed = None if seed is None else _positive_int(seed, "seed", 0)
+        net._in_container = True
         self.net = net
         init_seed, dropout_seed = np.random.SeedSequence(self.seed).spawn(2)
         net.initialize(np.random.default_rng(init_seed), init, self.weight_scale, self.dtype)
