@@ -184,14 +184,18 @@ def _per_sample_backward(
     group's channels they are M' times the two means of the closed form (M' = C // G * M).
     """
     xhat, inv_std, gamma = cache.xhat, cache.inv_std, cache.gamma
-    s1 = dout.sum(axis=3, keepdims=True)
-    s2 = np.sum(dout * xhat, axis=3, keepdims=True)
+    if xhat.shape[3] == 1:  # layer norm: nothing to sum over M
+        s1, s2 = dout, dout * xhat
+    else:
+        s1 = dout.sum(axis=3, keepdims=True)
+        s2 = np.sum(dout * xhat, axis=3, keepdims=True)
     count = xhat.shape[2] * xhat.shape[3]
     mean_dxhat = np.sum(s1 * gamma, axis=2, keepdims=True) / count
     mean_dxhat_xhat = np.sum(s2 * gamma, axis=2, keepdims=True) / count
-    dx = dout * (gamma * inv_std)
-    dx -= xhat * (mean_dxhat_xhat * inv_std)
-    dx -= mean_dxhat * inv_std
+    dx = dout * gamma
+    dx -= xhat * mean_dxhat_xhat
+    dx -= mean_dxhat
+    dx *= inv_std
     return dx, s2.sum(axis=0), s1.sum(axis=0)
 
 
