@@ -128,7 +128,9 @@ def _batchnorm(
     """Batch norm of ``x`` viewed as ``layout`` (N, C, M): statistics over axes 0 and 2."""
     mode = check_mode(bn_param, "bn_param")
     eps = _eps(bn_param, "bn_param")
-    momentum = real_param(bn_param, "momentum", "bn_param", DEFAULT_MOMENTUM, 0.0, 1.0, False)
+    momentum = real_param(
+        bn_param, "momentum", "bn_param", DEFAULT_MOMENTUM, 0.0, 1.0, low_open=False
+    )
     dtype = common_dtype(x, gamma, beta)
     num, channels, size = layout
     running_mean = _running_stat(bn_param, "running_mean", channels, 0.0, dtype)
