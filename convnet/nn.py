@@ -8,10 +8,11 @@ and keeps what its backward pass needs::
 
 Containers (:class:`Sequential`, :class:`Residual`) nest freely. Every module shows the
 parameters of its whole subtree as one flat ``params`` mapping with unique dotted names
-(``"stem.conv.w"``, ``"stage1.0.body.bn1.gamma"``), and after a backward pass a ``grads``
-dict with the same names. ``params`` writes through: assigning ``net.params[name] = value``
-replaces that layer's array, which is how the :class:`convnet.solver.Solver` and the update
-rules of :mod:`convnet.optim` train a :class:`Classifier` unchanged.
+(``"stem.conv.w"``, ``"stage1.0.residual.body.bn1.gamma"``), and after a backward pass a
+``grads`` dict with the same names. ``params`` writes through: assigning
+``net.params[name] = value`` replaces that layer's array, which is how the
+:class:`convnet.solver.Solver` and the update rules of :mod:`convnet.optim` train a
+:class:`Classifier` unchanged.
 
 Batch norm's running statistics (``running_mean``, ``running_var``) travel in ``params``
 too, with a zero gradient: every update rule leaves a parameter with zero gradient exactly
