@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from convnet import checkpoint as checkpoint_format
+from convnet._io import stderr_is_interactive
 from convnet._memory import keep_freed_memory
 from convnet.checkpoint import CHECKPOINT_NAME
 from convnet.optim import UPDATE_RULES
@@ -144,16 +144,6 @@ def evaluate(
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     accuracy = float(np.mean(np.argmax(scores, axis=1) == y))
     return accuracy, float(-np.mean(log_probs[np.arange(len(y)), y]))
-
-
-def _interactive() -> bool:
-    """Whether a progress bar would be seen: stderr is a terminal, or this is a notebook."""
-    if "ipykernel" in sys.modules:
-        return True
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 class Solver:
@@ -314,7 +304,7 @@ class Solver:
             bar.write(message)
 
     def _progress_bar(self, total: int) -> Any:
-        if not (self.progress and _interactive()):
+        if not (self.progress and stderr_is_interactive()):
             return None
         try:
             from tqdm.auto import tqdm

@@ -273,7 +273,7 @@ def test_progress_bar_and_verbose_output(
     capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("tqdm")
-    monkeypatch.setattr(solver_module, "_interactive", lambda: True)
+    monkeypatch.setattr(solver_module, "stderr_is_interactive", lambda: True)
     make_solver(blobs(), num_epochs=2, progress=True, verbose=True, print_every=5).train()
     captured = capsys.readouterr()
     assert "img/s=" in captured.err
@@ -283,7 +283,7 @@ def test_progress_bar_and_verbose_output(
 
 def test_no_progress_bar_in_redirected_output(capsys: pytest.CaptureFixture) -> None:
     pytest.importorskip("tqdm")
-    assert not solver_module._interactive()  # pytest captures stderr: not a terminal
+    assert not solver_module.stderr_is_interactive()  # pytest captures stderr: not a terminal
     make_solver(blobs(), num_epochs=1, progress=True).train()
     assert capsys.readouterr().err == ""
 
