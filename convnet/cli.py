@@ -285,7 +285,7 @@ def _build_parser() -> _Parser:
         "come from the options.json beside the model, so the accuracy is the test_accuracy "
         "of its summary.json.",
     )
-    evaluate.add_argument("model", type=Path, metavar="MODEL", help="a model.npz")
+    evaluate.add_argument("model_file", type=Path, metavar="MODEL", help="a model.npz")
     _add_data_options(evaluate, for_training=False)
 
     predict = commands.add_parser(
@@ -296,7 +296,7 @@ def _build_parser() -> _Parser:
         f"preprocessing ({PREPROCESSING_FILE} beside the model) is applied first. Labels go "
         "to stdout, one per line, unless --out is given.",
     )
-    predict.add_argument("model", type=Path, metavar="MODEL", help="a model.npz")
+    predict.add_argument("model_file", type=Path, metavar="MODEL", help="a model.npz")
     predict.add_argument("images", type=Path, metavar="IMAGES", help="an .npy file (N, C, H, W)")
     predict.add_argument(
         "--out", type=Path, help="write the labels here (.npy: an int64 array; else text)"
@@ -656,7 +656,7 @@ def _load_saved_model(path: Path) -> Any:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    model_path = _follow_latest(args.model)
+    model_path = _follow_latest(args.model_file)
     model = _load_saved_model(model_path)
     saved = _read_saved_options(model_path.parent / OPTIONS_FILE)
     if not saved and args.dataset is None:
@@ -719,7 +719,7 @@ def _write_table(path: Path, values: np.ndarray, fmt: str) -> None:
 def _predict(args: argparse.Namespace) -> int:
     from convnet.solver import class_scores
 
-    model_path = _follow_latest(args.model)
+    model_path = _follow_latest(args.model_file)
     model = _load_saved_model(model_path)
     images = _read_images(args.images)
     if not args.no_preprocessing:
