@@ -238,9 +238,12 @@ def test_extension_is_loaded_when_required():
 @pytest.fixture(scope="module")
 def unbuilt_checkout(package_without_extension: Path, tmp_path_factory) -> Path:
     """A source checkout (setup.py beside the package) whose kernel was never built."""
+    setup_script = Path(__file__).resolve().parents[1] / "setup.py"
+    if not setup_script.is_file():
+        pytest.skip("needs the source checkout's setup.py")
     root = tmp_path_factory.mktemp("unbuilt_checkout")
     shutil.copytree(package_without_extension / "convnet", root / "convnet")
-    shutil.copy2(PACKAGE_DIR.parent / "setup.py", root / "setup.py")
+    shutil.copy2(setup_script, root / "setup.py")
     (root / "tests").mkdir()
     shutil.copy2(Path(__file__).with_name("conftest.py"), root / "tests" / "conftest.py")
     (root / "tests" / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
