@@ -307,6 +307,7 @@ def _conv_gradients(
     dx = dx if compute_dx else None
     if _depthwise(w.shape, geo):
         w_taps = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, *w.shape[2:])
+        finite = bool(np.isfinite(w_taps).all())
 
         def depthwise_group(start: int, stop: int) -> tuple[np.ndarray | None, np.ndarray]:
             dw_taps = None
@@ -317,7 +318,7 @@ def _conv_gradients(
                 )
             if dx is not None:
                 kernel.depthwise_backward_input(
-                    dout_c[start:stop], w_taps, dx[start:stop], *_depthwise_args(geo)
+                    dout_c[start:stop], w_taps, dx[start:stop], *_depthwise_args(geo), finite
                 )
             return dw_taps, dout_c[start:stop].sum(axis=(0, 2, 3))
 

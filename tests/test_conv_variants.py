@@ -321,6 +321,8 @@ def test_transpose_fast_matches_naive(
 
 DEPTHWISE_CASES = [
     Case(3, 4, 1, 1, 6, 7, 3, 3, 1, 1, 1),
+    Case(2, 3, 1, 2, 6, 7, 3, 4, 1, (2, 1), (2, 1)),
+    Case(2, 2, 1, 1, 5, 6, 2, 5, 1, 0, 1),
     Case(3, 3, 1, 2, 7, 6, 3, 2, (2, 1), (1, 0), (1, 2)),
     Case(2, 2, 1, 3, 5, 5, 5, 5, 3, 2, 1),
 ]
@@ -341,6 +343,36 @@ def test_depthwise_fast_matches_naive(case, dtype, threads, restore_num_threads)
         case.transpose_arrays(rng, dtype),
         case.transpose_param(),
     )
+
+
+NAN_CASES = [
+    *DEPTHWISE_CASES,
+    CONV_CASES[0],
+    CONV_CASES[1],
+]
+
+
+@pytest.mark.parametrize("case", NAN_CASES, ids=_ids(NAN_CASES))
+@pytest.mark.parametrize("where", ["x", "w", "dout"])
+def test_nan_reaches_the_same_elements_as_in_the_naive_layers(case, where):
+    """A NaN (or an infinity) reaches exactly the outputs and gradients it touches."""
+    rng = np.random.default_rng(11)
+    x, w, b = case.conv_arrays(rng)
+    out, _ = conv_forward_naive(x, w, b, case.conv_param())
+    dout = rng.standard_normal(out.shape)
+    arrays = {"x": x, "w": w, "dout": dout}
+    target = arrays[where]
+    for value, index in ((np.nan, 0), (np.inf, target.size - 1), (np.nan, target.size // 2)):
+        poisoned = {key: array.copy() for key, array in arrays.items()}
+        poisoned[where].flat[index] = value
+        results = []
+        for forward, backward in CONV.values():
+            with np.errstate(invalid="ignore"):  # infinity times zero
+                out, cache = forward(poisoned["x"], poisoned["w"], b, case.conv_param())
+                results.append([out, *backward(poisoned["dout"], cache)])
+        for fast, naive in zip(results[1], results[0], strict=True):
+            np.testing.assert_array_equal(np.isnan(fast), np.isnan(naive))
+            np.testing.assert_array_equal(np.isinf(fast), np.isinf(naive))
 
 
 @pytest.mark.parametrize("impl", CONV)
