@@ -352,13 +352,16 @@ NAN_CASES = [
 ]
 
 
+@pytest.mark.parametrize("transpose", [False, True], ids=["conv", "transpose"])
 @pytest.mark.parametrize("case", NAN_CASES, ids=_ids(NAN_CASES))
 @pytest.mark.parametrize("where", ["x", "w", "dout"])
-def test_nan_reaches_the_same_elements_as_in_the_naive_layers(case, where):
+def test_nan_reaches_the_same_elements_as_in_the_naive_layers(transpose, case, where):
     """A NaN (or an infinity) reaches exactly the outputs and gradients it touches."""
     rng = np.random.default_rng(11)
-    x, w, b = case.conv_arrays(rng)
-    out, _ = conv_forward_naive(x, w, b, case.conv_param())
+    layers = TRANSPOSE if transpose else CONV
+    param = case.transpose_param() if transpose else case.conv_param()
+    x, w, b = case.transpose_arrays(rng) if transpose else case.conv_arrays(rng)
+    out, _ = layers["naive"][0](x, w, b, param)
     dout = rng.standard_normal(out.shape)
     arrays = {"x": x, "w": w, "dout": dout}
     target = arrays[where]
@@ -366,9 +369,9 @@ def test_nan_reaches_the_same_elements_as_in_the_naive_layers(case, where):
         poisoned = {key: array.copy() for key, array in arrays.items()}
         poisoned[where].flat[index] = value
         results = []
-        for forward, backward in CONV.values():
+        for forward, backward in layers.values():
             with np.errstate(invalid="ignore"):  # infinity times zero
-                out, cache = forward(poisoned["x"], poisoned["w"], b, case.conv_param())
+                out, cache = forward(poisoned["x"], poisoned["w"], b, param)
                 results.append([out, *backward(poisoned["dout"], cache)])
         for fast, naive in zip(results[1], results[0], strict=True):
             np.testing.assert_array_equal(np.isnan(fast), np.isnan(naive))
