@@ -26,10 +26,15 @@ from convnet._validation import (
     ConvGeometry,
     PoolGeometry,
     check_affine_arrays,
+    check_affine_cache,
+    check_avg_pool_cache,
     check_conv_arrays,
+    check_conv_cache,
     check_conv_transpose_arrays,
+    check_conv_transpose_cache,
     check_dout,
     check_float_array,
+    check_pool_cache,
     common_dtype,
     pool_geometry,
 )
@@ -421,7 +426,7 @@ def conv_backward_fast(
     dw : ndarray, shape (F, C // groups, HH, WW)
     db : ndarray, shape (F,)
     """
-    x, w, b, geo = cache
+    x, w, b, geo = check_conv_cache(cache)
     num, num_filters = x.shape[0], w.shape[0]
     dout = check_dout(dout, (num, num_filters, geo.out_h, geo.out_w))
     kernel = _backend.kernel
@@ -501,7 +506,7 @@ def conv_transpose_backward_fast(
     dw : ndarray, shape (C, F // groups, HH, WW)
     db : ndarray, shape (F,)
     """
-    x, w, b, geo = cache
+    x, w, b, geo = check_conv_transpose_cache(cache)
     dout = check_dout(dout, (x.shape[0], b.shape[0], geo.out_h, geo.out_w))
     kernel = _backend.kernel
     if kernel is None:
@@ -565,7 +570,7 @@ def affine_backward_fast(
     dw : ndarray, shape (D, M)
     db : ndarray, shape (M,)
     """
-    x, w, b = cache
+    x, w, b = check_affine_cache(cache)
     dout = check_dout(dout, (x.shape[0], w.shape[1]))
     dtype = common_dtype(x, w, b, dout)
     rows = x.reshape(x.shape[0], w.shape[0]).astype(dtype, copy=False)
@@ -633,7 +638,7 @@ def max_pool_backward_fast(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     -------
     dx : ndarray, shape (N, C, H, W)
     """
-    x, geo, argmax = cache
+    x, geo, argmax = check_pool_cache(cache)
     dout = check_dout(dout, (x.shape[0], x.shape[1], geo.out_h, geo.out_w))
     kernel = _backend.kernel
     if kernel is None or argmax is None:
@@ -711,7 +716,7 @@ def avg_pool_backward_fast(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     -------
     dx : ndarray, shape (N, C, H, W)
     """
-    x, geo, _ = cache
+    x, geo = check_avg_pool_cache(cache)
     dout = check_dout(dout, (x.shape[0], x.shape[1], geo.out_h, geo.out_w))
     kernel = _backend.kernel
     if kernel is None:

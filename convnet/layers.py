@@ -1,6 +1,9 @@
 """Reference layers: affine, ReLU, the losses, naive convolution (dilated, grouped and
 transposed), max and average pooling, and global average pooling.
 
+The normalizations (:mod:`convnet.normalization`) and dropout (:mod:`convnet.dropout`) live
+in their own modules and are re-exported here under CS231n's names.
+
 Each ``*_forward`` returns ``(out, cache)`` and each ``*_backward(dout, cache)`` returns the
 gradients. The naive convolution and pooling loop over every output element: slow and
 obviously correct, they are what the fast layers are tested against. No function here
@@ -19,15 +22,35 @@ from convnet._validation import (
     ConvTransposeGeometry,
     PoolGeometry,
     check_affine_arrays,
+    check_affine_cache,
+    check_avg_pool_cache,
     check_conv_arrays,
+    check_conv_cache,
     check_conv_transpose_arrays,
+    check_conv_transpose_cache,
     check_dout,
     check_float_array,
+    check_global_pool_cache,
     check_labels,
     check_ndim,
+    check_pool_cache,
+    check_relu_cache,
     common_dtype,
     pool_geometry,
 )
+from convnet.dropout import DropoutCache as DropoutCache
+from convnet.dropout import dropout_backward as dropout_backward
+from convnet.dropout import dropout_forward as dropout_forward
+from convnet.normalization import NormCache as NormCache
+from convnet.normalization import batchnorm_backward as batchnorm_backward
+from convnet.normalization import batchnorm_backward_alt as batchnorm_backward_alt
+from convnet.normalization import batchnorm_forward as batchnorm_forward
+from convnet.normalization import layernorm_backward as layernorm_backward
+from convnet.normalization import layernorm_forward as layernorm_forward
+from convnet.normalization import spatial_batchnorm_backward as spatial_batchnorm_backward
+from convnet.normalization import spatial_batchnorm_forward as spatial_batchnorm_forward
+from convnet.normalization import spatial_groupnorm_backward as spatial_groupnorm_backward
+from convnet.normalization import spatial_groupnorm_forward as spatial_groupnorm_forward
 
 
 class ConvCache(NamedTuple):
@@ -95,7 +118,7 @@ def affine_backward(
     dw : ndarray, shape (D, M)
     db : ndarray, shape (M,)
     """
-    x, w, b = cache
+    x, w, b = check_affine_cache(cache)
     dout = check_dout(dout, (x.shape[0], w.shape[1]))
     dtype = common_dtype(x, w, b, dout)
     x_rows = x.reshape(x.shape[0], w.shape[0]).astype(dtype, copy=False)
@@ -134,7 +157,7 @@ def relu_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
     -------
     dx : ndarray, shape of x
     """
-    x = cache
+    x = check_relu_cache(cache)
     dout = check_dout(dout, x.shape)
     dtype = common_dtype(x, dout)
     return np.where(x > 0, dout, 0).astype(dtype, copy=False)
@@ -320,7 +343,7 @@ def conv_backward_naive(
     dw : ndarray, shape (F, C // groups, HH, WW)
     db : ndarray, shape (F,)
     """
-    x, w, b, geo = cache
+    x, w, b, geo = check_conv_cache(cache)
     dout = check_dout(dout, (x.shape[0], w.shape[0], geo.out_h, geo.out_w))
     dtype = common_dtype(x, w, b, dout)
     dout = dout.astype(dtype)
@@ -383,7 +406,7 @@ def conv_transpose_backward_naive(
     dw : ndarray, shape (C, F // groups, HH, WW)
     db : ndarray, shape (F,)
     """
-    x, w, b, geo = cache
+    x, w, b, geo = check_conv_transpose_cache(cache)
     dout = check_dout(dout, (x.shape[0], b.shape[0], geo.out_h, geo.out_w))
     dtype = common_dtype(x, w, b, dout)
     dout = dout.astype(dtype)
@@ -440,7 +463,7 @@ def max_pool_backward_naive(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     -------
     dx : ndarray, shape (N, C, H, W)
     """
-    x, geo, _ = cache
+    x, geo, _ = check_pool_cache(cache)
     num, channels = x.shape[:2]
     dout = check_dout(dout, (num, channels, geo.out_h, geo.out_w))
     dx = np.zeros(x.shape, dtype=common_dtype(x, dout))
@@ -501,7 +524,7 @@ def avg_pool_backward_naive(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     -------
     dx : ndarray, shape (N, C, H, W)
     """
-    x, geo, _ = cache
+    x, geo = check_avg_pool_cache(cache)
     num, channels = x.shape[:2]
     dout = check_dout(dout, (num, channels, geo.out_h, geo.out_w))
     dx = np.zeros(x.shape, dtype=common_dtype(x, dout))
@@ -547,7 +570,7 @@ def global_avg_pool_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
     -------
     dx : ndarray, shape (N, C, H, W)
     """
-    x = cache
+    x = check_global_pool_cache(cache)
     dout = check_dout(dout, x.shape[:2])
     dtype = common_dtype(x, dout)
     share = dout.astype(dtype) / dtype.type(x.shape[2] * x.shape[3])

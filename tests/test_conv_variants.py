@@ -571,3 +571,41 @@ def test_output_pad_may_reach_the_stride_when_below_the_dilation(rng):
     for forward, _ in TRANSPOSE.values():
         out, _ = forward(x, w, b, case.transpose_param())
         assert_matches(out, transpose_by_definition(x, w, b, case))
+
+
+# --- caches that do not belong to the forward pass ----------------------------------------------
+
+
+@pytest.mark.parametrize("impl", TRANSPOSE)
+@pytest.mark.parametrize("cache", [None, (), (1, 2), "cache", [np.ones(3)] * 4])
+def test_transpose_malformed_caches_are_a_type_error(impl, cache):
+    with pytest.raises(TypeError, match="cache"):
+        TRANSPOSE[impl][1](np.ones((2, 2, 2, 2)), cache)
+
+
+@pytest.mark.parametrize("impl", TRANSPOSE)
+def test_transpose_refuses_a_cache_that_does_not_fit_together(impl, rng):
+    case = TRANSPOSE_CASES[0]
+    x, w, b = case.transpose_arrays(rng)
+    out, cache = TRANSPOSE[impl][0](x, w, b, case.transpose_param())
+    backward = TRANSPOSE[impl][1]
+    dout = np.ones(out.shape)
+    with pytest.raises(ValueError, match=r"does not fit together|output_pad"):
+        backward(dout, cache._replace(x=np.ones((2, 2, 2, 2))))
+    with pytest.raises(ValueError, match="channel mismatch"):
+        backward(dout, cache._replace(w=np.ones((3, 3, 3, 3))))
+    with pytest.raises(TypeError, match="geometry"):
+        backward(dout, cache._replace(geometry=(1, 2, 3)))
+    with pytest.raises(TypeError, match="geometry must hold integers"):
+        backward(dout, cache._replace(geometry=cache.geometry._replace(conv=(1.0,) * 9)))
+
+
+@pytest.mark.parametrize("impl", CONV)
+def test_conv_cache_keeps_groups_and_dilation(impl, rng):
+    case = CONV_CASES[1]
+    x, w, b = case.conv_arrays(rng)
+    out, cache = CONV[impl][0](x, w, b, case.conv_param())
+    with pytest.raises(ValueError, match=r"does not fit together|channel mismatch"):
+        CONV[impl][1](
+            np.ones(out.shape), cache._replace(geometry=cache.geometry._replace(groups=1))
+        )
