@@ -460,6 +460,54 @@ def check_conv_cache(cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, Co
     return x, w, b, geo
 
 
+def check_conv_transpose_cache(
+    cache: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, ConvTransposeGeometry]:
+    """The (x, w, b, geometry) of a transposed convolution's forward pass, checked to fit
+    together: the geometry is derived again from x, w and the cached parameters."""
+    layer = "conv transpose"
+    x, w, b, geo = _unpack_cache(cache, ("x", "w", "b", "geometry"), layer)
+    x = _cache_array(x, "x", layer)
+    w = _cache_array(w, "w", layer)
+    b = _cache_array(b, "b", layer)
+    if not isinstance(geo, tuple) or len(geo) != len(ConvTransposeGeometry._fields):
+        raise TypeError(
+            f"{layer} cache: geometry must be a ConvTransposeGeometry, got {type(geo).__name__}"
+        )
+    conv = _cache_geometry(geo[0], ConvGeometry, layer)
+    out_h, out_w = geo[1:]
+    check_ndim(x, 4, "x", "(N, C, H, W)")
+    check_ndim(w, 4, "w", "(C, F // groups, HH, WW)")
+    conv_param = {
+        "stride": (conv.stride_h, conv.stride_w),
+        "pad": (conv.pad_h, conv.pad_w),
+        "dilation": (conv.dilation_h, conv.dilation_w),
+        "groups": conv.groups,
+        "output_pad": tuple(
+            _positive_int(size, f"{layer} cache output size", 0)
+            - ((x.shape[2 + a] - 1) * stride - 2 * pad + dilation * (w.shape[2 + a] - 1) + 1)
+            for a, size, stride, pad, dilation in (
+                (0, out_h, conv.stride_h, conv.pad_h, conv.dilation_h),
+                (1, out_w, conv.stride_w, conv.pad_w, conv.dilation_w),
+            )
+        ),
+    }
+    expected = conv_transpose_geometry(x, w, b, conv_param)
+    if expected != (conv, out_h, out_w):
+        raise ValueError(
+            f"{layer} cache does not fit together: x {x.shape} and w {w.shape} do not give "
+            f"the cached geometry {geo!r}"
+        )
+    return x, w, b, expected
+
+
+def check_global_pool_cache(cache: Any) -> np.ndarray:
+    """The x of a global average pool's forward pass."""
+    x = _cache_array(cache, "x", "global avg pool")
+    check_ndim(x, 4, "global avg pool cache x", "(N, C, H, W)")
+    return x
+
+
 def check_pool_cache(cache: Any) -> tuple[np.ndarray, PoolGeometry, np.ndarray | None]:
     """The (x, geometry, argmax) of a max pool's forward pass, checked to fit together.
 
@@ -498,3 +546,24 @@ def check_pool_cache(cache: Any) -> tuple[np.ndarray, PoolGeometry, np.ndarray |
             "input plane: it does not belong to this x"
         )
     return x, geo, argmax
+
+
+def check_avg_pool_cache(cache: Any) -> tuple[np.ndarray, PoolGeometry]:
+    """The (x, geometry) of an average pool's forward pass, checked to fit together."""
+    x, geo, argmax = _unpack_cache(cache, ("x", "geometry", "argmax"), "avg pool")
+    x = _cache_array(x, "x", "avg pool")
+    geo = _cache_geometry(geo, PoolGeometry, "avg pool")
+    if argmax is not None:
+        raise ValueError("avg pool cache holds an argmax: it comes from a max pool")
+    pool_param = {
+        "pool_height": geo.pool_h,
+        "pool_width": geo.pool_w,
+        "stride": (geo.stride_h, geo.stride_w),
+    }
+    expected = pool_geometry(x, pool_param)
+    if expected != geo:
+        raise ValueError(
+            f"avg pool cache does not fit together: x {x.shape} gives output "
+            f"{expected.out_h}x{expected.out_w}, the cache says {geo.out_h}x{geo.out_w}"
+        )
+    return x, geo

@@ -1,4 +1,5 @@
-"""Layer benchmark: fast vs naive vs the GEMM alone vs PyTorch, for convolution and pooling.
+"""Layer benchmark: fast vs naive vs the GEMM alone vs PyTorch, for convolution (dilated,
+depthwise and transposed included) and max and average pooling.
 
 Run as ``convnet bench`` or ``python benchmarks/bench_layers.py``; ``--help`` lists the
 options. Like training, the benchmark first calls :func:`convnet.keep_freed_memory`, which
@@ -27,14 +28,22 @@ from convnet import _backend, nn
 from convnet._memory import keep_freed_memory
 from convnet._parallel import set_num_threads
 from convnet.fast_layers import (
+    avg_pool_backward_fast,
+    avg_pool_forward_fast,
     conv_backward_fast,
     conv_forward_fast,
+    conv_transpose_backward_fast,
+    conv_transpose_forward_fast,
     max_pool_backward_fast,
     max_pool_forward_fast,
 )
 from convnet.layers import (
+    avg_pool_backward_naive,
+    avg_pool_forward_naive,
     conv_backward_naive,
     conv_forward_naive,
+    conv_transpose_backward_naive,
+    conv_transpose_forward_naive,
     max_pool_backward_naive,
     max_pool_forward_naive,
 )
@@ -49,19 +58,39 @@ class ConvCase:
     w_shape: tuple[int, int, int, int]
     stride: int
     pad: int
+    dilation: int = 1
+    groups: int = 1
 
     def out_hw(self) -> tuple[int, int]:
         height, width = self.x_shape[2:]
-        kernel_h, kernel_w = self.w_shape[2:]
+        span_h, span_w = (self.dilation * (k - 1) + 1 for k in self.w_shape[2:])
         return (
-            (height + 2 * self.pad - kernel_h) // self.stride + 1,
-            (width + 2 * self.pad - kernel_w) // self.stride + 1,
+            (height + 2 * self.pad - span_h) // self.stride + 1,
+            (width + 2 * self.pad - span_w) // self.stride + 1,
         )
+
+    def conv_param(self) -> dict:
+        return {
+            "stride": self.stride,
+            "pad": self.pad,
+            "dilation": self.dilation,
+            "groups": self.groups,
+        }
 
     def forward_flops(self) -> int:
         out_h, out_w = self.out_hw()
         depth = self.w_shape[1] * self.w_shape[2] * self.w_shape[3]
         return 2 * self.x_shape[0] * self.w_shape[0] * depth * out_h * out_w
+
+
+@dataclass(frozen=True)
+class TransposeCase:
+    """A transposed convolution to time: input and filter (C, F, kh, kw) shapes."""
+
+    x_shape: tuple[int, int, int, int]
+    w_shape: tuple[int, int, int, int]
+    stride: int
+    pad: int
 
 
 @dataclass(frozen=True)
@@ -78,13 +107,20 @@ CONV_CASES = {
     "b": ConvCase((50, 3, 32, 32), (32, 3, 7, 7), 1, 3),
     "c": ConvCase((64, 64, 16, 16), (64, 64, 3, 3), 1, 1),
     "d": ConvCase((32, 128, 8, 8), (128, 128, 3, 3), 1, 1),
+    "dil": ConvCase((32, 64, 16, 16), (64, 64, 3, 3), 1, 2, dilation=2),
+    "dw": ConvCase((64, 64, 16, 16), (64, 1, 3, 3), 1, 1, groups=64),
+}
+TRANSPOSE_CASES = {"t1": TransposeCase((32, 64, 8, 8), (64, 32, 4, 4), 2, 1)}
+AVG_POOL_CASES = {
+    "ap1": PoolCase((100, 3, 32, 32), 2, 2),
+    "ap2": PoolCase((64, 64, 16, 16), 2, 2),
 }
 POOL_CASES = {
     "p1": PoolCase((100, 3, 32, 32), 2, 2),
     "p2": PoolCase((64, 64, 16, 16), 2, 2),
     "p3": PoolCase((64, 64, 16, 16), 3, 2),
 }
-NAIVE_BY_DEFAULT = ("a", "p1")
+NAIVE_BY_DEFAULT = ("a", "p1", "ap1")
 
 
 def interleaved_medians(
@@ -128,15 +164,17 @@ def conv_candidates(case: ConvCase, dtype: np.dtype, torch, rng: np.random.Gener
     x = rng.standard_normal(case.x_shape).astype(dtype)
     w = rng.standard_normal(case.w_shape).astype(dtype)
     b = rng.standard_normal(case.w_shape[0]).astype(dtype)
-    conv_param = {"stride": case.stride, "pad": case.pad}
+    conv_param = case.conv_param()
     out_h, out_w = case.out_hw()
     num_filters = case.w_shape[0]
     dout = rng.standard_normal((case.x_shape[0], num_filters, out_h, out_w)).astype(dtype)
     depth = w[0].size
     columns = case.x_shape[0] * out_h * out_w
-    cols = rng.standard_normal((depth, columns)).astype(dtype)
-    w_rows = w.reshape(num_filters, depth)
-    dout_rows = rng.standard_normal((num_filters, columns)).astype(dtype)
+    cols = rng.standard_normal((case.groups, depth, columns)).astype(dtype)
+    w_rows = w.reshape(case.groups, num_filters // case.groups, depth)
+    dout_rows = rng.standard_normal((case.groups, num_filters // case.groups, columns)).astype(
+        dtype
+    )
 
     def fast_forward_backward() -> None:
         _, cache = conv_forward_fast(x, w, b, conv_param)
@@ -144,8 +182,8 @@ def conv_candidates(case: ConvCase, dtype: np.dtype, torch, rng: np.random.Gener
 
     def gemms_forward_backward() -> None:
         np.matmul(w_rows, cols)
-        np.matmul(dout_rows, cols.T)
-        np.matmul(w_rows.T, dout_rows)
+        np.matmul(dout_rows, cols.transpose(0, 2, 1))
+        np.matmul(w_rows.transpose(0, 2, 1), dout_rows)
 
     def naive_forward_backward() -> None:
         _, cache = conv_forward_naive(x, w, b, conv_param)
@@ -165,13 +203,19 @@ def conv_candidates(case: ConvCase, dtype: np.dtype, torch, rng: np.random.Gener
         tb = torch.from_numpy(b).requires_grad_()
         tdout = torch.from_numpy(dout)
 
+        torch_param = {
+            "stride": case.stride,
+            "padding": case.pad,
+            "dilation": case.dilation,
+            "groups": case.groups,
+        }
+
         def torch_forward() -> None:
             with torch.no_grad():
-                functional.conv2d(tx, tw, tb, stride=case.stride, padding=case.pad)
+                functional.conv2d(tx, tw, tb, **torch_param)
 
         def torch_forward_backward() -> None:
-            out = functional.conv2d(tx, tw, tb, stride=case.stride, padding=case.pad)
-            out.backward(tdout)
+            functional.conv2d(tx, tw, tb, **torch_param).backward(tdout)
 
         candidates["torch fwd"] = torch_forward
         candidates["torch f+b"] = torch_forward_backward
@@ -202,6 +246,75 @@ def pool_candidates(case: PoolCase, dtype: np.dtype, torch, rng: np.random.Gener
 
         def torch_forward_backward() -> None:
             functional.max_pool2d(tx, case.window, case.stride).backward(tdout)
+
+        candidates["torch f+b"] = torch_forward_backward
+    return candidates, naive_forward_backward
+
+
+def transpose_candidates(case: TransposeCase, dtype: np.dtype, torch, rng: np.random.Generator):
+    """The callables timed for one transposed convolution, and the naive forward+backward."""
+    x = rng.standard_normal(case.x_shape).astype(dtype)
+    w = rng.standard_normal(case.w_shape).astype(dtype)
+    b = rng.standard_normal(case.w_shape[1]).astype(dtype)
+    conv_param = {"stride": case.stride, "pad": case.pad}
+    out, _ = conv_transpose_forward_fast(x, w, b, conv_param)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+
+    def fast_forward_backward() -> None:
+        _, cache = conv_transpose_forward_fast(x, w, b, conv_param)
+        conv_transpose_backward_fast(dout, cache)
+
+    def naive_forward_backward() -> None:
+        _, cache = conv_transpose_forward_naive(x, w, b, conv_param)
+        conv_transpose_backward_naive(dout, cache)
+
+    candidates = {
+        "fast fwd": lambda: conv_transpose_forward_fast(x, w, b, conv_param),
+        "fast f+b": fast_forward_backward,
+    }
+    if torch is not None:
+        import torch.nn.functional as functional
+
+        tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
+        tdout = torch.from_numpy(dout)
+
+        def torch_forward() -> None:
+            with torch.no_grad():
+                functional.conv_transpose2d(tx, tw, tb, stride=case.stride, padding=case.pad)
+
+        def torch_forward_backward() -> None:
+            out = functional.conv_transpose2d(tx, tw, tb, stride=case.stride, padding=case.pad)
+            out.backward(tdout)
+
+        candidates["torch fwd"] = torch_forward
+        candidates["torch f+b"] = torch_forward_backward
+    return candidates, naive_forward_backward
+
+
+def avg_pool_candidates(case: PoolCase, dtype: np.dtype, torch, rng: np.random.Generator):
+    """The callables timed for one average-pooling case, and the naive forward+backward."""
+    x = rng.standard_normal(case.x_shape).astype(dtype)
+    pool_param = {"pool_height": case.window, "pool_width": case.window, "stride": case.stride}
+    out, _ = avg_pool_forward_fast(x, pool_param)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+
+    def fast_forward_backward() -> None:
+        _, cache = avg_pool_forward_fast(x, pool_param)
+        avg_pool_backward_fast(dout, cache)
+
+    def naive_forward_backward() -> None:
+        _, cache = avg_pool_forward_naive(x, pool_param)
+        avg_pool_backward_naive(dout, cache)
+
+    candidates = {"fast f+b": fast_forward_backward, "copy x": x.copy}
+    if torch is not None:
+        import torch.nn.functional as functional
+
+        tx = torch.from_numpy(x).requires_grad_()
+        tdout = torch.from_numpy(dout)
+
+        def torch_forward_backward() -> None:
+            functional.avg_pool2d(tx, case.window, case.stride).backward(tdout)
 
         candidates["torch f+b"] = torch_forward_backward
     return candidates, naive_forward_backward
@@ -310,6 +423,42 @@ def pool_table(args, torch, rng) -> list[str]:
     return _print_table(header, 10, rows)
 
 
+def transpose_table(args, torch, rng) -> list[str]:
+    header = (
+        "| case | dtype | thr | x, w (C, F, kh, kw), stride, pad | naive f+b | fast fwd "
+        "| torch fwd | fast f+b | torch f+b | f+b/torch | naive/fast |"
+    )
+    rows = (
+        f"| {name} | {dtype.name} | {threads} | {case.x_shape} {case.w_shape} s{case.stride} "
+        f"p{case.pad} | {_ms(naive_ms)} | {_ms(times['fast fwd'])} "
+        f"| {_ms(times.get('torch fwd'))} | {_ms(times['fast f+b'])} "
+        f"| {_ms(times.get('torch f+b'))} | {_ratio(times['fast f+b'], times.get('torch f+b'))} "
+        f"| {_ratio(naive_ms, times['fast f+b'])} |"
+        for threads, name, case, dtype, times, naive_ms in measurements(
+            args, torch, rng, args.transpose_cases, TRANSPOSE_CASES, transpose_candidates
+        )
+    )
+    return _print_table(header, 11, rows)
+
+
+def avg_pool_table(args, torch, rng) -> list[str]:
+    header = (
+        "| case | dtype | thr | window/stride | naive f+b | fast f+b | torch f+b | copy x "
+        "| fast/torch | naive/fast |"
+    )
+    rows = (
+        f"| {name} {case.x_shape} | {dtype.name} | {threads} "
+        f"| {case.window}x{case.window}/{case.stride} | {_ms(naive_ms)} "
+        f"| {_ms(times['fast f+b'])} | {_ms(times.get('torch f+b'))} "
+        f"| {_ms(times['copy x'])} | {_ratio(times['fast f+b'], times.get('torch f+b'))} "
+        f"| {_ratio(naive_ms, times['fast f+b'])} |"
+        for threads, name, case, dtype, times, naive_ms in measurements(
+            args, torch, rng, args.avg_pool_cases, AVG_POOL_CASES, avg_pool_candidates
+        )
+    )
+    return _print_table(header, 10, rows)
+
+
 def memory_table(args) -> list[str]:
     case = CONV_CASES["b"]
     rows = (
@@ -338,9 +487,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--conv",
         dest="conv_cases",
-        default="a,b,c,d",
+        default="a,b,c,d,dil,dw",
         type=lambda text: _names(text, CONV_CASES),
-        help="convolution cases, comma-separated (default a,b,c,d; '' for none)",
+        help="convolution cases, comma-separated (default a,b,c,d,dil,dw; '' for none)",
+    )
+    parser.add_argument(
+        "--transpose",
+        dest="transpose_cases",
+        default="t1",
+        type=lambda text: _names(text, TRANSPOSE_CASES),
+        help="transposed-convolution cases (default t1; '' for none)",
+    )
+    parser.add_argument(
+        "--avg-pool",
+        dest="avg_pool_cases",
+        default="ap1,ap2",
+        type=lambda text: _names(text, AVG_POOL_CASES),
+        help="average-pooling cases (default ap1,ap2; '' for none)",
     )
     parser.add_argument(
         "--pool",
@@ -409,6 +572,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.pool_cases:
         print("\nMax pool, forward + backward")
         pool_table(args, torch, rng)
+    if args.transpose_cases:
+        print("\nTransposed convolution (fwd = forward; f+b = forward + backward)")
+        transpose_table(args, torch, rng)
+    if args.avg_pool_cases:
+        print("\nAverage pool, forward + backward")
+        avg_pool_table(args, torch, rng)
     if args.train_step:
         print("\nResidual net (convnet.models.resnet) training step: forward, loss, backward, SGD")
         train_step_table(args, torch, rng)

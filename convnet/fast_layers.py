@@ -27,9 +27,11 @@ from convnet._validation import (
     PoolGeometry,
     check_affine_arrays,
     check_affine_cache,
+    check_avg_pool_cache,
     check_conv_arrays,
     check_conv_cache,
     check_conv_transpose_arrays,
+    check_conv_transpose_cache,
     check_dout,
     check_float_array,
     check_pool_cache,
@@ -131,7 +133,11 @@ class _Columns:
         self.rows = x_shape[1] * w_shape[2] * w_shape[3]
         self.depth = self.rows // geo.groups
         self.pixels = geo.out_h * geo.out_w
-        self.pointwise = w_shape[2:] == (1, 1) and geo[:4] == (1, 1, 0, 0)
+        self.pointwise = (
+            w_shape[2:] == (1, 1)
+            and geo[:4] == (1, 1, 0, 0)
+            and (geo.out_h, geo.out_w) == tuple(x_shape[2:])
+        )
         self.kernel_args = (
             w_shape[2],
             w_shape[3],
@@ -212,12 +218,19 @@ def _depthwise_args(geo: ConvGeometry) -> tuple[int, ...]:
 
 
 def _correlate(
-    kernel: ModuleType, x_c: np.ndarray, w: np.ndarray, b: np.ndarray | None, geo: ConvGeometry
-) -> np.ndarray:
-    """The convolution of contiguous ``x_c`` with ``w`` (plus ``b`` if given), in x_c's dtype.
+    kernel: ModuleType,
+    x_c: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None,
+    geo: ConvGeometry,
+    upstream: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The convolution of contiguous ``x_c`` with ``w`` (plus ``b`` if given), in x_c's
+    dtype; and, given an ``upstream`` gradient of the output's shape, the filter gradient
+    for it from the same columns (a transposed convolution's backward pass needs both).
 
     Im2col and one GEMM per group on cache-sized chunks of images; with one input
-    channel per group, the compiled depthwise loop.
+    channel per group, the compiled depthwise loops.
     """
     dtype = x_c.dtype
     num, num_filters = x_c.shape[0], w.shape[0]
@@ -229,28 +242,49 @@ def _correlate(
         w_taps = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, *w.shape[2:])
         bias_c = np.ascontiguousarray(bias)
 
-        def depthwise_group(start: int, stop: int) -> None:
+        def depthwise_group(start: int, stop: int) -> np.ndarray | None:
             kernel.depthwise_forward(
                 x_c[start:stop], w_taps, bias_c, out[start:stop], *_depthwise_args(geo)
             )
+            if upstream is None:
+                return None
+            dw_taps = np.zeros(w_taps.shape, dtype=dtype)
+            kernel.depthwise_backward_weight(
+                x_c[start:stop], upstream[start:stop], dw_taps, *_depthwise_args(geo)
+            )
+            return dw_taps
 
-        map_groups(depthwise_group, num, workers)
-        return out
+        parts = map_groups(depthwise_group, num, workers)
+        if upstream is None:
+            return out, None
+        return out, sum(parts, np.zeros(w_taps.shape, dtype=dtype)).reshape(w.shape)
     per_group = num_filters // geo.groups
     w_groups = np.ascontiguousarray(w, dtype=dtype).reshape(geo.groups, per_group, columns.depth)
     out_rows = out.reshape(num, geo.groups, per_group, columns.pixels)
     bias_rows = bias.reshape(geo.groups, per_group, 1)
+    upstream_rows = None
+    if upstream is not None:
+        upstream_rows = upstream.reshape(out_rows.shape)
 
-    def forward_group(start: int, stop: int) -> None:
+    def forward_group(start: int, stop: int) -> np.ndarray:
+        dw_by_column = np.zeros((geo.groups, columns.depth, per_group), dtype=dtype)
         buffer = columns.buffer(stop - start)
         for first, last in columns.chunks(start, stop):
             out_chunk = out_rows[first:last]
-            np.matmul(w_groups, columns.fill(buffer, first, last), out=out_chunk)
+            cols = columns.fill(buffer, first, last)
+            np.matmul(w_groups, cols, out=out_chunk)
             if b is not None:
                 out_chunk += bias_rows
+            if upstream_rows is not None:
+                for image_cols, image_up in zip(cols, upstream_rows[first:last], strict=True):
+                    dw_by_column += np.matmul(image_cols, image_up.transpose(0, 2, 1))
+        return dw_by_column
 
-    map_groups(forward_group, num, workers)
-    return out
+    parts = map_groups(forward_group, num, workers)
+    if upstream is None:
+        return out, None
+    dw_by_column = sum(parts, np.zeros((geo.groups, columns.depth, per_group), dtype=dtype))
+    return out, np.ascontiguousarray(dw_by_column.transpose(0, 2, 1)).reshape(w.shape)
 
 
 def _conv_gradients(
@@ -278,6 +312,7 @@ def _conv_gradients(
     dx = dx if compute_dx else None
     if _depthwise(w.shape, geo):
         w_taps = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, *w.shape[2:])
+        finite = bool(np.isfinite(w_taps).all())
 
         def depthwise_group(start: int, stop: int) -> tuple[np.ndarray | None, np.ndarray]:
             dw_taps = None
@@ -288,7 +323,7 @@ def _conv_gradients(
                 )
             if dx is not None:
                 kernel.depthwise_backward_input(
-                    dout_c[start:stop], w_taps, dx[start:stop], *_depthwise_args(geo)
+                    dout_c[start:stop], w_taps, dx[start:stop], *_depthwise_args(geo), finite
                 )
             return dw_taps, dout_c[start:stop].sum(axis=(0, 2, 3))
 
@@ -362,7 +397,7 @@ def conv_forward_fast(
         _backend.warn_if_naive()
         return conv_forward_naive(x, w, b, conv_param)
     dtype = common_dtype(x, w, b)
-    out = _correlate(kernel, np.ascontiguousarray(x, dtype=dtype), w, b, geo)
+    out, _ = _correlate(kernel, np.ascontiguousarray(x, dtype=dtype), w, b, geo)
     return out, ConvCache(x, w, b, geo)
 
 
@@ -471,7 +506,7 @@ def conv_transpose_backward_fast(
     dw : ndarray, shape (C, F // groups, HH, WW)
     db : ndarray, shape (F,)
     """
-    x, w, b, geo = cache
+    x, w, b, geo = check_conv_transpose_cache(cache)
     dout = check_dout(dout, (x.shape[0], b.shape[0], geo.out_h, geo.out_w))
     kernel = _backend.kernel
     if kernel is None:
@@ -479,17 +514,8 @@ def conv_transpose_backward_fast(
         return conv_transpose_backward_naive(dout, cache)
     dtype = common_dtype(x, w, b, dout)
     dout_c = np.ascontiguousarray(dout, dtype=dtype)
-    dx = _correlate(kernel, dout_c, w, None, geo.conv)
-    _, dw, _ = _conv_gradients(
-        kernel,
-        geo.conv,
-        dout_c.shape,
-        dout_c,
-        w,
-        np.ascontiguousarray(x, dtype=dtype),
-        compute_dx=False,
-        compute_dw=True,
-    )
+    x_c = np.ascontiguousarray(x, dtype=dtype)
+    dx, dw = _correlate(kernel, dout_c, w, None, geo.conv, upstream=x_c)
     return dx, dw, dout_c.sum(axis=(0, 2, 3))
 
 
@@ -690,7 +716,7 @@ def avg_pool_backward_fast(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     -------
     dx : ndarray, shape (N, C, H, W)
     """
-    x, geo, _ = cache
+    x, geo = check_avg_pool_cache(cache)
     dout = check_dout(dout, (x.shape[0], x.shape[1], geo.out_h, geo.out_w))
     kernel = _backend.kernel
     if kernel is None:

@@ -23,11 +23,14 @@ from convnet._validation import (
     PoolGeometry,
     check_affine_arrays,
     check_affine_cache,
+    check_avg_pool_cache,
     check_conv_arrays,
     check_conv_cache,
     check_conv_transpose_arrays,
+    check_conv_transpose_cache,
     check_dout,
     check_float_array,
+    check_global_pool_cache,
     check_labels,
     check_ndim,
     check_pool_cache,
@@ -410,7 +413,7 @@ def conv_transpose_backward_naive(
     dw : ndarray, shape (C, F // groups, HH, WW)
     db : ndarray, shape (F,)
     """
-    x, w, b, geo = cache
+    x, w, b, geo = check_conv_transpose_cache(cache)
     dout = check_dout(dout, (x.shape[0], b.shape[0], geo.out_h, geo.out_w))
     dtype = common_dtype(x, w, b, dout)
     dout = dout.astype(dtype)
@@ -528,7 +531,7 @@ def avg_pool_backward_naive(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     -------
     dx : ndarray, shape (N, C, H, W)
     """
-    x, geo, _ = cache
+    x, geo = check_avg_pool_cache(cache)
     num, channels = x.shape[:2]
     dout = check_dout(dout, (num, channels, geo.out_h, geo.out_w))
     dx = np.zeros(x.shape, dtype=common_dtype(x, dout))
@@ -574,7 +577,7 @@ def global_avg_pool_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
     -------
     dx : ndarray, shape (N, C, H, W)
     """
-    x = cache
+    x = check_global_pool_cache(cache)
     dout = check_dout(dout, x.shape[:2])
     dtype = common_dtype(x, dout)
     share = dout.astype(dtype) / dtype.type(x.shape[2] * x.shape[3])

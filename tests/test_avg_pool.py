@@ -191,3 +191,20 @@ def test_global_avg_pool_backward_checks_dout():
     _, cache = global_avg_pool_forward(np.zeros((2, 3, 4, 4)))
     with pytest.raises(ValueError, match=r"dout has shape \(3, 2\)"):
         global_avg_pool_backward(np.zeros((3, 2)), cache)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_avg_pool_refuses_caches_of_other_passes(impl, rng):
+    forward, backward = IMPLEMENTATIONS[impl]
+    x = rng.standard_normal((2, 2, 5, 5))
+    out, cache = forward(x, _param(2, 2, 2))
+    dout = np.ones(out.shape)
+    for bad in (None, (), "cache", [x] * 3):
+        with pytest.raises(TypeError, match="cache"):
+            backward(dout, bad)
+    with pytest.raises(ValueError, match="does not fit together"):
+        backward(dout, cache._replace(x=np.ones((2, 2, 9, 9))))
+    with pytest.raises(ValueError, match="comes from a max pool"):
+        backward(dout, cache._replace(argmax=np.zeros(out.shape, np.intc)))
+    with pytest.raises(TypeError, match="global avg pool cache"):
+        global_avg_pool_backward(np.ones((2, 2)), "not x")

@@ -134,6 +134,7 @@ TRANSPOSE_CASES = [
     Case(1, 3, 1, 1, 3, 3, 3, 3, 1, 1, 2, 1),
     Case(2, 2, 1, 2, 2, 2, 2, 3, 3, (0, 1), (1, 2), (2, 1)),
     Case(2, 1, 3, 2, 3, 3, 1, 1, 1, 0, 1),
+    Case(1, 1, 2, 2, 2, 3, 1, 1, 1, 0, (1, 2), (0, 1)),  # 1x1 whose output outgrows x
 ]
 
 
@@ -320,6 +321,8 @@ def test_transpose_fast_matches_naive(
 
 DEPTHWISE_CASES = [
     Case(3, 4, 1, 1, 6, 7, 3, 3, 1, 1, 1),
+    Case(2, 3, 1, 2, 6, 7, 3, 4, 1, (2, 1), (2, 1)),
+    Case(2, 2, 1, 1, 5, 6, 2, 5, 1, 0, 1),
     Case(3, 3, 1, 2, 7, 6, 3, 2, (2, 1), (1, 0), (1, 2)),
     Case(2, 2, 1, 3, 5, 5, 5, 5, 3, 2, 1),
 ]
@@ -340,6 +343,39 @@ def test_depthwise_fast_matches_naive(case, dtype, threads, restore_num_threads)
         case.transpose_arrays(rng, dtype),
         case.transpose_param(),
     )
+
+
+NAN_CASES = [
+    *DEPTHWISE_CASES,
+    CONV_CASES[0],
+    CONV_CASES[1],
+]
+
+
+@pytest.mark.parametrize("transpose", [False, True], ids=["conv", "transpose"])
+@pytest.mark.parametrize("case", NAN_CASES, ids=_ids(NAN_CASES))
+@pytest.mark.parametrize("where", ["x", "w", "dout"])
+def test_nan_reaches_the_same_elements_as_in_the_naive_layers(transpose, case, where):
+    """A NaN (or an infinity) reaches exactly the outputs and gradients it touches."""
+    rng = np.random.default_rng(11)
+    layers = TRANSPOSE if transpose else CONV
+    param = case.transpose_param() if transpose else case.conv_param()
+    x, w, b = case.transpose_arrays(rng) if transpose else case.conv_arrays(rng)
+    out, _ = layers["naive"][0](x, w, b, param)
+    dout = rng.standard_normal(out.shape)
+    arrays = {"x": x, "w": w, "dout": dout}
+    target = arrays[where]
+    for value, index in ((np.nan, 0), (np.inf, target.size - 1), (np.nan, target.size // 2)):
+        poisoned = {key: array.copy() for key, array in arrays.items()}
+        poisoned[where].flat[index] = value
+        results = []
+        for forward, backward in layers.values():
+            with np.errstate(invalid="ignore"):  # infinity times zero
+                out, cache = forward(poisoned["x"], poisoned["w"], b, param)
+                results.append([out, *backward(poisoned["dout"], cache)])
+        for fast, naive in zip(results[1], results[0], strict=True):
+            np.testing.assert_array_equal(np.isnan(fast), np.isnan(naive))
+            np.testing.assert_array_equal(np.isinf(fast), np.isinf(naive))
 
 
 @pytest.mark.parametrize("impl", CONV)
@@ -535,3 +571,41 @@ def test_output_pad_may_reach_the_stride_when_below_the_dilation(rng):
     for forward, _ in TRANSPOSE.values():
         out, _ = forward(x, w, b, case.transpose_param())
         assert_matches(out, transpose_by_definition(x, w, b, case))
+
+
+# --- caches that do not belong to the forward pass ----------------------------------------------
+
+
+@pytest.mark.parametrize("impl", TRANSPOSE)
+@pytest.mark.parametrize("cache", [None, (), (1, 2), "cache", [np.ones(3)] * 4])
+def test_transpose_malformed_caches_are_a_type_error(impl, cache):
+    with pytest.raises(TypeError, match="cache"):
+        TRANSPOSE[impl][1](np.ones((2, 2, 2, 2)), cache)
+
+
+@pytest.mark.parametrize("impl", TRANSPOSE)
+def test_transpose_refuses_a_cache_that_does_not_fit_together(impl, rng):
+    case = TRANSPOSE_CASES[0]
+    x, w, b = case.transpose_arrays(rng)
+    out, cache = TRANSPOSE[impl][0](x, w, b, case.transpose_param())
+    backward = TRANSPOSE[impl][1]
+    dout = np.ones(out.shape)
+    with pytest.raises(ValueError, match=r"does not fit together|output_pad"):
+        backward(dout, cache._replace(x=np.ones((2, 2, 2, 2))))
+    with pytest.raises(ValueError, match="channel mismatch"):
+        backward(dout, cache._replace(w=np.ones((3, 3, 3, 3))))
+    with pytest.raises(TypeError, match="geometry"):
+        backward(dout, cache._replace(geometry=(1, 2, 3)))
+    with pytest.raises(TypeError, match="geometry must hold integers"):
+        backward(dout, cache._replace(geometry=cache.geometry._replace(conv=(1.0,) * 9)))
+
+
+@pytest.mark.parametrize("impl", CONV)
+def test_conv_cache_keeps_groups_and_dilation(impl, rng):
+    case = CONV_CASES[1]
+    x, w, b = case.conv_arrays(rng)
+    out, cache = CONV[impl][0](x, w, b, case.conv_param())
+    with pytest.raises(ValueError, match=r"does not fit together|channel mismatch"):
+        CONV[impl][1](
+            np.ones(out.shape), cache._replace(geometry=cache.geometry._replace(groups=1))
+        )
