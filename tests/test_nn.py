@@ -641,3 +641,16 @@ def test_convnet_train_builds_the_presets(tmp_path):
     resumed = [*arguments[:4], "2", "--out", str(out), "--resume", "--no-progress", "--quiet"]
     assert main(resumed) == 0
     assert json.loads((out / "summary.json").read_text())["epochs"] == 2
+
+
+def test_the_benchmarked_training_steps_run():
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    candidates = bench.train_step_candidates(
+        2, np.dtype(np.float32), torch, np.random.default_rng(0)
+    )
+    assert set(candidates) == ({"convnet", "torch"} if torch else {"convnet"})
+    for step in candidates.values():
+        step()
