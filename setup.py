@@ -65,11 +65,12 @@ class OptionalBuildExt(build_ext):
 
 extensions = [
     Extension(
-        "convnet._im2col",
-        ["convnet/_im2col.pyx"],
-        include_dirs=[np.get_include()],
+        f"convnet.{name}",
+        [f"convnet/{name}.pyx"],
+        include_dirs=[np.get_include(), "convnet"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_25_API_VERSION")],
     )
+    for name in ("_im2col", "_winograd")
 ]
 
 setup(

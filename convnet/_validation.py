@@ -112,6 +112,26 @@ def _param(params: Any, key: str, what: str) -> Any:
     return params[key]
 
 
+CONV_ALGORITHMS = ("auto", "im2col", "winograd")
+
+
+def conv_algorithm(conv_param: dict) -> str:
+    """The convolution algorithm ``conv_param`` asks for: ``'auto'`` when it names none.
+
+    ``'im2col'``, ``'winograd'`` or ``'auto'`` (the fast layers choose); the naive layers
+    compute the same result whatever it says.
+    """
+    algorithm = conv_param.get("algorithm", "auto") if isinstance(conv_param, dict) else "auto"
+    if not isinstance(algorithm, str):
+        raise TypeError(f"conv_param['algorithm'] must be a str, got {algorithm!r}")
+    if algorithm not in CONV_ALGORITHMS:
+        raise ValueError(
+            f"conv_param['algorithm'] must be one of {', '.join(map(repr, CONV_ALGORITHMS))}, "
+            f"got {algorithm!r}"
+        )
+    return algorithm
+
+
 def output_size(size: int, window: int, stride: int, pad: int) -> int:
     """``floor((size + 2 * pad - window) / stride) + 1``; needs ``window <= size + 2 * pad``."""
     return (size + 2 * pad - window) // stride + 1
@@ -126,7 +146,8 @@ def conv_geometry(x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict)
     w : ndarray, shape (F, C, HH, WW)
     b : ndarray, shape (F,)
     conv_param : dict
-        ``'stride'`` (int >= 1 or pair) and ``'pad'`` (int >= 0 or pair).
+        ``'stride'`` (int >= 1 or pair) and ``'pad'`` (int >= 0 or pair); optional
+        ``'algorithm'`` (see :func:`conv_algorithm`).
     """
     check_ndim(x, 4, "x", "(N, C, H, W)")
     check_ndim(w, 4, "w", "(F, C, HH, WW)")
@@ -140,6 +161,7 @@ def conv_geometry(x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict)
         raise ValueError(f"b must have length F = {w.shape[0]}, got shape {b.shape}")
     stride_h, stride_w = int_pair(_param(conv_param, "stride", "conv_param"), "stride", 1)
     pad_h, pad_w = int_pair(_param(conv_param, "pad", "conv_param"), "pad", 0)
+    conv_algorithm(conv_param)
     _, _, height, width = x.shape
     kernel_h, kernel_w = w.shape[2], w.shape[3]
     if kernel_h < 1 or kernel_w < 1:

@@ -27,12 +27,14 @@ from convnet._validation import (
 
 
 class ConvCache(NamedTuple):
-    """What a convolution's backward pass needs (shared by the naive and fast layers)."""
+    """What a convolution's backward pass needs (shared by the naive and fast layers);
+    ``algorithm`` is the one the forward pass was asked for."""
 
     x: np.ndarray
     w: np.ndarray
     b: np.ndarray
     geometry: ConvGeometry
+    algorithm: str = "auto"
 
 
 class PoolCache(NamedTuple):
@@ -248,7 +250,7 @@ def conv_backward_naive(
     dw : ndarray, shape (F, C, HH, WW)
     db : ndarray, shape (F,)
     """
-    x, w, b, geo = cache
+    x, w, b, geo = cache[:4]
     num_filters, _, kernel_h, kernel_w = w.shape
     dout = check_dout(dout, (x.shape[0], num_filters, geo.out_h, geo.out_w))
     dtype = common_dtype(x, w, b, dout)
