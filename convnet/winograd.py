@@ -27,11 +27,16 @@ whose transformed tiles fit a byte budget, one worker thread per group of images
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
 import numpy as np
 
 from convnet._parallel import map_groups
 
 TILE_SIZES = (2, 4)
+Result = TypeVar("Result")
 
 # (B^T, G, A^T) of F(m x m, 3x3) from Lavin & Gray 2016: interpolation points 0, 1, -1 and
 # infinity for m = 2; 0, 1, -1, 2, -2 and infinity for m = 4. The compiled transforms
@@ -132,6 +137,19 @@ class _Workspace:
         return buffer[:size].reshape(shape)
 
 
+def _quiet(work: Callable[[int, int], Result]) -> Callable[[int, int], Result]:
+    """Run a worker's share without floating-point warnings (numpy keeps one error state
+    per thread): values that are not finite make the call fall back to im2col, which
+    warns as it always does."""
+
+    @functools.wraps(work)
+    def quiet_work(start: int, stop: int) -> Result:
+        with np.errstate(all="ignore"):
+            return work(start, stop)
+
+    return quiet_work
+
+
 def images_per_chunk(bytes_per_image: int, chunk_bytes: int) -> int:
     """How many images a chunk of at most ``chunk_bytes`` holds (at least one)."""
     return max(1, chunk_bytes // max(1, bytes_per_image))
@@ -185,6 +203,7 @@ def forward(
     scratch_size = ((tiles_h * m + 2) * (tiles_w * m + 2) + alpha2) * max(channels, filters)
     per_chunk = images_per_chunk(alpha2 * tiles * (channels + filters) * x.itemsize, chunk_bytes)
 
+    @_quiet
     def forward_group(start: int, stop: int) -> bool:
         space = _Workspace(x.dtype)
         scratch = space.get("scratch", (scratch_size,))
@@ -248,6 +267,7 @@ def backward(
     per_image = alpha2 * (tiles + dx_tiles) * (channels + filters) * dtype.itemsize
     per_chunk = images_per_chunk(per_image, chunk_bytes)
 
+    @_quiet
     def backward_group(start: int, stop: int) -> tuple[np.ndarray, bool]:
         space = _Workspace(dtype)
         scratch = space.get("scratch", (scratch_size,))
@@ -281,7 +301,8 @@ def backward(
         if not finite:
             return None
         du += du_group
-    dw = filter_gradient(du, m)
+    with np.errstate(all="ignore"):
+        dw = filter_gradient(du, m)
     if not np.isfinite(dw).all():
         return None
     return dx, dw.astype(dtype)
