@@ -11,89 +11,131 @@
  * F(2x2): interpolation points 0, 1, -1, infinity; F(4x4): 0, 1, -1, 2, -2, infinity.
  */
 
-/* d = B^T s along one axis: 4 rows of s (step ss) into 4 rows of d (step ds). */
-static inline void WG_NAME(wg_bt4)(const WG_T *restrict s, ptrdiff_t ss, WG_T *restrict d,
-                                   ptrdiff_t ds, ptrdiff_t n) {
+/* The one-axis transforms below read `rows_in` rows of n values, s + k * ss, and write
+ * `rows_out` rows, d + k * ds. Each row is passed to a kernel of its own restrict
+ * pointers (WG_ROWS), so the compiler knows no store overlaps another row and
+ * vectorizes the loop over the n channels. */
+#define WG_IN(k) const WG_T *restrict s##k
+#define WG_OUT(k) WG_T *restrict d##k
+
+/* d = B^T s for F(2x2): 4 rows into 4 rows. */
+static inline void WG_NAME(wg_bt4_rows)(WG_IN(0), WG_IN(1), WG_IN(2), WG_IN(3), WG_OUT(0),
+                                        WG_OUT(1), WG_OUT(2), WG_OUT(3), ptrdiff_t n) {
     for (ptrdiff_t c = 0; c < n; c++) {
-        WG_T s0 = s[c], s1 = s[ss + c], s2 = s[2 * ss + c], s3 = s[3 * ss + c];
-        d[c] = s0 - s2;
-        d[ds + c] = s1 + s2;
-        d[2 * ds + c] = s2 - s1;
-        d[3 * ds + c] = s1 - s3;
+        d0[c] = s0[c] - s2[c];
+        d1[c] = s1[c] + s2[c];
+        d2[c] = s2[c] - s1[c];
+        d3[c] = s1[c] - s3[c];
     }
 }
 
 /* d = B^T s for F(4x4): 6 rows into 6 rows. */
-static inline void WG_NAME(wg_bt6)(const WG_T *restrict s, ptrdiff_t ss, WG_T *restrict d,
-                                   ptrdiff_t ds, ptrdiff_t n) {
+static inline void WG_NAME(wg_bt6_rows)(WG_IN(0), WG_IN(1), WG_IN(2), WG_IN(3), WG_IN(4),
+                                        WG_IN(5), WG_OUT(0), WG_OUT(1), WG_OUT(2), WG_OUT(3),
+                                        WG_OUT(4), WG_OUT(5), ptrdiff_t n) {
     for (ptrdiff_t c = 0; c < n; c++) {
-        WG_T s0 = s[c], s1 = s[ss + c], s2 = s[2 * ss + c];
-        WG_T s3 = s[3 * ss + c], s4 = s[4 * ss + c], s5 = s[5 * ss + c];
-        WG_T even = s4 - 4 * s2, odd = s3 - 4 * s1;
-        WG_T even2 = s4 - s2, odd2 = 2 * (s3 - s1);
-        d[c] = 4 * s0 - 5 * s2 + s4;
-        d[ds + c] = even + odd;
-        d[2 * ds + c] = even - odd;
-        d[3 * ds + c] = even2 + odd2;
-        d[4 * ds + c] = even2 - odd2;
-        d[5 * ds + c] = 4 * s1 - 5 * s3 + s5;
+        WG_T even = s4[c] - 4 * s2[c], odd = s3[c] - 4 * s1[c];
+        WG_T even2 = s4[c] - s2[c], odd2 = 2 * (s3[c] - s1[c]);
+        d0[c] = 4 * s0[c] - 5 * s2[c] + s4[c];
+        d1[c] = even + odd;
+        d2[c] = even - odd;
+        d3[c] = even2 + odd2;
+        d4[c] = even2 - odd2;
+        d5[c] = 4 * s1[c] - 5 * s3[c] + s5[c];
     }
 }
 
 /* d = A^T s for F(2x2): 4 rows into 2 rows. */
-static inline void WG_NAME(wg_at4)(const WG_T *restrict s, ptrdiff_t ss, WG_T *restrict d,
-                                   ptrdiff_t ds, ptrdiff_t n) {
+static inline void WG_NAME(wg_at4_rows)(WG_IN(0), WG_IN(1), WG_IN(2), WG_IN(3), WG_OUT(0),
+                                        WG_OUT(1), ptrdiff_t n) {
     for (ptrdiff_t c = 0; c < n; c++) {
-        WG_T s0 = s[c], s1 = s[ss + c], s2 = s[2 * ss + c], s3 = s[3 * ss + c];
-        d[c] = s0 + s1 + s2;
-        d[ds + c] = s1 - s2 - s3;
+        d0[c] = s0[c] + s1[c] + s2[c];
+        d1[c] = s1[c] - s2[c] - s3[c];
     }
 }
 
 /* d = A^T s for F(4x4): 6 rows into 4 rows. */
-static inline void WG_NAME(wg_at6)(const WG_T *restrict s, ptrdiff_t ss, WG_T *restrict d,
-                                   ptrdiff_t ds, ptrdiff_t n) {
+static inline void WG_NAME(wg_at6_rows)(WG_IN(0), WG_IN(1), WG_IN(2), WG_IN(3), WG_IN(4),
+                                        WG_IN(5), WG_OUT(0), WG_OUT(1), WG_OUT(2), WG_OUT(3),
+                                        ptrdiff_t n) {
     for (ptrdiff_t c = 0; c < n; c++) {
-        WG_T s0 = s[c], s1 = s[ss + c], s2 = s[2 * ss + c];
-        WG_T s3 = s[3 * ss + c], s4 = s[4 * ss + c], s5 = s[5 * ss + c];
-        WG_T sum12 = s1 + s2, dif12 = s1 - s2, sum34 = s3 + s4, dif34 = s3 - s4;
-        d[c] = s0 + sum12 + sum34;
-        d[ds + c] = dif12 + 2 * dif34;
-        d[2 * ds + c] = sum12 + 4 * sum34;
-        d[3 * ds + c] = dif12 + 8 * dif34 + s5;
+        WG_T sum12 = s1[c] + s2[c], dif12 = s1[c] - s2[c];
+        WG_T sum34 = s3[c] + s4[c], dif34 = s3[c] - s4[c];
+        d0[c] = s0[c] + sum12 + sum34;
+        d1[c] = dif12 + 2 * dif34;
+        d2[c] = sum12 + 4 * sum34;
+        d3[c] = dif12 + 8 * dif34 + s5[c];
     }
 }
 
 /* d = A s for F(2x2): 2 rows into 4 rows (the gradient's transform). */
-static inline void WG_NAME(wg_a4)(const WG_T *restrict s, ptrdiff_t ss, WG_T *restrict d,
-                                  ptrdiff_t ds, ptrdiff_t n) {
+static inline void WG_NAME(wg_a4_rows)(WG_IN(0), WG_IN(1), WG_OUT(0), WG_OUT(1), WG_OUT(2),
+                                       WG_OUT(3), ptrdiff_t n) {
     for (ptrdiff_t c = 0; c < n; c++) {
-        WG_T s0 = s[c], s1 = s[ss + c];
-        d[c] = s0;
-        d[ds + c] = s0 + s1;
-        d[2 * ds + c] = s0 - s1;
-        d[3 * ds + c] = -s1;
+        d0[c] = s0[c];
+        d1[c] = s0[c] + s1[c];
+        d2[c] = s0[c] - s1[c];
+        d3[c] = -s1[c];
     }
 }
 
 /* d = A s for F(4x4): 4 rows into 6 rows. */
-static inline void WG_NAME(wg_a6)(const WG_T *restrict s, ptrdiff_t ss, WG_T *restrict d,
-                                  ptrdiff_t ds, ptrdiff_t n) {
+static inline void WG_NAME(wg_a6_rows)(WG_IN(0), WG_IN(1), WG_IN(2), WG_IN(3), WG_OUT(0),
+                                       WG_OUT(1), WG_OUT(2), WG_OUT(3), WG_OUT(4), WG_OUT(5),
+                                       ptrdiff_t n) {
     for (ptrdiff_t c = 0; c < n; c++) {
-        WG_T s0 = s[c], s1 = s[ss + c], s2 = s[2 * ss + c], s3 = s[3 * ss + c];
-        WG_T even = s0 + s2, odd = s1 + s3, even4 = s0 + 4 * s2, odd4 = 2 * s1 + 8 * s3;
-        d[c] = s0;
-        d[ds + c] = even + odd;
-        d[2 * ds + c] = even - odd;
-        d[3 * ds + c] = even4 + odd4;
-        d[4 * ds + c] = even4 - odd4;
-        d[5 * ds + c] = s3;
+        WG_T even = s0[c] + s2[c], odd = s1[c] + s3[c];
+        WG_T even4 = s0[c] + 4 * s2[c], odd4 = 2 * s1[c] + 8 * s3[c];
+        d0[c] = s0[c];
+        d1[c] = even + odd;
+        d2[c] = even - odd;
+        d3[c] = even4 + odd4;
+        d4[c] = even4 - odd4;
+        d5[c] = s3[c];
     }
+}
+
+#undef WG_IN
+#undef WG_OUT
+
+/* The same transforms on strided rows: s + k * ss into d + k * ds. */
+static inline void WG_NAME(wg_bt4)(const WG_T *s, ptrdiff_t ss, WG_T *d, ptrdiff_t ds,
+                                   ptrdiff_t n) {
+    WG_NAME(wg_bt4_rows)(s, s + ss, s + 2 * ss, s + 3 * ss, d, d + ds, d + 2 * ds, d + 3 * ds,
+                         n);
+}
+
+static inline void WG_NAME(wg_bt6)(const WG_T *s, ptrdiff_t ss, WG_T *d, ptrdiff_t ds,
+                                   ptrdiff_t n) {
+    WG_NAME(wg_bt6_rows)(s, s + ss, s + 2 * ss, s + 3 * ss, s + 4 * ss, s + 5 * ss, d, d + ds,
+                         d + 2 * ds, d + 3 * ds, d + 4 * ds, d + 5 * ds, n);
+}
+
+static inline void WG_NAME(wg_at4)(const WG_T *s, ptrdiff_t ss, WG_T *d, ptrdiff_t ds,
+                                   ptrdiff_t n) {
+    WG_NAME(wg_at4_rows)(s, s + ss, s + 2 * ss, s + 3 * ss, d, d + ds, n);
+}
+
+static inline void WG_NAME(wg_at6)(const WG_T *s, ptrdiff_t ss, WG_T *d, ptrdiff_t ds,
+                                   ptrdiff_t n) {
+    WG_NAME(wg_at6_rows)(s, s + ss, s + 2 * ss, s + 3 * ss, s + 4 * ss, s + 5 * ss, d, d + ds,
+                         d + 2 * ds, d + 3 * ds, n);
+}
+
+static inline void WG_NAME(wg_a4)(const WG_T *s, ptrdiff_t ss, WG_T *d, ptrdiff_t ds,
+                                  ptrdiff_t n) {
+    WG_NAME(wg_a4_rows)(s, s + ss, d, d + ds, d + 2 * ds, d + 3 * ds, n);
+}
+
+static inline void WG_NAME(wg_a6)(const WG_T *s, ptrdiff_t ss, WG_T *d, ptrdiff_t ds,
+                                  ptrdiff_t n) {
+    WG_NAME(wg_a6_rows)(s, s + ss, s + 2 * ss, s + 3 * ss, d, d + ds, d + 2 * ds, d + 3 * ds,
+                        d + 4 * ds, d + 5 * ds, n);
 }
 
 /* scratch[y][x][c] = src[c][y - off_h][x - off_w], 0 outside src: src (n, h, w) planar,
  * scratch (sh, sw, n) channel-interleaved. */
-static void WG_NAME(wg_to_interleaved)(const WG_T *restrict src, ptrdiff_t n, ptrdiff_t h,
+WG_KERNEL static void WG_NAME(wg_to_interleaved)(const WG_T *restrict src, ptrdiff_t n, ptrdiff_t h,
                                        ptrdiff_t w, WG_T *restrict scratch, ptrdiff_t sh,
                                        ptrdiff_t sw, ptrdiff_t off_h, ptrdiff_t off_w) {
     ptrdiff_t x_lo = off_w < 0 ? 0 : (off_w < sw ? off_w : sw);
@@ -116,20 +158,29 @@ static void WG_NAME(wg_to_interleaved)(const WG_T *restrict src, ptrdiff_t n, pt
 }
 
 /* out[c][y][x] = scratch[y][x][c] + bias[c] for y < h, x < w: scratch (sh, sw, n)
- * interleaved, out (n, h, w) planar. Returns 1 if every value written is finite. */
-static int WG_NAME(wg_from_interleaved)(const WG_T *restrict scratch, ptrdiff_t sw,
-                                        ptrdiff_t n, WG_T *restrict out, ptrdiff_t h,
-                                        ptrdiff_t w, const WG_T *restrict bias) {
-    WG_T nonfinite = 0; /* stays 0 unless some value is inf or NaN (then x * 0 is NaN) */
-    for (ptrdiff_t c = 0; c < n; c++) {
-        WG_T shift = bias ? bias[c] : 0;
-        for (ptrdiff_t y = 0; y < h; y++) {
-            const WG_T *row = scratch + y * sw * n + c;
-            WG_T *line = out + (c * h + y) * w;
-            for (ptrdiff_t x = 0; x < w; x++) {
-                WG_T value = row[x * n] + shift;
-                line[x] = value;
-                nonfinite += value * 0;
+ * interleaved, out (n, h, w) planar. Returns 1 if every value written is finite. Goes
+ * through each row in blocks of WG_BLOCK columns, whose n channels stay in L1 while
+ * every channel's piece of the block is written. */
+#ifndef WG_BLOCK
+#define WG_BLOCK 16
+#endif
+WG_KERNEL static int WG_NAME(wg_from_interleaved)(const WG_T *restrict scratch, ptrdiff_t sw,
+                                                  ptrdiff_t n, WG_T *restrict out, ptrdiff_t h,
+                                                  ptrdiff_t w, const WG_T *restrict bias) {
+    WG_UINT nonfinite = 0; /* the exponent bits of inf and NaN are all ones */
+    for (ptrdiff_t y = 0; y < h; y++) {
+        const WG_T *row = scratch + y * sw * n;
+        for (ptrdiff_t x0 = 0; x0 < w; x0 += WG_BLOCK) {
+            ptrdiff_t x1 = x0 + WG_BLOCK < w ? x0 + WG_BLOCK : w;
+            for (ptrdiff_t c = 0; c < n; c++) {
+                WG_T *line = out + (c * h + y) * w;
+                for (ptrdiff_t x = x0; x < x1; x++) {
+                    WG_T value = row[x * n + c] + bias[c];
+                    WG_UINT bits;
+                    memcpy(&bits, &value, sizeof bits);
+                    line[x] = value;
+                    nonfinite |= (bits & WG_EXPONENT) == WG_EXPONENT;
+                }
             }
         }
     }
@@ -139,7 +190,7 @@ static int WG_NAME(wg_from_interleaved)(const WG_T *restrict scratch, ptrdiff_t 
 /* B^T d B of every tile of one interleaved image: the tile (th, tw) starts at scratch row
  * th * m and column tw * m; its alpha^2 transformed values go to v[xi * plane + t * n],
  * t = th * tiles_w + tw. tmp holds alpha^2 * n values. */
-static void WG_NAME(wg_input_tiles)(const WG_T *restrict scratch, ptrdiff_t sw, ptrdiff_t n,
+WG_KERNEL static void WG_NAME(wg_input_tiles)(const WG_T *restrict scratch, ptrdiff_t sw, ptrdiff_t n,
                                     ptrdiff_t tiles_h, ptrdiff_t tiles_w, int m, WG_T *restrict v,
                                     ptrdiff_t plane, WG_T *restrict tmp) {
     ptrdiff_t alpha = m + 2;
@@ -165,7 +216,7 @@ static void WG_NAME(wg_input_tiles)(const WG_T *restrict scratch, ptrdiff_t sw, 
 
 /* A dy A^T of every m x m tile of one interleaved gradient image, laid out as in
  * wg_input_tiles. */
-static void WG_NAME(wg_gradient_tiles)(const WG_T *restrict scratch, ptrdiff_t sw,
+WG_KERNEL static void WG_NAME(wg_gradient_tiles)(const WG_T *restrict scratch, ptrdiff_t sw,
                                        ptrdiff_t n, ptrdiff_t tiles_h, ptrdiff_t tiles_w,
                                        int m, WG_T *restrict v, ptrdiff_t plane,
                                        WG_T *restrict tmp) {
@@ -192,7 +243,7 @@ static void WG_NAME(wg_gradient_tiles)(const WG_T *restrict scratch, ptrdiff_t s
 
 /* A^T M A of every tile of one image: M[xi * plane + t * n] as produced by the GEMMs,
  * written into the interleaved scratch (tiles_h * m, tiles_w * m, n). */
-static void WG_NAME(wg_output_tiles)(const WG_T *restrict v, ptrdiff_t plane, ptrdiff_t n,
+WG_KERNEL static void WG_NAME(wg_output_tiles)(const WG_T *restrict v, ptrdiff_t plane, ptrdiff_t n,
                                      ptrdiff_t tiles_h, ptrdiff_t tiles_w, int m,
                                      WG_T *restrict scratch, WG_T *restrict tmp) {
     ptrdiff_t alpha = m + 2, sw = tiles_w * m;
