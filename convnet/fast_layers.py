@@ -49,6 +49,9 @@ SMALL_POOL_ELEMENTS = 2**16
 SMALL_VECTORIZED_POOL_ELEMENTS = 2**21
 SMALL_GEMM = 2**20
 WINOGRAD_MIN_CHANNELS = 16
+# The weight gradient's GEMMs sum over the tiles of a chunk into an (alpha^2, F, C) array:
+# larger chunks than the forward pass's make them longer and the sums fewer (measured).
+WINOGRAD_BACKWARD_CHUNK_BYTES = 4 * 2**20
 _workspace_bytes = DEFAULT_WORKSPACE_BYTES
 
 
@@ -167,9 +170,9 @@ def _choose_algorithm(
     return "im2col", 0
 
 
-def _chunk_bytes() -> int:
-    """One worker's share of the workspace, at most ``CHUNK_TARGET_BYTES``."""
-    return min(CHUNK_TARGET_BYTES, _workspace_bytes // get_num_threads())
+def _chunk_bytes(target: int = CHUNK_TARGET_BYTES) -> int:
+    """One worker's share of the workspace, at most ``target``."""
+    return min(target, _workspace_bytes // get_num_threads())
 
 
 def _conv_workers(
@@ -352,7 +355,7 @@ def conv_backward_fast(
             w.astype(dtype, copy=False),
             (geo.pad_h, geo.pad_w),
             tile,
-            _chunk_bytes(),
+            _chunk_bytes(WINOGRAD_BACKWARD_CHUNK_BYTES),
             _conv_workers(x.shape, w.shape, geo),
             compute_dx,
         )

@@ -102,6 +102,29 @@ def filter_transform(w: np.ndarray, m: int, dtype: np.dtype) -> np.ndarray:
     return flat.reshape(-1, channels, filters)
 
 
+def flipped_filter_transform(w: np.ndarray, m: int, dtype: np.dtype) -> np.ndarray:
+    """The filters of the input gradient's convolution, transformed:
+    ``u[xi, f, c] = (G w[f, c, ::-1, ::-1] G^T)[xi]``.
+
+    Flipping a 3x3 filter reverses its 9 values, so this is ``kron(G, G)`` with its
+    columns reversed, applied to ``w`` as it lies.
+
+    Parameters
+    ----------
+    w : ndarray, shape (F, C, 3, 3)
+    m : int
+    dtype : dtype of the result.
+
+    Returns
+    -------
+    u : ndarray, shape (alpha^2, F, C), C-contiguous
+    """
+    filters, channels = w.shape[:2]
+    flat_w = w.astype(dtype, copy=False).reshape(filters * channels, 9)
+    flat = _filter_matrix(m)[:, ::-1].astype(dtype) @ flat_w.T
+    return flat.reshape(-1, filters, channels)
+
+
 def filter_gradient(du: np.ndarray, m: int) -> np.ndarray:
     """The filter gradient ``dw[f, c] = G^T du[:, f, c] G`` from the transformed gradient.
 
@@ -111,11 +134,11 @@ def filter_gradient(du: np.ndarray, m: int) -> np.ndarray:
 
     Returns
     -------
-    dw : ndarray, shape (F, C, 3, 3), float64
+    dw : ndarray, shape (F, C, 3, 3), du's dtype
     """
     alpha2, filters, channels = du.shape
-    flat = _filter_matrix(m).T @ du.reshape(alpha2, filters * channels).astype(np.float64)
-    return flat.T.reshape(filters, channels, 3, 3)
+    flat = du.reshape(alpha2, filters * channels).T @ _filter_matrix(m).astype(du.dtype)
+    return flat.reshape(filters, channels, 3, 3)
 
 
 def _tiles(size: int, m: int) -> int:
@@ -258,7 +281,7 @@ def backward(
     tiles = tiles_h * tiles_w
     dx_tiles_h, dx_tiles_w = _tiles(height, m), _tiles(width, m)
     dx_tiles = dx_tiles_h * dx_tiles_w if compute_dx else 0
-    flipped = filter_transform(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1], m, dtype)
+    flipped = flipped_filter_transform(w, m, dtype)
     dx = np.empty(x.shape, dtype=dtype) if compute_dx else None
     no_bias = np.zeros(channels, dtype=dtype)
     dx_pad = (2 - pad[0], 2 - pad[1])
@@ -296,13 +319,11 @@ def backward(
             )
         return du, finite
 
-    du = np.zeros((alpha2, filters, channels))
+    du = np.zeros((alpha2, filters, channels), dtype=dtype)
     for du_group, finite in map_groups(backward_group, num, max_groups):
         if not finite:
             return None
         du += du_group
     with np.errstate(all="ignore"):
         dw = filter_gradient(du, m)
-    if not np.isfinite(dw).all():
-        return None
-    return dx, dw.astype(dtype)
+    return (dx, dw) if np.isfinite(dw).all() else None

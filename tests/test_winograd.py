@@ -51,6 +51,12 @@ def test_filter_transform_and_gradient_use_g(m, rng):
         for c in range(2):
             expected = g @ w[f, c] @ g.T
             np.testing.assert_allclose(u[:, c, f].reshape(alpha, alpha), expected, atol=1e-14)
+    flipped = winograd.flipped_filter_transform(w, m, np.dtype(np.float64))
+    assert flipped.shape == (alpha * alpha, 3, 2)
+    for f in range(3):
+        for c in range(2):
+            expected = g @ w[f, c, ::-1, ::-1] @ g.T
+            np.testing.assert_allclose(flipped[:, f, c].reshape(alpha, alpha), expected, atol=1e-14)
     du = rng.standard_normal((alpha * alpha, 3, 2))
     dw = winograd.filter_gradient(du, m)
     for f in range(3):
