@@ -48,7 +48,9 @@ SMALL_CONV_MULTIPLY_ADDS = 2**22
 SMALL_POOL_ELEMENTS = 2**16
 SMALL_VECTORIZED_POOL_ELEMENTS = 2**21
 SMALL_GEMM = 2**20
-WINOGRAD_MIN_CHANNELS = 16
+WINOGRAD_MIN_CHANNELS = 8
+WINOGRAD_MIN_PIXELS = 256
+WINOGRAD_MIN_PIXEL_CHANNELS = 2**14
 # The weight gradient's GEMMs sum over the tiles of a chunk into an (alpha^2, F, C) array:
 # larger chunks than the forward pass's make them longer and the sums fewer (measured).
 WINOGRAD_BACKWARD_CHUNK_BYTES = 4 * 2**20
@@ -115,9 +117,22 @@ def _winograd_applies(w_shape: tuple[int, ...], geo: ConvGeometry) -> bool:
     return w_shape[2:] == (3, 3) and (geo.stride_h, geo.stride_w) == (1, 1)
 
 
-def _auto_prefers_winograd(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> bool:
-    """The measured rule of ``algorithm='auto'`` for a convolution Winograd can do."""
-    return x_shape[1] >= WINOGRAD_MIN_CHANNELS and w_shape[0] >= WINOGRAD_MIN_CHANNELS
+def _auto_prefers_winograd(
+    x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: ConvGeometry
+) -> bool:
+    """The measured rule of ``algorithm='auto'`` for a convolution Winograd can do.
+
+    Winograd needs at least ``WINOGRAD_MIN_CHANNELS`` input channels and filters (with
+    fewer its transforms cost more than the multiplies they save), and enough output
+    pixels in the batch to repay its per-call work (transforming the filters):
+    ``WINOGRAD_MIN_PIXEL_CHANNELS / min(C, F)`` and at least ``WINOGRAD_MIN_PIXELS``.
+    ``python benchmarks/bench_algorithms.py`` prints the measurements behind both.
+    """
+    narrowest = min(x_shape[1], w_shape[0])
+    pixels = x_shape[0] * geo.out_h * geo.out_w
+    return narrowest >= WINOGRAD_MIN_CHANNELS and pixels >= max(
+        WINOGRAD_MIN_PIXELS, WINOGRAD_MIN_PIXEL_CHANNELS // narrowest
+    )
 
 
 def conv_algorithm_choice(
@@ -132,9 +147,8 @@ def conv_algorithm_choice(
     conv_param : dict
         As for :func:`conv_forward_fast`, including the optional ``'algorithm'``:
         ``'im2col'``, ``'winograd'`` (3x3 filters with stride 1 only: anything else is a
-        ``ValueError``) or ``'auto'`` (the default: Winograd where it applies and at least
-        ``WINOGRAD_MIN_CHANNELS`` input channels and filters, a rule measured with
-        ``convnet bench --algorithms``).
+        ``ValueError``) or ``'auto'`` (the default: Winograd where it applies and the
+        measured rule of ``_auto_prefers_winograd`` expects it to be faster).
 
     Returns
     -------
@@ -164,7 +178,7 @@ def _choose_algorithm(
         requested == "auto"
         and applies
         and _backend.winograd_kernel is not None
-        and _auto_prefers_winograd(x_shape, w_shape)
+        and _auto_prefers_winograd(x_shape, w_shape, geo)
     ):
         return "winograd", _winograd_tile(geo)
     return "im2col", 0
@@ -288,6 +302,7 @@ def conv_forward_fast(
             (geo.pad_h, geo.pad_w),
             tile,
             _chunk_bytes(),
+            _chunk_bytes(_workspace_bytes),
             _conv_workers(x.shape, w.shape, geo),
         )
         if out is not None:
@@ -356,6 +371,7 @@ def conv_backward_fast(
             (geo.pad_h, geo.pad_w),
             tile,
             _chunk_bytes(WINOGRAD_BACKWARD_CHUNK_BYTES),
+            _chunk_bytes(_workspace_bytes),
             _conv_workers(x.shape, w.shape, geo),
             compute_dx,
         )

@@ -36,6 +36,7 @@ import numpy as np
 from convnet._parallel import map_groups
 
 TILE_SIZES = (2, 4)
+MIN_CHUNK_TILES = 128
 Result = TypeVar("Result")
 
 # (B^T, G, A^T) of F(m x m, 3x3) from Lavin & Gray 2016: interpolation points 0, 1, -1 and
@@ -173,9 +174,20 @@ def _quiet(work: Callable[[int, int], Result]) -> Callable[[int, int], Result]:
     return quiet_work
 
 
-def images_per_chunk(bytes_per_image: int, chunk_bytes: int) -> int:
-    """How many images a chunk of at most ``chunk_bytes`` holds (at least one)."""
-    return max(1, chunk_bytes // max(1, bytes_per_image))
+def images_per_chunk(
+    tiles_per_image: int,
+    bytes_per_image: int,
+    chunk_bytes: int,
+    max_chunk_bytes: int,
+    min_tiles: int = MIN_CHUNK_TILES,
+) -> int:
+    """Images per chunk: enough for ``chunk_bytes`` and for ``min_tiles`` tiles (the GEMMs'
+    rows, or their inner dimension for dW: with fewer, moving the (alpha^2, C, F)
+    filter-sized arrays dominates the GEMMs), but at most ``max_chunk_bytes`` worth, and
+    at least one image."""
+    per_image = max(1, bytes_per_image)
+    wanted = max(chunk_bytes // per_image, -(-min_tiles // max(1, tiles_per_image)))
+    return max(1, min(wanted, max_chunk_bytes // per_image))
 
 
 def _chunks(start: int, stop: int, per_chunk: int) -> list[tuple[int, int]]:
@@ -190,6 +202,7 @@ def forward(
     pad: tuple[int, int],
     m: int,
     chunk_bytes: int,
+    max_chunk_bytes: int,
     max_groups: int | None,
 ) -> np.ndarray | None:
     """Convolution of ``x`` with 3x3 filters ``w``, stride 1, by Winograd F(m x m, 3x3).
@@ -205,8 +218,9 @@ def forward(
         Zero padding; may be negative (the input is then cropped).
     m : int
         Output tile size, 2 or 4.
-    chunk_bytes : int
-        Budget for one chunk's transformed tiles, per worker.
+    chunk_bytes, max_chunk_bytes : int
+        Target and bound, in bytes, of one worker's chunk of transformed tiles (see
+        :func:`images_per_chunk`).
     max_groups : int or None
         At most this many worker groups (None: one per thread).
 
@@ -224,7 +238,9 @@ def forward(
     u = filter_transform(w, m, x.dtype)
     out = np.empty((num, filters, out_h, out_w), dtype=x.dtype)
     scratch_size = ((tiles_h * m + 2) * (tiles_w * m + 2) + alpha2) * max(channels, filters)
-    per_chunk = images_per_chunk(alpha2 * tiles * (channels + filters) * x.itemsize, chunk_bytes)
+    per_chunk = images_per_chunk(
+        tiles, alpha2 * tiles * (channels + filters) * x.itemsize, chunk_bytes, max_chunk_bytes
+    )
 
     @_quiet
     def forward_group(start: int, stop: int) -> bool:
@@ -253,6 +269,7 @@ def backward(
     pad: tuple[int, int],
     m: int,
     chunk_bytes: int,
+    max_chunk_bytes: int,
     max_groups: int | None,
     compute_dx: bool,
 ) -> tuple[np.ndarray | None, np.ndarray] | None:
@@ -260,7 +277,7 @@ def backward(
 
     Parameters
     ----------
-    kernel, pad, m, chunk_bytes, max_groups
+    kernel, pad, m, chunk_bytes, max_chunk_bytes, max_groups
         As in :func:`forward`.
     dout : ndarray, shape (N, F, H_out, W_out), C-contiguous, x's dtype
     x : ndarray, shape (N, C, H, W), C-contiguous
@@ -288,7 +305,10 @@ def backward(
     most_tiles = max(tiles_h, dx_tiles_h) * m + 2, max(tiles_w, dx_tiles_w) * m + 2
     scratch_size = (most_tiles[0] * most_tiles[1] + alpha2) * max(channels, filters)
     per_image = alpha2 * (tiles + dx_tiles) * (channels + filters) * dtype.itemsize
-    per_chunk = images_per_chunk(per_image, chunk_bytes)
+    # dW's GEMMs sum over the chunk's tiles into an (alpha^2, F, C) array: with as many tiles
+    # as filters and channels together, writing that array costs less than the product.
+    min_tiles = max(MIN_CHUNK_TILES, channels + filters)
+    per_chunk = images_per_chunk(tiles, per_image, chunk_bytes, max_chunk_bytes, min_tiles)
 
     @_quiet
     def backward_group(start: int, stop: int) -> tuple[np.ndarray, bool]:

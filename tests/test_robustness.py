@@ -21,6 +21,7 @@ from convnet.fast_layers import (
     conv_forward_fast,
     max_pool_backward_fast,
     max_pool_forward_fast,
+    set_workspace_limit,
 )
 from convnet.layers import conv_backward_naive, conv_forward_naive
 
@@ -146,9 +147,21 @@ def _extra_peak_mib(x, w, conv_param) -> float:
 
 
 @needs_kernel
-@pytest.mark.parametrize("kernel_size, pad", [(1, 0), (3, 1)])
-def test_backward_scratch_memory_does_not_grow_with_the_batch(kernel_size, pad):
+@pytest.mark.parametrize(
+    "kernel_size, pad, algorithm", [(1, 0, "auto"), (3, 1, "im2col"), (3, 1, "winograd")]
+)
+def test_backward_scratch_memory_does_not_grow_with_the_batch(
+    kernel_size, pad, algorithm, restore_workspace_limit
+):
+    """Beyond outputs and gradients, a pass needs its workspace limit (here 4 MiB, which
+    both batches fill) and arrays the size of the filters (Winograd's transformed filters
+    and weight gradients, (6x6)/(3x3) = 4 times larger, a few per worker), whatever the
+    batch."""
+    set_workspace_limit(4 * 2**20)
     w = np.ones((256, 64, kernel_size, kernel_size), np.float32)
-    small = _extra_peak_mib(np.ones((64, 64, 4, 4), np.float32), w, {"stride": 1, "pad": pad})
-    large = _extra_peak_mib(np.ones((512, 64, 4, 4), np.float32), w, {"stride": 1, "pad": pad})
+    param = {"stride": 1, "pad": pad, "algorithm": algorithm}
+    small = _extra_peak_mib(np.ones((64, 64, 4, 4), np.float32), w, param)
+    large = _extra_peak_mib(np.ones((512, 64, 4, 4), np.float32), w, param)
     assert large < small + 1.0, (small, large)
+    transformed_filters_mib = 4 * w.nbytes / 2**20
+    assert large < 4 + 8 * transformed_filters_mib + 1.0, large

@@ -274,11 +274,14 @@ def test_winograd_refuses_what_it_cannot_do(w_shape, stride):
 
 @needs_winograd
 def test_auto_choice_follows_the_rule():
-    wide = fast_layers.WINOGRAD_MIN_CHANNELS
+    wide = 64
     param = {"stride": 1, "pad": 1}
     assert conv_algorithm_choice((8, wide, 16, 16), (wide, wide, 3, 3), param) == ("winograd", 4)
-    assert conv_algorithm_choice((8, wide, 2, 2), (wide, wide, 3, 3), param) == ("winograd", 2)
+    assert conv_algorithm_choice((64, wide, 2, 2), (wide, wide, 3, 3), param) == ("winograd", 2)
     assert conv_algorithm_choice((8, 3, 16, 16), (wide, 3, 3, 3), param)[0] == "im2col"
+    assert conv_algorithm_choice((1, wide, 4, 4), (wide, wide, 3, 3), param)[0] == "im2col"
+    assert conv_algorithm_choice((4, 8, 16, 16), (8, 8, 3, 3), param)[0] == "im2col"
+    assert conv_algorithm_choice((16, 8, 16, 16), (8, 8, 3, 3), param)[0] == "winograd"
     assert conv_algorithm_choice((8, wide, 16, 16), (wide, wide, 5, 5), {**param, "pad": 2}) == (
         "im2col",
         0,
