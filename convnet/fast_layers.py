@@ -26,9 +26,12 @@ from convnet._validation import (
     ConvGeometry,
     PoolGeometry,
     check_affine_arrays,
+    check_affine_cache,
     check_conv_arrays,
+    check_conv_cache,
     check_dout,
     check_float_array,
+    check_pool_cache,
     common_dtype,
     conv_algorithm,
     pool_geometry,
@@ -350,7 +353,7 @@ def conv_backward_fast(
     dw : ndarray, shape (F, C, HH, WW)
     db : ndarray, shape (F,)
     """
-    x, w, b, geo = cache[:4]
+    x, w, b, geo, requested = check_conv_cache(cache)
     num, num_filters = x.shape[0], w.shape[0]
     dout = check_dout(dout, (num, num_filters, geo.out_h, geo.out_w))
     kernel = _backend.kernel
@@ -359,7 +362,6 @@ def conv_backward_fast(
         dx, dw, db = conv_backward_naive(dout, cache)
         return (dx if compute_dx else None), dw, db
     dtype = common_dtype(x, w, b, dout)
-    requested = getattr(cache, "algorithm", "auto")
     algorithm, tile = _choose_algorithm(requested, x.shape, w.shape, geo)
     if algorithm == "winograd":
         dout_c = np.ascontiguousarray(dout, dtype=dtype)
@@ -455,7 +457,7 @@ def affine_backward_fast(
     dw : ndarray, shape (D, M)
     db : ndarray, shape (M,)
     """
-    x, w, b = cache
+    x, w, b = check_affine_cache(cache)
     dout = check_dout(dout, (x.shape[0], w.shape[1]))
     dtype = common_dtype(x, w, b, dout)
     rows = x.reshape(x.shape[0], w.shape[0]).astype(dtype, copy=False)
@@ -523,7 +525,7 @@ def max_pool_backward_fast(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     -------
     dx : ndarray, shape (N, C, H, W)
     """
-    x, geo, argmax = cache
+    x, geo, argmax = check_pool_cache(cache)
     dout = check_dout(dout, (x.shape[0], x.shape[1], geo.out_h, geo.out_w))
     kernel = _backend.kernel
     if kernel is None or argmax is None:
