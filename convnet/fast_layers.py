@@ -1,11 +1,15 @@
-"""Fast convolution and max pooling: validate in Python, then compiled kernel + BLAS GEMM.
+"""Fast convolution (dilated, grouped, transposed), max and average pooling: validate in
+Python, then compiled kernel + BLAS GEMM.
 
 The convolution copies receptive fields into a column matrix (im2col) and multiplies it by
-the filters with numpy's BLAS. One worker per core (:mod:`convnet._parallel`) takes a
-contiguous group of images and works through it in cache-sized chunks whose workspace
-stays under a byte budget (:func:`set_workspace_limit`), so memory does not grow with the
-batch beyond the output and gradients themselves. A 1x1 convolution with stride 1 and no padding
-needs no im2col at all.
+the filters with numpy's BLAS, one GEMM per group. One worker per core
+(:mod:`convnet._parallel`) takes a contiguous group of images and works through it in
+cache-sized chunks whose workspace stays under a byte budget (:func:`set_workspace_limit`),
+so memory does not grow with the batch beyond the output and gradients themselves. A 1x1
+convolution with stride 1 and no padding needs no im2col at all; a depthwise convolution
+(one input channel per group) runs compiled direct loops. A transposed convolution is the
+convolution's input-gradient pass, and its backward pass the convolution's forward and
+filter-gradient passes, on the same code.
 
 Without the compiled kernel every function falls back to the naive layers of
 :mod:`convnet.layers` and warns once.
