@@ -128,6 +128,26 @@ def _param(params: Any, key: str, what: str) -> Any:
     return params[key]
 
 
+CONV_ALGORITHMS = ("auto", "im2col", "winograd")
+
+
+def conv_algorithm(conv_param: dict) -> str:
+    """The convolution algorithm ``conv_param`` asks for: ``'auto'`` when it names none.
+
+    ``'im2col'``, ``'winograd'`` or ``'auto'`` (the fast layers choose); the naive layers
+    compute the same result whatever it says.
+    """
+    algorithm = conv_param.get("algorithm", "auto") if isinstance(conv_param, dict) else "auto"
+    if not isinstance(algorithm, str):
+        raise TypeError(f"conv_param['algorithm'] must be a str, got {algorithm!r}")
+    if algorithm not in CONV_ALGORITHMS:
+        raise ValueError(
+            f"conv_param['algorithm'] must be one of {', '.join(map(repr, CONV_ALGORITHMS))}, "
+            f"got {algorithm!r}"
+        )
+    return algorithm
+
+
 def output_size(size: int, window: int, stride: int, pad: int) -> int:
     """``floor((size + 2 * pad - window) / stride) + 1``; needs ``window <= size + 2 * pad``."""
     return (size + 2 * pad - window) // stride + 1
@@ -161,8 +181,8 @@ def conv_geometry(x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict)
     b : ndarray, shape (F,)
     conv_param : dict
         ``'stride'`` (int >= 1 or pair), ``'pad'`` (int >= 0 or pair), optional
-        ``'dilation'`` (int >= 1 or pair, default 1) and ``'groups'`` (int >= 1 dividing C
-        and F, default 1). Other keys (``'algorithm'``) are left to the caller.
+        ``'dilation'`` (int >= 1 or pair, default 1), ``'groups'`` (int >= 1 dividing C
+        and F, default 1) and ``'algorithm'`` (see :func:`conv_algorithm`).
     """
     check_ndim(x, 4, "x", "(N, C, H, W)")
     check_ndim(w, 4, "w", "(F, C // groups, HH, WW)")
@@ -180,6 +200,7 @@ def conv_geometry(x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict)
         )
     if b.shape[0] != w.shape[0]:
         raise ValueError(f"b must have length F = {w.shape[0]}, got shape {b.shape}")
+    conv_algorithm(conv_param)
     _, _, height, width = x.shape
     kernel_h, kernel_w = _check_kernel(w)
     span_h, span_w = dilation_h * (kernel_h - 1) + 1, dilation_w * (kernel_w - 1) + 1
@@ -434,13 +455,20 @@ def check_relu_cache(cache: Any) -> np.ndarray:
     return _cache_array(cache, "x", "relu")
 
 
-def check_conv_cache(cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, ConvGeometry]:
-    """The (x, w, b, geometry) of a convolution's forward pass, checked to fit together.
+def check_conv_cache(
+    cache: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, ConvGeometry, str]:
+    """The (x, w, b, geometry, algorithm) of a convolution's forward pass, checked to fit
+    together (a cache without the algorithm asked for gets ``'auto'``).
 
     The geometry is derived again from x, w and the cached strides and pads; a cache whose
     arrays were swapped for others of another size is a ``ValueError``.
     """
-    x, w, b, geo = _unpack_cache(cache, ("x", "w", "b", "geometry"), "conv")
+    fields = ("x", "w", "b", "geometry", "algorithm")
+    if isinstance(cache, tuple) and len(cache) == len(fields) - 1:
+        cache = (*cache, "auto")
+    x, w, b, geo, algorithm = _unpack_cache(cache, fields, "conv")
+    algorithm = conv_algorithm({"algorithm": algorithm})
     x = _cache_array(x, "x", "conv")
     w = _cache_array(w, "w", "conv")
     b = _cache_array(b, "b", "conv")
@@ -457,7 +485,7 @@ def check_conv_cache(cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, Co
             f"conv cache does not fit together: x {x.shape} and w {w.shape} give output "
             f"{expected.out_h}x{expected.out_w}, the cache says {geo.out_h}x{geo.out_w}"
         )
-    return x, w, b, geo
+    return x, w, b, geo, algorithm
 
 
 def check_conv_transpose_cache(
