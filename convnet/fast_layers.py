@@ -1,11 +1,15 @@
-"""Fast convolution and max pooling: validate in Python, then compiled kernel + BLAS GEMM.
+"""Fast convolution (dilated, grouped, transposed), max and average pooling: validate in
+Python, then compiled kernel + BLAS GEMM.
 
 The convolution copies receptive fields into a column matrix (im2col) and multiplies it by
-the filters with numpy's BLAS. One worker per core (:mod:`convnet._parallel`) takes a
-contiguous group of images and works through it in cache-sized chunks whose workspace
-stays under a byte budget (:func:`set_workspace_limit`), so memory does not grow with the
-batch beyond the output and gradients themselves. A 1x1 convolution with stride 1 and no padding
-needs no im2col at all.
+the filters with numpy's BLAS, one GEMM per group. One worker per core
+(:mod:`convnet._parallel`) takes a contiguous group of images and works through it in
+cache-sized chunks whose workspace stays under a byte budget (:func:`set_workspace_limit`),
+so memory does not grow with the batch beyond the output and gradients themselves. A 1x1
+convolution with stride 1 and no padding needs no im2col at all; a depthwise convolution
+(one input channel per group) runs compiled direct loops. A transposed convolution is the
+convolution's input-gradient pass, and its backward pass the convolution's forward and
+filter-gradient passes, on the same code.
 
 Without the compiled kernel every function falls back to the naive layers of
 :mod:`convnet.layers` and warns once.
@@ -125,9 +129,11 @@ def _winograd_tile(geo: ConvGeometry) -> int:
 
 
 def _winograd_applies(w_shape: tuple[int, ...], geo: ConvGeometry) -> bool:
-    """Winograd does plain 3x3 stride-1 convolutions: no dilation, one group."""
-    plain = (geo.dilation_h, geo.dilation_w, geo.groups) == (1, 1, 1)
-    return plain and w_shape[2:] == (3, 3) and (geo.stride_h, geo.stride_w) == (1, 1)
+    return (
+        w_shape[2:] == (3, 3)
+        and (geo.stride_h, geo.stride_w) == (1, 1)
+        and (geo.dilation_h, geo.dilation_w, geo.groups) == (1, 1, 1)
+    )
 
 
 def _auto_prefers_winograd(
@@ -180,10 +186,10 @@ def _choose_algorithm(
     if requested == "winograd":
         if not applies:
             raise ValueError(
-                "algorithm 'winograd' needs 3x3 filters and stride 1 (no dilation, one group), "
+                "algorithm 'winograd' needs 3x3 filters and stride 1 (dilation 1, groups 1), "
                 f"got filters {w_shape[2]}x{w_shape[3]}, stride ({geo.stride_h}, "
-                f"{geo.stride_w}), dilation ({geo.dilation_h}, {geo.dilation_w}) and "
-                f"{geo.groups} group(s); use 'auto' or 'im2col'"
+                f"{geo.stride_w}), dilation ({geo.dilation_h}, {geo.dilation_w}) and groups "
+                f"{geo.groups}; use 'auto' or 'im2col'"
             )
         if _backend.winograd_kernel is None:
             raise ValueError("algorithm 'winograd' needs the compiled kernel convnet._winograd")
@@ -482,8 +488,9 @@ def conv_forward_fast(
     b : ndarray, shape (F,)
     conv_param : dict
         ``'stride'``: int or pair (sh, sw), >= 1; ``'pad'``: int or pair (ph, pw), >= 0;
-        optional ``'dilation'`` (int or pair >= 1, default 1) and ``'groups'`` (int >= 1
-        dividing C and F, default 1).
+        optional ``'dilation'`` (int or pair >= 1, default 1), ``'groups'`` (int >= 1
+        dividing C and F, default 1) and ``'algorithm'`` (see
+        :func:`conv_algorithm_choice`; Winograd serves 3x3, stride 1, dilation 1, groups 1).
 
     Returns
     -------

@@ -609,3 +609,22 @@ def test_conv_cache_keeps_groups_and_dilation(impl, rng):
         CONV[impl][1](
             np.ones(out.shape), cache._replace(geometry=cache.geometry._replace(groups=1))
         )
+
+
+@pytest.mark.skipif(fast_layers._backend.winograd_kernel is None, reason="no Winograd kernel")
+@pytest.mark.parametrize("extra", [{"dilation": 2}, {"groups": 2}])
+def test_winograd_is_refused_for_dilated_or_grouped_convolution(extra, rng):
+    x, w, b = np.zeros((1, 2, 7, 7)), np.zeros((2, 2 // extra.get("groups", 1), 3, 3)), np.zeros(2)
+    param = {"stride": 1, "pad": 2, "algorithm": "winograd", **extra}
+    with pytest.raises(ValueError, match=r"needs 3x3 filters and stride 1 \(dilation 1"):
+        conv_forward_fast(x, w, b, param)
+    out, _ = conv_forward_fast(x, w, b, {**param, "algorithm": "auto"})
+    assert_matches(out, conv_forward_naive(x, w, b, param)[0])
+
+
+def test_auto_never_sends_a_dilated_or_grouped_convolution_to_winograd(rng):
+    x = rng.standard_normal((4, 64, 16, 16))
+    for extra in ({"dilation": 2}, {"groups": 2}):
+        param = {"stride": 1, "pad": 2, **extra}
+        w_shape = (64, 64 // extra.get("groups", 1), 3, 3)
+        assert fast_layers.conv_algorithm_choice(x.shape, w_shape, param)[0] == "im2col"
