@@ -5,6 +5,10 @@
 epoch checkpoint ``checkpoint.npz`` into ``--out``. ``--resume`` continues from that
 checkpoint with the saved options. A user error (a missing dataset, a bad option, a
 damaged checkpoint) prints one line to stderr and exits with status 2.
+
+Under ``mpiexec -n N`` (N > 1) ``convnet train`` trains data-parallel over the N ranks
+(:mod:`convnet.distributed`): rank 0 reads the checkpoint and saved options, writes every
+file and prints; an error on one rank ends every rank.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from convnet import optim
+from convnet import distributed, optim
 from convnet._backend import BACKEND
 from convnet._config import show_config
+from convnet._parallel import get_num_threads
 from convnet._version import __version__
 from convnet.solver import CHECKPOINT_NAME, Solver, TrainingDiverged
 
@@ -310,26 +315,47 @@ def _accuracy(solver: Solver, X: np.ndarray, y: np.ndarray) -> float:
     return solver.check_accuracy(X[:ACCURACY_SAMPLES], y[:ACCURACY_SAMPLES])
 
 
-def _train(args: argparse.Namespace) -> int:
-    from convnet.models import save_model
-    from convnet.plots import plot_curves, plot_filters
-
-    started = time.perf_counter()
-    out: Path = args.out
+def _run_options(args: argparse.Namespace) -> tuple[dict[str, Any], Path | None]:
+    """The run's options and the checkpoint to resume from (None for a new run)."""
     checkpoint = None
     if args.resume is not None:
-        checkpoint = out / CHECKPOINT_NAME if args.resume is True else Path(args.resume)
+        checkpoint = args.out / CHECKPOINT_NAME if args.resume is True else Path(args.resume)
         if not checkpoint.is_file():
             raise UsageError(f"no checkpoint to resume from at {checkpoint}")
     saved = _read_saved_options(checkpoint.parent / OPTIONS_FILE) if checkpoint else {}
-    options = _resolve_options(args, saved)
-    dataset = _load_data(options)
-    model = _build_model(options, dataset)
+    return _resolve_options(args, saved), checkpoint
+
+
+def _write_options(out: Path, options: dict[str, Any]) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot create the output directory {out}: {error}") from error
     (out / OPTIONS_FILE).write_text(json.dumps(options, indent=2) + "\n")
+
+
+def _train(args: argparse.Namespace) -> int:
+    ranks = distributed.Ranks(distributed.world())
+    with ranks.abort_on_error():
+        if not ranks.distributed:
+            return _train_on(args, ranks)
+        from threadpoolctl import threadpool_limits
+
+        # the ranks share the machine's cores: BLAS calls outside the fast layers too
+        with threadpool_limits(limits=get_num_threads(), user_api="blas"):
+            return _train_on(args, ranks)
+
+
+def _train_on(args: argparse.Namespace, ranks: distributed.Ranks) -> int:
+    from convnet.models import save_model
+    from convnet.plots import plot_curves, plot_filters
+
+    started = time.perf_counter()
+    out: Path = args.out
+    options, checkpoint = ranks.run_on_root(_run_options, args)
+    dataset = _load_data(options)
+    model = _build_model(options, dataset)
+    ranks.run_on_root(_write_options, out, options)
 
     solver = Solver(
         model,
@@ -344,6 +370,7 @@ def _train(args: argparse.Namespace) -> int:
         checkpoint_dir=out,
         verbose=not args.quiet,
         resume_from=checkpoint,
+        comm=ranks.comm,
     )
     try:
         solver.train()
@@ -366,6 +393,8 @@ def _train(args: argparse.Namespace) -> int:
         "total_seconds": round(time.perf_counter() - started, 3),
         "images_per_second": round(solver.images_per_second, 1),
         "final_loss": solver.loss_history[-1] if solver.loss_history else None,
+        "ranks": ranks.size,
+        "communication_seconds": round(ranks.communication_seconds, 3),
         "train_acc_history": solver.train_acc_history,
         "val_acc_history": solver.val_acc_history,
         "backend": BACKEND,
@@ -374,6 +403,8 @@ def _train(args: argparse.Namespace) -> int:
         "options": options,
         "model_config": model.config(),
     }
+    if not ranks.is_root:
+        return 0
     save_model(model, out / "model.npz")
     plot_curves(solver.history, out / "curves.png")
     filters = _first_layer_filters(model, dataset["X_train"].shape[1:])
@@ -419,15 +450,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             show_config()
             return 0
         return _train(args)
-    except UsageError as error:
-        print(f"convnet: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except (OSError, ValueError, ImportError) as error:
-        print(f"convnet: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    except (UsageError, OSError, ValueError, ImportError) as error:
+        return _fail(EXIT_USAGE, f"convnet: error: {error}")
     except TrainingDiverged as error:
-        print(f"convnet: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        return _fail(EXIT_FAILED, f"convnet: {error}")
     except KeyboardInterrupt:
-        print("convnet: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _fail(EXIT_INTERRUPTED, "convnet: interrupted")
+
+
+def _fail(status: int, message: str) -> int:
+    """Print ``message`` to stderr (on MPI rank 0 alone: an error that reaches ``main``
+    under MPI happened alike on every rank) and return ``status``."""
+    if distributed.launched_rank() == 0:
+        print(message, file=sys.stderr)
+    return status
