@@ -26,13 +26,12 @@ import numpy as np
 
 Result = TypeVar("Result")
 
-# (rank, size, ranks on this node) as each launcher's environment spells them: MPICH's and
-# Intel MPI's Hydra, Open MPI, MVAPICH2, and a PMIx launcher (which does not give the size).
+# (rank, size, ranks on this node) as each launcher's environment spells them: the mpiexec
+# of MPICH and Intel MPI (Hydra), Open MPI's mpirun and MVAPICH2's.
 LAUNCHER_VARIABLES = (
     ("PMI_RANK", "PMI_SIZE", "MPI_LOCALNRANKS"),
     ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE"),
     ("MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE"),
-    ("PMIX_RANK", "PMIX_SIZE", "PMIX_LOCAL_SIZE"),
 )
 ALL_RANKS_ATTRIBUTE = "convnet_raised_on_every_rank"
 
@@ -361,4 +360,6 @@ class Ranks:
             if hint is not None:
                 message += f"; {hint()}"
             print(f"{message}; ending every rank", file=sys.stderr, flush=True)
-            self.comm.Abort(130 if interrupted else 1)
+            status = 130 if interrupted else 1
+            self.comm.Abort(status)
+            os._exit(status)  # MPI_Abort may return once the launcher has been told
