@@ -238,3 +238,112 @@ def check_labels(y: Any, num_samples: int, num_classes: int) -> np.ndarray:
             f"labels must lie in [0, {num_classes}), got values in [{y.min()}, {y.max()}]"
         )
     return y.astype(np.intp, copy=False)
+
+
+# Caches: a backward function gets back what its forward pass returned. Anything else (None,
+# a tuple of the wrong length, arrays swapped for others) is refused here, before any
+# compiled kernel sees it: a TypeError for a cache of the wrong kind, a ValueError for one
+# whose parts do not fit together.
+
+
+def _unpack_cache(cache: Any, fields: tuple[str, ...], layer: str) -> tuple[Any, ...]:
+    if not isinstance(cache, tuple) or len(cache) != len(fields):
+        raise TypeError(
+            f"{layer} cache must be the tuple ({', '.join(fields)}) its forward pass returned, "
+            f"got {type(cache).__name__}"
+            + (f" of length {len(cache)}" if isinstance(cache, tuple) else "")
+        )
+    return cache
+
+
+def _cache_array(value: Any, name: str, layer: str) -> np.ndarray:
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{layer} cache: {name} must be a numpy array, got {type(value).__name__}")
+    return check_float_array(value, f"{layer} cache {name}")
+
+
+def _cache_geometry(value: Any, kind: type, layer: str) -> Any:
+    if not isinstance(value, tuple) or len(value) != len(kind._fields):
+        raise TypeError(
+            f"{layer} cache: geometry must be a {kind.__name__}, got {type(value).__name__}"
+        )
+    if not all(
+        isinstance(item, numbers.Integral) and not isinstance(item, (bool, np.bool_))
+        for item in value
+    ):
+        raise TypeError(f"{layer} cache: geometry must hold integers, got {value!r}")
+    return kind(*(int(item) for item in value))
+
+
+def check_affine_cache(cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (x, w, b) of an affine forward pass, checked to fit together."""
+    x, w, b = _unpack_cache(cache, ("x", "w", "b"), "affine")
+    for name, value in (("x", x), ("w", w), ("b", b)):
+        _cache_array(value, name, "affine")
+    return check_affine_arrays(x, w, b)
+
+
+def check_relu_cache(cache: Any) -> np.ndarray:
+    """The x of a ReLU forward pass."""
+    return _cache_array(cache, "x", "relu")
+
+
+def check_conv_cache(cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, ConvGeometry]:
+    """The (x, w, b, geometry) of a convolution's forward pass, checked to fit together.
+
+    The geometry is derived again from x, w and the cached strides and pads; a cache whose
+    arrays were swapped for others of another size is a ``ValueError``.
+    """
+    x, w, b, geo = _unpack_cache(cache, ("x", "w", "b", "geometry"), "conv")
+    x = _cache_array(x, "x", "conv")
+    w = _cache_array(w, "w", "conv")
+    b = _cache_array(b, "b", "conv")
+    geo = _cache_geometry(geo, ConvGeometry, "conv")
+    conv_param = {"stride": (geo.stride_h, geo.stride_w), "pad": (geo.pad_h, geo.pad_w)}
+    expected = conv_geometry(x, w, b, conv_param)
+    if expected != geo:
+        raise ValueError(
+            f"conv cache does not fit together: x {x.shape} and w {w.shape} give output "
+            f"{expected.out_h}x{expected.out_w}, the cache says {geo.out_h}x{geo.out_w}"
+        )
+    return x, w, b, geo
+
+
+def check_pool_cache(cache: Any) -> tuple[np.ndarray, PoolGeometry, np.ndarray | None]:
+    """The (x, geometry, argmax) of a max pool's forward pass, checked to fit together.
+
+    ``argmax`` (None from the naive layer) must be C-contiguous ``intc`` of the output's
+    shape, with every index inside its input plane: one pass over it (as unsigned, so a
+    negative index counts as too large) bounds the kernel's writes.
+    """
+    x, geo, argmax = _unpack_cache(cache, ("x", "geometry", "argmax"), "max pool")
+    x = _cache_array(x, "x", "max pool")
+    geo = _cache_geometry(geo, PoolGeometry, "max pool")
+    pool_param = {
+        "pool_height": geo.pool_h,
+        "pool_width": geo.pool_w,
+        "stride": (geo.stride_h, geo.stride_w),
+    }
+    expected = pool_geometry(x, pool_param)
+    if expected != geo:
+        raise ValueError(
+            f"max pool cache does not fit together: x {x.shape} gives output "
+            f"{expected.out_h}x{expected.out_w}, the cache says {geo.out_h}x{geo.out_w}"
+        )
+    if argmax is None:
+        return x, geo, None
+    if not isinstance(argmax, np.ndarray):
+        raise TypeError(f"max pool cache: argmax must be an array, got {type(argmax).__name__}")
+    out_shape = (*x.shape[:2], geo.out_h, geo.out_w)
+    if argmax.shape != out_shape or argmax.dtype != np.intc or not argmax.flags.c_contiguous:
+        raise ValueError(
+            f"the max pool cache's argmax (shape {argmax.shape}, dtype {argmax.dtype}) does "
+            f"not belong to a forward pass of x {x.shape} with output shape {out_shape}"
+        )
+    plane = x.shape[2] * x.shape[3]
+    if argmax.size and int(argmax.view(np.dtype(f"u{argmax.itemsize}")).max()) >= plane:
+        raise ValueError(
+            f"the max pool cache's argmax holds indices outside the {x.shape[2]}x{x.shape[3]} "
+            "input plane: it does not belong to this x"
+        )
+    return x, geo, argmax

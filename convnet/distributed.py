@@ -168,6 +168,35 @@ class Ranks:
             return value
         return self.comm.allreduce(value)
 
+    def mean_over_shares(
+        self, function: Callable[[np.ndarray, np.ndarray], tuple[float, ...]], X: Any, y: Any
+    ) -> tuple[float, ...]:
+        """Per-image means (e.g. accuracy and loss) of a whole split, each rank computing
+        ``function`` on its share of ``X`` and ``y``.
+
+        Parameters
+        ----------
+        function : callable
+            ``function(X_part, y_part)`` -> a tuple of means over the part's images; never
+            called on an empty part.
+        X, y : ndarray, shape (N, ...) and (N,)
+            The same on every rank.
+
+        Returns
+        -------
+        tuple of float
+            ``sum_r n_r * means_r / N``: with one process, ``function(X, y)``.
+        """
+        if not self.distributed:
+            return tuple(function(X, y))
+        mine = self.share(len(X))
+        count = mine.stop - mine.start
+        weighted = None
+        if count:
+            weighted = [count * float(value) for value in function(X[mine], y[mine])]
+        parts = [part for part in self.comm.allgather(weighted) if part is not None]
+        return tuple(sum(values) / len(X) for values in zip(*parts, strict=True))
+
     def run_on_root(self, function: Callable[..., Result], *args: Any) -> Result:
         """``function(*args)`` run on rank 0 alone, its result broadcast to every rank.
 

@@ -26,9 +26,12 @@ from convnet._validation import (
     ConvGeometry,
     PoolGeometry,
     check_affine_arrays,
+    check_affine_cache,
     check_conv_arrays,
+    check_conv_cache,
     check_dout,
     check_float_array,
+    check_pool_cache,
     common_dtype,
     pool_geometry,
 )
@@ -234,7 +237,7 @@ def conv_backward_fast(
     dw : ndarray, shape (F, C, HH, WW)
     db : ndarray, shape (F,)
     """
-    x, w, b, geo = cache
+    x, w, b, geo = check_conv_cache(cache)
     num, num_filters = x.shape[0], w.shape[0]
     dout = check_dout(dout, (num, num_filters, geo.out_h, geo.out_w))
     kernel = _backend.kernel
@@ -321,7 +324,7 @@ def affine_backward_fast(
     dw : ndarray, shape (D, M)
     db : ndarray, shape (M,)
     """
-    x, w, b = cache
+    x, w, b = check_affine_cache(cache)
     dout = check_dout(dout, (x.shape[0], w.shape[1]))
     dtype = common_dtype(x, w, b, dout)
     rows = x.reshape(x.shape[0], w.shape[0]).astype(dtype, copy=False)
@@ -389,7 +392,7 @@ def max_pool_backward_fast(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     -------
     dx : ndarray, shape (N, C, H, W)
     """
-    x, geo, argmax = cache
+    x, geo, argmax = check_pool_cache(cache)
     dout = check_dout(dout, (x.shape[0], x.shape[1], geo.out_h, geo.out_w))
     kernel = _backend.kernel
     if kernel is None or argmax is None:

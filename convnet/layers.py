@@ -16,11 +16,15 @@ from convnet._validation import (
     ConvGeometry,
     PoolGeometry,
     check_affine_arrays,
+    check_affine_cache,
     check_conv_arrays,
+    check_conv_cache,
     check_dout,
     check_float_array,
     check_labels,
     check_ndim,
+    check_pool_cache,
+    check_relu_cache,
     common_dtype,
     pool_geometry,
 )
@@ -82,7 +86,7 @@ def affine_backward(
     dw : ndarray, shape (D, M)
     db : ndarray, shape (M,)
     """
-    x, w, b = cache
+    x, w, b = check_affine_cache(cache)
     dout = check_dout(dout, (x.shape[0], w.shape[1]))
     dtype = common_dtype(x, w, b, dout)
     x_rows = x.reshape(x.shape[0], w.shape[0]).astype(dtype, copy=False)
@@ -121,7 +125,7 @@ def relu_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
     -------
     dx : ndarray, shape of x
     """
-    x = cache
+    x = check_relu_cache(cache)
     dout = check_dout(dout, x.shape)
     dtype = common_dtype(x, dout)
     return np.where(x > 0, dout, 0).astype(dtype, copy=False)
@@ -248,7 +252,7 @@ def conv_backward_naive(
     dw : ndarray, shape (F, C, HH, WW)
     db : ndarray, shape (F,)
     """
-    x, w, b, geo = cache
+    x, w, b, geo = check_conv_cache(cache)
     num_filters, _, kernel_h, kernel_w = w.shape
     dout = check_dout(dout, (x.shape[0], num_filters, geo.out_h, geo.out_w))
     dtype = common_dtype(x, w, b, dout)
@@ -324,7 +328,7 @@ def max_pool_backward_naive(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     -------
     dx : ndarray, shape (N, C, H, W)
     """
-    x, geo, _ = cache
+    x, geo, _ = check_pool_cache(cache)
     num, channels = x.shape[:2]
     dout = check_dout(dout, (num, channels, geo.out_h, geo.out_w))
     dx = np.zeros(x.shape, dtype=common_dtype(x, dout))

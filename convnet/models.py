@@ -2,9 +2,12 @@
 
 Every model holds its weights in ``model.params`` (a dict of arrays in the model's dtype),
 computes ``model.loss(X)`` (class scores) or ``model.loss(X, y)`` (softmax loss and the
-gradients, keyed like ``params``), and describes itself with ``model.config()``: the
-keyword arguments that rebuild it, as JSON-compatible values. :func:`save_model` and
-:func:`load_model` store a model in one ``.npz`` file.
+gradients, keyed like ``params``), predicts labels with ``model.predict(X)`` and describes
+itself with ``model.config()``: the keyword arguments that rebuild it, as JSON-compatible
+values. :func:`save_model` and :func:`load_model` store a model in one ``.npz`` file.
+
+Unlike the layers, which refuse integer arrays, the models convert an integer ``X`` (uint8
+pixels, say) explicitly to their dtype; booleans, complex numbers and objects are refused.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import json
 import math
 import numbers
 import os
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -23,6 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from convnet._io import atomic_open
 from convnet._parallel import single_threaded_blas
 from convnet._validation import FLOAT_DTYPES, _positive_int, check_labels, output_size
 from convnet.layer_utils import (
@@ -86,11 +89,35 @@ class _Classifier:
         std = math.sqrt(2.0 / fan_in) if self.init == "he" else self.weight_scale
         return (std * rng.standard_normal(shape)).astype(self.dtype)
 
+    def predict(self, X: np.ndarray, batch_size: int = 200) -> np.ndarray:
+        """The predicted class of every sample: the index of its highest score.
+
+        Parameters
+        ----------
+        X : ndarray, shape (N, ...) as :meth:`loss` takes it
+            Float or integer (converted to the model's dtype).
+        batch_size : int
+            Samples per forward pass.
+
+        Returns
+        -------
+        ndarray of int64, shape (N,)
+        """
+        batch_size = _positive_int(batch_size, "batch_size", 1)
+        X = np.asarray(X)
+        if X.ndim == 0:
+            raise ValueError("X must be a batch (N, ...), got a scalar")
+        labels = np.empty(X.shape[0], dtype=np.int64)
+        for start in range(0, X.shape[0], batch_size):
+            scores = self.loss(X[start : start + batch_size])
+            labels[start : start + batch_size] = np.argmax(scores, axis=1)
+        return labels
+
     def _as_input(self, X: Any, sample_shape: tuple[int, ...]) -> np.ndarray:
         """``X`` cast to the model dtype, after checking it is a batch of ``sample_shape``."""
         X = np.asarray(X)
         if X.dtype.kind not in "iuf":
-            raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
+            raise TypeError(f"X must hold real numbers (float or integer), got dtype {X.dtype}")
         if X.ndim != len(sample_shape) + 1 or X.shape[1:] != sample_shape:
             raise ValueError(
                 f"X must have shape (N, {', '.join(map(str, sample_shape))}) for this "
@@ -219,7 +246,7 @@ class ThreeLayerConvNet(_Classifier):
         Parameters
         ----------
         X : ndarray, shape (N, C, H, W) as ``input_dim``
-            Cast to the model's dtype.
+            Float, or integer (converted explicitly to the model's dtype).
         y : ndarray of int, shape (N,), optional
             Labels in ``[0, num_classes)``.
 
@@ -361,7 +388,7 @@ class FullyConnectedNet(_Classifier):
         Parameters
         ----------
         X : ndarray, shape (N, input_dim) or (N, d_1, ..., d_k) with d_1 * ... * d_k = input_dim
-            Cast to the model's dtype.
+            Float, or integer (converted explicitly to the model's dtype).
         y : ndarray of int, shape (N,), optional
             Labels in ``[0, num_classes)``. Giving them selects training mode.
 
@@ -418,7 +445,7 @@ def save_model(model: Model, path: str | os.PathLike) -> Path:
     The archive holds every array of ``model.params`` under its name and, under
     ``"__convnet_meta__"``, the JSON string
     ``{"architecture": <class name>, "config": model.config(), "format_version": 1}``.
-    The file is written to a temporary name and then renamed, so an existing file at
+    The file is written atomically (:func:`convnet._io.atomic_open`), so an existing file at
     ``path`` is replaced whole or not at all. ``path`` is used as given (no suffix added).
 
     Parameters
@@ -436,16 +463,8 @@ def save_model(model: Model, path: str | os.PathLike) -> Path:
         raise TypeError(f"save_model saves {', '.join(ARCHITECTURES)}, got {type(model).__name__}")
     meta = {"architecture": architecture, "config": model.config(), "format_version": 1}
     path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            np.savez(file, **model.params, **{_META_KEY: np.array(json.dumps(meta))})
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as file:
+        np.savez(file, **model.params, **{_META_KEY: np.array(json.dumps(meta))})
     return path
 
 

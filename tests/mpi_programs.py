@@ -80,6 +80,8 @@ def uneven_slices() -> None:
     assert together.epoch == alone.epoch and together.iteration == alone.iteration == 12
     np.testing.assert_allclose(together.loss_history, alone.loss_history, rtol=1e-10)
     assert together.val_acc_history == alone.val_acc_history
+    for history in ("epoch_loss_history", "val_loss_history"):
+        np.testing.assert_allclose(getattr(together, history), getattr(alone, history), rtol=1e-10)
     assert together.train_acc_history == alone.train_acc_history
     for num_samples in (None, 4):
         expected = alone.check_accuracy(data["X_val"], data["y_val"], num_samples=num_samples)

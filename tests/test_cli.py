@@ -203,7 +203,8 @@ def test_divergence_exits_1_naming_the_epoch(tmp_path: Path, capsys: pytest.Capt
         code = run_cli("train", *argv, "--optimizer", "sgd", "--lr", "1e6", "--out", tmp_path)
     assert code == 1
     err = capsys.readouterr().err
-    assert "training diverged" in err and "epoch 2, iteration 1" in err
+    assert "training diverged" in err and "epoch 1, iteration 2" in err
+    assert "times the first loss" in err
     assert "Traceback" not in err
 
 

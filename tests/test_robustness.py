@@ -1,4 +1,4 @@
-"""Inputs and situations found by review: huge strides, foreign caches, thread-count
+"""Inputs and situations found by review: huge strides, foreign and malformed caches, thread-count
 changes during calls, fork, and the scratch memory of the backward pass."""
 
 from __future__ import annotations
@@ -17,12 +17,19 @@ import convnet
 import convnet.models
 from convnet import _parallel, fast_layers
 from convnet.fast_layers import (
+    affine_backward_fast,
     conv_backward_fast,
     conv_forward_fast,
     max_pool_backward_fast,
     max_pool_forward_fast,
 )
-from convnet.layers import conv_backward_naive, conv_forward_naive
+from convnet.layers import (
+    affine_backward,
+    conv_backward_naive,
+    conv_forward_naive,
+    max_pool_backward_naive,
+    relu_backward,
+)
 
 needs_kernel = pytest.mark.skipif(
     fast_layers._backend.kernel is None, reason="the compiled kernel is not in use"
@@ -67,6 +74,83 @@ def test_pool_backward_refuses_a_cache_from_another_forward_pass():
     foreign = cache._replace(x=np.ones((30, 1, 4, 4)))
     with pytest.raises(ValueError, match="argmax"):
         max_pool_backward_fast(np.ones((30, 1, 2, 2)), foreign)
+
+
+def test_pool_backward_refuses_a_cache_whose_x_was_swapped_for_a_smaller_one():
+    """Once a segfault: the kernel scattered the argmax of 8x8 planes into 2x2 ones."""
+    pool_param = {"pool_height": 2, "pool_width": 2, "stride": 2}
+    out, cache = max_pool_forward_fast(np.ones((2, 3, 8, 8)), pool_param)
+    for smaller in (np.ones((2, 3, 2, 2)), np.ones((2, 3, 8, 2)), np.ones((1, 3, 8, 8))):
+        for backward in (max_pool_backward_fast, max_pool_backward_naive):
+            with pytest.raises(ValueError, match=r"does not (fit|belong)"):
+                backward(np.ones(out.shape), cache._replace(x=smaller))
+
+
+@needs_kernel
+@pytest.mark.parametrize("bad_index", [16, 10**6, -1, np.iinfo(np.intc).min])
+def test_pool_backward_refuses_argmax_outside_the_plane(bad_index):
+    pool_param = {"pool_height": 2, "pool_width": 2, "stride": 2}
+    out, cache = max_pool_forward_fast(np.ones((2, 3, 4, 4)), pool_param)
+    argmax = cache.argmax.copy()
+    argmax[1, 2, 1, 1] = bad_index
+    with pytest.raises(ValueError, match="outside the 4x4 input plane"):
+        max_pool_backward_fast(np.ones(out.shape), cache._replace(argmax=argmax))
+    argmax[1, 2, 1, 1] = 15  # the last element of the plane is fine
+    assert max_pool_backward_fast(np.ones(out.shape), cache._replace(argmax=argmax)).shape == (
+        2,
+        3,
+        4,
+        4,
+    )
+
+
+@needs_kernel
+def test_pool_backward_refuses_argmax_of_another_dtype_or_layout():
+    pool_param = {"pool_height": 2, "pool_width": 2, "stride": 2}
+    out, cache = max_pool_forward_fast(np.ones((2, 3, 4, 4)), pool_param)
+    wide = np.zeros((2, 3, 4, 4), dtype=np.intc)[:, :, ::2, ::2]
+    for argmax in (cache.argmax.astype(np.int64), np.asfortranarray(cache.argmax), wide):
+        with pytest.raises(ValueError, match="argmax"):
+            max_pool_backward_fast(np.ones(out.shape), cache._replace(argmax=argmax))
+    with pytest.raises(TypeError, match="argmax must be an array"):
+        max_pool_backward_fast(np.ones(out.shape), cache._replace(argmax=[0] * 12))
+
+
+BACKWARDS = {
+    "conv_fast": conv_backward_fast,
+    "conv_naive": conv_backward_naive,
+    "pool_fast": max_pool_backward_fast,
+    "pool_naive": max_pool_backward_naive,
+    "affine_fast": affine_backward_fast,
+    "affine_naive": affine_backward,
+    "relu": relu_backward,
+}
+
+
+@pytest.mark.parametrize("name", sorted(BACKWARDS))
+@pytest.mark.parametrize("cache", [None, (), (1, 2), "cache", [np.ones(3)] * 4])
+def test_malformed_caches_are_a_type_error(name, cache):
+    with pytest.raises(TypeError, match="cache"):
+        BACKWARDS[name](np.ones((2, 2, 2, 2)), cache)
+
+
+@pytest.mark.parametrize("backward", [conv_backward_fast, conv_backward_naive])
+def test_conv_backward_refuses_a_cache_that_does_not_fit_together(backward):
+    x, w, b = np.ones((2, 3, 6, 6)), np.ones((4, 3, 3, 3)), np.ones(4)
+    out, cache = conv_forward_fast(x, w, b, {"stride": 1, "pad": 1})
+    dout = np.ones(out.shape)
+    with pytest.raises(ValueError, match="does not fit together"):
+        backward(dout, cache._replace(x=np.ones((2, 3, 4, 4))))
+    with pytest.raises(ValueError, match="channel"):
+        backward(dout, cache._replace(w=np.ones((4, 2, 3, 3))))
+    with pytest.raises(TypeError, match="geometry"):
+        backward(dout, cache._replace(geometry=(1, 1, 1, 1)))
+    with pytest.raises(TypeError, match="geometry must hold integers"):
+        backward(dout, cache._replace(geometry=(1, 1, 1, 1, 6.0, 6)))
+    with pytest.raises(TypeError, match="numpy array"):
+        backward(dout, cache._replace(b=[1.0] * 4))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        backward(dout, cache._replace(x=np.ones((2, 3, 6, 6), dtype=int)))
 
 
 @needs_kernel
