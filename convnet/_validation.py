@@ -347,3 +347,40 @@ def check_pool_cache(cache: Any) -> tuple[np.ndarray, PoolGeometry, np.ndarray |
             "input plane: it does not belong to this x"
         )
     return x, geo, argmax
+
+
+MODES = ("train", "test")
+
+
+def check_mode(params: Any, what: str) -> str:
+    """The required ``'mode'`` of a ``bn_param`` or ``dropout_param``: 'train' or 'test'."""
+    mode = _param(params, "mode", what)
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ValueError(f"{what}['mode'] must be 'train' or 'test', got {mode!r}")
+    return mode
+
+
+def real_param(
+    params: dict, key: str, what: str, default: float, low: float, high: float, low_open: bool
+) -> float:
+    """``params[key]`` (or ``default``) as a finite float in ``(low, high]`` or ``[low, high]``."""
+    value = params.get(key, default)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what}[{key!r}] must be a real number, got {value!r}")
+    value = float(value)
+    above = value > low if low_open else value >= low
+    if not (np.isfinite(value) and above and value <= high):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise ValueError(f"{what}[{key!r}] must lie in {interval}, got {value!r}")
+    return value
+
+
+def check_scale_shift(
+    array: Any, name: str, shapes: tuple[tuple[int, ...], ...], what: str
+) -> np.ndarray:
+    """A normalization's ``gamma`` or ``beta``: a float array of one of the ``shapes``."""
+    array = check_float_array(array, name)
+    if array.shape not in shapes:
+        allowed = " or ".join(str(shape) for shape in shapes)
+        raise ValueError(f"{name} must have shape {allowed} for {what}, got {array.shape}")
+    return array

@@ -1,5 +1,8 @@
 """Reference layers: affine, ReLU, the losses, and naive convolution and max pooling.
 
+The normalizations (:mod:`convnet.normalization`) and dropout (:mod:`convnet.dropout`) live
+in their own modules and are re-exported here under CS231n's names.
+
 Each ``*_forward`` returns ``(out, cache)`` and each ``*_backward(dout, cache)`` returns the
 gradients. The naive convolution and pooling loop over every output element: slow and
 obviously correct, they are what the fast layers are tested against. No function here
@@ -28,6 +31,19 @@ from convnet._validation import (
     common_dtype,
     pool_geometry,
 )
+from convnet.dropout import DropoutCache as DropoutCache
+from convnet.dropout import dropout_backward as dropout_backward
+from convnet.dropout import dropout_forward as dropout_forward
+from convnet.normalization import NormCache as NormCache
+from convnet.normalization import batchnorm_backward as batchnorm_backward
+from convnet.normalization import batchnorm_backward_alt as batchnorm_backward_alt
+from convnet.normalization import batchnorm_forward as batchnorm_forward
+from convnet.normalization import layernorm_backward as layernorm_backward
+from convnet.normalization import layernorm_forward as layernorm_forward
+from convnet.normalization import spatial_batchnorm_backward as spatial_batchnorm_backward
+from convnet.normalization import spatial_batchnorm_forward as spatial_batchnorm_forward
+from convnet.normalization import spatial_groupnorm_backward as spatial_groupnorm_backward
+from convnet.normalization import spatial_groupnorm_forward as spatial_groupnorm_forward
 
 
 class ConvCache(NamedTuple):

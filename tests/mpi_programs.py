@@ -16,6 +16,15 @@ import numpy as np
 from mpi4py import MPI
 
 from convnet.distributed import Ranks
+from convnet.layers import (
+    affine_backward,
+    affine_forward,
+    batchnorm_backward,
+    batchnorm_forward,
+    relu_backward,
+    relu_forward,
+    softmax_loss,
+)
 from convnet.models import FullyConnectedNet, ThreeLayerConvNet
 from convnet.solver import Solver
 
@@ -138,6 +147,62 @@ def running_statistics() -> None:
     assert states[0]["eps"] == 1e-5 and set(states[2]) == {"mode"}
 
 
+class _BatchNormNet:
+    """affine - batch norm - relu - affine - softmax: a model exposing ``bn_params``."""
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(5)
+        self.params = {
+            "W1": rng.standard_normal((36, 6)) * 0.3,
+            "gamma1": np.ones(6),
+            "beta1": np.zeros(6),
+            "W2": rng.standard_normal((6, 3)) * 0.3,
+        }
+        self.bn_params = [{"mode": "train", "momentum": 0.5}]
+
+    def loss(self, X: np.ndarray, y: np.ndarray | None = None) -> Any:
+        p, zero = self.params, np.zeros(6)
+        hidden, affine_cache = affine_forward(X.reshape(len(X), -1), p["W1"], zero)
+        self.bn_params[0]["mode"] = "test" if y is None else "train"
+        normal, bn_cache = batchnorm_forward(hidden, p["gamma1"], p["beta1"], self.bn_params[0])
+        active, relu_cache = relu_forward(normal)
+        scores, scores_cache = affine_forward(active, p["W2"], np.zeros(3))
+        if y is None:
+            return scores
+        loss, dscores = softmax_loss(scores, y)
+        grads = {}
+        dactive, grads["W2"], _ = affine_backward(dscores, scores_cache)
+        dhidden, grads["gamma1"], grads["beta1"] = batchnorm_backward(
+            relu_backward(dactive, relu_cache), bn_cache
+        )
+        _, grads["W1"], _ = affine_backward(dhidden, affine_cache)
+        return loss, grads
+
+
+def batch_norm_statistics() -> None:
+    """The Solver averages the running statistics of a model's bn_params over the ranks
+    before every evaluation, so every rank ends with the same ones."""
+    solver = _solver(_BatchNormNet(), _data(30), COMM, batch_size=12, num_epochs=2)
+    averaging = solver.ranks.average_running_statistics
+    before: list[dict[str, np.ndarray]] = []
+
+    def record(states: list[dict[str, Any]]) -> None:
+        before.append({key: states[0][key].copy() for key in ("running_mean", "running_var")})
+        averaging(states)
+        for key, value in before[-1].items():
+            expected = np.mean(COMM.allgather(value), axis=0)
+            np.testing.assert_allclose(states[0][key], expected, rtol=1e-12)
+
+    solver.ranks.average_running_statistics = record
+    solver.train()
+    assert len(before) == 2
+    differing = COMM.allgather(before[0]["running_mean"])
+    assert any(not np.array_equal(differing[0], other) for other in differing[1:])
+    final = COMM.allgather(solver.model.bn_params[0])
+    for key in ("running_mean", "running_var"):
+        assert all(np.array_equal(final[0][key], other[key]) for other in final[1:])
+
+
 class _Failing(ThreeLayerConvNet):
     """A conv net whose loss fails on the last rank at its third call."""
 
@@ -171,6 +236,7 @@ PROGRAMS = {
         disagreeing_data,
         dropout_streams,
         running_statistics,
+        batch_norm_statistics,
         failing_rank,
         interrupted_rank,
     )
