@@ -214,7 +214,9 @@ class Solver:
         update. Rank 0 alone shows progress, prints and writes checkpoints. A model's
         generators (dropout masks) draw a different stream on each rank, rank 0 the one a
         single process would draw; the running statistics of its ``bn_params`` are averaged
-        over the ranks before every evaluation.
+        over the ranks before every evaluation. An exception on one rank inside
+        :meth:`train` ends every rank (see :meth:`convnet.distributed.Ranks.abort_on_error`);
+        run scripts with ``python -m mpi4py`` for the same elsewhere.
 
     Attributes
     ----------
@@ -442,9 +444,9 @@ class Solver:
         self.train_seconds = time.perf_counter() - started
 
     def _checkpoint_hint(self) -> str:
-        if self.checkpoint_dir is None:
+        if self.checkpoint_dir is None or self.epoch == 0:
             return "no checkpoint was written"
-        return f"{self.checkpoint_path} holds the last completed epoch"
+        return f"rank 0's {self.checkpoint_path} holds epoch {self.epoch}"
 
     def _end_epoch(self, bar: Any) -> None:
         self.epoch += 1
