@@ -368,7 +368,7 @@ def download_cifar10(
     directory: str | os.PathLike | None = None,
     *,
     url: str | None = None,
-    md5: str = CIFAR10_MD5,
+    md5: str | None = None,
     progress: bool = True,
 ) -> Path:
     """Fetch and extract the CIFAR-10 python archive, unless it is already cached.
@@ -385,8 +385,8 @@ def download_cifar10(
     url : str, optional
         Where to fetch the archive: default ``$CONVNET_CIFAR10_URL``, else
         :data:`CIFAR10_URL`. Any URL ``urllib`` opens (``file://`` too).
-    md5 : str
-        The archive's expected MD5.
+    md5 : str, optional
+        The archive's expected MD5; default :data:`CIFAR10_MD5`, the published one.
     progress : bool
         Show a progress bar (on a terminal or in a notebook, when tqdm is installed).
 
@@ -416,6 +416,7 @@ def download_cifar10(
             actual = _fetch(url, archive_path, progress)
         except (OSError, ValueError, urllib.error.URLError) as error:
             raise DownloadError(f"downloading CIFAR-10 from {url} failed: {error}") from error
+        md5 = md5 or CIFAR10_MD5
         if actual != md5:
             raise DownloadError(
                 f"the file downloaded from {url} has MD5 {actual}, not CIFAR-10's {md5}: "

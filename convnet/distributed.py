@@ -359,7 +359,11 @@ class Ranks:
                 generator.bit_generator.state = jumped(self.rank).state
 
     @contextmanager
-    def abort_on_error(self, hint: Callable[[], str] | None = None) -> Iterator[None]:
+    def abort_on_error(
+        self,
+        hint: Callable[[], str] | None = None,
+        quiet: tuple[type[BaseException], ...] = (),
+    ) -> Iterator[None]:
         """End every rank when an exception leaves the block on one of them.
 
         With several ranks, an exception (or Ctrl-C) on one rank would leave the others
@@ -373,6 +377,8 @@ class Ranks:
         ----------
         hint : callable, optional
             Returns a sentence appended to the message (e.g. where the checkpoint is).
+        quiet : tuple of exception types
+            Errors reported in one line, without their traceback (e.g. user errors).
         """
         try:
             yield
@@ -382,7 +388,7 @@ class Ranks:
             if isinstance(error, SystemExit) and not error.code:
                 raise
             interrupted = isinstance(error, KeyboardInterrupt)
-            if not interrupted:
+            if not isinstance(error, (KeyboardInterrupt, *quiet)):
                 traceback.print_exc(file=sys.stderr)
             description = "interrupted" if interrupted else f"{type(error).__name__}: {error}"
             message = f"convnet: rank {self.rank} of {self.size} failed: {description}"

@@ -162,7 +162,7 @@ def test_missing_extension_falls_back_with_a_warning_naming_the_cause(
 
 def test_demanding_cython_without_the_extension_fails_loudly(package_without_extension):
     result = run_python(
-        "import convnet",
+        "import convnet.fast_layers",
         pythonpath=package_without_extension,
         cwd=package_without_extension,
         CONVNET_BACKEND="cython",
@@ -173,11 +173,12 @@ def test_demanding_cython_without_the_extension_fails_loudly(package_without_ext
 
 
 def test_unknown_backend_name_is_refused(tmp_path):
-    result = run_python(
-        "import convnet", pythonpath=PACKAGE_DIR.parent, cwd=tmp_path, CONVNET_BACKEND="gpu"
-    )
-    assert result.returncode != 0
-    assert "CONVNET_BACKEND must be 'naive', 'cython' or 'auto', got 'gpu'" in result.stderr
+    for code in ("import convnet.fast_layers", "import convnet; convnet.BACKEND"):
+        result = run_python(
+            code, pythonpath=PACKAGE_DIR.parent, cwd=tmp_path, CONVNET_BACKEND="gpu"
+        )
+        assert result.returncode != 0
+        assert "CONVNET_BACKEND must be 'naive', 'cython' or 'auto', got 'gpu'" in result.stderr
 
 
 def test_fallback_in_process_matches_naive_and_warns_once(monkeypatch, rng):

@@ -214,6 +214,7 @@ def test_two_ranks_train_the_parameters_of_one_process(
     summary = json.loads((tmp_path / "summary.json").read_text())
     alone = json.loads((one_process_run / "summary.json").read_text())
     assert summary["ranks"] == 2 and alone["ranks"] == 1
+    assert summary["communication_seconds"] > 0 and alone["communication_seconds"] == 0
     assert summary["iterations"] == alone["iterations"] == 2 * 26  # 1257 images, batch 50
     assert summary["val_acc_history"] == alone["val_acc_history"]
     assert summary["test_accuracy"] == alone["test_accuracy"]
