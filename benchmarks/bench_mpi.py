@@ -9,8 +9,9 @@ The driver runs the configurations interleaved, ``--rounds`` times each: one pro
 ``CONVNET_NUM_THREADS=2`` and ``mpiexec -n 2`` with one thread per rank (the mpiexec beside
 this interpreter). Each run makes untimed warm-up steps, then ``--samples`` samples of
 ``--steps`` back-to-back steps; the table gives medians over all samples of all rounds.
-``comm`` is the time rank 0 spends in the gradient Allreduce (including waiting for the
-slower rank). A model on paper then extends the measurement to 8 and 64 machines.
+``comm`` is the time rank 0 spends in the gradient Allreduce during the steps (including
+waiting for the slower rank), ``Allreduce alone`` the same Allreduce timed after a barrier.
+A model on paper then extends the measurement to 8 and 64 machines.
 
     python benchmarks/bench_mpi.py --batch 50 --rounds 5
 
@@ -65,13 +66,22 @@ def worker(batch: int, steps: int, samples: int, warmup: int) -> None:
             step()
         step_seconds.append((time.perf_counter() - started) / steps)
         comm_seconds.append(ranks.communication_seconds / steps)
+    params = sum(value.nbytes for value in model.params.values())
+    alone = []
+    if ranks.distributed:
+        buffer = np.zeros(params // model.dtype.itemsize + 1, dtype=model.dtype)
+        for _ in range(samples * steps):
+            ranks.comm.Barrier()
+            ranks.communication_seconds = 0.0
+            ranks.allreduce_sum(buffer)
+            alone.append(ranks.communication_seconds)
     if ranks.is_root:
-        params = sum(value.nbytes for value in model.params.values())
         print(
             json.dumps(
                 {
                     "step": step_seconds,
                     "comm": comm_seconds,
+                    "allreduce": alone,
                     "bytes": params + model.dtype.itemsize if ranks.distributed else 0,
                     "param_bytes": params,
                 }
@@ -143,28 +153,36 @@ def main(argv: list[str] | None = None) -> None:
         return
     options = [f"--{key}={getattr(args, key)}" for key in ("batch", "steps", "samples", "warmup")]
     configs = {"1 process x 2 threads": (1, 2), "2 ranks x 1 thread": (2, 1)}
-    results: dict[str, dict[str, list]] = {name: {"step": [], "comm": []} for name in configs}
+    results: dict[str, dict[str, list]] = {
+        name: {"step": [], "comm": [], "allreduce": []} for name in configs
+    }
     sizes: dict[str, int] = {}
     for _ in range(args.rounds):
         for name, (ranks, threads) in configs.items():
             run = _run(ranks, threads, options)
             results[name]["step"] += run["step"]
             results[name]["comm"] += run["comm"]
+            results[name]["allreduce"] += run["allreduce"]
             sizes["bytes"] = max(sizes.get("bytes", 0), run["bytes"])
             sizes["params"] = run["param_bytes"]
     print(
         f"ThreeLayerConvNet float32, global batch {args.batch}, 3x32x32; {_cpu_name()}, "
-        f"{os.cpu_count()} logical CPUs; medians of {args.rounds * args.samples} samples of "
-        f"{args.steps} steps"
+        f"{os.cpu_count()} logical CPUs (load average {os.getloadavg()[0]:.1f} at the end); "
+        f"medians of {args.rounds * args.samples} samples of {args.steps} steps"
     )
-    print("| configuration | step ms | images/s | comm ms per step | bytes Allreduced per step |")
-    print("|---|---|---|---|---|")
+    print(
+        "| configuration | step ms | images/s | comm ms per step | Allreduce alone ms "
+        "| bytes Allreduced per step |"
+    )
+    print("|---|---|---|---|---|---|")
     for name, (ranks, _) in configs.items():
         step = float(np.median(results[name]["step"]))
         comm = float(np.median(results[name]["comm"]))
+        alone = float(np.median(results[name]["allreduce"] or [0.0]))
         moved = f"{sizes['bytes']:,}" if ranks > 1 else "0"
         print(
-            f"| {name} | {1e3 * step:.2f} | {args.batch / step:,.0f} | {1e3 * comm:.2f} | {moved} |"
+            f"| {name} | {1e3 * step:.2f} | {args.batch / step:,.0f} | {1e3 * comm:.2f} | "
+            f"{1e3 * alone:.2f} | {moved} |"
         )
     alone = float(np.median(results["1 process x 2 threads"]["step"]))
     _paper_model(args.batch, alone, sizes["params"])
