@@ -34,6 +34,9 @@ LAUNCHER_VARIABLES = (
     ("MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE"),
 )
 ALL_RANKS_ATTRIBUTE = "convnet_raised_on_every_rank"
+# Seconds a failing rank waits before MPI_Abort: the launcher forwards each rank's output
+# through pipes, and an abort right after the last write sometimes lost the message.
+ABORT_DELAY = 0.3
 
 
 def _integer(name: str) -> int | None:
@@ -113,6 +116,35 @@ def shard(total: int, rank: int, size: int) -> slice:
     if not 0 <= rank < size:
         raise ValueError(f"rank must lie in [0, {size}), got {rank}")
     return slice(total * rank // size, total * (rank + 1) // size)
+
+
+def running_statistics(model: Any) -> dict[str, np.ndarray]:
+    """The state a model trains without gradients (batch norm's running statistics).
+
+    ``model.buffers()`` when the model has it (convnet's models), else every
+    ``running_*`` array of the dicts in ``model.bn_params`` (CS231n's attribute), named
+    ``<key><layer>`` from layer 1; ``{}`` for a model with neither.
+    """
+    if callable(getattr(model, "buffers", None)):
+        return dict(model.buffers())
+    return {
+        f"{key}{layer}": state[key]
+        for layer, state in enumerate(getattr(model, "bn_params", None) or [], start=1)
+        for key in sorted(state)
+        if key.startswith("running_") and isinstance(state[key], np.ndarray)
+    }
+
+
+def set_running_statistics(model: Any, arrays: Mapping[str, np.ndarray]) -> None:
+    """Store ``arrays`` (named as :func:`running_statistics` names them) into ``model``:
+    through ``model.set_buffers``, else as new arrays into its ``bn_params``."""
+    if callable(getattr(model, "set_buffers", None)):
+        model.set_buffers(dict(arrays))
+        return
+    for layer, state in enumerate(getattr(model, "bn_params", None) or [], start=1):
+        for key in list(state):
+            if f"{key}{layer}" in arrays:
+                state[key] = arrays[f"{key}{layer}"]
 
 
 def raised_on_every_rank(error: BaseException) -> BaseException:
@@ -312,28 +344,37 @@ class Ranks:
             self.comm.Bcast(received, root=0)
             arrays[name] = received
 
-    def average_running_statistics(self, states: list[dict[str, Any]]) -> None:
-        """Average every ``running_*`` array of the dicts in ``states`` over the ranks.
+    def average_arrays(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The mean over the ranks of every array of ``arrays`` (new arrays, same dtypes).
 
-        ``states`` are a model's normalization parameter dicts (``bn_param``), which hold
-        ``running_mean`` and ``running_var``; each averaged array is stored back as a new
-        array, as the layers do. Dicts without running statistics (not yet in training)
-        are skipped alike on every rank.
+        The names, shapes and dtypes must agree on every rank (checked, ``ValueError``).
         """
         if not self.distributed:
-            return
-        keys = [
-            (index, key)
-            for index, state in enumerate(states)
-            for key in sorted(state)
-            if key.startswith("running_") and isinstance(state[key], np.ndarray)
-        ]
-        layout = [(i, k, states[i][k].shape, states[i][k].dtype.str) for i, k in keys]
+            return dict(arrays)
+        names = sorted(arrays)
+        layout = [(name, arrays[name].shape, arrays[name].dtype.str) for name in names]
         self.check_same("the running statistics' names, shapes and dtypes", layout)
-        for index, key in keys:
-            total = np.array(states[index][key], dtype=np.float64, order="C")
+        averaged = {}
+        for name in names:
+            total = np.array(arrays[name], dtype=np.float64, order="C")
             self.allreduce_sum(total)
-            states[index][key] = (total / self.size).astype(states[index][key].dtype)
+            averaged[name] = (total / self.size).astype(arrays[name].dtype)
+        return averaged
+
+    def average_statistics(self, model: Any) -> None:
+        """Average a model's running statistics (batch norm's) over the ranks.
+
+        Every rank's statistics follow its own slices of the batches; the running averages
+        are linear in the batch statistics, so averaging them now equals averaging them
+        after every step. See :func:`running_statistics` for what counts.
+        """
+        if self.distributed:
+            set_running_statistics(model, self.average_arrays(running_statistics(model)))
+
+    def broadcast_statistics(self, model: Any) -> None:
+        """Give every rank rank 0's running statistics of ``model``."""
+        if self.distributed:
+            set_running_statistics(model, self.broadcast(running_statistics(model)))
 
     def split_generators(self, generators: Mapping[str, np.random.Generator]) -> None:
         """Give each rank its own stream of every generator, reproducible from rank 0's.
@@ -395,6 +436,8 @@ class Ranks:
             if hint is not None:
                 message += f"; {hint()}"
             print(f"{message}; ending every rank", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            time.sleep(ABORT_DELAY)
             status = 130 if interrupted else 1
             self.comm.Abort(status)
             os._exit(status)  # MPI_Abort may return once the launcher has been told

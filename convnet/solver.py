@@ -213,8 +213,9 @@ class Solver:
         batch of ``batch_size`` images, and the Allreduced gradients give every rank the same
         update. Rank 0 alone shows progress, prints and writes checkpoints. A model's
         generators (dropout masks) draw a different stream on each rank, rank 0 the one a
-        single process would draw; the running statistics of its ``bn_params`` are averaged
-        over the ranks before every evaluation. An exception on one rank inside
+        single process would draw; its running statistics (``model.buffers()``, or the
+        ``running_*`` arrays of CS231n's ``model.bn_params``) start as rank 0's and are
+        averaged over the ranks before every evaluation. An exception on one rank inside
         :meth:`train` ends every rank (see :meth:`convnet.distributed.Ranks.abort_on_error`);
         run scripts with ``python -m mpi4py`` for the same elsewhere.
 
@@ -321,6 +322,7 @@ class Solver:
         shapes = {key: value.shape for key, value in self.data.items()}
         self.ranks.check_same("the shapes of the data", shapes)
         self.ranks.broadcast_arrays(self.model.params)
+        self.ranks.broadcast_statistics(self.model)
         shared = {key: getattr(self, key) for key in _SHARED_STATE}
         shared["rng_state"] = self.rng.bit_generator.state
         shared = self.ranks.broadcast(shared)
@@ -453,7 +455,7 @@ class Solver:
         for config in self.optim_configs.values():
             if "learning_rate" in config:
                 config["learning_rate"] *= self.lr_decay
-        self.ranks.average_running_statistics(getattr(self.model, "bn_params", []))
+        self.ranks.average_statistics(self.model)
         epoch_losses = self.loss_history[-self._iterations_per_epoch() :]
         self.epoch_loss_history.append(float(np.mean(epoch_losses)))
         train_acc = self.check_accuracy(

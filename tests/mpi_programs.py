@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from convnet.distributed import Ranks
+from convnet.distributed import Ranks, running_statistics, set_running_statistics
 from convnet.layers import (
     affine_backward,
     affine_forward,
@@ -133,14 +133,17 @@ def dropout_streams() -> None:
     _assert_close(runs[1], runs[0])
 
 
-def running_statistics() -> None:
-    """Every running_* array of a model's bn_params is averaged over the ranks."""
-    states = [
+def cs231n_running_statistics() -> None:
+    """Every running_* array of a CS231n-style model's bn_params is averaged over the ranks
+    (as new arrays of the same dtype; other keys and dicts left alone)."""
+    model = _BatchNormNet()
+    model.bn_params = [
         {"mode": "train", "running_mean": np.full(3, float(RANK)), "eps": 1e-5},
         {"mode": "train", "running_var": np.full((2, 2), RANK + 1.0, dtype=np.float32)},
         {"mode": "train"},
     ]
-    Ranks(COMM).average_running_statistics(states)
+    states = model.bn_params
+    Ranks(COMM).average_statistics(model)
     np.testing.assert_array_equal(states[0]["running_mean"], np.full(3, (SIZE - 1) / 2))
     assert states[1]["running_var"].dtype == np.float32
     np.testing.assert_array_equal(states[1]["running_var"], np.full((2, 2), (SIZE + 1) / 2))
@@ -180,27 +183,41 @@ class _BatchNormNet:
 
 
 def batch_norm_statistics() -> None:
-    """The Solver averages the running statistics of a model's bn_params over the ranks
-    before every evaluation, so every rank ends with the same ones."""
-    solver = _solver(_BatchNormNet(), _data(30), COMM, batch_size=12, num_epochs=2)
-    averaging = solver.ranks.average_running_statistics
-    before: list[dict[str, np.ndarray]] = []
+    """The Solver starts every rank from rank 0's running statistics and averages them over
+    the ranks before every evaluation, for convnet's FullyConnectedNet (model.buffers())
+    and a CS231n-style model (bn_params)."""
+    convnet_model = FullyConnectedNet(
+        [6, 5], input_dim=36, num_classes=3, normalization="batchnorm", seed=1
+    )
+    for model in (convnet_model, _BatchNormNet()):
+        set_running_statistics(
+            model, {name: value + RANK for name, value in running_statistics(model).items()}
+        )
+        at_rank_0 = COMM.bcast(running_statistics(model))
+        solver = _solver(model, _data(30), COMM, batch_size=12, num_epochs=2)
+        assert running_statistics(model).keys() == at_rank_0.keys()
+        for name, value in running_statistics(model).items():
+            np.testing.assert_array_equal(value, at_rank_0[name])
 
-    def record(states: list[dict[str, Any]]) -> None:
-        before.append({key: states[0][key].copy() for key in ("running_mean", "running_var")})
-        averaging(states)
-        for key, value in before[-1].items():
-            expected = np.mean(COMM.allgather(value), axis=0)
-            np.testing.assert_allclose(states[0][key], expected, rtol=1e-12)
+        averaging = solver.ranks.average_statistics
+        before: list[dict[str, np.ndarray]] = []
 
-    solver.ranks.average_running_statistics = record
-    solver.train()
-    assert len(before) == 2
-    differing = COMM.allgather(before[0]["running_mean"])
-    assert any(not np.array_equal(differing[0], other) for other in differing[1:])
-    final = COMM.allgather(solver.model.bn_params[0])
-    for key in ("running_mean", "running_var"):
-        assert all(np.array_equal(final[0][key], other[key]) for other in final[1:])
+        def record(model: Any, averaging: Any = averaging, before: list = before) -> None:
+            before.append({k: v.copy() for k, v in running_statistics(model).items()})
+            averaging(model)
+            for name, value in before[-1].items():
+                expected = np.mean(COMM.allgather(value), axis=0)
+                np.testing.assert_allclose(running_statistics(model)[name], expected, rtol=1e-6)
+
+        solver.ranks.average_statistics = record
+        solver.train()
+        assert len(before) == 2
+        name = sorted(before[0])[0]
+        differing = COMM.allgather(before[0][name])
+        assert any(not np.array_equal(differing[0], other) for other in differing[1:])
+        final = COMM.allgather(running_statistics(solver.model))
+        for name in final[0]:
+            assert all(np.array_equal(final[0][name], other[name]) for other in final[1:])
 
 
 class _Failing(ThreeLayerConvNet):
@@ -235,7 +252,7 @@ PROGRAMS = {
         uneven_slices,
         disagreeing_data,
         dropout_streams,
-        running_statistics,
+        cs231n_running_statistics,
         batch_norm_statistics,
         failing_rank,
         interrupted_rank,

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,14 @@ from hypothesis import strategies as st
 
 import convnet
 from convnet import _parallel, cli, distributed
-from convnet.distributed import Ranks, launch_info, shard
-from convnet.models import ThreeLayerConvNet
+from convnet.distributed import (
+    Ranks,
+    launch_info,
+    running_statistics,
+    set_running_statistics,
+    shard,
+)
+from convnet.models import FullyConnectedNet, ThreeLayerConvNet
 
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
 PROGRAMS = Path(__file__).with_name("mpi_programs.py")
@@ -116,15 +123,32 @@ def test_one_process_ranks_are_the_identity(rng: np.random.Generator) -> None:
     assert loss == expected_loss
     for name, value in expected.items():
         np.testing.assert_array_equal(grads[name], value)
-    states = [{"running_mean": np.ones(2)}]
-    ranks.average_running_statistics(states)
+    states = {"running_mean": np.ones(2)}
+    assert ranks.average_arrays(states) == states
+    ranks.average_statistics(model)
+    ranks.broadcast_statistics(model)
     ranks.check_same("anything", ranks.rank)
-    np.testing.assert_array_equal(states[0]["running_mean"], np.ones(2))
     with pytest.raises(KeyError), ranks.abort_on_error():
         raise KeyError("passes through with one process")
     with pytest.raises(ZeroDivisionError):
         ranks.run_on_root(lambda: 1 / 0)
     assert ranks.communication_seconds == 0
+
+
+def test_running_statistics_are_a_models_buffers_or_its_bn_params() -> None:
+    model = FullyConnectedNet([4, 3], input_dim=5, normalization="batchnorm")
+    assert running_statistics(model).keys() == model.buffers().keys() != set()
+    set_running_statistics(model, {"running_mean1": np.full(4, 2.0, dtype=np.float32)})
+    np.testing.assert_array_equal(model.buffers()["running_mean1"], np.full(4, 2.0))
+    cs231n_style = types.SimpleNamespace(
+        bn_params=[{"mode": "train"}, {"running_mean": np.zeros(2), "running_var": np.ones(2)}]
+    )
+    assert sorted(running_statistics(cs231n_style)) == ["running_mean2", "running_var2"]
+    set_running_statistics(cs231n_style, {"running_var2": np.full(2, 3.0)})
+    np.testing.assert_array_equal(cs231n_style.bn_params[1]["running_var"], np.full(2, 3.0))
+    assert cs231n_style.bn_params[0] == {"mode": "train"}
+    assert running_statistics(types.SimpleNamespace()) == {}
+    assert running_statistics(FullyConnectedNet([3], input_dim=5)) == {}
 
 
 def test_one_process_never_imports_mpi4py(tmp_path: Path) -> None:
@@ -244,7 +268,7 @@ def test_solver_over_three_ranks() -> None:
         "uneven_slices",
         "disagreeing_data",
         "dropout_streams",
-        "running_statistics",
+        "cs231n_running_statistics",
         "batch_norm_statistics",
     ]
     result, _ = _mpiexec(3, sys.executable, PROGRAMS, *checks)

@@ -13,10 +13,13 @@ from convnet.models import FullyConnectedNet, ThreeLayerConvNet, load_model, sav
 from convnet.optim import adam
 
 
-def check_model_gradients(build, X: np.ndarray, y: np.ndarray, tolerance: float = 1e-6) -> None:
+def check_model_gradients(
+    build, X: np.ndarray, y: np.ndarray, tolerance: float = 1e-6, zero: tuple[str, ...] = ()
+) -> None:
     """Compare ``build().loss(X, y)``'s gradients with centered differences, parameter by
     parameter. ``build`` makes a fresh float64 model each time, so a seeded model draws the
-    same dropout masks at every evaluation."""
+    same dropout masks at every evaluation. The parameters named in ``zero`` have a gradient
+    of exactly 0 (a bias before a batch norm), checked in absolute terms."""
     model = build()
     _, grads = model.loss(X, y)
     assert set(grads) == set(model.params)
@@ -30,7 +33,11 @@ def check_model_gradients(build, X: np.ndarray, y: np.ndarray, tolerance: float 
 
         numeric = numerical_gradient(loss_at, param)
         assert grads[name].shape == param.shape
-        assert relative_error(grads[name], numeric) < tolerance, name
+        if name in zero:
+            assert np.max(np.abs(numeric)) < 1e-8, name
+            np.testing.assert_allclose(grads[name], 0, atol=1e-12, err_msg=name)
+        else:
+            assert relative_error(grads[name], numeric) < tolerance, name
 
 
 @pytest.mark.parametrize(
