@@ -46,6 +46,9 @@ def show_config() -> None:
     if info["naive_reason"]:
         backend += f" ({info['naive_reason']})"
     print(f"  backend:  {backend}")
+    not_built = info["naive_reason"].startswith("the compiled")
+    if not_built and not _backend.unbuilt_checkout:  # (a checkout's reason names its fix)
+        print(f"  WARNING:  every fast layer runs the slow naive layers; {_backend.BUILD_HINT}")
     threads = f"{info['threads']} worker threads, single-threaded BLAS inside each"
     if info["backend"] == "naive":
         threads += " (unused by the naive backend)"

@@ -48,6 +48,9 @@ def test_plot_curves_writes_a_png(tmp_path: Path) -> None:
     }
     assert plot_curves(history, tmp_path / "curves.png") == tmp_path / "curves.png"
     assert is_png(tmp_path / "curves.png")
+    history.update(epoch_loss_history=[1.9, 0.65], val_loss_history=[2.0, 0.9])
+    assert is_png(plot_curves(history, tmp_path / "full.png", test_accuracy=0.68))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "full.png"]
 
 
 @pytest.mark.parametrize("shape", [(5, 1, 3, 3), (4, 3, 7, 7), (7, 1, 2, 2)])

@@ -398,3 +398,24 @@ def test_load_missing_file(tmp_path):
 def test_save_refuses_unknown_models(tmp_path):
     with pytest.raises(TypeError, match="ThreeLayerConvNet"):
         save_model(object(), tmp_path / "x.npz")
+
+
+@pytest.mark.parametrize("kind", ["conv", "fc"])
+def test_predict_gives_the_argmax_labels_in_batches_and_converts_integers(kind):
+    rng = np.random.default_rng(3)
+    if kind == "conv":
+        model = ThreeLayerConvNet((1, 6, 6), num_filters=2, filter_size=3, hidden_dim=5, seed=1)
+    else:
+        model = FullyConnectedNet([7], input_dim=36, seed=1)
+    pixels = rng.integers(0, 17, size=(23, 1, 6, 6), dtype=np.uint8)
+    labels = model.predict(pixels, batch_size=5)
+    assert labels.dtype == np.int64 and labels.shape == (23,)
+    np.testing.assert_array_equal(labels, np.argmax(model.loss(pixels.astype(np.float32)), axis=1))
+    np.testing.assert_array_equal(model.predict(pixels.astype(np.float32)), labels)
+    assert model.predict(pixels[:0]).shape == (0,)
+    with pytest.raises(TypeError, match="real numbers"):
+        model.predict(pixels.astype(bool))
+    with pytest.raises(ValueError, match="shape"):
+        model.predict(np.zeros((2, 1, 5, 6)))
+    with pytest.raises(ValueError, match="batch_size"):
+        model.predict(pixels, batch_size=0)
