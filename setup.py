@@ -86,13 +86,19 @@ class OptionalBuildExt(build_ext):
         print(message, file=sys.stderr)
 
 
+EXTENSIONS = {
+    "_im2col": [],
+    "_winograd": ["convnet/_winograd_tiles.h", "convnet/_winograd_tiles_impl.h"],
+}
 extensions = [
     Extension(
-        "convnet._im2col",
-        ["convnet/_im2col.pyx"],
-        include_dirs=[np.get_include()],
+        f"convnet.{name}",
+        [f"convnet/{name}.pyx"],
+        include_dirs=[np.get_include(), "convnet"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_25_API_VERSION")],
+        depends=headers,
     )
+    for name, headers in EXTENSIONS.items()
 ]
 
 setup(

@@ -1,10 +1,10 @@
 """Normalization and dropout benchmark: convnet's vectorized numpy against PyTorch.
 
-Forward + backward (train mode) on one activation shape, float32 by default; medians of
-interleaved samples (see :func:`convnet.bench.interleaved_medians`). The "copy" row times
-one ``x.copy()``: a pass over memory, to read the other rows against. It answers whether
-compiling a normalization would pay: a numpy layer makes several passes over its arrays,
-a fused compiled loop could make about two.
+Forward + backward (train mode) on one activation shape, float32 by default: the median
+and the minimum of interleaved samples (the minimum is the steadier figure on a loaded
+machine). The "copy of x" row times one ``x.copy()``, a single pass over memory, to read
+the other rows against. It answers whether compiling a normalization would pay: a numpy
+layer makes several passes over its arrays, a fused compiled loop could make about two.
 
     python benchmarks/bench_norm.py [--shape 64,64,16,16] [--dtype float32] [--threads 2]
 """
@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import platform
+import time
 
 import numpy as np
 
 from convnet._memory import keep_freed_memory
-from convnet.bench import interleaved_medians
 from convnet.dropout import dropout_backward, dropout_forward
 from convnet.normalization import (
     layernorm_backward,
@@ -103,6 +103,22 @@ def torch_candidates(torch, x, dout, groups):
     }
 
 
+def interleaved_samples(candidates, repeats: int, pause: float, calls: int):
+    """Milliseconds per call of each candidate: ``repeats`` samples taken in interleaved
+    rounds, each the mean of ``calls`` back-to-back calls after a pause and an untimed call
+    (the procedure of :func:`convnet.bench.interleaved_medians`, keeping every sample)."""
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, run in candidates.items():
+            time.sleep(pause)
+            run()
+            start = time.perf_counter()
+            for _ in range(calls):
+                run()
+            samples[name].append(1e3 * (time.perf_counter() - start) / calls)
+    return samples
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="64,64,16,16", help="N,C,H,W")
@@ -127,20 +143,22 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         theirs = torch_candidates(torch, x, dout, args.groups)
         candidates.update({f"torch {name}": run for name, run in theirs.items()})
-    medians = interleaved_medians(candidates, args.repeats, pause=0.2, calls=args.calls)
+    samples = interleaved_samples(candidates, args.repeats, pause=0.2, calls=args.calls)
 
     print(f"{platform.processor() or platform.machine()}; x {shape} {args.dtype}; f+b, ms")
-    print(f"| layer | convnet | PyTorch ({args.threads} threads) | ratio |")
+    print("median (min) of the samples; numpy runs on one thread")
+    print(f"| layer | convnet | PyTorch ({args.threads} threads) | ratio of medians |")
     print("|---|---|---|---|")
     for name in ours:
-        mine = medians[f"convnet {name}"]
-        other = medians.get(f"torch {name}")
-        ratio = f"{mine / other:.2f}x" if other else "-"
-        print(
-            f"| {name} | {mine:.2f} | {other:.2f} | {ratio} |"
-            if other
-            else f"| {name} | {mine:.2f} | - | - |"
-        )
+        mine = samples[f"convnet {name}"]
+        other = samples.get(f"torch {name}")
+        row = f"| {name} | {np.median(mine):.2f} ({min(mine):.2f}) |"
+        if other:
+            ratio = np.median(mine) / np.median(other)
+            row += f" {np.median(other):.2f} ({min(other):.2f}) | {ratio:.2f}x |"
+        else:
+            row += " - | - |"
+        print(row)
     return 0
 
 

@@ -56,7 +56,20 @@ def _load_kernel() -> tuple[ModuleType | None, str]:
     return _im2col, ""
 
 
+def _load_winograd_kernel() -> ModuleType | None:
+    """The compiled Winograd transforms, built beside _im2col (None without them: every
+    convolution then runs by im2col)."""
+    if kernel is None:
+        return None
+    try:
+        from convnet import _winograd
+    except ImportError:
+        return None
+    return _winograd
+
+
 kernel, naive_reason = _load_kernel()
+winograd_kernel = _load_winograd_kernel()
 BACKEND = "naive" if kernel is None else "cython"
 unbuilt_checkout = kernel is None and "source tree" in naive_reason
 _warned = False

@@ -112,6 +112,26 @@ def _param(params: Any, key: str, what: str) -> Any:
     return params[key]
 
 
+CONV_ALGORITHMS = ("auto", "im2col", "winograd")
+
+
+def conv_algorithm(conv_param: dict) -> str:
+    """The convolution algorithm ``conv_param`` asks for: ``'auto'`` when it names none.
+
+    ``'im2col'``, ``'winograd'`` or ``'auto'`` (the fast layers choose); the naive layers
+    compute the same result whatever it says.
+    """
+    algorithm = conv_param.get("algorithm", "auto") if isinstance(conv_param, dict) else "auto"
+    if not isinstance(algorithm, str):
+        raise TypeError(f"conv_param['algorithm'] must be a str, got {algorithm!r}")
+    if algorithm not in CONV_ALGORITHMS:
+        raise ValueError(
+            f"conv_param['algorithm'] must be one of {', '.join(map(repr, CONV_ALGORITHMS))}, "
+            f"got {algorithm!r}"
+        )
+    return algorithm
+
+
 def output_size(size: int, window: int, stride: int, pad: int) -> int:
     """``floor((size + 2 * pad - window) / stride) + 1``; needs ``window <= size + 2 * pad``."""
     return (size + 2 * pad - window) // stride + 1
@@ -126,7 +146,8 @@ def conv_geometry(x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict)
     w : ndarray, shape (F, C, HH, WW)
     b : ndarray, shape (F,)
     conv_param : dict
-        ``'stride'`` (int >= 1 or pair) and ``'pad'`` (int >= 0 or pair).
+        ``'stride'`` (int >= 1 or pair) and ``'pad'`` (int >= 0 or pair); optional
+        ``'algorithm'`` (see :func:`conv_algorithm`).
     """
     check_ndim(x, 4, "x", "(N, C, H, W)")
     check_ndim(w, 4, "w", "(F, C, HH, WW)")
@@ -140,6 +161,7 @@ def conv_geometry(x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict)
         raise ValueError(f"b must have length F = {w.shape[0]}, got shape {b.shape}")
     stride_h, stride_w = int_pair(_param(conv_param, "stride", "conv_param"), "stride", 1)
     pad_h, pad_w = int_pair(_param(conv_param, "pad", "conv_param"), "pad", 0)
+    conv_algorithm(conv_param)
     _, _, height, width = x.shape
     kernel_h, kernel_w = w.shape[2], w.shape[3]
     if kernel_h < 1 or kernel_w < 1:
@@ -240,6 +262,43 @@ def check_labels(y: Any, num_samples: int, num_classes: int) -> np.ndarray:
     return y.astype(np.intp, copy=False)
 
 
+MODES = ("train", "test")
+
+
+def check_mode(params: Any, what: str) -> str:
+    """The required ``'mode'`` of a ``bn_param`` or ``dropout_param``: 'train' or 'test'."""
+    mode = _param(params, "mode", what)
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ValueError(f"{what}['mode'] must be 'train' or 'test', got {mode!r}")
+    return mode
+
+
+def real_param(
+    params: dict, key: str, what: str, default: float, low: float, high: float, low_open: bool
+) -> float:
+    """``params[key]`` (or ``default``) as a finite float in ``(low, high]`` or ``[low, high]``."""
+    value = params.get(key, default)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what}[{key!r}] must be a real number, got {value!r}")
+    value = float(value)
+    above = value > low if low_open else value >= low
+    if not (np.isfinite(value) and above and value <= high):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise ValueError(f"{what}[{key!r}] must lie in {interval}, got {value!r}")
+    return value
+
+
+def check_scale_shift(
+    array: Any, name: str, shapes: tuple[tuple[int, ...], ...], what: str
+) -> np.ndarray:
+    """A normalization's ``gamma`` or ``beta``: a float array of one of the ``shapes``."""
+    array = check_float_array(array, name)
+    if array.shape not in shapes:
+        allowed = " or ".join(str(shape) for shape in shapes)
+        raise ValueError(f"{name} must have shape {allowed} for {what}, got {array.shape}")
+    return array
+
+
 # Caches: a backward function gets back what its forward pass returned. Anything else (None,
 # a tuple of the wrong length, arrays swapped for others) is refused here, before any
 # compiled kernel sees it: a TypeError for a cache of the wrong kind, a ValueError for one
@@ -288,13 +347,20 @@ def check_relu_cache(cache: Any) -> np.ndarray:
     return _cache_array(cache, "x", "relu")
 
 
-def check_conv_cache(cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, ConvGeometry]:
-    """The (x, w, b, geometry) of a convolution's forward pass, checked to fit together.
+def check_conv_cache(
+    cache: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, ConvGeometry, str]:
+    """The (x, w, b, geometry, algorithm) of a convolution's forward pass, checked to fit
+    together (a cache without the algorithm asked for gets ``'auto'``).
 
     The geometry is derived again from x, w and the cached strides and pads; a cache whose
     arrays were swapped for others of another size is a ``ValueError``.
     """
-    x, w, b, geo = _unpack_cache(cache, ("x", "w", "b", "geometry"), "conv")
+    fields = ("x", "w", "b", "geometry", "algorithm")
+    if isinstance(cache, tuple) and len(cache) == len(fields) - 1:
+        cache = (*cache, "auto")
+    x, w, b, geo, algorithm = _unpack_cache(cache, fields, "conv")
+    algorithm = conv_algorithm({"algorithm": algorithm})
     x = _cache_array(x, "x", "conv")
     w = _cache_array(w, "w", "conv")
     b = _cache_array(b, "b", "conv")
@@ -306,7 +372,7 @@ def check_conv_cache(cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, Co
             f"conv cache does not fit together: x {x.shape} and w {w.shape} give output "
             f"{expected.out_h}x{expected.out_w}, the cache says {geo.out_h}x{geo.out_w}"
         )
-    return x, w, b, geo
+    return x, w, b, geo, algorithm
 
 
 def check_pool_cache(cache: Any) -> tuple[np.ndarray, PoolGeometry, np.ndarray | None]:
@@ -347,40 +413,3 @@ def check_pool_cache(cache: Any) -> tuple[np.ndarray, PoolGeometry, np.ndarray |
             "input plane: it does not belong to this x"
         )
     return x, geo, argmax
-
-
-MODES = ("train", "test")
-
-
-def check_mode(params: Any, what: str) -> str:
-    """The required ``'mode'`` of a ``bn_param`` or ``dropout_param``: 'train' or 'test'."""
-    mode = _param(params, "mode", what)
-    if not isinstance(mode, str) or mode not in MODES:
-        raise ValueError(f"{what}['mode'] must be 'train' or 'test', got {mode!r}")
-    return mode
-
-
-def real_param(
-    params: dict, key: str, what: str, default: float, low: float, high: float, low_open: bool
-) -> float:
-    """``params[key]`` (or ``default``) as a finite float in ``(low, high]`` or ``[low, high]``."""
-    value = params.get(key, default)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{what}[{key!r}] must be a real number, got {value!r}")
-    value = float(value)
-    above = value > low if low_open else value >= low
-    if not (np.isfinite(value) and above and value <= high):
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-        raise ValueError(f"{what}[{key!r}] must lie in {interval}, got {value!r}")
-    return value
-
-
-def check_scale_shift(
-    array: Any, name: str, shapes: tuple[tuple[int, ...], ...], what: str
-) -> np.ndarray:
-    """A normalization's ``gamma`` or ``beta``: a float array of one of the ``shapes``."""
-    array = check_float_array(array, name)
-    if array.shape not in shapes:
-        allowed = " or ".join(str(shape) for shape in shapes)
-        raise ValueError(f"{name} must have shape {allowed} for {what}, got {array.shape}")
-    return array

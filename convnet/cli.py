@@ -67,6 +67,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "num_train": None,
     "num_val": None,
     "dropout": 1.0,
+    "normalization": None,
 }
 # Chosen so that `convnet train` reaches >= 0.97 validation accuracy on digits in about a
 # minute on 2 cores; the CIFAR-10 ones follow the course's three-layer net.
@@ -251,6 +252,7 @@ def _build_parser() -> _Parser:
     run.add_argument("--hidden-dim", type=_positive_int, help="conv net hidden units")
     run.add_argument("--hidden-dims", type=_width_list, help="fc-net widths, e.g. 100,100")
     run.add_argument("--dropout", type=_number(0, 1), help="fc-net keep probability (1: none)")
+    run.add_argument("--normalization", choices=("batchnorm", "layernorm"), help="fc-net norm")
     run.add_argument("--init", choices=("normal", "he"), help="weight initialization")
     run.add_argument("--weight-scale", type=_number(0), help="std of 'normal' init")
     run.add_argument("--reg", type=_number(0, low_inclusive=True), help="L2 strength")
@@ -438,6 +440,7 @@ def _build_model(options: dict[str, Any], dataset: dict[str, np.ndarray]) -> Any
             options["hidden_dims"],
             input_dim=math.prod(image_shape),
             dropout=options["dropout"],
+            normalization=options["normalization"],
             **common,
         )
     return ThreeLayerConvNet(

@@ -47,12 +47,14 @@ from convnet.normalization import spatial_groupnorm_forward as spatial_groupnorm
 
 
 class ConvCache(NamedTuple):
-    """What a convolution's backward pass needs (shared by the naive and fast layers)."""
+    """What a convolution's backward pass needs (shared by the naive and fast layers);
+    ``algorithm`` is the one the forward pass was asked for."""
 
     x: np.ndarray
     w: np.ndarray
     b: np.ndarray
     geometry: ConvGeometry
+    algorithm: str = "auto"
 
 
 class PoolCache(NamedTuple):
@@ -268,7 +270,7 @@ def conv_backward_naive(
     dw : ndarray, shape (F, C, HH, WW)
     db : ndarray, shape (F,)
     """
-    x, w, b, geo = check_conv_cache(cache)
+    x, w, b, geo, _ = check_conv_cache(cache)
     num_filters, _, kernel_h, kernel_w = w.shape
     dout = check_dout(dout, (x.shape[0], num_filters, geo.out_h, geo.out_w))
     dtype = common_dtype(x, w, b, dout)

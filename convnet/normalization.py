@@ -128,7 +128,9 @@ def _batchnorm(
     """Batch norm of ``x`` viewed as ``layout`` (N, C, M): statistics over axes 0 and 2."""
     mode = check_mode(bn_param, "bn_param")
     eps = _eps(bn_param, "bn_param")
-    momentum = real_param(bn_param, "momentum", "bn_param", DEFAULT_MOMENTUM, 0.0, 1.0, False)
+    momentum = real_param(
+        bn_param, "momentum", "bn_param", DEFAULT_MOMENTUM, 0.0, 1.0, low_open=False
+    )
     dtype = common_dtype(x, gamma, beta)
     num, channels, size = layout
     running_mean = _running_stat(bn_param, "running_mean", channels, 0.0, dtype)
@@ -184,14 +186,18 @@ def _per_sample_backward(
     group's channels they are M' times the two means of the closed form (M' = C // G * M).
     """
     xhat, inv_std, gamma = cache.xhat, cache.inv_std, cache.gamma
-    s1 = dout.sum(axis=3, keepdims=True)
-    s2 = np.sum(dout * xhat, axis=3, keepdims=True)
+    if xhat.shape[3] == 1:  # layer norm: nothing to sum over M
+        s1, s2 = dout, dout * xhat
+    else:
+        s1 = dout.sum(axis=3, keepdims=True)
+        s2 = np.sum(dout * xhat, axis=3, keepdims=True)
     count = xhat.shape[2] * xhat.shape[3]
     mean_dxhat = np.sum(s1 * gamma, axis=2, keepdims=True) / count
     mean_dxhat_xhat = np.sum(s2 * gamma, axis=2, keepdims=True) / count
-    dx = dout * (gamma * inv_std)
-    dx -= xhat * (mean_dxhat_xhat * inv_std)
-    dx -= mean_dxhat * inv_std
+    dx = dout * gamma
+    dx -= xhat * mean_dxhat_xhat
+    dx -= mean_dxhat
+    dx *= inv_std
     return dx, s2.sum(axis=0), s1.sum(axis=0)
 
 

@@ -208,3 +208,17 @@ def test_batchnorm_net_trains_with_the_solver():
     solver.train()
     assert solver.best_val_acc >= 0.9
     assert solver.check_accuracy(data["X_val"], data["y_val"]) >= 0.9
+
+
+def test_convnet_train_fc_net_with_batchnorm(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    from convnet import cli
+
+    argv = ["train", "--model", "fc-net", "--hidden-dims", "16", "--normalization", "batchnorm"]
+    quick = ["--num-train", "100", "--epochs", "1", "--no-progress", "--quiet"]
+    assert cli.main([*argv, *quick, "--dropout", "0.9", "--out", str(tmp_path)]) == 0
+    model = load_model(tmp_path / "model.npz")
+    assert model.normalization == "batchnorm" and model.dropout_keep_ratio == 0.9
+    assert model.params["gamma1"].shape == (16,)
+    assert np.any(model.buffers()["running_var1"] != 1)  # trained statistics were saved

@@ -22,13 +22,17 @@ def checkout(tmp_path: Path) -> Path:
     setuptools = pytest.importorskip("setuptools")
     if int(setuptools.__version__.split(".")[0]) < 77:  # pyproject.toml's build requirement
         pytest.skip(f"setup.py needs setuptools >= 77, this is {setuptools.__version__}")
-    if not (ROOT / "setup.py").is_file() or not (ROOT / "convnet" / "_im2col.c").is_file():
+    built = all((ROOT / "convnet" / f"{name}.c").is_file() for name in ("_im2col", "_winograd"))
+    if not (ROOT / "setup.py").is_file() or not built:
         pytest.skip("needs a source checkout whose kernel was built")
     for name in ("setup.py", "pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, tmp_path / name)
     (tmp_path / "convnet").mkdir()
-    for name in ("_im2col.pyx", "_im2col.c", "_version.py", "__init__.py"):
-        shutil.copy2(ROOT / "convnet" / name, tmp_path / "convnet" / name)
+    sources = [ROOT / "convnet" / name for name in ("_version.py", "__init__.py")]
+    for pattern in ("_*.pyx", "_*.c", "_*.h"):
+        sources += (ROOT / "convnet").glob(pattern)
+    for source in sources:
+        shutil.copy2(source, tmp_path / "convnet" / source.name)
     return tmp_path
 
 
