@@ -247,6 +247,17 @@ def test_two_ranks_train_the_parameters_of_one_process(
 
 
 @needs_mpi
+def test_batch_norm_fc_net_trains_over_two_ranks(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    options = ["--model", "fc-net", "--normalization", "batchnorm", "--epochs", "1", "--quiet"]
+    result = _train(2, tmp_path, *options)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "summary.json").read_text())["ranks"] == 2
+    with np.load(tmp_path / "model.npz") as saved:
+        assert np.all(np.isfinite(saved["running_mean1"])) and np.any(saved["running_mean1"])
+
+
+@needs_mpi
 @pytest.mark.parametrize(("first", "then"), [(2, 1), (1, 3)])
 def test_resume_with_another_number_of_ranks(
     one_process_run: Path, tmp_path: Path, first: int, then: int
