@@ -7,9 +7,11 @@ update. Rank ``r`` of ``P`` gets images ``[B * r // P, B * (r + 1) // P)`` of a 
 ``B``; its mean gradient is weighted by its share ``n_r / B`` before the sum, so uneven
 and even empty slices give exactly the gradient of the whole batch.
 
-mpi4py is imported only by :func:`world`, and only when an MPI launcher started this
-process with more than one rank: one process needs no MPI. Everything else takes the
-communicator it is given (mpi4py's ``MPI.Comm``, or ``None`` for one process).
+:func:`world` imports mpi4py only when an MPI launcher started this process with more
+than one rank (recognized from the launcher's environment variables): one process needs
+no MPI. :class:`Ranks` wraps the communicator it is given (mpi4py's ``MPI.Comm``, or
+``None`` for one process, which makes every method the identity) and touches mpi4py only
+with a communicator of several ranks. The batch's loss travels in the gradients' dtype.
 """
 
 from __future__ import annotations
