@@ -110,7 +110,7 @@ DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
         "weight_scale": 1e-2,
     },
     # convnet.models.resnet and vgg (composed from convnet.nn): resnet reaches 0.996
-    # validation accuracy on digits in 10 epochs (about 6 s on 2 cores).
+    # validation accuracy on digits in 10 epochs (about 5 s of training on 2 cores).
     **{
         (dataset, preset): {
             "epochs": 10 if dataset == "digits" else 5,
