@@ -470,6 +470,66 @@ def _conv_gradients(
     return dx, (dw if compute_dw else None), db
 
 
+def _phases(
+    requested: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: ConvGeometry
+) -> int:
+    """The dilation d when a dilated 3x3 stride-1 convolution runs as Winograd on its d*d
+    phases (else 0).
+
+    With stride 1, output (d*i + r, d*j + s) reads only padded input (d*(i+a) + r,
+    d*(j+e) + s): each of the d*d phases of the padded input, convolved with the
+    undilated filters and no padding, gives one phase of the output. When the padded size
+    is a multiple of d the phases have one shape and run as one batch of d*d*N images
+    (measured on (32,64,16,16), dilation 2, one thread: 18.7 -> 12.6 ms forward +
+    backward). Only under ``algorithm='auto'``, where its rule picks Winograd.
+    """
+    dilation = geo.dilation_h
+    padded_h, padded_w = x_shape[2] + 2 * geo.pad_h, x_shape[3] + 2 * geo.pad_w
+    if (
+        requested != "auto"
+        or dilation == 1
+        or geo.dilation_w != dilation
+        or (geo.stride_h, geo.stride_w, geo.groups) != (1, 1, 1)
+        or w_shape[2:] != (3, 3)
+        or padded_h % dilation
+        or padded_w % dilation
+        or _backend.winograd_kernel is None
+    ):
+        return 0
+    phase_geo = ConvGeometry(1, 1, 0, 0, geo.out_h // dilation, geo.out_w // dilation)
+    stacked = (x_shape[0] * dilation**2, x_shape[1], padded_h // dilation, padded_w // dilation)
+    return dilation if _auto_prefers_winograd(stacked, w_shape, phase_geo) else 0
+
+
+def _split_phases(padded: np.ndarray, dilation: int) -> np.ndarray:
+    """(N, C, d*h, d*w) -> (d*d*N, C, h, w): phase (r, s) of every image, r-major."""
+    return np.concatenate(
+        [padded[:, :, r::dilation, s::dilation] for r in range(dilation) for s in range(dilation)]
+    )
+
+
+def _merge_phases(stacked: np.ndarray, dilation: int, out: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_split_phases`, written into ``out`` (N, C, d*h, d*w)."""
+    num = out.shape[0]
+    for index in range(dilation**2):
+        r, s = divmod(index, dilation)
+        out[:, :, r::dilation, s::dilation] = stacked[index * num : (index + 1) * num]
+    return out
+
+
+def _padded_phases(x_c: np.ndarray, geo: ConvGeometry, dilation: int) -> np.ndarray:
+    pads = ((0, 0), (0, 0), (geo.pad_h,) * 2, (geo.pad_w,) * 2)
+    return _split_phases(np.pad(x_c, pads), dilation)
+
+
+def _phase_cache(
+    x_c: np.ndarray, w: np.ndarray, b: np.ndarray, geo: ConvGeometry, dilation: int
+) -> ConvCache:
+    """The cache of the undilated convolution of the stacked phases."""
+    phase_geo = ConvGeometry(1, 1, 0, 0, geo.out_h // dilation, geo.out_w // dilation)
+    return ConvCache(_padded_phases(x_c, geo, dilation), w, b, phase_geo, "auto")
+
+
 def conv_forward_fast(
     x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict
 ) -> tuple[np.ndarray, ConvCache]:
@@ -523,7 +583,15 @@ def conv_forward_fast(
         )
         if out is not None:
             return out, cache
-    out, _ = _correlate(kernel, np.ascontiguousarray(x, dtype=dtype), w, b, geo)
+    x_c = np.ascontiguousarray(x, dtype=dtype)
+    dilation = _phases(requested, x.shape, w.shape, geo)
+    if dilation:
+        phase_out, _ = conv_forward_fast(
+            _padded_phases(x_c, geo, dilation), w, b, {"stride": 1, "pad": 0}
+        )
+        out = np.empty((x.shape[0], w.shape[0], geo.out_h, geo.out_w), dtype=dtype)
+        return _merge_phases(phase_out, dilation, out), cache
+    out, _ = _correlate(kernel, x_c, w, b, geo)
     return out, cache
 
 
@@ -578,6 +646,18 @@ def conv_backward_fast(
         )
         if gradients is not None:
             return gradients[0], gradients[1], dout_c.sum(axis=(0, 2, 3))
+    dilation = _phases(requested, x.shape, w.shape, geo)
+    if dilation:
+        phase_cache = _phase_cache(np.ascontiguousarray(x, dtype=dtype), w, b, geo, dilation)
+        dout_phases = _split_phases(np.ascontiguousarray(dout, dtype=dtype), dilation)
+        dx_phases, dw, db = conv_backward_fast(dout_phases, phase_cache, compute_dx=compute_dx)
+        if dx_phases is None:
+            return None, dw, db
+        num, channels, height, width = x.shape
+        padded_shape = (num, channels, height + 2 * geo.pad_h, width + 2 * geo.pad_w)
+        dx_pad = _merge_phases(dx_phases, dilation, np.empty(padded_shape, dtype=dtype))
+        dx = dx_pad[:, :, geo.pad_h : geo.pad_h + height, geo.pad_w : geo.pad_w + width]
+        return np.ascontiguousarray(dx), dw, db
     return _conv_gradients(
         kernel,
         geo,

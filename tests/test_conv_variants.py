@@ -628,3 +628,77 @@ def test_auto_never_sends_a_dilated_or_grouped_convolution_to_winograd(rng):
         param = {"stride": 1, "pad": 2, **extra}
         w_shape = (64, 64 // extra.get("groups", 1), 3, 3)
         assert fast_layers.conv_algorithm_choice(x.shape, w_shape, param)[0] == "im2col"
+
+
+# --- dilated 3x3 stride-1 convolution as Winograd on its phases ---------------------------------
+
+PHASE_CASES = [
+    (3, 8, 8, 6, 6, 2, 2, np.float64),
+    (2, 8, 9, 8, 10, (1, 3), 2, np.float64),
+    (2, 9, 8, 5, 7, (2, 1), 3, np.float64),
+    (3, 8, 8, 6, 6, 2, 2, np.float32),
+]
+
+
+@pytest.fixture
+def winograd_for_small_convolutions(monkeypatch: pytest.MonkeyPatch) -> None:
+    if fast_layers._backend.winograd_kernel is None:
+        pytest.skip("no Winograd kernel")
+    monkeypatch.setattr(fast_layers, "WINOGRAD_MIN_PIXELS", 0)
+    monkeypatch.setattr(fast_layers, "WINOGRAD_MIN_PIXEL_CHANNELS", 0)
+
+
+@pytest.mark.parametrize("case", PHASE_CASES, ids=[str(case[:7]) for case in PHASE_CASES])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_dilated_conv_by_phases_matches_naive(
+    case, threads, winograd_for_small_convolutions, restore_num_threads
+):
+    set_num_threads(threads)
+    num, channels, filters, height, width, pad, dilation, dtype = case
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((num, channels, height, width)).astype(dtype)
+    w = rng.standard_normal((filters, channels, 3, 3)).astype(dtype)
+    b = rng.standard_normal(filters).astype(dtype)
+    param = {"stride": 1, "pad": pad, "dilation": dilation}
+    out, cache = conv_forward_fast(x, w, b, param)
+    assert fast_layers._phases("auto", x.shape, w.shape, cache.geometry) == dilation
+    out_naive, cache_naive = conv_forward_naive(x, w, b, param)
+    assert_matches(out, out_naive)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    grads_naive = conv_backward_naive(dout, cache_naive)
+    for grad, ref in zip(conv_backward_fast(dout, cache), grads_naive, strict=True):
+        assert_matches(grad, ref)
+    dx_none, dw, db = conv_backward_fast(dout, cache, compute_dx=False)
+    assert dx_none is None
+    assert_matches(dw, grads_naive[1])
+    assert_matches(db, grads_naive[2])
+
+
+def test_dilated_conv_by_phases_only_when_the_phases_share_one_shape(
+    winograd_for_small_convolutions,
+):
+    param = {"stride": 1, "pad": 2, "dilation": 2}
+    x, w, b = np.zeros((2, 8, 7, 6)), np.zeros((8, 8, 3, 3)), np.zeros(8)
+    _, cache = conv_forward_fast(x, w, b, param)
+    assert fast_layers._phases("auto", x.shape, w.shape, cache.geometry) == 0
+    _, cache = conv_forward_fast(x, w, b, {**param, "algorithm": "im2col"})
+    assert fast_layers._phases("im2col", x.shape, w.shape, cache.geometry) == 0
+
+
+@pytest.mark.parametrize("where", ["x", "w", "dout"])
+def test_dilated_conv_by_phases_places_nan_as_the_naive_layer(
+    where, winograd_for_small_convolutions
+):
+    rng = np.random.default_rng(9)
+    x, w, b = rng.standard_normal((2, 8, 6, 6)), rng.standard_normal((8, 8, 3, 3)), np.zeros(8)
+    param = {"stride": 1, "pad": 2, "dilation": 2}
+    dout = rng.standard_normal((2, 8, 6, 6))
+    arrays = {"x": x, "w": w, "dout": dout}
+    arrays[where].flat[arrays[where].size // 3] = np.nan
+    results = []
+    for forward, backward in CONV.values():
+        with np.errstate(invalid="ignore"):
+            out, cache = forward(arrays["x"], arrays["w"], b, param)
+            results.append([out, *backward(arrays["dout"], cache)])
+    for fast, naive in zip(results[1], results[0], strict=True):
+        np.testing.assert_array_equal(np.isnan(fast), np.isnan(naive))
