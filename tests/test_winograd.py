@@ -280,7 +280,7 @@ def test_winograd_refuses_what_it_cannot_do(w_shape, param):
 
 
 @pytest.mark.parametrize("param", [{"dilation": 2}, {"groups": 2}, {"groups": 4}])
-def test_auto_takes_im2col_for_dilated_and_grouped_convolutions(param):
+def test_auto_on_dilated_and_grouped_convolutions_matches_naive(param):
     rng = np.random.default_rng(0)
     groups = param.get("groups", 1)
     x = rng.standard_normal((8, 64, 12, 12)).astype(np.float32)  # where auto picks Winograd
