@@ -15,12 +15,28 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class ConvGeometry(NamedTuple):
-    """Normalized convolution arguments and output size."""
+    """Normalized convolution arguments and output size (new fields go at the end)."""
 
     stride_h: int
     stride_w: int
     pad_h: int
     pad_w: int
+    out_h: int
+    out_w: int
+    dilation_h: int = 1
+    dilation_w: int = 1
+    groups: int = 1
+
+
+class ConvTransposeGeometry(NamedTuple):
+    """A transposed convolution: the convolution whose input gradient it is, and its
+    output size ``(H - 1) * s - 2 * p + d * (k - 1) + output_pad + 1`` per axis.
+
+    ``conv`` maps the transposed convolution's output (N, F, out_h, out_w) to its input
+    (N, C, H, W): its ``out_h``, ``out_w`` are H and W.
+    """
+
+    conv: ConvGeometry
     out_h: int
     out_w: int
 
@@ -137,38 +153,61 @@ def output_size(size: int, window: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - window) // stride + 1
 
 
+def _groups(conv_param: dict) -> int:
+    return _layer_int(conv_param.get("groups", 1), "groups", 1)
+
+
+def _check_groups(groups: int, channels: int, filters: int, c_name: str, f_name: str) -> None:
+    if channels % groups:
+        raise ValueError(f"groups = {groups} must divide the {c_name} channels, got {channels}")
+    if filters % groups:
+        raise ValueError(f"groups = {groups} must divide the {f_name} channels, got {filters}")
+
+
+def _check_kernel(w: np.ndarray) -> tuple[int, int]:
+    kernel_h, kernel_w = w.shape[2], w.shape[3]
+    if kernel_h < 1 or kernel_w < 1:
+        raise ValueError(f"filter size must be at least 1x1, got w shape {w.shape}")
+    return kernel_h, kernel_w
+
+
 def conv_geometry(x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict) -> ConvGeometry:
     """Check a convolution's arguments and return its normalized geometry.
 
     Parameters
     ----------
     x : ndarray, shape (N, C, H, W)
-    w : ndarray, shape (F, C, HH, WW)
+    w : ndarray, shape (F, C // groups, HH, WW)
     b : ndarray, shape (F,)
     conv_param : dict
-        ``'stride'`` (int >= 1 or pair) and ``'pad'`` (int >= 0 or pair); optional
-        ``'algorithm'`` (see :func:`conv_algorithm`).
+        ``'stride'`` (int >= 1 or pair), ``'pad'`` (int >= 0 or pair), optional
+        ``'dilation'`` (int >= 1 or pair, default 1), ``'groups'`` (int >= 1 dividing C
+        and F, default 1) and ``'algorithm'`` (see :func:`conv_algorithm`).
     """
     check_ndim(x, 4, "x", "(N, C, H, W)")
-    check_ndim(w, 4, "w", "(F, C, HH, WW)")
+    check_ndim(w, 4, "w", "(F, C // groups, HH, WW)")
     check_ndim(b, 1, "b", "(F,)")
-    if x.shape[1] != w.shape[1]:
+    stride_h, stride_w = int_pair(_param(conv_param, "stride", "conv_param"), "stride", 1)
+    pad_h, pad_w = int_pair(_param(conv_param, "pad", "conv_param"), "pad", 0)
+    dilation_h, dilation_w = int_pair(conv_param.get("dilation", 1), "dilation", 1)
+    groups = _groups(conv_param)
+    _check_groups(groups, x.shape[1], w.shape[0], "input", "output (F)")
+    if x.shape[1] != w.shape[1] * groups:
         raise ValueError(
             f"channel mismatch: x has {x.shape[1]} channels (shape {x.shape}), "
-            f"w expects {w.shape[1]} (shape {w.shape})"
+            f"w expects {w.shape[1] * groups} ({w.shape[1]} per group x {groups} groups; "
+            f"shape {w.shape})"
         )
     if b.shape[0] != w.shape[0]:
         raise ValueError(f"b must have length F = {w.shape[0]}, got shape {b.shape}")
-    stride_h, stride_w = int_pair(_param(conv_param, "stride", "conv_param"), "stride", 1)
-    pad_h, pad_w = int_pair(_param(conv_param, "pad", "conv_param"), "pad", 0)
     conv_algorithm(conv_param)
     _, _, height, width = x.shape
-    kernel_h, kernel_w = w.shape[2], w.shape[3]
-    if kernel_h < 1 or kernel_w < 1:
-        raise ValueError(f"filter size must be at least 1x1, got w shape {w.shape}")
-    if kernel_h > height + 2 * pad_h or kernel_w > width + 2 * pad_w:
+    kernel_h, kernel_w = _check_kernel(w)
+    span_h, span_w = dilation_h * (kernel_h - 1) + 1, dilation_w * (kernel_w - 1) + 1
+    if span_h > height + 2 * pad_h or span_w > width + 2 * pad_w:
         raise ValueError(
-            f"filter {kernel_h}x{kernel_w} is larger than the padded input "
+            f"filter {kernel_h}x{kernel_w} with dilation ({dilation_h}, {dilation_w}) spans "
+            f"{span_h}x{span_w}, larger than the padded input "
             f"{height + 2 * pad_h}x{width + 2 * pad_w} (H={height}, W={width}, "
             f"pad=({pad_h}, {pad_w}))"
         )
@@ -177,9 +216,68 @@ def conv_geometry(x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict)
         stride_w,
         pad_h,
         pad_w,
-        output_size(height, kernel_h, stride_h, pad_h),
-        output_size(width, kernel_w, stride_w, pad_w),
+        output_size(height, span_h, stride_h, pad_h),
+        output_size(width, span_w, stride_w, pad_w),
+        dilation_h,
+        dilation_w,
+        groups,
     )
+
+
+def conv_transpose_geometry(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict
+) -> ConvTransposeGeometry:
+    """Check a transposed convolution's arguments and return its geometry.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W), H and W >= 1
+    w : ndarray, shape (C, F // groups, HH, WW)
+    b : ndarray, shape (F,)
+    conv_param : dict
+        ``'stride'`` (int >= 1 or pair), ``'pad'`` (int >= 0 or pair), optional
+        ``'output_pad'`` (int >= 0 or pair, default 0; each smaller than the stride or
+        the dilation of its axis), ``'dilation'`` and ``'groups'`` as in a convolution.
+    """
+    check_ndim(x, 4, "x", "(N, C, H, W)")
+    check_ndim(w, 4, "w", "(C, F // groups, HH, WW)")
+    check_ndim(b, 1, "b", "(F,)")
+    stride = int_pair(_param(conv_param, "stride", "conv_param"), "stride", 1)
+    pad = int_pair(_param(conv_param, "pad", "conv_param"), "pad", 0)
+    output_pad = int_pair(conv_param.get("output_pad", 0), "output_pad", 0)
+    dilation = int_pair(conv_param.get("dilation", 1), "dilation", 1)
+    groups = _groups(conv_param)
+    if x.shape[1] != w.shape[0]:
+        raise ValueError(
+            f"channel mismatch: x has {x.shape[1]} channels (shape {x.shape}), "
+            f"w (C, F // groups, HH, WW) expects {w.shape[0]} (shape {w.shape})"
+        )
+    filters = w.shape[1] * groups
+    _check_groups(groups, x.shape[1], filters, "input", "output (F)")
+    if b.shape[0] != filters:
+        raise ValueError(
+            f"b must have length F = {filters} (w.shape[1] * groups), got shape {b.shape}"
+        )
+    kernel = _check_kernel(w)
+    for axis in range(2):
+        if output_pad[axis] >= stride[axis] and output_pad[axis] >= dilation[axis]:
+            raise ValueError(
+                f"output_pad[{axis}] = {output_pad[axis]} must be smaller than the stride "
+                f"({stride[axis]}) or the dilation ({dilation[axis]})"
+            )
+    size = x.shape[2:]
+    out = [
+        (size[a] - 1) * stride[a] - 2 * pad[a] + dilation[a] * (kernel[a] - 1) + output_pad[a] + 1
+        for a in range(2)
+    ]
+    if min(size) < 1 or min(out) < 1:
+        raise ValueError(
+            f"transposed convolution of a {size[0]}x{size[1]} input gives a "
+            f"{out[0]}x{out[1]} output: both must be at least 1x1 "
+            f"(stride {stride}, pad {pad}, dilation {dilation}, output_pad {output_pad})"
+        )
+    conv = ConvGeometry(*stride, *pad, size[0], size[1], *dilation, groups)
+    return ConvTransposeGeometry(conv, out[0], out[1])
 
 
 def check_affine_arrays(x: Any, w: Any, b: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -210,6 +308,16 @@ def check_conv_arrays(
     w = check_float_array(w, "w")
     b = check_float_array(b, "b")
     return x, w, b, conv_geometry(x, w, b, conv_param)
+
+
+def check_conv_transpose_arrays(
+    x: Any, w: Any, b: Any, conv_param: dict
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, ConvTransposeGeometry]:
+    """Check a transposed convolution's arrays and parameters; return them and the geometry."""
+    x = check_float_array(x, "x")
+    w = check_float_array(w, "w")
+    b = check_float_array(b, "b")
+    return x, w, b, conv_transpose_geometry(x, w, b, conv_param)
 
 
 def pool_geometry(x: np.ndarray, pool_param: dict) -> PoolGeometry:
@@ -365,7 +473,12 @@ def check_conv_cache(
     w = _cache_array(w, "w", "conv")
     b = _cache_array(b, "b", "conv")
     geo = _cache_geometry(geo, ConvGeometry, "conv")
-    conv_param = {"stride": (geo.stride_h, geo.stride_w), "pad": (geo.pad_h, geo.pad_w)}
+    conv_param = {
+        "stride": (geo.stride_h, geo.stride_w),
+        "pad": (geo.pad_h, geo.pad_w),
+        "dilation": (geo.dilation_h, geo.dilation_w),
+        "groups": geo.groups,
+    }
     expected = conv_geometry(x, w, b, conv_param)
     if expected != geo:
         raise ValueError(
@@ -373,6 +486,54 @@ def check_conv_cache(
             f"{expected.out_h}x{expected.out_w}, the cache says {geo.out_h}x{geo.out_w}"
         )
     return x, w, b, geo, algorithm
+
+
+def check_conv_transpose_cache(
+    cache: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, ConvTransposeGeometry]:
+    """The (x, w, b, geometry) of a transposed convolution's forward pass, checked to fit
+    together: the geometry is derived again from x, w and the cached parameters."""
+    layer = "conv transpose"
+    x, w, b, geo = _unpack_cache(cache, ("x", "w", "b", "geometry"), layer)
+    x = _cache_array(x, "x", layer)
+    w = _cache_array(w, "w", layer)
+    b = _cache_array(b, "b", layer)
+    if not isinstance(geo, tuple) or len(geo) != len(ConvTransposeGeometry._fields):
+        raise TypeError(
+            f"{layer} cache: geometry must be a ConvTransposeGeometry, got {type(geo).__name__}"
+        )
+    conv = _cache_geometry(geo[0], ConvGeometry, layer)
+    out_h, out_w = geo[1:]
+    check_ndim(x, 4, "x", "(N, C, H, W)")
+    check_ndim(w, 4, "w", "(C, F // groups, HH, WW)")
+    conv_param = {
+        "stride": (conv.stride_h, conv.stride_w),
+        "pad": (conv.pad_h, conv.pad_w),
+        "dilation": (conv.dilation_h, conv.dilation_w),
+        "groups": conv.groups,
+        "output_pad": tuple(
+            _positive_int(size, f"{layer} cache output size", 0)
+            - ((x.shape[2 + a] - 1) * stride - 2 * pad + dilation * (w.shape[2 + a] - 1) + 1)
+            for a, size, stride, pad, dilation in (
+                (0, out_h, conv.stride_h, conv.pad_h, conv.dilation_h),
+                (1, out_w, conv.stride_w, conv.pad_w, conv.dilation_w),
+            )
+        ),
+    }
+    expected = conv_transpose_geometry(x, w, b, conv_param)
+    if expected != (conv, out_h, out_w):
+        raise ValueError(
+            f"{layer} cache does not fit together: x {x.shape} and w {w.shape} do not give "
+            f"the cached geometry {geo!r}"
+        )
+    return x, w, b, expected
+
+
+def check_global_pool_cache(cache: Any) -> np.ndarray:
+    """The x of a global average pool's forward pass."""
+    x = _cache_array(cache, "x", "global avg pool")
+    check_ndim(x, 4, "global avg pool cache x", "(N, C, H, W)")
+    return x
 
 
 def check_pool_cache(cache: Any) -> tuple[np.ndarray, PoolGeometry, np.ndarray | None]:
@@ -413,3 +574,24 @@ def check_pool_cache(cache: Any) -> tuple[np.ndarray, PoolGeometry, np.ndarray |
             "input plane: it does not belong to this x"
         )
     return x, geo, argmax
+
+
+def check_avg_pool_cache(cache: Any) -> tuple[np.ndarray, PoolGeometry]:
+    """The (x, geometry) of an average pool's forward pass, checked to fit together."""
+    x, geo, argmax = _unpack_cache(cache, ("x", "geometry", "argmax"), "avg pool")
+    x = _cache_array(x, "x", "avg pool")
+    geo = _cache_geometry(geo, PoolGeometry, "avg pool")
+    if argmax is not None:
+        raise ValueError("avg pool cache holds an argmax: it comes from a max pool")
+    pool_param = {
+        "pool_height": geo.pool_h,
+        "pool_width": geo.pool_w,
+        "stride": (geo.stride_h, geo.stride_w),
+    }
+    expected = pool_geometry(x, pool_param)
+    if expected != geo:
+        raise ValueError(
+            f"avg pool cache does not fit together: x {x.shape} gives output "
+            f"{expected.out_h}x{expected.out_w}, the cache says {geo.out_h}x{geo.out_w}"
+        )
+    return x, geo

@@ -1,4 +1,5 @@
-"""Layer benchmark: fast vs naive vs the GEMM alone vs PyTorch, for convolution and pooling.
+"""Layer benchmark: fast vs naive vs the GEMM alone vs PyTorch, for convolution (dilated,
+depthwise and transposed included) and max and average pooling.
 
 Run as ``convnet bench`` or ``python benchmarks/bench_layers.py``; ``--help`` lists the
 options. Like training, the benchmark first calls :func:`convnet.keep_freed_memory`, which
@@ -18,25 +19,35 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from convnet import _backend
+from convnet import _backend, nn
 from convnet._memory import keep_freed_memory
 from convnet._parallel import set_num_threads
 from convnet.fast_layers import (
+    avg_pool_backward_fast,
+    avg_pool_forward_fast,
     conv_backward_fast,
     conv_forward_fast,
+    conv_transpose_backward_fast,
+    conv_transpose_forward_fast,
     max_pool_backward_fast,
     max_pool_forward_fast,
 )
 from convnet.layers import (
+    avg_pool_backward_naive,
+    avg_pool_forward_naive,
     conv_backward_naive,
     conv_forward_naive,
+    conv_transpose_backward_naive,
+    conv_transpose_forward_naive,
     max_pool_backward_naive,
     max_pool_forward_naive,
 )
+from convnet.nn import Module
 
 
 @dataclass(frozen=True)
@@ -47,19 +58,39 @@ class ConvCase:
     w_shape: tuple[int, int, int, int]
     stride: int
     pad: int
+    dilation: int = 1
+    groups: int = 1
 
     def out_hw(self) -> tuple[int, int]:
         height, width = self.x_shape[2:]
-        kernel_h, kernel_w = self.w_shape[2:]
+        span_h, span_w = (self.dilation * (k - 1) + 1 for k in self.w_shape[2:])
         return (
-            (height + 2 * self.pad - kernel_h) // self.stride + 1,
-            (width + 2 * self.pad - kernel_w) // self.stride + 1,
+            (height + 2 * self.pad - span_h) // self.stride + 1,
+            (width + 2 * self.pad - span_w) // self.stride + 1,
         )
+
+    def conv_param(self) -> dict:
+        return {
+            "stride": self.stride,
+            "pad": self.pad,
+            "dilation": self.dilation,
+            "groups": self.groups,
+        }
 
     def forward_flops(self) -> int:
         out_h, out_w = self.out_hw()
         depth = self.w_shape[1] * self.w_shape[2] * self.w_shape[3]
         return 2 * self.x_shape[0] * self.w_shape[0] * depth * out_h * out_w
+
+
+@dataclass(frozen=True)
+class TransposeCase:
+    """A transposed convolution to time: input and filter (C, F, kh, kw) shapes."""
+
+    x_shape: tuple[int, int, int, int]
+    w_shape: tuple[int, int, int, int]
+    stride: int
+    pad: int
 
 
 @dataclass(frozen=True)
@@ -76,13 +107,20 @@ CONV_CASES = {
     "b": ConvCase((50, 3, 32, 32), (32, 3, 7, 7), 1, 3),
     "c": ConvCase((64, 64, 16, 16), (64, 64, 3, 3), 1, 1),
     "d": ConvCase((32, 128, 8, 8), (128, 128, 3, 3), 1, 1),
+    "dil": ConvCase((32, 64, 16, 16), (64, 64, 3, 3), 1, 2, dilation=2),
+    "dw": ConvCase((64, 64, 16, 16), (64, 1, 3, 3), 1, 1, groups=64),
+}
+TRANSPOSE_CASES = {"t1": TransposeCase((32, 64, 8, 8), (64, 32, 4, 4), 2, 1)}
+AVG_POOL_CASES = {
+    "ap1": PoolCase((100, 3, 32, 32), 2, 2),
+    "ap2": PoolCase((64, 64, 16, 16), 2, 2),
 }
 POOL_CASES = {
     "p1": PoolCase((100, 3, 32, 32), 2, 2),
     "p2": PoolCase((64, 64, 16, 16), 2, 2),
     "p3": PoolCase((64, 64, 16, 16), 3, 2),
 }
-NAIVE_BY_DEFAULT = ("a", "p1")
+NAIVE_BY_DEFAULT = ("a", "p1", "ap1")
 
 
 def interleaved_medians(
@@ -126,15 +164,17 @@ def conv_candidates(case: ConvCase, dtype: np.dtype, torch, rng: np.random.Gener
     x = rng.standard_normal(case.x_shape).astype(dtype)
     w = rng.standard_normal(case.w_shape).astype(dtype)
     b = rng.standard_normal(case.w_shape[0]).astype(dtype)
-    conv_param = {"stride": case.stride, "pad": case.pad}
+    conv_param = case.conv_param()
     out_h, out_w = case.out_hw()
     num_filters = case.w_shape[0]
     dout = rng.standard_normal((case.x_shape[0], num_filters, out_h, out_w)).astype(dtype)
     depth = w[0].size
     columns = case.x_shape[0] * out_h * out_w
-    cols = rng.standard_normal((depth, columns)).astype(dtype)
-    w_rows = w.reshape(num_filters, depth)
-    dout_rows = rng.standard_normal((num_filters, columns)).astype(dtype)
+    cols = rng.standard_normal((case.groups, depth, columns)).astype(dtype)
+    w_rows = w.reshape(case.groups, num_filters // case.groups, depth)
+    dout_rows = rng.standard_normal((case.groups, num_filters // case.groups, columns)).astype(
+        dtype
+    )
 
     def fast_forward_backward() -> None:
         _, cache = conv_forward_fast(x, w, b, conv_param)
@@ -142,8 +182,8 @@ def conv_candidates(case: ConvCase, dtype: np.dtype, torch, rng: np.random.Gener
 
     def gemms_forward_backward() -> None:
         np.matmul(w_rows, cols)
-        np.matmul(dout_rows, cols.T)
-        np.matmul(w_rows.T, dout_rows)
+        np.matmul(dout_rows, cols.transpose(0, 2, 1))
+        np.matmul(w_rows.transpose(0, 2, 1), dout_rows)
 
     def naive_forward_backward() -> None:
         _, cache = conv_forward_naive(x, w, b, conv_param)
@@ -163,13 +203,19 @@ def conv_candidates(case: ConvCase, dtype: np.dtype, torch, rng: np.random.Gener
         tb = torch.from_numpy(b).requires_grad_()
         tdout = torch.from_numpy(dout)
 
+        torch_param = {
+            "stride": case.stride,
+            "padding": case.pad,
+            "dilation": case.dilation,
+            "groups": case.groups,
+        }
+
         def torch_forward() -> None:
             with torch.no_grad():
-                functional.conv2d(tx, tw, tb, stride=case.stride, padding=case.pad)
+                functional.conv2d(tx, tw, tb, **torch_param)
 
         def torch_forward_backward() -> None:
-            out = functional.conv2d(tx, tw, tb, stride=case.stride, padding=case.pad)
-            out.backward(tdout)
+            functional.conv2d(tx, tw, tb, **torch_param).backward(tdout)
 
         candidates["torch fwd"] = torch_forward
         candidates["torch f+b"] = torch_forward_backward
@@ -200,6 +246,75 @@ def pool_candidates(case: PoolCase, dtype: np.dtype, torch, rng: np.random.Gener
 
         def torch_forward_backward() -> None:
             functional.max_pool2d(tx, case.window, case.stride).backward(tdout)
+
+        candidates["torch f+b"] = torch_forward_backward
+    return candidates, naive_forward_backward
+
+
+def transpose_candidates(case: TransposeCase, dtype: np.dtype, torch, rng: np.random.Generator):
+    """The callables timed for one transposed convolution, and the naive forward+backward."""
+    x = rng.standard_normal(case.x_shape).astype(dtype)
+    w = rng.standard_normal(case.w_shape).astype(dtype)
+    b = rng.standard_normal(case.w_shape[1]).astype(dtype)
+    conv_param = {"stride": case.stride, "pad": case.pad}
+    out, _ = conv_transpose_forward_fast(x, w, b, conv_param)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+
+    def fast_forward_backward() -> None:
+        _, cache = conv_transpose_forward_fast(x, w, b, conv_param)
+        conv_transpose_backward_fast(dout, cache)
+
+    def naive_forward_backward() -> None:
+        _, cache = conv_transpose_forward_naive(x, w, b, conv_param)
+        conv_transpose_backward_naive(dout, cache)
+
+    candidates = {
+        "fast fwd": lambda: conv_transpose_forward_fast(x, w, b, conv_param),
+        "fast f+b": fast_forward_backward,
+    }
+    if torch is not None:
+        import torch.nn.functional as functional
+
+        tx, tw, tb = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
+        tdout = torch.from_numpy(dout)
+
+        def torch_forward() -> None:
+            with torch.no_grad():
+                functional.conv_transpose2d(tx, tw, tb, stride=case.stride, padding=case.pad)
+
+        def torch_forward_backward() -> None:
+            out = functional.conv_transpose2d(tx, tw, tb, stride=case.stride, padding=case.pad)
+            out.backward(tdout)
+
+        candidates["torch fwd"] = torch_forward
+        candidates["torch f+b"] = torch_forward_backward
+    return candidates, naive_forward_backward
+
+
+def avg_pool_candidates(case: PoolCase, dtype: np.dtype, torch, rng: np.random.Generator):
+    """The callables timed for one average-pooling case, and the naive forward+backward."""
+    x = rng.standard_normal(case.x_shape).astype(dtype)
+    pool_param = {"pool_height": case.window, "pool_width": case.window, "stride": case.stride}
+    out, _ = avg_pool_forward_fast(x, pool_param)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+
+    def fast_forward_backward() -> None:
+        _, cache = avg_pool_forward_fast(x, pool_param)
+        avg_pool_backward_fast(dout, cache)
+
+    def naive_forward_backward() -> None:
+        _, cache = avg_pool_forward_naive(x, pool_param)
+        avg_pool_backward_naive(dout, cache)
+
+    candidates = {"fast f+b": fast_forward_backward, "copy x": x.copy}
+    if torch is not None:
+        import torch.nn.functional as functional
+
+        tx = torch.from_numpy(x).requires_grad_()
+        tdout = torch.from_numpy(dout)
+
+        def torch_forward_backward() -> None:
+            functional.avg_pool2d(tx, case.window, case.stride).backward(tdout)
 
         candidates["torch f+b"] = torch_forward_backward
     return candidates, naive_forward_backward
@@ -308,6 +423,42 @@ def pool_table(args, torch, rng) -> list[str]:
     return _print_table(header, 10, rows)
 
 
+def transpose_table(args, torch, rng) -> list[str]:
+    header = (
+        "| case | dtype | thr | x, w (C, F, kh, kw), stride, pad | naive f+b | fast fwd "
+        "| torch fwd | fast f+b | torch f+b | f+b/torch | naive/fast |"
+    )
+    rows = (
+        f"| {name} | {dtype.name} | {threads} | {case.x_shape} {case.w_shape} s{case.stride} "
+        f"p{case.pad} | {_ms(naive_ms)} | {_ms(times['fast fwd'])} "
+        f"| {_ms(times.get('torch fwd'))} | {_ms(times['fast f+b'])} "
+        f"| {_ms(times.get('torch f+b'))} | {_ratio(times['fast f+b'], times.get('torch f+b'))} "
+        f"| {_ratio(naive_ms, times['fast f+b'])} |"
+        for threads, name, case, dtype, times, naive_ms in measurements(
+            args, torch, rng, args.transpose_cases, TRANSPOSE_CASES, transpose_candidates
+        )
+    )
+    return _print_table(header, 11, rows)
+
+
+def avg_pool_table(args, torch, rng) -> list[str]:
+    header = (
+        "| case | dtype | thr | window/stride | naive f+b | fast f+b | torch f+b | copy x "
+        "| fast/torch | naive/fast |"
+    )
+    rows = (
+        f"| {name} {case.x_shape} | {dtype.name} | {threads} "
+        f"| {case.window}x{case.window}/{case.stride} | {_ms(naive_ms)} "
+        f"| {_ms(times['fast f+b'])} | {_ms(times.get('torch f+b'))} "
+        f"| {_ms(times['copy x'])} | {_ratio(times['fast f+b'], times.get('torch f+b'))} "
+        f"| {_ratio(naive_ms, times['fast f+b'])} |"
+        for threads, name, case, dtype, times, naive_ms in measurements(
+            args, torch, rng, args.avg_pool_cases, AVG_POOL_CASES, avg_pool_candidates
+        )
+    )
+    return _print_table(header, 10, rows)
+
+
 def memory_table(args) -> list[str]:
     case = CONV_CASES["b"]
     rows = (
@@ -336,9 +487,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--conv",
         dest="conv_cases",
-        default="a,b,c,d",
+        default="a,b,c,d,dil,dw",
         type=lambda text: _names(text, CONV_CASES),
-        help="convolution cases, comma-separated (default a,b,c,d; '' for none)",
+        help="convolution cases, comma-separated (default a,b,c,d,dil,dw; '' for none)",
+    )
+    parser.add_argument(
+        "--transpose",
+        dest="transpose_cases",
+        default="t1",
+        type=lambda text: _names(text, TRANSPOSE_CASES),
+        help="transposed-convolution cases (default t1; '' for none)",
+    )
+    parser.add_argument(
+        "--avg-pool",
+        dest="avg_pool_cases",
+        default="ap1,ap2",
+        type=lambda text: _names(text, AVG_POOL_CASES),
+        help="average-pooling cases (default ap1,ap2; '' for none)",
     )
     parser.add_argument(
         "--pool",
@@ -371,6 +536,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="default",
         help="time the naive layers once: on cases a and p1, all, or none",
     )
+    parser.add_argument(
+        "--train-step",
+        default="64",
+        type=lambda text: [int(count) for count in text.split(",") if count],
+        help="batch sizes for a residual-net training step on 3x32x32 ('' for none)",
+    )
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     parser.add_argument(
         "--memory",
@@ -401,6 +572,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.pool_cases:
         print("\nMax pool, forward + backward")
         pool_table(args, torch, rng)
+    if args.transpose_cases:
+        print("\nTransposed convolution (fwd = forward; f+b = forward + backward)")
+        transpose_table(args, torch, rng)
+    if args.avg_pool_cases:
+        print("\nAverage pool, forward + backward")
+        avg_pool_table(args, torch, rng)
+    if args.train_step:
+        print("\nResidual net (convnet.models.resnet) training step: forward, loss, backward, SGD")
+        train_step_table(args, torch, rng)
     if args.memory_batches:
         print("\nPeak memory of a fast conv forward+backward (tracemalloc)")
         memory_table(args)
@@ -409,3 +589,128 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def torch_network(net: Module, torch) -> Any:
+    """The same network as a ``torch.nn.Module``, with a copy of ``net``'s parameters.
+
+    Every layer of :mod:`convnet.nn` maps to its PyTorch counterpart (batch norm's momentum
+    ``m`` to PyTorch's ``1 - m``, dropout's keep probability ``p`` to ``1 - p``, a linear
+    layer's ``w`` (in, out) to ``weight`` (out, in)); a :class:`convnet.nn.Residual` adds
+    its body and its shortcut.
+    """
+    from torch import nn as tnn
+
+    class TorchResidual(tnn.Module):
+        def __init__(self, body: Any, shortcut: Any) -> None:
+            super().__init__()
+            self.body, self.shortcut = body, shortcut
+
+        def forward(self, x: Any) -> Any:
+            return self.body(x) + (x if self.shortcut is None else self.shortcut(x))
+
+    dtype = next(iter(net.params.values())).dtype if net.params else np.dtype(np.float32)
+    torch_dtype = {np.float32: torch.float32, np.float64: torch.float64}[dtype.type]
+
+    def tensor(array: np.ndarray) -> Any:
+        return tnn.Parameter(torch.from_numpy(np.array(array)))
+
+    def convert(module: Module) -> Any:
+        if isinstance(module, nn.Sequential):
+            return tnn.Sequential(*(convert(child) for _, child in module.children()))
+        if isinstance(module, nn.Residual):
+            shortcut = None if module.shortcut is None else convert(module.shortcut)
+            return TorchResidual(convert(module.body), shortcut)
+        p = module.params
+        if isinstance(module, nn.Conv2d):
+            layer = tnn.Conv2d(
+                module.in_channels,
+                module.out_channels,
+                module.kernel_size,
+                module.stride,
+                module.pad,
+                module.dilation,
+                module.groups,
+                module.bias,
+            )
+            layer.weight = tensor(p["w"])
+            if module.bias:
+                layer.bias = tensor(p["b"])
+            return layer
+        if isinstance(module, nn.Linear):
+            layer = tnn.Linear(module.in_features, module.out_features)
+            layer.weight, layer.bias = tensor(p["w"].T), tensor(p["b"])
+            return layer
+        if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            kind = tnn.BatchNorm2d if isinstance(module, nn.BatchNorm2d) else tnn.BatchNorm1d
+            layer = kind(module.num_features, module.eps, 1 - module.momentum, dtype=torch_dtype)
+            layer.weight, layer.bias = tensor(p["gamma"]), tensor(p["beta"])
+            layer.running_mean.copy_(torch.from_numpy(p["running_mean"]))
+            layer.running_var.copy_(torch.from_numpy(p["running_var"]))
+            return layer
+        if isinstance(module, nn.AvgPool2d):
+            return tnn.AvgPool2d(module.kernel_size, module.stride)
+        if isinstance(module, nn.MaxPool2d):
+            return tnn.MaxPool2d(module.kernel_size, module.stride)
+        if isinstance(module, nn.GlobalAvgPool):
+            return tnn.Sequential(tnn.AdaptiveAvgPool2d(1), tnn.Flatten())
+        if isinstance(module, nn.Dropout):
+            return tnn.Dropout(1 - module.p)
+        simple = {nn.ReLU: tnn.ReLU, nn.Flatten: tnn.Flatten}
+        return simple[type(module)]()
+
+    return convert(net).to(torch_dtype)
+
+
+def train_step_candidates(
+    batch: int, dtype: np.dtype, torch, rng: np.random.Generator
+) -> dict[str, Callable[[], object]]:
+    """One SGD training step of the residual net (``convnet.models.resnet``) on CIFAR-10
+    sized images, in convnet and (when installed) in PyTorch with the same weights."""
+    from convnet.models import resnet
+    from convnet.optim import sgd
+
+    model = resnet((3, 32, 32), dtype=dtype, seed=0)
+    X = rng.standard_normal((batch, 3, 32, 32)).astype(dtype)
+    y = rng.integers(0, 10, size=batch)
+    config = {"learning_rate": 1e-3}
+
+    def convnet_step() -> None:
+        _, grads = model.loss(X, y)
+        for name, value in model.params.items():
+            model.params[name], _ = sgd(value, grads[name], config)
+
+    candidates: dict[str, Callable[[], object]] = {"convnet": convnet_step}
+    if torch is not None:
+        net = torch_network(model.net, torch).train()
+        optimizer = torch.optim.SGD(net.parameters(), lr=1e-3)
+        images, labels = torch.from_numpy(X), torch.from_numpy(y)
+
+        def torch_step() -> None:
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(net(images), labels).backward()
+            optimizer.step()
+
+        candidates["torch"] = torch_step
+    return candidates
+
+
+def train_step_table(args, torch, rng) -> list[str]:
+    rows = []
+    for threads in args.threads:
+        set_num_threads(threads)
+        if torch is not None:
+            torch.set_num_threads(threads)
+        with threadpool_limits(threads):
+            for batch in args.train_step:
+                for dtype in args.dtypes:
+                    candidates = train_step_candidates(batch, dtype, torch, rng)
+                    times = interleaved_medians(candidates, args.repeats, args.pause, args.calls)
+                    rows.append(
+                        f"| resnet ({batch},3,32,32) | {dtype.name} | {threads} "
+                        f"| {_ms(times['convnet'])} | {_ms(times.get('torch'))} "
+                        f"| {_ratio(times['convnet'], times.get('torch'))} "
+                        f"| {batch / times['convnet'] * 1e3:.0f} |"
+                    )
+    header = "| training step | dtype | thr | convnet ms | torch ms | convnet/torch | images/s |"
+    return _print_table(header, 7, rows)

@@ -10,6 +10,11 @@ values. State that gradients do not train (batch norm's running statistics) is i
 
 Unlike the layers, which refuse integer arrays, the models convert an integer ``X`` (uint8
 pixels, say) explicitly to their dtype; booleans, complex numbers and objects are refused.
+
+Composed networks (:mod:`convnet.nn`) are :class:`convnet.nn.Classifier` models, which keep
+their running statistics in ``params`` (with a zero gradient) instead; the presets
+:func:`resnet` (a small residual net) and :func:`vgg` (VGG-style, with batch norm and
+dropout) come from :mod:`convnet.presets`.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ from convnet.layers import (
     dropout_forward,
     softmax_loss,
 )
+from convnet.nn import Classifier
+from convnet.presets import resnet as resnet
+from convnet.presets import vgg as vgg
 
 FORMAT_VERSION = 1
 INITS = ("normal", "he")
@@ -562,10 +570,11 @@ class FullyConnectedNet(_Classifier):
         return self._add_regularization(loss, grads), grads
 
 
-Model = ThreeLayerConvNet | FullyConnectedNet
-ARCHITECTURES: dict[str, type[_Classifier]] = {
+Model = ThreeLayerConvNet | FullyConnectedNet | Classifier
+ARCHITECTURES: dict[str, type[Model]] = {
     "ThreeLayerConvNet": ThreeLayerConvNet,
     "FullyConnectedNet": FullyConnectedNet,
+    "Classifier": Classifier,
 }
 
 
@@ -576,12 +585,15 @@ def save_model(model: Model, path: str | os.PathLike) -> Path:
     norm's running statistics) under its name and, under
     ``"__convnet_meta__"``, the JSON string
     ``{"architecture": <class name>, "config": model.config(), "format_version": 1}``.
+    A :class:`convnet.nn.Classifier`'s config holds its network as nested JSON (layer
+    types and arguments); its parameters, batch-norm running statistics included, are
+    stored under their dotted names.
     The file is written atomically (:func:`convnet._io.atomic_open`), so an existing file at
     ``path`` is replaced whole or not at all. ``path`` is used as given (no suffix added).
 
     Parameters
     ----------
-    model : ThreeLayerConvNet or FullyConnectedNet
+    model : ThreeLayerConvNet, FullyConnectedNet or convnet.nn.Classifier
     path : str or path-like
 
     Returns
@@ -663,7 +675,7 @@ def load_model(path: str | os.PathLike, expected: str | type | None = None) -> M
 
     Returns
     -------
-    model : ThreeLayerConvNet or FullyConnectedNet
+    model : ThreeLayerConvNet, FullyConnectedNet or convnet.nn.Classifier
         With the saved configuration, parameters and buffers (in the saved dtype).
 
     Raises

@@ -189,7 +189,7 @@ def assert_usage_error(capsys: pytest.CaptureFixture, code: int, *fragments: str
         (["train", "--lr", "abc"], "--lr"),
         (["train", "--lr", "0"], "--lr"),
         (["train", "--lr-decay", "1.5"], "--lr-decay"),
-        (["train", "--model", "resnet"], "--model"),
+        (["train", "--model", "resnet50"], "--model"),
         (["train", "--hidden-dims", "10,x"], "--hidden-dims"),
         (["train", "--dataset", "cifar10", "--out", "{tmp}/o"], "--data-dir"),
         (["train", "--dataset", "cifar10", "--data-dir", "{tmp}/none", "--out", "{tmp}"], "none"),

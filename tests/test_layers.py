@@ -76,6 +76,18 @@ def test_relu_at_zero_and_nan():
     np.testing.assert_array_equal(relu_backward(np.full(4, 3.0), cache), [0.0, 0.0, 3.0, 0.0])
 
 
+@pytest.mark.parametrize("dtypes", [(np.float32, np.float32), (np.float64, np.float32)])
+def test_relu_backward_is_where_bit_for_bit(rng, dtypes):
+    special = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-38, -1e-45]
+    x = np.concatenate([rng.standard_normal(50), special, np.zeros(7), -np.ones(7)])
+    dout = np.concatenate([rng.standard_normal(57), special, special])
+    x, dout = x.astype(dtypes[0]), dout.astype(dtypes[1])[::-1]  # dout not contiguous
+    dx = relu_backward(dout, relu_forward(x)[1])
+    expected = np.where(x > 0, dout, 0).astype(np.float64 if np.float64 in dtypes else np.float32)
+    assert dx.dtype == expected.dtype
+    np.testing.assert_array_equal(dx.view(f"i{dx.itemsize}"), expected.view(f"i{dx.itemsize}"))
+
+
 def test_softmax_loss_gradient(rng):
     x = rng.standard_normal((6, 4))
     y = rng.integers(0, 4, size=6)

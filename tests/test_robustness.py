@@ -148,7 +148,7 @@ def test_conv_backward_refuses_a_cache_that_does_not_fit_together(backward):
     with pytest.raises(TypeError, match="geometry"):
         backward(dout, cache._replace(geometry=(1, 1, 1, 1)))
     with pytest.raises(TypeError, match="geometry must hold integers"):
-        backward(dout, cache._replace(geometry=(1, 1, 1, 1, 6.0, 6)))
+        backward(dout, cache._replace(geometry=(1, 1, 1, 1, 6.0, 6, 1, 1, 1)))
     with pytest.raises(TypeError, match="numpy array"):
         backward(dout, cache._replace(b=[1.0] * 4))
     with pytest.raises(TypeError, match="float32 or float64"):

@@ -1,4 +1,5 @@
-"""Convolution and max pooling against PyTorch's conv2d and max_pool2d with autograd (float64)."""
+"""Convolution (dilated, grouped, transposed) and max and average pooling against PyTorch's
+conv2d, conv_transpose2d, max_pool2d and avg_pool2d with autograd (float64)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from convnet.fast_layers import (
+    avg_pool_backward_fast,
+    avg_pool_forward_fast,
     conv_backward_fast,
     conv_forward_fast,
+    conv_transpose_backward_fast,
+    conv_transpose_forward_fast,
     max_pool_backward_fast,
     max_pool_forward_fast,
 )
 from convnet.layers import (
+    avg_pool_backward_naive,
+    avg_pool_forward_naive,
     conv_backward_naive,
     conv_forward_naive,
+    conv_transpose_backward_naive,
+    conv_transpose_forward_naive,
+    global_avg_pool_backward,
+    global_avg_pool_forward,
     max_pool_backward_naive,
     max_pool_forward_naive,
 )
@@ -111,6 +122,154 @@ def test_max_pool_matches_torch(impl, case):
     out_t.backward(torch.from_numpy(dout))
     assert_close_to_torch(out, out_t)
     assert_close_to_torch(dx, x_t.grad)
+
+
+# --- dilated, grouped, depthwise and transposed convolution; average pooling ----------------
+
+TRANSPOSE = {
+    "naive": (conv_transpose_forward_naive, conv_transpose_backward_naive),
+    "fast": (conv_transpose_forward_fast, conv_transpose_backward_fast),
+}
+AVG_POOL = {
+    "naive": (avg_pool_forward_naive, avg_pool_backward_naive),
+    "fast": (avg_pool_forward_fast, avg_pool_backward_fast),
+}
+
+
+def _grads_match_torch(grads, tensors) -> None:
+    for grad, tensor in zip(grads, tensors, strict=True):
+        assert_close_to_torch(grad, tensor.grad)
+
+
+@st.composite
+def grouped_cases(draw, transpose: bool = False):
+    """Groups (depthwise among them: one input channel per group), dilation with padding,
+    and for a transposed convolution output padding below the stride or the dilation."""
+    groups = draw(st.integers(1, 4))
+    per_group_in = draw(st.sampled_from([1, 1, 2]))
+    per_group_out = draw(st.integers(1, 2))
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    pad = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    span = [dilation[a] * (kernel[a] - 1) + 1 for a in (0, 1)]
+    if transpose:
+        size = [draw(st.integers(1, 4)) for _ in (0, 1)]
+        pad = tuple(min(pad[a], ((size[a] - 1) * stride[a] + span[a] - 1) // 2) for a in (0, 1))
+        output_pad = tuple(draw(st.integers(0, max(stride[a], dilation[a]) - 1)) for a in (0, 1))
+    else:
+        size = [draw(st.integers(max(1, span[a] - 2 * pad[a]), span[a] + 4)) for a in (0, 1)]
+        output_pad = (0, 0)
+    return {
+        "num": draw(st.integers(1, 2)),
+        "groups": groups,
+        "in": groups * per_group_in,
+        "out": groups * per_group_out,
+        "size": size,
+        "kernel": kernel,
+        "stride": stride,
+        "pad": pad,
+        "dilation": dilation,
+        "output_pad": output_pad,
+        "seed": draw(st.integers(0, 2**32 - 1)),
+    }
+
+
+@pytest.mark.parametrize("impl", CONV)
+@settings(max_examples=60)
+@given(case=grouped_cases())
+def test_grouped_dilated_conv_matches_torch(impl, case):
+    forward, backward = CONV[impl]
+    rng = np.random.default_rng(case["seed"])
+    x = rng.standard_normal((case["num"], case["in"], *case["size"]))
+    w = rng.standard_normal((case["out"], case["in"] // case["groups"], *case["kernel"]))
+    b = rng.standard_normal(case["out"])
+    param = {key: case[key] for key in ("stride", "pad", "dilation", "groups")}
+    out, cache = forward(x, w, b, param)
+    dout = rng.standard_normal(out.shape)
+
+    tensors = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
+    out_t = functional.conv2d(
+        *tensors,
+        stride=case["stride"],
+        padding=case["pad"],
+        dilation=case["dilation"],
+        groups=case["groups"],
+    )
+    out_t.backward(torch.from_numpy(dout))
+    assert_close_to_torch(out, out_t)
+    _grads_match_torch(backward(dout, cache), tensors)
+
+
+@pytest.mark.parametrize("impl", TRANSPOSE)
+@settings(max_examples=60)
+@given(case=grouped_cases(transpose=True))
+def test_conv_transpose_matches_torch(impl, case):
+    forward, backward = TRANSPOSE[impl]
+    rng = np.random.default_rng(case["seed"])
+    x = rng.standard_normal((case["num"], case["in"], *case["size"]))
+    w = rng.standard_normal((case["in"], case["out"] // case["groups"], *case["kernel"]))
+    b = rng.standard_normal(case["out"])
+    param = {key: case[key] for key in ("stride", "pad", "dilation", "groups", "output_pad")}
+    out, cache = forward(x, w, b, param)
+    dout = rng.standard_normal(out.shape)
+
+    tensors = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
+    out_t = functional.conv_transpose2d(
+        *tensors,
+        stride=case["stride"],
+        padding=case["pad"],
+        output_padding=case["output_pad"],
+        groups=case["groups"],
+        dilation=case["dilation"],
+    )
+    out_t.backward(torch.from_numpy(dout))
+    assert_close_to_torch(out, out_t)
+    _grads_match_torch(backward(dout, cache), tensors)
+
+
+@pytest.mark.parametrize("impl", CONV)
+def test_depthwise_dilated_conv_with_padding_matches_torch(impl):
+    rng = np.random.default_rng(3)
+    x, w, b = rng.standard_normal((2, 6, 9, 8)), rng.standard_normal((6, 1, 3, 3)), np.zeros(6)
+    param = {"stride": 1, "pad": 2, "dilation": 2, "groups": 6}
+    out, cache = CONV[impl][0](x, w, b, param)
+    dout = rng.standard_normal(out.shape)
+    tensors = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
+    out_t = functional.conv2d(*tensors, padding=2, dilation=2, groups=6)
+    out_t.backward(torch.from_numpy(dout))
+    assert_close_to_torch(out, out_t)
+    _grads_match_torch(CONV[impl][1](dout, cache), tensors)
+
+
+@pytest.mark.parametrize("impl", AVG_POOL)
+@settings(max_examples=60)
+@given(case=pool_cases())
+def test_avg_pool_matches_torch(impl, case):
+    forward, backward = AVG_POOL[impl]
+    rng = np.random.default_rng(case["seed"])
+    x = rng.standard_normal((case["num"], case["channels"], case["height"], case["width"]))
+    param = {"pool_height": case["window"][0], "pool_width": case["window"][1]}
+    out, cache = forward(x, {**param, "stride": case["stride"]})
+    dout = rng.standard_normal(out.shape)
+
+    x_t = torch.tensor(x, requires_grad=True)
+    out_t = functional.avg_pool2d(x_t, kernel_size=case["window"], stride=case["stride"])
+    out_t.backward(torch.from_numpy(dout))
+    assert_close_to_torch(out, out_t)
+    assert_close_to_torch(backward(dout, cache), x_t.grad)
+
+
+def test_global_avg_pool_matches_torch():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 5, 4, 6))
+    out, cache = global_avg_pool_forward(x)
+    dout = rng.standard_normal(out.shape)
+    x_t = torch.tensor(x, requires_grad=True)
+    out_t = functional.adaptive_avg_pool2d(x_t, 1).flatten(1)
+    out_t.backward(torch.from_numpy(dout))
+    assert_close_to_torch(out, out_t)
+    assert_close_to_torch(global_avg_pool_backward(dout, cache), x_t.grad)
 
 
 @pytest.mark.parametrize("tile", [2, 4])

@@ -262,14 +262,39 @@ def test_algorithm_is_validated():
 
 @needs_winograd
 @pytest.mark.parametrize(
-    ("w_shape", "stride"), [((3, 2, 5, 5), 1), ((3, 2, 3, 3), 2), ((3, 2, 3, 1), 1)]
+    ("w_shape", "param"),
+    [
+        ((3, 2, 5, 5), {"stride": 1}),
+        ((3, 2, 3, 3), {"stride": 2}),
+        ((3, 2, 3, 1), {"stride": 1}),
+        ((3, 2, 3, 3), {"stride": 1, "dilation": 2}),
+        ((4, 1, 3, 3), {"stride": 1, "groups": 2}),
+    ],
 )
-def test_winograd_refuses_what_it_cannot_do(w_shape, stride):
+def test_winograd_refuses_what_it_cannot_do(w_shape, param):
     x = np.zeros((1, 2, 7, 7))
     with pytest.raises(ValueError, match="needs 3x3 filters and stride 1"):
         conv_forward_fast(
-            x, np.zeros(w_shape), np.zeros(3), {"stride": stride, "pad": 1, "algorithm": "winograd"}
+            x, np.zeros(w_shape), np.zeros(w_shape[0]), {**param, "pad": 1, "algorithm": "winograd"}
         )
+
+
+@pytest.mark.parametrize("param", [{"dilation": 2}, {"groups": 2}, {"groups": 4}])
+def test_auto_on_dilated_and_grouped_convolutions_matches_naive(param):
+    rng = np.random.default_rng(0)
+    groups = param.get("groups", 1)
+    x = rng.standard_normal((8, 64, 12, 12)).astype(np.float32)  # where auto picks Winograd
+    w = rng.standard_normal((64, 64 // groups, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    conv_param = {"stride": 1, "pad": 2 if "dilation" in param else 1, **param}
+    out, cache = conv_forward_fast(x, w, b, conv_param)
+    expected, expected_cache = conv_forward_naive(x, w, b, conv_param)
+    assert_matches(out, expected)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    for grad, reference in zip(
+        conv_backward_fast(dout, cache), conv_backward_naive(dout, expected_cache), strict=True
+    ):
+        assert_matches(grad, reference)
 
 
 @needs_winograd

@@ -1,0 +1,1129 @@
+"""Networks composed from layers: layer objects, containers and a softmax classifier.
+
+A layer object runs one layer function of :mod:`convnet.layers` / :mod:`convnet.fast_layers`
+and keeps what its backward pass needs::
+
+    out = layer.forward(x)            # (N, ...) -> (N, ...)
+    dx = layer.backward(dout)         # fills layer.grads; returns dx (None if not asked)
+
+Containers (:class:`Sequential`, :class:`Residual`) nest freely. Every module shows the
+parameters of its whole subtree as one flat ``params`` mapping with unique dotted names
+(``"stem.conv.w"``, ``"stage1.0.residual.body.bn1.gamma"``), and after a backward pass a
+``grads`` dict with the same names. ``params`` writes through: assigning
+``net.params[name] = value`` replaces that layer's array, which is how the
+:class:`convnet.solver.Solver` and the update rules of :mod:`convnet.optim` train a
+:class:`Classifier` unchanged.
+
+Batch norm's running statistics (``running_mean``, ``running_var``) travel in ``params``
+too, with a zero gradient: every update rule leaves a parameter with zero gradient exactly
+as it is, and so the Solver's best-parameter snapshot, its checkpoints and
+:func:`convnet.models.save_model` keep each network's statistics together with the weights
+they belong to. They are not regularized.
+
+Modules start in training mode; :meth:`Module.eval` selects test mode (dropout off, batch
+norm on running statistics), :meth:`Module.train` switches back. :meth:`Classifier.loss`
+selects the mode itself: training with labels, test without.
+
+Initialization (:meth:`Module.initialize`): "he" draws each weight from a normal
+distribution with std ``sqrt(2 / fan_in)`` (fan_in = in_channels / groups * kh * kw for a
+convolution, in_features for a linear layer); "normal" uses std ``weight_scale``, as
+:class:`convnet.models.ThreeLayerConvNet` does. Biases and batch-norm shifts start at 0,
+batch-norm scales at 1, running means at 0 and running variances at 1.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from convnet._parallel import single_threaded_blas
+from convnet._validation import FLOAT_DTYPES, _positive_int, check_labels, int_pair, output_size
+from convnet.fast_layers import (
+    affine_backward_fast,
+    affine_forward_fast,
+    avg_pool_backward_fast,
+    avg_pool_forward_fast,
+    conv_backward_fast,
+    conv_forward_fast,
+    max_pool_backward_fast,
+    max_pool_forward_fast,
+)
+from convnet.layers import (
+    batchnorm_backward,
+    batchnorm_forward,
+    dropout_backward,
+    dropout_forward,
+    global_avg_pool_backward,
+    global_avg_pool_forward,
+    relu_backward,
+    relu_forward,
+    softmax_loss,
+    spatial_batchnorm_backward,
+    spatial_batchnorm_forward,
+)
+
+Shape = tuple[int, ...]
+INITS = ("he", "normal")
+_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def _check_dtype(dtype: Any) -> np.dtype:
+    try:
+        result = np.dtype(dtype)
+    except TypeError as error:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from error
+    if result not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {result}")
+    return result
+
+
+def _compact(pair: tuple[int, int]) -> int | list[int]:
+    """An (h, w) pair as JSON: one int when both are equal."""
+    return pair[0] if pair[0] == pair[1] else list(pair)
+
+
+def _check_shape(shape: Any, ndim: int, layout: str, layer: Module) -> Shape:
+    shape = tuple(shape)
+    if len(shape) != ndim:
+        raise ValueError(
+            f"{type(layer).__name__} takes samples of shape {layout}, got {shape} "
+            f"({layer.describe()})"
+        )
+    return shape
+
+
+class ParamDict(MutableMapping):
+    """The parameters of a module's subtree, by dotted name; assignments write through.
+
+    Keys are fixed by the network's structure: assigning an unknown name raises
+    ``KeyError``, and deleting is refused. An assigned array must have the parameter's
+    shape and is cast to the parameter's dtype.
+    """
+
+    def __init__(self, index: dict[str, tuple[Layer, str]]) -> None:
+        self._index = index
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        layer, local = self._index[name]
+        return layer._params[local]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if name not in self._index:
+            raise KeyError(f"no parameter named {name!r}; the names are {list(self._index)}")
+        layer, local = self._index[name]
+        current = layer._params[local]
+        value = np.asarray(value)
+        if value.shape != current.shape:
+            raise ValueError(
+                f"parameter {name} has shape {current.shape}, got an array of shape {value.shape}"
+            )
+        if value.dtype.kind not in "iuf":
+            raise TypeError(f"parameter {name} must hold real numbers, got dtype {value.dtype}")
+        layer._params[local] = value.astype(current.dtype, copy=False)
+
+    def __delitem__(self, name: str) -> None:
+        raise TypeError("parameters belong to the network's structure and cannot be deleted")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{name!r}: {self[name].shape}" for name in self._index)
+        return f"ParamDict({{{shapes}}})"
+
+
+class Module:
+    """What every layer and container offers: forward, backward, params, grads, modes."""
+
+    training: bool
+
+    def __init__(self) -> None:
+        self.training = True
+        self._in_container = False
+        self._param_view: ParamDict | None = None
+
+    # -- structure
+    def _index(self) -> dict[str, tuple[Layer, str]]:
+        """Every parameter of the subtree: dotted name -> (layer, its local name)."""
+        raise NotImplementedError
+
+    def children(self) -> list[tuple[str, Module]]:
+        """The named modules directly inside this one (none for a layer)."""
+        return []
+
+    def layers(self) -> Iterator[Layer]:
+        """Every layer of the subtree, in forward order."""
+        for _, child in self.children():
+            yield from child.layers()
+
+    @property
+    def params(self) -> ParamDict:
+        """Flat, write-through mapping of every parameter of the subtree."""
+        if self._param_view is None:
+            self._param_view = ParamDict(self._index())
+        return self._param_view
+
+    @property
+    def grads(self) -> dict[str, np.ndarray]:
+        """The gradients of the last backward pass, keyed like ``params`` (a new dict)."""
+        grads = {}
+        for name, (layer, local) in self._index().items():
+            if local not in layer._grads:
+                raise RuntimeError(f"no gradient for {name} yet: run forward and backward first")
+            grads[name] = layer._grads[local]
+        return grads
+
+    def regularized(self) -> list[str]:
+        """Names of the parameters that L2 regularization applies to (the weights)."""
+        return [
+            name for name, (layer, local) in self._index().items() if local in layer.REGULARIZED
+        ]
+
+    def _adopt(self, child: Any, name: str) -> Module:
+        if not isinstance(child, Module):
+            raise TypeError(
+                f"{type(self).__name__} takes convnet.nn modules, got {type(child).__name__} "
+                f"for {name!r}"
+            )
+        if child._in_container:
+            raise ValueError(
+                f"this {type(child).__name__} already belongs to a container: a module can be "
+                "used once (build a new one to repeat a layer)"
+            )
+        child._in_container = True
+        return child
+
+    # -- modes
+    def train(self, mode: bool = True) -> Module:
+        """Training mode (``mode=True``) or test mode, for the whole subtree; returns self."""
+        self.training = bool(mode)
+        for _, child in self.children():
+            child.train(mode)
+        return self
+
+    def eval(self) -> Module:
+        """Test mode for the whole subtree (dropout off, batch norm on running statistics)."""
+        return self.train(False)
+
+    # -- computation
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Output for a batch ``x`` (N, ...); keeps what :meth:`backward` needs."""
+        raise NotImplementedError
+
+    def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
+        """Gradients of the last :meth:`forward`: fills ``grads``, returns dx.
+
+        ``compute_dx=False`` skips the input gradient where the layers can (the first
+        convolution of a network) and returns None.
+        """
+        raise NotImplementedError
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        """Shape of one output sample for one input sample (no batch axis); raises
+        ``ValueError`` when the input does not fit the layer."""
+        raise NotImplementedError
+
+    # -- initialization and description
+    def initialize(
+        self,
+        rng: np.random.Generator,
+        init: str = "he",
+        weight_scale: float = 1e-2,
+        dtype: Any = np.float32,
+    ) -> Module:
+        """Draw fresh parameters for the whole subtree (see the module docstring); returns self."""
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        dtype = _check_dtype(dtype)
+        for layer in self.layers():
+            layer._params = layer._initial_params(rng, init, float(weight_scale), dtype)
+            layer._grads = {}
+        return self
+
+    def config(self) -> dict[str, Any]:
+        """JSON-compatible description that :func:`from_config` rebuilds the module from."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line: the type and its arguments."""
+        arguments = ", ".join(
+            f"{key}={value}" for key, value in self.config().items() if key != "type"
+        )
+        return f"{type(self).__name__}({arguments})"
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+
+class Layer(Module):
+    """A module that runs one layer function; holds its own parameters (maybe none)."""
+
+    REGULARIZED: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._params: dict[str, np.ndarray] = {}
+        self._grads: dict[str, np.ndarray] = {}
+        self._cache: Any = None
+
+    def _index(self) -> dict[str, tuple[Layer, str]]:
+        return {local: (self, local) for local in self._params}
+
+    def layers(self) -> Iterator[Layer]:
+        yield self
+
+    def _initial_params(
+        self, rng: np.random.Generator, init: str, weight_scale: float, dtype: np.dtype
+    ) -> dict[str, np.ndarray]:
+        return {}
+
+    def _cached(self) -> Any:
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward needs a forward pass first")
+        return self._cache
+
+
+def _normal(
+    rng: np.random.Generator,
+    shape: Shape,
+    fan_in: int,
+    init: str,
+    weight_scale: float,
+    dtype: np.dtype,
+) -> np.ndarray:
+    std = math.sqrt(2.0 / fan_in) if init == "he" else weight_scale
+    return (std * rng.standard_normal(shape)).astype(dtype)
+
+
+class Conv2d(Layer):
+    """2-D convolution: ``w`` (out_channels, in_channels // groups, kh, kw), ``b`` (out_channels,).
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or pair (kh, kw)
+    stride : int or pair, default 1
+    pad : int or pair, default 0
+        Zero padding on each side.
+    dilation : int or pair, default 1
+    groups : int, default 1
+        Divides both channel counts; each group of in_channels // groups inputs feeds
+        out_channels // groups outputs (groups = in_channels: depthwise).
+    bias : bool, default True
+        False leaves ``b`` out (e.g. before batch norm, whose shift replaces it).
+    """
+
+    REGULARIZED = ("w",)
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        pad: int | Sequence[int] = 0,
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.in_channels = _positive_int(in_channels, "in_channels", 1)
+        self.out_channels = _positive_int(out_channels, "out_channels", 1)
+        self.kernel_size = int_pair(kernel_size, "kernel_size", 1)
+        self.stride = int_pair(stride, "stride", 1)
+        self.pad = int_pair(pad, "pad", 0)
+        self.dilation = int_pair(dilation, "dilation", 1)
+        self.groups = _positive_int(groups, "groups", 1)
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be True or False, got {bias!r}")
+        self.bias = bool(bias)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(
+                f"groups={self.groups} must divide in_channels={self.in_channels} and "
+                f"out_channels={self.out_channels}"
+            )
+        self.conv_param: dict[str, Any] = {"stride": self.stride, "pad": self.pad}
+        if self.dilation != (1, 1):
+            self.conv_param["dilation"] = self.dilation
+        if self.groups != 1:
+            self.conv_param["groups"] = self.groups
+        self.initialize(np.random.default_rng())
+
+    def _initial_params(
+        self, rng: np.random.Generator, init: str, weight_scale: float, dtype: np.dtype
+    ) -> dict[str, np.ndarray]:
+        depth = self.in_channels // self.groups
+        shape = (self.out_channels, depth, *self.kernel_size)
+        params = {"w": _normal(rng, shape, math.prod(shape[1:]), init, weight_scale, dtype)}
+        if self.bias:
+            params["b"] = np.zeros(self.out_channels, dtype=dtype)
+        return params
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        w = self._params["w"]
+        b = self._params["b"] if self.bias else np.zeros(self.out_channels, dtype=w.dtype)
+        out, self._cache = conv_forward_fast(x, w, b, self.conv_param)
+        return out
+
+    def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
+        dx, dw, db = conv_backward_fast(dout, self._cached(), compute_dx=compute_dx)
+        self._grads = {"w": dw, "b": db} if self.bias else {"w": dw}
+        return dx
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        channels, height, width = _check_shape(input_shape, 3, "(C, H, W)", self)
+        if channels != self.in_channels:
+            raise ValueError(
+                f"{self.describe()} expects {self.in_channels} input channels, got {channels}"
+            )
+        sizes = []
+        for size, kernel, stride, pad, dilation in zip(
+            (height, width), self.kernel_size, self.stride, self.pad, self.dilation, strict=True
+        ):
+            span = dilation * (kernel - 1) + 1
+            if span > size + 2 * pad:
+                raise ValueError(
+                    f"{self.describe()}: the filter spans {span} pixels, more than the padded "
+                    f"input {size + 2 * pad} (input {height}x{width})"
+                )
+            sizes.append(output_size(size, span, stride, pad))
+        return (self.out_channels, *sizes)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "type": "Conv2d",
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": _compact(self.kernel_size),
+            "stride": _compact(self.stride),
+            "pad": _compact(self.pad),
+            "dilation": _compact(self.dilation),
+            "groups": self.groups,
+            "bias": self.bias,
+        }
+
+
+class Linear(Layer):
+    """Fully connected layer ``x.reshape(N, in_features) @ w + b``.
+
+    ``w`` is (in_features, out_features), ``b`` (out_features,).
+    """
+
+    REGULARIZED = ("w",)
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features = _positive_int(in_features, "in_features", 1)
+        self.out_features = _positive_int(out_features, "out_features", 1)
+        self.initialize(np.random.default_rng())
+
+    def _initial_params(
+        self, rng: np.random.Generator, init: str, weight_scale: float, dtype: np.dtype
+    ) -> dict[str, np.ndarray]:
+        shape = (self.in_features, self.out_features)
+        return {
+            "w": _normal(rng, shape, self.in_features, init, weight_scale, dtype),
+            "b": np.zeros(self.out_features, dtype=dtype),
+        }
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out, self._cache = affine_forward_fast(x, self._params["w"], self._params["b"])
+        return out
+
+    def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
+        dx, dw, db = affine_backward_fast(dout, self._cached())
+        self._grads = {"w": dw, "b": db}
+        return dx if compute_dx else None
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        features = math.prod(input_shape)
+        if features != self.in_features:
+            raise ValueError(
+                f"{self.describe()} expects {self.in_features} features per sample, got "
+                f"{features} (sample shape {tuple(input_shape)})"
+            )
+        return (self.out_features,)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "type": "Linear",
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+        }
+
+
+class ReLU(Layer):
+    """Elementwise ``max(x, 0)``."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out, self._cache = relu_forward(x)
+        return out
+
+    def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
+        cache = self._cached()
+        return relu_backward(dout, cache) if compute_dx else None
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        return tuple(input_shape)
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "ReLU"}
+
+
+class MaxPool2d(Layer):
+    """Max pooling over ``kernel_size`` windows (int or pair), ``stride`` defaulting to it."""
+
+    def __init__(
+        self, kernel_size: int | Sequence[int], stride: int | Sequence[int] | None = None
+    ) -> None:
+        super().__init__()
+        self.kernel_size = int_pair(kernel_size, "kernel_size", 1)
+        self.stride = self.kernel_size if stride is None else int_pair(stride, "stride", 1)
+        self.pool_param = {
+            "pool_height": self.kernel_size[0],
+            "pool_width": self.kernel_size[1],
+            "stride": self.stride,
+        }
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out, self._cache = max_pool_forward_fast(x, self.pool_param)
+        return out
+
+    def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
+        cache = self._cached()
+        return max_pool_backward_fast(dout, cache) if compute_dx else None
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        channels, height, width = _check_shape(input_shape, 3, "(C, H, W)", self)
+        if self.kernel_size[0] > height or self.kernel_size[1] > width:
+            raise ValueError(f"{self.describe()}: the window exceeds the input {height}x{width}")
+        out_h = output_size(height, self.kernel_size[0], self.stride[0], 0)
+        out_w = output_size(width, self.kernel_size[1], self.stride[1], 0)
+        return (channels, out_h, out_w)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "type": type(self).__name__,
+            "kernel_size": _compact(self.kernel_size),
+            "stride": _compact(self.stride),
+        }
+
+
+class Flatten(Layer):
+    """(N, d_1, ..., d_k) -> (N, d_1 * ... * d_k)."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim < 1:
+            raise ValueError("Flatten needs a batch axis, got a scalar")
+        self._cache = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
+        shape = self._cached()
+        dout = np.asarray(dout)
+        if dout.shape != (shape[0], math.prod(shape[1:])):
+            raise ValueError(
+                f"dout has shape {dout.shape}, Flatten produced {(shape[0], math.prod(shape[1:]))}"
+            )
+        return dout.reshape(shape) if compute_dx else None
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        return (math.prod(input_shape),)
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "Flatten"}
+
+
+class _BatchNorm(Layer):
+    """Shared by the batch norms: ``gamma``, ``beta`` and the running statistics."""
+
+    STATISTICS = ("running_mean", "running_var")
+    INPUT = ""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.9) -> None:
+        super().__init__()
+        self.num_features = _positive_int(num_features, "num_features", 1)
+        for name, value in (("eps", eps), ("momentum", momentum)):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{name} must be a real number, got {value!r}")
+        if not (math.isfinite(eps) and eps > 0):
+            raise ValueError(f"eps must be finite and > 0, got {eps}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+        self.initialize(np.random.default_rng())
+
+    def _initial_params(
+        self, rng: np.random.Generator, init: str, weight_scale: float, dtype: np.dtype
+    ) -> dict[str, np.ndarray]:
+        return {
+            "gamma": np.ones(self.num_features, dtype=dtype),
+            "beta": np.zeros(self.num_features, dtype=dtype),
+            "running_mean": np.zeros(self.num_features, dtype=dtype),
+            "running_var": np.ones(self.num_features, dtype=dtype),
+        }
+
+    def _run(self, x: np.ndarray, bn_param: dict) -> tuple[np.ndarray, Any]:
+        raise NotImplementedError
+
+    def _run_backward(self, dout: np.ndarray, cache: Any) -> tuple[np.ndarray, ...]:
+        raise NotImplementedError
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        p = self._params
+        bn_param = {
+            "mode": "train" if self.training else "test",
+            "eps": self.eps,
+            "momentum": self.momentum,
+            "running_mean": p["running_mean"],
+            "running_var": p["running_var"],
+        }
+        out, self._cache = self._run(x, bn_param)
+        if self.training:
+            dtype = p["running_mean"].dtype
+            p["running_mean"] = bn_param["running_mean"].astype(dtype, copy=False)
+            p["running_var"] = bn_param["running_var"].astype(dtype, copy=False)
+        return out
+
+    def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
+        dx, dgamma, dbeta = self._run_backward(dout, self._cached())
+        p = self._params
+        self._grads = {
+            "gamma": dgamma,
+            "beta": dbeta,
+            "running_mean": np.zeros_like(p["running_mean"]),
+            "running_var": np.zeros_like(p["running_var"]),
+        }
+        return dx if compute_dx else None
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "type": type(self).__name__,
+            "num_features": self.num_features,
+            "eps": self.eps,
+            "momentum": self.momentum,
+        }
+
+
+class BatchNorm2d(_BatchNorm):
+    """Spatial batch norm of (N, C, H, W): one mean and variance per channel.
+
+    Parameters ``gamma``, ``beta`` (C,) and running statistics ``running_mean``,
+    ``running_var`` (C,), updated in training mode as
+    ``running = momentum * running + (1 - momentum) * batch`` (PyTorch's momentum is
+    ``1 - momentum``; the batch variance is the unbiased one, as PyTorch's).
+
+    Parameters
+    ----------
+    num_features : int
+        C.
+    eps : float, default 1e-5
+    momentum : float in [0, 1), default 0.9
+    """
+
+    def _run(self, x: np.ndarray, bn_param: dict) -> tuple[np.ndarray, Any]:
+        p = self._params
+        return spatial_batchnorm_forward(x, p["gamma"], p["beta"], bn_param)
+
+    def _run_backward(self, dout: np.ndarray, cache: Any) -> tuple[np.ndarray, ...]:
+        return spatial_batchnorm_backward(dout, cache)
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        shape = _check_shape(input_shape, 3, "(C, H, W)", self)
+        if shape[0] != self.num_features:
+            raise ValueError(f"{self.describe()} expects {self.num_features} channels, got {shape}")
+        return shape
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch norm of (N, D) features; otherwise as :class:`BatchNorm2d`."""
+
+    def _run(self, x: np.ndarray, bn_param: dict) -> tuple[np.ndarray, Any]:
+        p = self._params
+        return batchnorm_forward(x, p["gamma"], p["beta"], bn_param)
+
+    def _run_backward(self, dout: np.ndarray, cache: Any) -> tuple[np.ndarray, ...]:
+        return batchnorm_backward(dout, cache)
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        shape = _check_shape(input_shape, 1, "(D,)", self)
+        if shape[0] != self.num_features:
+            raise ValueError(f"{self.describe()} expects {self.num_features} features, got {shape}")
+        return shape
+
+
+class Dropout(Layer):
+    """Inverted dropout in training mode, the identity in test mode.
+
+    Parameters
+    ----------
+    p : float in (0, 1], default 0.5
+        KEEP probability (CS231n's convention; PyTorch's ``p`` is the drop probability).
+        Kept units are scaled by ``1 / p``.
+    seed : int, optional
+        Seeds this layer's masks. A :class:`Classifier` replaces the generator with its
+        own (seeded by its ``seed``), which the Solver's checkpoints save.
+    """
+
+    def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
+        super().__init__()
+        if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
+            raise TypeError(f"p (the keep probability) must be a real number, got {p!r}")
+        if not 0 < p <= 1:
+            raise ValueError(f"p is the keep probability and must lie in (0, 1], got {p}")
+        self.p = float(p)
+        self.rng = np.random.default_rng(None if seed is None else _positive_int(seed, "seed", 0))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if not self.training:
+            self._cache = "identity"
+            return x
+        out, self._cache = dropout_forward(x, {"p": self.p, "mode": "train", "seed": self.rng})
+        return out
+
+    def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
+        cache = self._cached()
+        if not compute_dx:
+            return None
+        return dout if isinstance(cache, str) else dropout_backward(dout, cache)
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        return tuple(input_shape)
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "Dropout", "p": self.p}
+
+
+class AvgPool2d(MaxPool2d):
+    """Average pooling over ``kernel_size`` windows, ``stride`` defaulting to the window."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out, self._cache = avg_pool_forward_fast(x, self.pool_param)
+        return out
+
+    def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
+        cache = self._cached()
+        return avg_pool_backward_fast(dout, cache) if compute_dx else None
+
+
+class GlobalAvgPool(Layer):
+    """(N, C, H, W) -> (N, C): the mean of every channel."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out, self._cache = global_avg_pool_forward(x)
+        return out
+
+    def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
+        cache = self._cached()
+        return global_avg_pool_backward(dout, cache) if compute_dx else None
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        return (_check_shape(input_shape, 3, "(C, H, W)", self)[0],)
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "GlobalAvgPool"}
+
+
+class Sequential(Module):
+    """Modules applied one after the other.
+
+    Parameters
+    ----------
+    *modules : Module
+        At least one.
+    names : sequence of str, optional
+        One name per module (letters, digits, underscores; unique); default "0", "1", ....
+        A parameter's name is the path of names down to its layer, then its own name:
+        ``Sequential(Conv2d(...), names=["conv"]).params`` has ``"conv.w"``, ``"conv.b"``.
+    """
+
+    def __init__(self, *modules: Module, names: Sequence[str] | None = None) -> None:
+        super().__init__()
+        if not modules:
+            raise ValueError("Sequential needs at least one module")
+        if names is None:
+            names = [str(index) for index in range(len(modules))]
+        names = list(names)
+        if len(names) != len(modules):
+            raise ValueError(f"got {len(modules)} modules but {len(names)} names")
+        for name in names:
+            if not isinstance(name, str) or not _NAME.match(name):
+                raise ValueError(
+                    f"module names must be non-empty strings of letters, digits and "
+                    f"underscores, got {name!r}"
+                )
+        if len(set(names)) != len(names):
+            raise ValueError(f"module names must be unique, got {names}")
+        self._modules = [
+            (name, self._adopt(module, name)) for name, module in zip(names, modules, strict=True)
+        ]
+
+    def children(self) -> list[tuple[str, Module]]:
+        return list(self._modules)
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __getitem__(self, key: int | str) -> Module:
+        if isinstance(key, str):
+            for name, module in self._modules:
+                if name == key:
+                    return module
+            raise KeyError(f"no module named {key!r}")
+        return self._modules[key][1]
+
+    def _index(self) -> dict[str, tuple[Layer, str]]:
+        return {
+            f"{name}.{inner}": entry
+            for name, module in self._modules
+            for inner, entry in module._index().items()
+        }
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        for _, module in self._modules:
+            x = module.forward(x)
+        return x
+
+    def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
+        for position in range(len(self._modules) - 1, -1, -1):
+            needed = compute_dx or position > 0
+            dout = self._modules[position][1].backward(dout, compute_dx=needed)
+        return dout
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        shape = tuple(input_shape)
+        for name, module in self._modules:
+            try:
+                shape = module.output_shape(shape)
+            except ValueError as error:
+                raise ValueError(f"module {name!r}: {error}") from error
+        return shape
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "type": "Sequential",
+            "modules": [module.config() for _, module in self._modules],
+            "names": [name for name, _ in self._modules],
+        }
+
+    def describe(self) -> str:
+        inner = ", ".join(f"{name}={module.describe()}" for name, module in self._modules)
+        return f"Sequential({inner})"
+
+
+class Residual(Module):
+    """``body(x) + shortcut(x)``: the shortcut is the identity unless a module is given.
+
+    Parameters
+    ----------
+    body : Module
+    shortcut : Module, optional
+        E.g. ``Sequential(Conv2d(C, F, 1, stride=2, bias=False), BatchNorm2d(F))``, a 1x1
+        projection for a body that changes the channels or the size. Without it the body
+        must keep the sample shape.
+
+    Parameter names start with ``body.`` and ``shortcut.``.
+    """
+
+    def __init__(self, body: Module, shortcut: Module | None = None) -> None:
+        super().__init__()
+        self.body = self._adopt(body, "body")
+        self.shortcut = None if shortcut is None else self._adopt(shortcut, "shortcut")
+
+    def children(self) -> list[tuple[str, Module]]:
+        named = [("body", self.body)]
+        if self.shortcut is not None:
+            named.append(("shortcut", self.shortcut))
+        return named
+
+    def _index(self) -> dict[str, tuple[Layer, str]]:
+        return {
+            f"{name}.{inner}": entry
+            for name, module in self.children()
+            for inner, entry in module._index().items()
+        }
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out = self.body.forward(x)
+        skip = x if self.shortcut is None else self.shortcut.forward(x)
+        if out.shape != np.shape(skip):
+            raise ValueError(
+                f"Residual: the body gives {out.shape} but the shortcut {np.shape(skip)}; "
+                "give a shortcut projection that matches the body"
+            )
+        return out + skip
+
+    def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
+        dx = self.body.backward(dout, compute_dx=compute_dx)
+        if self.shortcut is None:
+            dskip = dout
+        else:
+            dskip = self.shortcut.backward(dout, compute_dx=compute_dx)
+        if not compute_dx:
+            return None
+        return dx + dskip
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        shape = tuple(input_shape)
+        try:
+            body = self.body.output_shape(shape)
+        except ValueError as error:
+            raise ValueError(f"residual body: {error}") from error
+        try:
+            skip = shape if self.shortcut is None else self.shortcut.output_shape(shape)
+        except ValueError as error:
+            raise ValueError(f"residual shortcut: {error}") from error
+        if body != skip:
+            what = "the identity" if self.shortcut is None else "the shortcut"
+            raise ValueError(
+                f"Residual: the body maps {shape} to {body} but {what} gives {skip}; "
+                "a body that changes the shape needs a matching shortcut (e.g. a 1x1 Conv2d)"
+            )
+        return body
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "type": "Residual",
+            "body": self.body.config(),
+            "shortcut": None if self.shortcut is None else self.shortcut.config(),
+        }
+
+    def describe(self) -> str:
+        shortcut = "identity" if self.shortcut is None else self.shortcut.describe()
+        return f"Residual(body={self.body.describe()}, shortcut={shortcut})"
+
+
+MODULES: dict[str, type[Module]] = {
+    cls.__name__: cls
+    for cls in (
+        Conv2d,
+        Linear,
+        ReLU,
+        MaxPool2d,
+        AvgPool2d,
+        GlobalAvgPool,
+        BatchNorm2d,
+        BatchNorm1d,
+        Dropout,
+        Flatten,
+        Sequential,
+        Residual,
+    )
+}
+
+
+def from_config(config: Mapping[str, Any]) -> Module:
+    """Rebuild a module (with fresh parameters) from its :meth:`Module.config`.
+
+    Raises
+    ------
+    ValueError
+        For an unknown type or arguments that do not fit it.
+    """
+    if not isinstance(config, Mapping) or "type" not in config:
+        raise ValueError(f"a module config is a dict with a 'type', got {config!r}")
+    kind = config["type"]
+    if kind not in MODULES:
+        raise ValueError(f"unknown module type {kind!r}; known: {', '.join(MODULES)}")
+    arguments = {key: value for key, value in config.items() if key != "type"}
+    try:
+        if kind == "Sequential":
+            modules = [from_config(inner) for inner in arguments.pop("modules")]
+            return Sequential(*modules, **arguments)
+        if kind == "Residual":
+            shortcut = arguments.get("shortcut")
+            return Residual(
+                from_config(arguments["body"]),
+                None if shortcut is None else from_config(shortcut),
+            )
+        return MODULES[kind](**arguments)
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"invalid {kind} config {dict(config)!r}: {error}") from error
+
+
+class Classifier:
+    """A softmax classifier around a composed network, with the models' interface.
+
+    ``loss(X)`` gives class scores (test mode), ``loss(X, y)`` the regularized softmax loss
+    and the gradients of every entry of ``params`` (training mode), so the
+    :class:`convnet.solver.Solver` trains it like :class:`convnet.models.ThreeLayerConvNet`;
+    :func:`convnet.models.save_model` / ``load_model`` store and rebuild it.
+
+    Parameters
+    ----------
+    net : Module or dict
+        Maps (N, *input_dim) to scores (N, num_classes); or its :meth:`Module.config`.
+        Its parameters are drawn afresh (see ``init``).
+    input_dim : sequence of int
+        Shape of one sample, e.g. (C, H, W); checked against the network here.
+    reg : float, default 0.0
+        L2 strength: the loss gains ``0.5 * reg * sum(w**2)`` over the weights of the
+        convolutions and linear layers (not biases, batch-norm parameters or statistics).
+    dtype : float32 or float64, default float32
+    init : {"he", "normal"}, default "he"
+        "he": std ``sqrt(2 / fan_in)``; "normal": std ``weight_scale``.
+    weight_scale : float, default 1e-2
+    seed : int, optional
+        Seeds the initialization and, independently, the dropout masks.
+
+    Attributes
+    ----------
+    params : ParamDict
+        The network's parameters (write-through); assigning a whole dict replaces the
+        values of the same names.
+    num_classes : int
+    """
+
+    def __init__(
+        self,
+        net: Module | Mapping[str, Any],
+        input_dim: Sequence[int],
+        reg: float = 0.0,
+        dtype: Any = np.float32,
+        init: str = "he",
+        weight_scale: float = 1e-2,
+        seed: int | None = None,
+    ) -> None:
+        if isinstance(net, Mapping):
+            net = from_config(net)
+        if not isinstance(net, Module):
+            raise TypeError(f"net must be a convnet.nn Module, got {type(net).__name__}")
+        if net._in_container:
+            raise ValueError(
+                "this network already belongs to a container or a Classifier: build a new one "
+                "(two models sharing one network would share its parameters)"
+            )
+        if isinstance(input_dim, (str, bytes)) or not isinstance(input_dim, Sequence):
+            raise TypeError(f"input_dim must be a sequence of ints, got {input_dim!r}")
+        self.input_dim = tuple(_positive_int(d, "input_dim", 1) for d in input_dim)
+        out = net.output_shape(self.input_dim)
+        if len(out) != 1:
+            raise ValueError(
+                f"the network must end in class scores (num_classes,), but it maps "
+                f"{self.input_dim} to {out}: end it with Flatten/GlobalAvgPool and Linear"
+            )
+        self.num_classes = out[0]
+        if isinstance(reg, (bool, np.bool_)) or not isinstance(reg, numbers.Real):
+            raise TypeError(f"reg must be a real number, got {reg!r}")
+        if not (math.isfinite(reg) and reg >= 0):
+            raise ValueError(f"reg must be finite and >= 0, got {reg}")
+        if isinstance(weight_scale, (bool, np.bool_)) or not isinstance(weight_scale, numbers.Real):
+            raise TypeError(f"weight_scale must be a real number, got {weight_scale!r}")
+        if not (math.isfinite(weight_scale) and weight_scale > 0):
+            raise ValueError(f"weight_scale must be finite and > 0, got {weight_scale}")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        self.reg = float(reg)
+        self.weight_scale = float(weight_scale)
+        self.init = init
+        self.dtype = _check_dtype(dtype)
+        self.seed = None if seed is None else _positive_int(seed, "seed", 0)
+        net._in_container = True
+        self.net = net
+        init_seed, dropout_seed = np.random.SeedSequence(self.seed).spawn(2)
+        net.initialize(np.random.default_rng(init_seed), init, self.weight_scale, self.dtype)
+        self._dropout_rng = np.random.default_rng(dropout_seed)
+        for layer in net.layers():
+            if isinstance(layer, Dropout):
+                layer.rng = self._dropout_rng
+        self._regularized = net.regularized()
+
+    @property
+    def params(self) -> ParamDict:
+        return self.net.params
+
+    @params.setter
+    def params(self, values: Mapping[str, np.ndarray]) -> None:
+        if set(values) != set(self.net.params):
+            raise ValueError(
+                f"params must have exactly the names {sorted(self.net.params)}, got "
+                f"{sorted(values)}"
+            )
+        self.net.params.update(values)
+
+    def config(self) -> dict[str, Any]:
+        """The keyword arguments that rebuild this model, as JSON-compatible values."""
+        return {
+            "net": self.net.config(),
+            "input_dim": list(self.input_dim),
+            "reg": self.reg,
+            "dtype": self.dtype.name,
+            "init": self.init,
+            "weight_scale": self.weight_scale,
+            "seed": self.seed,
+        }
+
+    def _as_input(self, X: Any) -> np.ndarray:
+        X = np.asarray(X)
+        if X.dtype.kind not in "iuf":
+            raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
+        if X.shape[1:] != self.input_dim or X.ndim != len(self.input_dim) + 1:
+            raise ValueError(
+                f"X must have shape (N, {', '.join(map(str, self.input_dim))}) for this "
+                f"Classifier, got {X.shape}"
+            )
+        return X.astype(self.dtype, copy=False)
+
+    def loss(
+        self, X: np.ndarray, y: np.ndarray | None = None
+    ) -> np.ndarray | tuple[float, dict[str, np.ndarray]]:
+        """Class scores (test mode), or the loss and its gradients (training mode).
+
+        Parameters
+        ----------
+        X : ndarray, shape (N, *input_dim)
+            Cast to the model's dtype.
+        y : ndarray of int, shape (N,), optional
+            Labels in ``[0, num_classes)``; giving them selects training mode (dropout
+            on, batch norm on batch statistics, running statistics updated).
+
+        Returns
+        -------
+        scores : ndarray, shape (N, num_classes)
+            If ``y`` is None.
+        loss : float
+            Otherwise, with
+        grads : dict
+            Keyed like ``params``, each of its parameter's shape and dtype (zero for the
+            running statistics).
+        """
+        X = self._as_input(X)
+        training = y is not None
+        if training:
+            y = check_labels(y, X.shape[0], self.num_classes)
+        self.net.train(training)
+        with single_threaded_blas():
+            scores = self.net.forward(X)
+            if not training:
+                return scores
+            loss, dscores = softmax_loss(scores, y)
+            self.net.backward(dscores, compute_dx=False)
+        grads = self.net.grads
+        for name in self._regularized:
+            weight = self.params[name]
+            loss += 0.5 * self.reg * float(np.vdot(weight, weight))
+            grads[name] = grads[name] + self.reg * weight
+        return loss, grads
+
+    def predict(self, X: np.ndarray, batch_size: int = 200) -> np.ndarray:
+        """Predicted class of every sample (test mode), shape (N,), dtype intp."""
+        batch_size = _positive_int(batch_size, "batch_size", 1)
+        X = self._as_input(X)
+        labels = [
+            np.argmax(self.loss(X[start : start + batch_size]), axis=1)
+            for start in range(0, X.shape[0], batch_size)
+        ]
+        return np.concatenate(labels) if labels else np.empty(0, dtype=np.intp)

@@ -1,0 +1,656 @@
+"""Networks composed from layers: gradients of whole nets, shapes, names, modes, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from convnet import bench, nn
+from convnet.gradient_check import numerical_gradient, numerical_gradient_array
+from convnet.models import load_model, resnet, save_model, vgg
+from convnet.optim import UPDATE_RULES, sgd
+from convnet.solver import Solver
+
+# A whole network's gradient against centered differences through a dozen layers: the
+# differences carry rounding noise of about eps * |loss| / h ~ 1e-10, so entries are
+# compared relative to the largest entry of their array (a wrong gradient is off by O(1)).
+NET_GRAD_TOL = 1e-7
+
+
+def scaled_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
+    """``max |analytic - numeric|`` relative to ``max(|analytic| + |numeric|)``."""
+    assert analytic.shape == numeric.shape
+    scale = max(float(np.max(np.abs(analytic) + np.abs(numeric))), 1e-8)
+    return float(np.max(np.abs(analytic - numeric))) / scale
+
+
+def small_net() -> nn.Sequential:
+    """Every layer object at least once, on (2, 6, 6) inputs, ending in 3 scores."""
+    block = nn.Residual(
+        nn.Sequential(
+            nn.Conv2d(3, 3, 3, pad=1, bias=False),
+            nn.BatchNorm2d(3),
+            nn.ReLU(),
+            nn.Conv2d(3, 3, (3, 1), pad=(1, 0)),
+            names=["conv1", "bn", "relu", "conv2"],
+        )
+    )
+    projected = nn.Residual(
+        nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, pad=1), nn.ReLU()),
+        shortcut=nn.Conv2d(3, 4, 1, stride=2),
+    )
+    return nn.Sequential(
+        nn.Conv2d(2, 3, 3, pad=1),
+        nn.ReLU(),
+        block,
+        nn.MaxPool2d(2, stride=1),
+        projected,
+        nn.AvgPool2d(2, stride=1),
+        nn.Flatten(),
+        nn.Dropout(0.7),
+        nn.Linear(4 * 2 * 2, 5),
+        nn.BatchNorm1d(5),
+        nn.ReLU(),
+        nn.Linear(5, 3),
+    )
+
+
+def build_classifier(reg: float = 0.2, seed: int = 0) -> nn.Classifier:
+    return nn.Classifier(small_net(), (2, 6, 6), reg=reg, dtype=np.float64, seed=seed)
+
+
+def check_classifier_gradients(build, X: np.ndarray, y: np.ndarray) -> None:
+    """Every analytic gradient of ``build().loss(X, y)`` against centered differences of
+    the whole network's loss. ``build`` makes a fresh float64 model (same seed) each time."""
+    model = build()
+    _, grads = model.loss(X, y)
+    assert list(grads) == list(model.params)
+    for name, param in model.params.items():
+
+        def loss_at(point: np.ndarray, name: str = name) -> float:
+            probe = build()
+            probe.params = {**model.params, name: point}
+            return probe.loss(X, y)[0]
+
+        numeric = numerical_gradient(loss_at, param.copy())
+        assert grads[name].shape == param.shape
+        assert grads[name].dtype == param.dtype
+        assert scaled_error(grads[name], numeric) < NET_GRAD_TOL, name
+
+
+def test_every_parameter_gradient_of_a_composed_net():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((4, 2, 6, 6)), np.array([0, 2, 1, 2])
+    check_classifier_gradients(build_classifier, X, y)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_input_gradient_through_every_layer(training):
+    rng = np.random.default_rng(1)
+    net = small_net().initialize(rng, dtype=np.float64).train(training)
+    for layer in net.layers():
+        if isinstance(layer, nn._BatchNorm):
+            layer.params["running_mean"] = rng.standard_normal(layer.num_features)
+            layer.params["running_var"] = rng.uniform(0.5, 2, layer.num_features)
+    dropout = net[7]
+    x = rng.standard_normal((3, 2, 6, 6))
+    dout = rng.standard_normal((3, 3))
+
+    def forward(point: np.ndarray) -> np.ndarray:
+        dropout.rng = np.random.default_rng(7)  # the same mask at every probe
+        return net.forward(point)
+
+    forward(x)
+    dx = net.backward(dout)
+    numeric = numerical_gradient_array(forward, x, dout)
+    assert scaled_error(dx, numeric) < NET_GRAD_TOL
+    forward(x)
+    assert net.backward(dout, compute_dx=False) is None
+
+
+def test_gradients_through_dilated_grouped_convolutions_and_global_pooling():
+    def build() -> nn.Classifier:
+        net = nn.Sequential(
+            nn.Conv2d(2, 4, 3, pad=2, dilation=2),
+            nn.ReLU(),
+            nn.Conv2d(4, 4, 3, pad=1, groups=4, bias=False),
+            nn.Conv2d(4, 6, (1, 2), groups=2),
+            nn.GlobalAvgPool(),
+            nn.Linear(6, 3),
+        )
+        return nn.Classifier(net, (2, 5, 6), reg=0.1, dtype=np.float64, seed=2)
+
+    rng = np.random.default_rng(3)
+    check_classifier_gradients(build, rng.standard_normal((3, 2, 5, 6)), np.array([2, 0, 1]))
+
+
+def test_names_are_stable_unique_and_match_the_gradients():
+    model = build_classifier()
+    statistics = ["running_mean", "running_var"]
+    expected = [
+        "0.w", "0.b",
+        "2.body.conv1.w", *(f"2.body.bn.{n}" for n in ["gamma", "beta", *statistics]),
+        "2.body.conv2.w", "2.body.conv2.b",
+        "4.body.0.w", "4.body.0.b", "4.shortcut.w", "4.shortcut.b",
+        "8.w", "8.b", *(f"9.{n}" for n in ["gamma", "beta", *statistics]), "11.w", "11.b",
+    ]  # fmt: skip
+    assert list(model.params) == expected
+    assert list(build_classifier(seed=1).params) == expected
+    _, grads = model.loss(np.ones((2, 2, 6, 6)), np.array([0, 1]))
+    assert list(grads) == expected
+    assert model.net.regularized() == [n for n in expected if n.endswith(".w")]
+    assert list(model.net[2].params) == [name[2:] for name in expected if name[0] == "2"]
+    for name in expected:
+        if name.endswith(tuple(statistics)):
+            np.testing.assert_array_equal(grads[name], 0)
+    assert model.net[2].params["body.conv1.w"] is model.params["2.body.conv1.w"]
+
+
+def test_params_write_through_and_refuse_bad_values():
+    model = build_classifier()
+    replacement = np.ones((3, 2, 3, 3))
+    model.params["0.w"] = replacement
+    assert model.net[0].params["w"] is replacement
+    model.params["0.b"] = np.arange(3)  # cast to the model dtype
+    assert model.params["0.b"].dtype == np.float64
+    with pytest.raises(ValueError, match=r"0.w has shape \(3, 2, 3, 3\)"):
+        model.params["0.w"] = np.ones((3, 2, 3, 2))
+    with pytest.raises(KeyError, match="no parameter named 'W1'"):
+        model.params["W1"] = replacement
+    with pytest.raises(TypeError, match="cannot be deleted"):
+        del model.params["0.w"]
+    with pytest.raises(ValueError, match="exactly the names"):
+        model.params = {"0.w": replacement}
+
+
+def test_shapes_of_containers():
+    net = small_net()
+    assert net.output_shape((2, 6, 6)) == (3,)
+    assert net[2].output_shape((3, 5, 7)) == (3, 5, 7)
+    assert net[4].output_shape((3, 5, 5)) == (4, 3, 3)
+    net.initialize(np.random.default_rng(0))
+    x = np.random.default_rng(0).standard_normal((2, 2, 6, 6)).astype(np.float32)
+    out = x
+    for position in range(len(net)):
+        shape = net[position].output_shape(out.shape[1:])
+        out = net[position].forward(out)
+        assert out.shape == (2, *shape)
+        assert out.dtype == np.float32
+    assert nn.Conv2d(3, 8, 3, stride=2, pad=2, dilation=2).output_shape((3, 9, 9)) == (8, 5, 5)
+
+
+def test_scores_loss_and_predict_keep_the_dtype():
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        model = nn.Classifier(small_net(), (2, 6, 6), dtype=dtype, seed=0)
+        X = rng.standard_normal((5, 2, 6, 6))
+        scores = model.loss(X)
+        assert scores.shape == (5, 3) and scores.dtype == dtype
+        loss, grads = model.loss(X, np.array([0, 1, 2, 0, 1]))
+        assert isinstance(loss, float)
+        assert all(grads[name].dtype == dtype for name in grads)
+        labels = model.predict(X, batch_size=2)
+        assert labels.shape == (5,) and labels.dtype.kind == "i"
+        np.testing.assert_array_equal(labels, np.argmax(scores, axis=1))
+
+
+def test_same_seed_same_parameters():
+    first, again, other = build_classifier(seed=3), build_classifier(seed=3), build_classifier()
+    for name in first.params:
+        np.testing.assert_array_equal(first.params[name], again.params[name])
+    assert not np.array_equal(first.params["0.w"], other.params["0.w"])
+
+
+def test_initializations():
+    rng = np.random.default_rng(0)
+    conv = nn.Conv2d(16, 64, 3, groups=4).initialize(rng, "he")
+    assert conv.params["w"].shape == (64, 4, 3, 3)
+    assert conv.params["w"].std() == pytest.approx(np.sqrt(2 / 36), rel=0.05)
+    np.testing.assert_array_equal(conv.params["b"], 0)
+    linear = nn.Linear(50, 400).initialize(rng, "normal", weight_scale=0.05)
+    assert linear.params["w"].std() == pytest.approx(0.05, rel=0.02)
+
+
+def test_regularization_adds_to_weights_only():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((3, 2, 6, 6)), np.array([0, 1, 2])
+    plain, regularized = build_classifier(reg=0.0), build_classifier(reg=0.5)
+    loss0, grads0 = plain.loss(X, y)
+    loss1, grads1 = regularized.loss(X, y)
+    weights = [name for name in plain.params if name.endswith(".w")]
+    penalty = sum(float(np.sum(plain.params[name] ** 2)) for name in weights)
+    assert loss1 == pytest.approx(loss0 + 0.25 * penalty, rel=1e-12)
+    for name in plain.params:
+        extra = 0.5 * plain.params[name] if name in weights else 0.0
+        np.testing.assert_allclose(grads1[name], grads0[name] + extra, rtol=1e-12, atol=1e-14)
+
+
+def test_layers_never_modify_their_inputs():
+    model = build_classifier()
+    X = np.random.default_rng(0).standard_normal((3, 2, 6, 6))
+    before = X.copy()
+    params_before = {name: value.copy() for name, value in model.params.items()}
+    model.loss(X)
+    model.loss(X, np.array([0, 1, 2]))
+    np.testing.assert_array_equal(X, before)
+    for name, value in params_before.items():
+        if name.endswith(("running_mean", "running_var")):  # training mode updates them
+            assert not np.array_equal(model.params[name], value)
+        else:
+            np.testing.assert_array_equal(model.params[name], value)
+
+
+def test_solver_trains_a_composed_net():
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((3, 1, 6, 6))
+    y = rng.integers(0, 3, size=120)
+    X = (centers[y] + 0.3 * rng.standard_normal((120, 1, 6, 6))).astype(np.float32)
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, pad=1),
+        nn.ReLU(),
+        nn.Residual(nn.Sequential(nn.Conv2d(4, 4, 3, pad=1), nn.ReLU())),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(36, 3),
+    )
+    model = nn.Classifier(net, (1, 6, 6), seed=0)
+    data = {"X_train": X[:90], "y_train": y[:90], "X_val": X[90:], "y_val": y[90:]}
+    solver = Solver(
+        model, data, optim_config={"learning_rate": 1e-2}, batch_size=30, num_epochs=4,
+        progress=False,
+    )  # fmt: skip
+    solver.train()
+    assert solver.loss_history[-1] < solver.loss_history[0]
+    assert solver.best_val_acc >= 0.9
+    np.testing.assert_array_equal(model.predict(data["X_val"]), solver.predict(data["X_val"]))
+
+
+def test_a_hand_written_training_loop_with_an_update_rule():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).initialize(np.random.default_rng(0))
+    x = np.ones((1, 2, 2), dtype=np.float32)
+    for _ in range(3):
+        net.forward(x)
+        net.backward(np.ones((1, 2), dtype=np.float32))
+        for name, grad in net.grads.items():
+            net.params[name], _ = sgd(net.params[name], grad, {"learning_rate": 0.5})
+    np.testing.assert_allclose(net.params["1.b"], -1.5)
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "message"),
+    [
+        (lambda: nn.Sequential(), ValueError, "at least one module"),
+        (lambda: nn.Sequential(nn.ReLU(), np.ones(3)), TypeError, "convnet.nn modules"),
+        (lambda: nn.Sequential(nn.ReLU(), nn.ReLU(), names=["a", "a"]), ValueError, "unique"),
+        (lambda: nn.Sequential(nn.ReLU(), names=["a.b"]), ValueError, "letters, digits"),
+        (lambda: nn.Sequential(nn.ReLU(), names=["a", "b"]), ValueError, "1 modules but 2"),
+        (lambda: nn.Conv2d(4, 6, 3, groups=4), ValueError, "groups=4 must divide"),
+        (lambda: nn.Conv2d(0, 6, 3), ValueError, "in_channels"),
+        (lambda: nn.Conv2d(3, 6, 3, stride=0), ValueError, "stride"),
+        (lambda: nn.Conv2d(3, 6, 3, dilation=0), ValueError, "dilation"),
+        (lambda: nn.Conv2d(3, 6, 3, bias=1), TypeError, "bias"),
+        (lambda: nn.Linear(3, 2.5), TypeError, "out_features"),
+        (lambda: nn.MaxPool2d(0), ValueError, "kernel_size"),
+    ],
+)
+def test_bad_constructions_are_refused(build, error, message):
+    with pytest.raises(error, match=message):
+        build()
+
+
+def test_a_module_is_used_once():
+    relu = nn.ReLU()
+    nn.Sequential(relu)
+    with pytest.raises(ValueError, match="already belongs to a container"):
+        nn.Sequential(relu)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    nn.Classifier(net, (4,))
+    with pytest.raises(ValueError, match="already belongs to a container or a Classifier"):
+        nn.Classifier(net, (4,))
+    with pytest.raises(ValueError, match="already belongs"):
+        nn.Sequential(net)
+
+
+@pytest.mark.parametrize(
+    ("net", "message"),
+    [
+        (nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(16, 2)), "3 input channels"),
+        (
+            nn.Sequential(nn.Conv2d(2, 4, 3), nn.Flatten(), nn.Linear(17, 2)),
+            "module '2': .*expects 17 features per sample, got 16",
+        ),
+        (nn.Sequential(nn.Conv2d(2, 4, 5)), "spans 5 pixels"),
+        (nn.Sequential(nn.Conv2d(2, 4, 3)), "must end in class scores"),
+        (
+            nn.Sequential(nn.Residual(nn.Conv2d(2, 4, 3, pad=1)), nn.Flatten(), nn.Linear(64, 2)),
+            "body maps .* but the identity gives",
+        ),
+        (
+            nn.Sequential(
+                nn.Residual(nn.Conv2d(2, 4, 3, pad=1), nn.Conv2d(2, 4, 1, stride=2)),
+                nn.Flatten(),
+                nn.Linear(64, 2),
+            ),
+            "but the shortcut gives",
+        ),
+        (nn.Sequential(nn.MaxPool2d(5)), "window exceeds"),
+    ],
+)
+def test_networks_that_do_not_fit_the_input_are_refused(net, message):
+    with pytest.raises(ValueError, match=message):
+        nn.Classifier(net, (2, 4, 4))
+
+
+def test_bad_classifier_arguments_and_inputs():
+    net = lambda: nn.Sequential(nn.Flatten(), nn.Linear(8, 2))  # noqa: E731
+    with pytest.raises(TypeError, match="Module"):
+        nn.Classifier("net", (2, 2, 2))
+    with pytest.raises(ValueError, match="reg"):
+        nn.Classifier(net(), (2, 2, 2), reg=-1)
+    with pytest.raises(ValueError, match="init"):
+        nn.Classifier(net(), (2, 2, 2), init="xavier")
+    with pytest.raises(TypeError, match="float32 or float64"):
+        nn.Classifier(net(), (2, 2, 2), dtype=np.int8)
+    model = nn.Classifier(net(), (2, 2, 2))
+    with pytest.raises(ValueError, match=r"\(N, 2, 2, 2\)"):
+        model.loss(np.zeros((3, 8)))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+        model.loss(np.zeros((2, 2, 2, 2)), np.array([0, 2]))
+    with pytest.raises(RuntimeError, match="forward pass first"):
+        nn.ReLU().backward(np.ones(3))
+    with pytest.raises(RuntimeError, match="no gradient"):
+        _ = nn.Linear(2, 2).grads
+
+
+def test_config_round_trip_rebuilds_the_same_structure():
+    net = small_net()
+    rebuilt = nn.from_config(net.config())
+    assert rebuilt.config() == net.config()
+    assert list(rebuilt.params) == list(net.params)
+    with pytest.raises(ValueError, match="unknown module type 'Conv3d'"):
+        nn.from_config({"type": "Conv3d"})
+    with pytest.raises(ValueError, match="invalid Linear config"):
+        nn.from_config({"type": "Linear", "in_features": 3})
+
+
+def test_save_load_round_trip_gives_identical_scores(tmp_path):
+    model = build_classifier()
+    X, y = np.random.default_rng(0).standard_normal((4, 2, 6, 6)), np.array([0, 1, 2, 0])
+    model.loss(X, y)  # running statistics move away from their initial 0 and 1
+    assert not np.any(model.params["9.running_mean"] == 0)
+    path = save_model(model, tmp_path / "model.npz")
+    loaded = load_model(path, expected="Classifier")
+    assert isinstance(loaded, nn.Classifier)
+    assert loaded.config() == model.config()
+    assert list(loaded.params) == list(model.params)
+    for name, value in model.params.items():
+        assert loaded.params[name].dtype == value.dtype
+        np.testing.assert_array_equal(loaded.params[name], value)
+    np.testing.assert_array_equal(loaded.loss(X), model.loss(X))
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
+def test_load_refuses_a_classifier_file_that_does_not_fit(tmp_path):
+    path = save_model(build_classifier(), tmp_path / "model.npz")
+    with np.load(path) as archive:
+        arrays = dict(archive)
+    arrays["0.w"] = np.zeros((3, 2, 5, 5))
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=r"0.w has shape \(3, 2, 5, 5\)"):
+        load_model(path)
+    meta = json.loads(str(arrays["__convnet_meta__"]))
+    meta["config"]["net"]["modules"][0]["type"] = "Conv3d"
+    arrays["__convnet_meta__"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=r"invalid Classifier config.*Conv3d"):
+        load_model(path)
+
+
+def test_train_and_eval_modes_of_dropout():
+    x = np.ones((200, 50))
+    drop = nn.Dropout(0.6, seed=0)
+    out = drop.forward(x)
+    kept = out != 0
+    assert 0.55 < kept.mean() < 0.65
+    np.testing.assert_allclose(out[kept], 1 / 0.6)
+    np.testing.assert_array_equal(drop.backward(x), out)
+    assert not np.array_equal(drop.forward(x), out)  # a fresh mask at every call
+    drop.eval()
+    np.testing.assert_array_equal(drop.forward(x), x)
+    np.testing.assert_array_equal(drop.backward(2 * x), 2 * x)
+    assert nn.Dropout(1.0).forward(x) is not x
+
+
+def test_train_and_eval_modes_of_batch_norm():
+    rng = np.random.default_rng(0)
+    x = 3 + 2 * rng.standard_normal((8, 4, 5, 5))
+    bn = nn.BatchNorm2d(4, momentum=0.75).initialize(rng, dtype=np.float64)
+    out = bn.forward(x)
+    np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), 0, atol=1e-12)
+    np.testing.assert_allclose(out.var(axis=(0, 2, 3)), 1, rtol=1e-3)
+    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3), ddof=1)
+    np.testing.assert_allclose(bn.params["running_mean"], 0.25 * mean, rtol=1e-12)
+    np.testing.assert_allclose(bn.params["running_var"], 0.75 + 0.25 * var, rtol=1e-12)
+    bn.eval()
+    before = dict(bn.params)
+    expected = (x - before["running_mean"][:, None, None]) / np.sqrt(
+        before["running_var"][:, None, None] + 1e-5
+    )
+    np.testing.assert_allclose(bn.forward(x), expected, rtol=1e-12)
+    for name, value in before.items():
+        assert bn.params[name] is value  # test mode leaves the statistics alone
+
+
+def test_classifier_selects_the_mode_from_the_labels():
+    model = build_classifier()
+    X = np.random.default_rng(0).standard_normal((6, 2, 6, 6))
+    scores = model.loss(X)
+    assert not model.net.training and not model.net[7].training
+    np.testing.assert_array_equal(model.loss(X), scores)  # test mode: deterministic
+    statistics = model.params["9.running_var"]
+    first = model.loss(X, np.zeros(6, dtype=int))[0]
+    assert model.net.training and model.net[2].body[1].training
+    assert model.params["9.running_var"] is not statistics
+    assert model.loss(X, np.zeros(6, dtype=int))[0] != first  # fresh dropout masks
+    assert build_classifier().loss(X, np.zeros(6, dtype=int))[0] == first  # seeded masks
+
+
+def test_every_update_rule_leaves_a_zero_gradient_parameter_unchanged():
+    statistic = np.random.default_rng(0).uniform(0.5, 2, 7).astype(np.float32)
+    for rule in UPDATE_RULES.values():
+        config = None
+        for _ in range(3):
+            statistic_next, config = rule(statistic, np.zeros_like(statistic), config)
+            np.testing.assert_array_equal(statistic_next, statistic)
+
+
+def test_solver_resumes_a_batch_norm_and_dropout_net_exactly(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 2, 6, 6)).astype(np.float32)
+    data = {"X_train": X[:30], "y_train": rng.integers(0, 3, 30), "X_val": X[30:]}
+    data["y_val"] = rng.integers(0, 3, 10)
+
+    def solver(epochs: int, **options) -> Solver:
+        model = nn.Classifier(small_net(), (2, 6, 6), seed=4)
+        return Solver(
+            model, data, batch_size=10, num_epochs=epochs, progress=False, seed=1, **options
+        )
+
+    straight = solver(2)
+    straight.train()
+    first = solver(1, checkpoint_dir=tmp_path)
+    first.train()
+    resumed = solver(2, resume_from=tmp_path / "checkpoint.npz")
+    resumed.train()
+    assert resumed.loss_history == straight.loss_history
+    for name, value in straight.model.params.items():
+        np.testing.assert_array_equal(resumed.model.params[name], value)
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "message"),
+    [
+        (lambda: nn.Dropout(0.0), ValueError, "keep probability"),
+        (lambda: nn.Dropout(1.5), ValueError, "keep probability"),
+        (lambda: nn.Dropout("0.5"), TypeError, "real number"),
+        (lambda: nn.BatchNorm2d(0), ValueError, "num_features"),
+        (lambda: nn.BatchNorm2d(3, momentum=1.0), ValueError, "momentum"),
+        (lambda: nn.BatchNorm1d(3, eps=0), ValueError, "eps"),
+        (
+            lambda: nn.Classifier(
+                nn.Sequential(nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(32, 2)), (2, 4, 4)
+            ),
+            ValueError,
+            "expects 3 channels",
+        ),
+        (
+            lambda: nn.Classifier(nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 2)), (2, 4, 4)),
+            ValueError,
+            r"samples of shape \(D,\)",
+        ),
+    ],
+)
+def test_bad_normalization_and_dropout_layers_are_refused(build, error, message):
+    with pytest.raises(error, match=message):
+        build()
+
+
+# ---------------------------------------------------------------- presets
+
+
+@pytest.mark.parametrize("preset", [resnet, vgg])
+@pytest.mark.parametrize("input_dim", [(1, 8, 8), (3, 32, 32), (2, 5, 3), (1, 1, 1)])
+def test_presets_take_any_input_size(preset, input_dim):
+    model = preset(input_dim, num_classes=7, widths=(4, 6), seed=0)
+    X = np.random.default_rng(0).standard_normal((3, *input_dim))
+    assert model.loss(X).shape == (3, 7)
+    loss, grads = model.loss(X, np.array([0, 6, 3]))
+    assert np.isfinite(loss) and list(grads) == list(model.params)
+
+
+def test_resnet_structure_and_names():
+    model = resnet((3, 32, 32), seed=0)
+    names = list(model.params)
+    assert names[:5] == [
+        "stem.conv.w",
+        "stem.bn.gamma",
+        "stem.bn.beta",
+        "stem.bn.running_mean",
+        "stem.bn.running_var",
+    ]
+    assert "stage1.0.residual.body.conv1.w" in names
+    assert not any(name.startswith("stage1.0.residual.shortcut") for name in names)
+    assert model.params["stage2.0.residual.shortcut.conv.w"].shape == (32, 16, 1, 1)
+    assert model.params["fc.w"].shape == (64, 10)
+    assert model.net["stage3"].output_shape((32, 16, 16)) == (64, 8, 8)
+    deeper = resnet((1, 8, 8), widths=(8,), blocks=3, seed=0)
+    assert "stage1.2.residual.body.bn2.beta" in deeper.params
+
+
+def test_vgg_structure():
+    model = vgg((1, 8, 8), widths=(8, 16, 32, 32), hidden_dim=20, dropout=0.8, seed=0)
+    assert model.params["fc1.w"].shape == (32, 20)  # 8 -> 4 -> 2 -> 1, then no more pooling
+    assert [layer.p for layer in model.net.layers() if isinstance(layer, nn.Dropout)] == [0.8] * 2
+    with pytest.raises(ValueError, match="keep probability"):
+        vgg((1, 8, 8), dropout=0)
+    with pytest.raises(TypeError, match="widths"):
+        resnet((1, 8, 8), widths=8)
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        resnet((8, 8))
+
+
+def dilated_grouped_net() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, pad=2, dilation=(2, 1)),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Residual(nn.Conv2d(4, 4, 3, pad=1, groups=4)),
+        nn.AvgPool2d(2),
+        nn.Conv2d(4, 6, 1, groups=2),
+        nn.GlobalAvgPool(),
+        nn.Dropout(),
+        nn.Linear(6, 4),
+    )
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda **kw: resnet((2, 8, 8), num_classes=4, widths=(3, 5), **kw),
+        lambda **kw: vgg((2, 8, 8), num_classes=4, widths=(3, 5), **kw),
+        lambda **kw: nn.Classifier(dilated_grouped_net(), (2, 8, 8), **kw),
+    ],
+    ids=["resnet", "vgg", "dilated-grouped"],
+)
+def test_networks_match_the_same_network_in_torch(build):
+    torch = pytest.importorskip("torch")
+    model = build(reg=0.1, dtype=np.float64, seed=0)
+    rng = np.random.default_rng(1)
+    for name, value in model.params.items():
+        if name.endswith(("gamma", "beta", "running_mean", ".b")):
+            model.params[name] = rng.standard_normal(value.shape)
+        elif name.endswith("running_var"):
+            model.params[name] = rng.uniform(0.5, 2, value.shape)
+    X, y = rng.standard_normal((6, 2, 8, 8)), np.array([3, 0, 1, 2, 2, 1])
+    for layer in model.net.layers():
+        if isinstance(layer, nn.Dropout):
+            layer.p = 1.0  # no masks, so both libraries compute the same training loss
+    net = bench.torch_network(model.net, torch)
+    scores = model.loss(X)
+    np.testing.assert_allclose(
+        scores, net.eval()(torch.from_numpy(X)).detach().numpy(), rtol=1e-10, atol=1e-12
+    )
+    loss, grads = model.loss(X, y)
+    reference = torch.nn.functional.cross_entropy(net.train()(torch.from_numpy(X)), torch.tensor(y))
+    reference.backward()
+    trained = [n for n in model.params if not n.endswith(("running_mean", "running_var"))]
+    torch_grads = {}
+    for name, converted in zip(trained, net.parameters(), strict=True):
+        grad = converted.grad.numpy()
+        torch_grads[name] = grad.T if grad.ndim == 2 else grad  # Linear: (out, in) in torch
+    weights = model.net.regularized()
+    penalty = sum(float(np.sum(model.params[name] ** 2)) for name in weights)
+    assert loss == pytest.approx(reference.item() + 0.05 * penalty, rel=1e-10)
+    for name, grad in torch_grads.items():
+        extra = 0.1 * model.params[name] if name in weights else 0
+        np.testing.assert_allclose(grads[name], grad + extra, rtol=1e-8, atol=1e-10, err_msg=name)
+    stats = [(n, v) for n, v in model.params.items() if n.endswith(("running_mean", "running_var"))]
+    buffers = [b for b in net.buffers() if b.dtype != torch.int64]
+    for (name, value), buffer in zip(stats, buffers, strict=True):
+        np.testing.assert_allclose(value, buffer.numpy(), rtol=1e-10, err_msg=name)
+
+
+def test_convnet_train_builds_the_presets(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    from convnet.cli import COMMON_DEFAULTS, DEFAULTS, _build_model, main
+
+    options = {**COMMON_DEFAULTS, **DEFAULTS[("cifar10", "vgg")], "model": "vgg"}
+    built = _build_model(options, {"X_train": np.zeros((1, 3, 32, 32), dtype=np.float32)})
+    assert built.input_dim == (3, 32, 32)
+    assert [layer.p for layer in built.net.layers() if isinstance(layer, nn.Dropout)] == [0.5] * 2
+    model = "resnet"
+    out = tmp_path / "run"
+    arguments = ["train", "--model", model, "--epochs", "1", "--num-train", "60"]
+    assert main([*arguments, "--out", str(out), "--no-progress", "--quiet"]) == 0
+    loaded = load_model(out / "model.npz", expected="Classifier")
+    assert loaded.input_dim == (1, 8, 8)
+    assert json.loads((out / "summary.json").read_text())["options"]["model"] == model
+    resumed = [*arguments[:4], "2", "--out", str(out), "--resume", "--no-progress", "--quiet"]
+    assert main(resumed) == 0
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 2
+
+
+def test_the_benchmarked_training_steps_run():
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    candidates = bench.train_step_candidates(
+        2, np.dtype(np.float32), torch, np.random.default_rng(0)
+    )
+    assert set(candidates) == ({"convnet", "torch"} if torch else {"convnet"})
+    for step in candidates.values():
+        step()
