@@ -24,6 +24,7 @@ from collections.abc import Callable
 import numpy as np
 
 import convnet
+from convnet._blas_core import use_fast_core
 from convnet.bench import interleaved_medians
 from convnet.models import ThreeLayerConvNet
 from convnet.optim import sgd
@@ -118,4 +119,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    use_fast_core()
     main()
