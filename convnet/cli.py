@@ -23,6 +23,7 @@ import numpy as np
 from convnet import optim
 from convnet._backend import BACKEND
 from convnet._config import show_config
+from convnet._memory import keep_freed_memory
 from convnet._version import __version__
 from convnet.solver import CHECKPOINT_NAME, Solver, TrainingDiverged
 
@@ -331,6 +332,7 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot create the output directory {out}: {error}") from error
     (out / OPTIONS_FILE).write_text(json.dumps(options, indent=2) + "\n")
 
+    keep_freed_memory()
     solver = Solver(
         model,
         dataset,

@@ -25,7 +25,6 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
-from convnet._memory import keep_freed_memory
 from convnet.optim import UPDATE_RULES
 
 CHECKPOINT_NAME = "checkpoint.npz"
@@ -289,10 +288,10 @@ class Solver:
 
         Notes
         -----
-        Calls :func:`convnet.keep_freed_memory` first: every step allocates the same
-        large arrays again, and reusing freed memory spares a page fault per page.
+        Every step allocates the same large arrays again; :func:`convnet.keep_freed_memory`
+        (process-wide, so the Solver leaves it to you; ``convnet train`` calls it) makes
+        glibc reuse freed memory and spares a page fault per page.
         """
-        keep_freed_memory()
         X_train, y_train = self.data["X_train"], self.data["y_train"]
         num_train = X_train.shape[0]
         iterations_per_epoch = math.ceil(num_train / self.batch_size)
