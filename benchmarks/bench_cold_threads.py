@@ -13,9 +13,11 @@ the cold calls in which the worker started on the caller's CPU.
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -44,6 +46,34 @@ def _record_cpus(map_groups: Callable) -> Callable:
         return map_groups(noted, total, max_groups)
 
     return traced
+
+
+def wake_placement(samples: int, pause: float) -> None:
+    """The cause, measured alone: how often a sleeping pool thread, handed a task while
+    its caller keeps working (as the caller does its own group), wakes on the caller's
+    CPU."""
+    getcpu = _parallel._sched_getcpu
+    pool = ThreadPoolExecutor(1)
+    pool.submit(getcpu).result()
+    print(f"\nA sleeping worker handed a task after {pause} s idle, caller busy for 2 ms:")
+    print("| placement | worker on the caller's CPU |")
+    print("|---|---|")
+    for place in (False, True):
+        same = 0
+        for _ in range(samples):
+            time.sleep(pause)
+            caller = getcpu()
+            others = frozenset(os.sched_getaffinity(0) - {caller}) or None
+            task = pool.submit(
+                _parallel._run_placed, others if place else None, lambda a, b: getcpu(), 0, 1
+            )
+            end = time.perf_counter() + 0.002
+            while time.perf_counter() < end:
+                pass
+            same += task.result() == caller
+        label = "off the caller's CPU" if place else "where the scheduler puts it"
+        print(f"| {label} | {same}/{samples} |")
+    pool.shutdown()
 
 
 def workloads(rng: np.random.Generator) -> dict[str, Callable[[], None]]:
@@ -76,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     if _parallel._sched_getcpu is None:
         print("worker placement needs Linux: nothing to compare here")
         return
+    wake_placement(args.samples, args.pause)
     fast_layers.map_groups = _record_cpus(fast_layers.map_groups)
     rng = np.random.default_rng(0)
     for name, run in workloads(rng).items():
