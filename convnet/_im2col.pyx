@@ -142,78 +142,93 @@ cdef extern from *:
     #ifndef CONVNET_CLONES
     #define CONVNET_CLONES
     #endif
+    #if defined(_MSC_VER)
+    #define CONVNET_RESTRICT __restrict
+    #else
+    #define CONVNET_RESTRICT restrict
+    #endif
     #define CONVNET_BEATS(v, b) (((v) > (b)) | (((v) != (v)) & ((b) == (b))))
     #define CONVNET_PICK(old, new, mask) (((old) & ~(mask)) | ((new) & (mask)))
 
-    /* Row pass: best[o], index[o] = first maximum of row[o*STRIDE + j] over j < pool_w
-       and its flat index offset + o*STRIDE + j. */
-    #define CONVNET_ROW_MAX(T, U, STRIDE)                                              \
+    /* (*best, *index) = (value, value_index) if value beats *best, with one mask. */
+    #define CONVNET_TAKE(T, U, value, value_index, best, index) do {                  \
+            T v_ = (value), b_ = *(best);                                              \
+            U vb_, bb_, m_ = (U)0 - (U)CONVNET_BEATS(v_, b_);                          \
+            memcpy(&vb_, &v_, sizeof(T));                                              \
+            memcpy(&bb_, &b_, sizeof(T));                                              \
+            bb_ = CONVNET_PICK(bb_, vb_, m_);                                          \
+            memcpy(&b_, &bb_, sizeof(T));                                              \
+            *(best) = b_;                                                              \
+            *(index) = CONVNET_PICK(*(index), (U)(value_index), m_);                   \
+        } while (0)
+    /* Column pass of one output row: out[o], run[o] = first maximum down the pool_h
+       rows of best at columns o*STRIDE, and its index. */
+    #define CONVNET_COLUMN(T, U, STRIDE)                                               \
         for (o = 0; o < out_w; o++) {                                                  \
-            best[o] = row[o * (STRIDE)];                                               \
-            index[o] = offset + (U)(o * (STRIDE));                                     \
+            out[o] = best[o * (STRIDE)];                                               \
+            run[o] = index[o * (STRIDE)];                                              \
         }                                                                              \
-        for (j = 1; j < pool_w; j++) {                                                 \
+        for (i = 1; i < pool_h; i++) {                                                 \
             for (o = 0; o < out_w; o++) {                                              \
-                T value = row[o * (STRIDE) + j], old = best[o];                        \
-                U value_bits, old_bits, mask = (U)0 - (U)CONVNET_BEATS(value, old);    \
-                memcpy(&value_bits, &value, sizeof(T));                                \
-                memcpy(&old_bits, &old, sizeof(T));                                    \
-                old_bits = CONVNET_PICK(old_bits, value_bits, mask);                   \
-                memcpy(&best[o], &old_bits, sizeof(T));                                \
-                index[o] = CONVNET_PICK(index[o], offset + (U)(o * (STRIDE) + j), mask); \
+                CONVNET_TAKE(T, U, best[i * width + o * (STRIDE)],                     \
+                             index[i * width + o * (STRIDE)], &out[o], &run[o]);       \
             }                                                                          \
         }
 
     #define CONVNET_DEFINE_POOL(T, U, NAME)                                            \
-    static void convnet_row_max_##NAME(const T *row, Py_ssize_t out_w, Py_ssize_t stride,\
-                                       Py_ssize_t pool_w, U offset, T *best, U *index) {\
-        Py_ssize_t o, j;                                                               \
-        if (stride == 1) { CONVNET_ROW_MAX(T, U, 1) }                                  \
-        else if (stride == 2) { CONVNET_ROW_MAX(T, U, 2) }                             \
-        else { CONVNET_ROW_MAX(T, U, stride) }                                         \
-    }                                                                                  \
-    /* Column pass: where a later row's best[o] beats out[o], take it and its index. */ \
-    static void convnet_merge_row_##NAME(const T *best, const U *index, Py_ssize_t out_w,\
-                                         T *out, U *out_index) {                       \
-        Py_ssize_t o;                                                                  \
-        for (o = 0; o < out_w; o++) {                                                  \
-            T value = best[o], old = out[o];                                           \
-            U value_bits, old_bits, mask = (U)0 - (U)CONVNET_BEATS(value, old);        \
-            memcpy(&value_bits, &value, sizeof(T));                                    \
-            memcpy(&old_bits, &old, sizeof(T));                                        \
-            old_bits = CONVNET_PICK(old_bits, value_bits, mask);                       \
-            memcpy(&out[o], &old_bits, sizeof(T));                                     \
-            out_index[o] = CONVNET_PICK(out_index[o], index[o], mask);                 \
+    /* Row pass over count consecutive positions f of a band of rows, as one flat loop \
+       (long enough to vectorize even on small planes): best[f], index[f] = first      \
+       maximum of x[f + j], j < pool_w, and offset + f + j. Positions whose window     \
+       runs past the end of a row are computed too, and never used. */                 \
+    CONVNET_CLONES static void convnet_row_pass_##NAME(const T *CONVNET_RESTRICT x, Py_ssize_t count,  \
+                                        Py_ssize_t pool_w, U offset,                   \
+                                        T *CONVNET_RESTRICT best,                      \
+                                        U *CONVNET_RESTRICT index) {                   \
+        Py_ssize_t f, j;                                                               \
+        for (f = 0; f < count; f++) {                                                  \
+            best[f] = x[f];                                                            \
+            index[f] = offset + (U)f;                                                  \
+        }                                                                              \
+        for (j = 1; j < pool_w; j++) {                                                 \
+            for (f = 0; f < count; f++) {                                              \
+                CONVNET_TAKE(T, U, x[f + j], offset + (U)(f + j), &best[f], &index[f]);\
+            }                                                                          \
         }                                                                              \
     }                                                                                  \
-    /* Any window and stride: each input row's window maxima are found once and kept in \
-       a ring of pool_h rows (overlapping windows share them), then merged down the     \
-       rows of each window. ring_best, ring_index: pool_h * out_w; run: out_w. */      \
+    CONVNET_CLONES static void convnet_column_pass_##NAME(const T *CONVNET_RESTRICT best,             \
+                                           const U *CONVNET_RESTRICT index,            \
+                                           Py_ssize_t width, Py_ssize_t pool_h,        \
+                                           Py_ssize_t stride, Py_ssize_t out_w,        \
+                                           T *CONVNET_RESTRICT out,                    \
+                                           U *CONVNET_RESTRICT run) {                  \
+        Py_ssize_t o, i;                                                               \
+        if (stride == 1) { CONVNET_COLUMN(T, U, 1) }                                   \
+        else if (stride == 2) { CONVNET_COLUMN(T, U, 2) }                              \
+        else { CONVNET_COLUMN(T, U, stride) }                                          \
+    }                                                                                  \
+    /* Any window and stride, separably, in bands of `band` output rows: the row pass  \
+       over the band's input rows (overlapping windows share it), then a column pass   \
+       per output row. row_best, row_index: ((band - 1) * stride_h + pool_h) * width;  \
+       run: out_w. */                                                                  \
     CONVNET_CLONES static void convnet_max_pool_##NAME(                                \
             const T *x, Py_ssize_t width, Py_ssize_t out_h, Py_ssize_t out_w,          \
             Py_ssize_t pool_h, Py_ssize_t pool_w, Py_ssize_t stride_h,                 \
-            Py_ssize_t stride_w, T *ring_best, U *ring_index, U *run, T *out,          \
-            int *argmax) {                                                             \
-        Py_ssize_t oh, o, i, r, next_row = 0;                                          \
-        for (oh = 0; oh < out_h; oh++) {                                               \
-            Py_ssize_t top = oh * stride_h, slot;                                      \
-            T *out_row = out + oh * out_w;                                             \
-            if (next_row < top) next_row = top;                                        \
-            for (; next_row < top + pool_h; next_row++) {                              \
-                slot = (next_row % pool_h) * out_w;                                    \
-                convnet_row_max_##NAME(x + next_row * width, out_w, stride_w, pool_w,  \
-                                       (U)(next_row * width), ring_best + slot,        \
-                                       ring_index + slot);                             \
+            Py_ssize_t stride_w, Py_ssize_t band, T *row_best, U *row_index, U *run,   \
+            T *out, int *argmax) {                                                     \
+        Py_ssize_t first, last, oh, o, top, rows, offset;                              \
+        for (first = 0; first < out_h; first += band) {                                \
+            last = first + band < out_h ? first + band : out_h;                        \
+            top = first * stride_h;                                                    \
+            rows = (last - 1 - first) * stride_h + pool_h;                             \
+            convnet_row_pass_##NAME(x + top * width, rows * width - pool_w + 1, pool_w,\
+                                    (U)(top * width), row_best, row_index);            \
+            for (oh = first; oh < last; oh++) {                                        \
+                offset = (oh - first) * stride_h * width;                              \
+                convnet_column_pass_##NAME(row_best + offset, row_index + offset,      \
+                                           width, pool_h, stride_w, out_w,             \
+                                           out + oh * out_w, run);                     \
+                for (o = 0; o < out_w; o++) argmax[oh * out_w + o] = (int)run[o];      \
             }                                                                          \
-            slot = (top % pool_h) * out_w;                                             \
-            memcpy(out_row, ring_best + slot, out_w * sizeof(T));                      \
-            memcpy(run, ring_index + slot, out_w * sizeof(U));                         \
-            for (i = 1; i < pool_h; i++) {                                             \
-                r = ((top + i) % pool_h) * out_w;                                      \
-                convnet_merge_row_##NAME(ring_best + r, ring_index + r, out_w, out_row,\
-                                         run);                                         \
-            }                                                                          \
-            for (o = 0; o < out_w; o++) argmax[oh * out_w + o] = (int)run[o];          \
         }                                                                              \
     }                                                                                  \
     /* 2x2 windows, stride 2: the two rows' first maxima, then the better of the two. */\
@@ -251,18 +266,21 @@ cdef extern from *:
     """
     void convnet_max_pool_float(const float* x, Py_ssize_t width, Py_ssize_t out_h,
                                 Py_ssize_t out_w, Py_ssize_t pool_h, Py_ssize_t pool_w,
-                                Py_ssize_t stride_h, Py_ssize_t stride_w, float* ring_best,
-                                uint32_t* ring_index, uint32_t* run, float* out,
-                                int* argmax) noexcept nogil
+                                Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t band,
+                                float* row_best, uint32_t* row_index, uint32_t* run,
+                                float* out, int* argmax) noexcept nogil
     void convnet_max_pool_double(const double* x, Py_ssize_t width, Py_ssize_t out_h,
                                  Py_ssize_t out_w, Py_ssize_t pool_h, Py_ssize_t pool_w,
-                                 Py_ssize_t stride_h, Py_ssize_t stride_w,
-                                 double* ring_best, uint64_t* ring_index, uint64_t* run,
+                                 Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t band,
+                                 double* row_best, uint64_t* row_index, uint64_t* run,
                                  double* out, int* argmax) noexcept nogil
     void convnet_max_pool_2x2_float(const float* x, Py_ssize_t width, Py_ssize_t out_h,
                                     Py_ssize_t out_w, float* out, int* argmax) noexcept nogil
     void convnet_max_pool_2x2_double(const double* x, Py_ssize_t width, Py_ssize_t out_h,
                                      Py_ssize_t out_w, double* out, int* argmax) noexcept nogil
+
+
+DEF BAND_ELEMENTS = 4096
 
 
 def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
@@ -274,17 +292,22 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
     ``argmax`` receives the flat index ``y * W + x`` of each window's first maximum in
     row-major order; a NaN is the maximum of any window holding one (its first NaN).
     Windows of 2x2 with stride 2 take a dedicated loop; every other window is separable
-    (row maxima once per input row, then merged down each window's rows). Both select
-    with bit masks rather than branches, in loops gcc vectorizes (see the C above).
+    (the maxima along rows once for all the windows of a band of rows, then down each
+    window's rows). Both select with bit masks rather than branches, in loops gcc
+    vectorizes (see the C above).
     """
     cdef Py_ssize_t num = x.shape[0], channels = x.shape[1], width = x.shape[3]
     cdef Py_ssize_t out_h = out.shape[2], out_w = out.shape[3]
     cdef Py_ssize_t plane, n, c
     cdef bint two_by_two = pool_h == 2 and pool_w == 2 and stride_h == 2 and stride_w == 2
-    cdef size_t ring = pool_h * out_w
-    cdef char* scratch = <char*>malloc((2 * ring + out_w) * sizeof(double))
-    cdef floating* ring_best = <floating*>scratch
-    cdef char* indices = scratch + ring * sizeof(floating)
+    # Bands of output rows whose input rows hold about BAND_ELEMENTS values (L1-sized).
+    cdef Py_ssize_t band = max(1, BAND_ELEMENTS // max(1, stride_h * width))
+    if band > out_h:
+        band = out_h
+    cdef size_t rows = 0 if two_by_two else ((band - 1) * stride_h + pool_h) * width
+    cdef char* scratch = <char*>malloc(2 * (rows + out_w) * sizeof(double) + 1)
+    cdef floating* row_best = <floating*>scratch
+    cdef char* indices = scratch + rows * sizeof(floating)
     if scratch == NULL:
         raise MemoryError()
     try:
@@ -299,8 +322,8 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                     else:
                         convnet_max_pool_float(
                             &x[n, c, 0, 0], width, out_h, out_w, pool_h, pool_w, stride_h,
-                            stride_w, ring_best, <uint32_t*>indices,
-                            <uint32_t*>indices + ring, &out[n, c, 0, 0], &argmax[n, c, 0, 0])
+                            stride_w, band, row_best, <uint32_t*>indices,
+                            <uint32_t*>indices + rows, &out[n, c, 0, 0], &argmax[n, c, 0, 0])
                 else:
                     if two_by_two:
                         convnet_max_pool_2x2_double(&x[n, c, 0, 0], width, out_h, out_w,
@@ -308,8 +331,8 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                     else:
                         convnet_max_pool_double(
                             &x[n, c, 0, 0], width, out_h, out_w, pool_h, pool_w, stride_h,
-                            stride_w, ring_best, <uint64_t*>indices,
-                            <uint64_t*>indices + ring, &out[n, c, 0, 0], &argmax[n, c, 0, 0])
+                            stride_w, band, row_best, <uint64_t*>indices,
+                            <uint64_t*>indices + rows, &out[n, c, 0, 0], &argmax[n, c, 0, 0])
     finally:
         free(scratch)
 

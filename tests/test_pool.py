@@ -402,3 +402,21 @@ def test_zero_channels(impl):
     out, cache = forward(np.zeros(geo.x_shape()), geo.pool_param())
     assert out.shape == geo.out_shape()
     assert backward(np.zeros(geo.out_shape()), cache).shape == geo.x_shape()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("pool_h", "pool_w", "stride"), [(3, 3, 2), (2, 3, (3, 1)), (4, 2, 1), (1, 5, (2, 4))]
+)
+def test_tall_wide_planes_pooled_in_several_bands_match_naive(pool_h, pool_w, stride, dtype):
+    """Planes of 100x300: the kernel pools them in several bands of rows."""
+    rng = np.random.default_rng(7)
+    x = sprinkle_specials(rng.integers(-3, 4, size=(1, 2, 100, 300)).astype(dtype), rng)
+    param = {"pool_height": pool_h, "pool_width": pool_w, "stride": stride}
+    out_naive, cache_naive = max_pool_forward_naive(x, param)
+    out_fast, cache_fast = max_pool_forward_fast(x, param)
+    np.testing.assert_array_equal(out_fast, out_naive)
+    dout = rng.standard_normal(out_naive.shape).astype(dtype)
+    assert_matches(
+        max_pool_backward_fast(dout, cache_fast), max_pool_backward_naive(dout, cache_naive)
+    )
