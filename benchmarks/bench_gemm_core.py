@@ -7,6 +7,8 @@ table shows medians. Measured: float32 GEMM GFLOP/s on one thread and on all thr
 and a fast convolution forward+backward (case c of ``convnet bench``, 2 threads).
 
     python benchmarks/bench_gemm_core.py --cores Haswell,SkylakeX --rounds 5
+
+Unlike the other scripts it never picks a core type itself: it compares them.
 """
 
 from __future__ import annotations

@@ -82,4 +82,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--probe"]:
         print(json.dumps(probe(sys.argv[2])))
     else:
+        from convnet._blas_core import use_fast_core
+
+        use_fast_core()
         main()
