@@ -94,7 +94,8 @@ def _workers(count: int) -> ThreadPoolExecutor:
 # calls after a pause then run at one-thread speed. Each worker therefore keeps itself off
 # the caller's current CPU: before its group it restricts its own affinity to the CPUs the
 # caller may use minus the one the caller is on (one system call, only when that set
-# changes). The scheduler still picks among the rest; the caller is never pinned.
+# changes). The scheduler still picks among the rest; the caller is never pinned. With
+# more workers than other CPUs, the workers get every allowed CPU instead.
 PLACE_WORKERS = os.environ.get("CONVNET_PLACE_WORKERS", "1").strip() != "0"
 
 
@@ -114,15 +115,17 @@ _sched_getcpu = _load_sched_getcpu()
 _placement = threading.local()
 
 
-def _worker_cpus() -> frozenset[int] | None:
-    """The CPUs the workers of a call starting now should use: those the calling thread
-    may use, minus the one it runs on (all of them with ``PLACE_WORKERS`` off); None where
-    the platform cannot say."""
+def _worker_cpus(workers: int) -> frozenset[int] | None:
+    """The CPUs the ``workers`` workers of a call starting now should use: those the
+    calling thread may use, minus the one it runs on; all of them when that leaves fewer
+    CPUs than workers (more threads than cores: let the scheduler spread them) or with
+    ``PLACE_WORKERS`` off; None where the platform cannot say."""
     if _sched_getcpu is None:
         return None
     allowed = os.sched_getaffinity(0)
-    others = allowed - {_sched_getcpu()} if PLACE_WORKERS else allowed
-    return frozenset(others or allowed)
+    if not PLACE_WORKERS or workers >= len(allowed):
+        return frozenset(allowed)
+    return frozenset(allowed - {_sched_getcpu()})
 
 
 def _run_placed(
@@ -348,7 +351,7 @@ def map_groups(
     if len(groups) <= 1:
         return [work(start, stop) for start, stop in groups]
     workers = _workers(threads - 1)
-    cpus = _worker_cpus()
+    cpus = _worker_cpus(len(groups) - 1)
     with single_threaded_blas():
         futures = [
             workers.submit(_run_placed, cpus, work, start, stop) for start, stop in groups[1:]

@@ -222,11 +222,18 @@ def test_placement_off_gives_workers_every_allowed_cpu(
     assert affinities == [os.sched_getaffinity(0)]
 
 
+@needs_affinity
+def test_more_workers_than_other_cpus_get_every_allowed_cpu() -> None:
+    allowed = os.sched_getaffinity(0)
+    assert _parallel._worker_cpus(len(allowed)) == allowed
+    assert len(_parallel._worker_cpus(len(allowed) - 1)) == len(allowed) - 1
+
+
 def test_placement_is_a_no_op_where_the_platform_cannot_say(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(_parallel, "_sched_getcpu", None)
-    assert _parallel._worker_cpus() is None
+    assert _parallel._worker_cpus(1) is None
     assert _parallel._run_placed(None, lambda a, b: a + b, 2, 3) == 5
 
 
