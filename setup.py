@@ -2,11 +2,15 @@
 
 The Cython compiler directives live here, in one place. The kernel is single-threaded
 C (the fast layers run it from one worker thread per core), so it needs no OpenMP.
-Set ``CONVNET_REQUIRE_EXTENSION=1`` to make a failed compilation an error.
+Set ``CONVNET_REQUIRE_EXTENSION=1`` to make a failed compilation an error (``0``, ``false``,
+``no``, ``off`` or empty mean off). Every build first deletes the kernel a previous build
+left in ``build/`` (and, with ``--inplace``, beside the sources): when compilation fails,
+no stale kernel can be installed or imported in its place.
 """
 
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 from Cython.Build import cythonize
@@ -22,8 +26,11 @@ COMPILER_DIRECTIVES = {
 }
 
 
+OFF_VALUES = ("", "0", "false", "no", "off")
+
+
 def _require_extension() -> bool:
-    return os.environ.get("CONVNET_REQUIRE_EXTENSION", "") not in ("", "0")
+    return os.environ.get("CONVNET_REQUIRE_EXTENSION", "").strip().lower() not in OFF_VALUES
 
 
 class OptionalBuildExt(build_ext):
@@ -35,7 +42,23 @@ class OptionalBuildExt(build_ext):
                 ext.extra_compile_args += ["-O3"]
         super().build_extensions()
 
+    def _stale_outputs(self, ext: Extension) -> list[Path]:
+        """The kernel files and object files an earlier build may have left."""
+        inplace = self.inplace
+        paths = [Path(self.get_ext_fullpath(ext.name))]  # in place with --inplace
+        try:
+            self.inplace = False
+            paths.append(Path(self.get_ext_fullpath(ext.name)))  # under build/
+        finally:
+            self.inplace = inplace
+        objects = Path(self.build_temp).glob("**/" + ext.name.rsplit(".", 1)[-1] + ".*")
+        return [*paths, *objects]
+
     def run(self) -> None:
+        for ext in self.extensions:
+            for stale in self._stale_outputs(ext):
+                if stale.is_file():
+                    stale.unlink()
         try:
             super().run()
         except Exception as error:
@@ -63,13 +86,19 @@ class OptionalBuildExt(build_ext):
         print(message, file=sys.stderr)
 
 
+EXTENSIONS = {
+    "_im2col": [],
+    "_winograd": ["convnet/_winograd_tiles.h", "convnet/_winograd_tiles_impl.h"],
+}
 extensions = [
     Extension(
-        "convnet._im2col",
-        ["convnet/_im2col.pyx"],
-        include_dirs=[np.get_include()],
+        f"convnet.{name}",
+        [f"convnet/{name}.pyx"],
+        include_dirs=[np.get_include(), "convnet"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_25_API_VERSION")],
+        depends=headers,
     )
+    for name, headers in EXTENSIONS.items()
 ]
 
 setup(

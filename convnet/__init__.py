@@ -3,10 +3,14 @@
 ``convnet.layers`` holds the reference layers, ``convnet.fast_layers`` the compiled fast
 path (with a fallback to the reference when the extension is not built).
 ``convnet.BACKEND`` says which one runs; :func:`show_config` prints the details.
+
+The backend is chosen when it is first needed (``convnet.BACKEND``, :func:`show_config`,
+or importing a module that computes), not by ``import convnet`` itself: so the
+``convnet`` command can report a bad ``CONVNET_BACKEND`` in one line.
 """
 
-from convnet._backend import BACKEND
-from convnet._config import config_info, show_config
+from typing import Any
+
 from convnet._memory import keep_freed_memory
 from convnet._parallel import (
     get_num_threads,
@@ -27,3 +31,16 @@ __all__ = [
     "show_config",
     "single_threaded_blas",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``BACKEND``, ``config_info`` and ``show_config``, loaded with the backend on first use."""
+    if name == "BACKEND":
+        from convnet._backend import BACKEND
+
+        return BACKEND
+    if name in ("config_info", "show_config"):
+        from convnet import _config
+
+        return getattr(_config, name)
+    raise AttributeError(f"module 'convnet' has no attribute {name!r}")

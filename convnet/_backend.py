@@ -3,6 +3,9 @@
 ``BACKEND`` is ``"cython"`` or ``"naive"``. ``CONVNET_BACKEND=naive`` forces the naive
 layers; ``CONVNET_BACKEND=cython`` demands the extension and fails loudly without it. The
 first fast-layer call on the naive backend emits one ``RuntimeWarning`` naming the cause.
+``unbuilt_checkout`` is true when this convnet was imported from a source checkout whose
+kernel was never built (``python -m pytest`` or ``python -m convnet`` in the checkout): the
+test suite and the ``convnet`` command refuse to run the naive layers silently then.
 """
 
 from __future__ import annotations
@@ -13,10 +16,19 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
+CHECKOUT_FIX = (
+    "build the kernel in the checkout with `python setup.py build_ext --inplace`, or run "
+    "the installed convnet from another directory (`pytest`, not `python -m pytest`, "
+    "after `pip install .`), or set CONVNET_BACKEND=naive to use the slow layers on purpose"
+)
 BUILD_HINT = (
     "reinstall from the source tree with `pip install .` on a machine with a C compiler "
     "and the Python headers (set CONVNET_REQUIRE_EXTENSION=1 to make a failed build an error)"
 )
+
+
+def _in_checkout() -> bool:
+    return (Path(__file__).resolve().parents[1] / "setup.py").exists()
 
 
 def _load_kernel() -> tuple[ModuleType | None, str]:
@@ -30,7 +42,7 @@ def _load_kernel() -> tuple[ModuleType | None, str]:
     except ImportError as error:
         if importlib.util.find_spec("convnet._im2col") is None:
             cause = "the compiled kernel convnet._im2col is not installed (it was not built)"
-            if (Path(__file__).resolve().parents[1] / "setup.py").exists():
+            if _in_checkout():
                 cause += (
                     "; this convnet was imported from its source tree: run from another "
                     "directory to use the installed one, or build here with "
@@ -44,8 +56,22 @@ def _load_kernel() -> tuple[ModuleType | None, str]:
     return _im2col, ""
 
 
+def _load_winograd_kernel() -> ModuleType | None:
+    """The compiled Winograd transforms, built beside _im2col (None without them: every
+    convolution then runs by im2col)."""
+    if kernel is None:
+        return None
+    try:
+        from convnet import _winograd
+    except ImportError:
+        return None
+    return _winograd
+
+
 kernel, naive_reason = _load_kernel()
+winograd_kernel = _load_winograd_kernel()
 BACKEND = "naive" if kernel is None else "cython"
+unbuilt_checkout = kernel is None and "source tree" in naive_reason
 _warned = False
 
 

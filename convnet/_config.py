@@ -18,6 +18,7 @@ from convnet._blas_core import (
 )
 from convnet._parallel import get_num_threads
 from convnet._version import __version__
+from convnet.distributed import launch_info
 
 
 def _blas_description() -> str:
@@ -37,6 +38,7 @@ def config_info() -> dict[str, Any]:
         "backend": _backend.BACKEND,
         "naive_reason": _backend.naive_reason,
         "threads": threads,
+        "mpi": launch_info(),
         "numpy": np.__version__,
         "blas": _blas_description(),
         "blas_cores": openblas_cores(),
@@ -49,18 +51,28 @@ def config_info() -> dict[str, Any]:
 
 
 def show_config() -> None:
-    """Print the convnet version, the backend, the worker threads, numpy's BLAS, the GEMM
-    kernels OpenBLAS runs, whether the CPU has AVX-512, and how to get faster kernels."""
+    """Print the convnet version, the backend, the worker threads (and under an MPI
+    launcher, this process's rank), numpy's BLAS, the GEMM kernels OpenBLAS runs, whether
+    the CPU has AVX-512, and how to get faster kernels."""
     info = config_info()
     print(f"convnet {info['convnet']}")
     backend = info["backend"]
     if info["naive_reason"]:
         backend += f" ({info['naive_reason']})"
     print(f"  backend:  {backend}")
+    not_built = info["naive_reason"].startswith("the compiled")
+    if not_built and not _backend.unbuilt_checkout:  # (a checkout's reason names its fix)
+        print(f"  WARNING:  every fast layer runs the slow naive layers; {_backend.BUILD_HINT}")
     threads = f"{info['threads']} worker threads, single-threaded BLAS inside each"
     if info["backend"] == "naive":
         threads += " (unused by the naive backend)"
     print(f"  threads:  {threads}")
+    if info["mpi"] is not None:
+        mpi = info["mpi"]
+        print(
+            f"  mpi:      rank {mpi['rank']} of {mpi['size']} ({mpi['local_size']} ranks on "
+            "this machine share its cores)"
+        )
     print(f"  numpy:    {info['numpy']} (BLAS: {info['blas']})")
     cores = ", ".join(info["blas_cores"]) or "not OpenBLAS, or unknown"
     variable = info["blas_coretype_variable"]

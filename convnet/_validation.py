@@ -112,6 +112,26 @@ def _param(params: Any, key: str, what: str) -> Any:
     return params[key]
 
 
+CONV_ALGORITHMS = ("auto", "im2col", "winograd")
+
+
+def conv_algorithm(conv_param: dict) -> str:
+    """The convolution algorithm ``conv_param`` asks for: ``'auto'`` when it names none.
+
+    ``'im2col'``, ``'winograd'`` or ``'auto'`` (the fast layers choose); the naive layers
+    compute the same result whatever it says.
+    """
+    algorithm = conv_param.get("algorithm", "auto") if isinstance(conv_param, dict) else "auto"
+    if not isinstance(algorithm, str):
+        raise TypeError(f"conv_param['algorithm'] must be a str, got {algorithm!r}")
+    if algorithm not in CONV_ALGORITHMS:
+        raise ValueError(
+            f"conv_param['algorithm'] must be one of {', '.join(map(repr, CONV_ALGORITHMS))}, "
+            f"got {algorithm!r}"
+        )
+    return algorithm
+
+
 def output_size(size: int, window: int, stride: int, pad: int) -> int:
     """``floor((size + 2 * pad - window) / stride) + 1``; needs ``window <= size + 2 * pad``."""
     return (size + 2 * pad - window) // stride + 1
@@ -126,7 +146,8 @@ def conv_geometry(x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict)
     w : ndarray, shape (F, C, HH, WW)
     b : ndarray, shape (F,)
     conv_param : dict
-        ``'stride'`` (int >= 1 or pair) and ``'pad'`` (int >= 0 or pair).
+        ``'stride'`` (int >= 1 or pair) and ``'pad'`` (int >= 0 or pair); optional
+        ``'algorithm'`` (see :func:`conv_algorithm`).
     """
     check_ndim(x, 4, "x", "(N, C, H, W)")
     check_ndim(w, 4, "w", "(F, C, HH, WW)")
@@ -140,6 +161,7 @@ def conv_geometry(x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict)
         raise ValueError(f"b must have length F = {w.shape[0]}, got shape {b.shape}")
     stride_h, stride_w = int_pair(_param(conv_param, "stride", "conv_param"), "stride", 1)
     pad_h, pad_w = int_pair(_param(conv_param, "pad", "conv_param"), "pad", 0)
+    conv_algorithm(conv_param)
     _, _, height, width = x.shape
     kernel_h, kernel_w = w.shape[2], w.shape[3]
     if kernel_h < 1 or kernel_w < 1:
@@ -238,3 +260,156 @@ def check_labels(y: Any, num_samples: int, num_classes: int) -> np.ndarray:
             f"labels must lie in [0, {num_classes}), got values in [{y.min()}, {y.max()}]"
         )
     return y.astype(np.intp, copy=False)
+
+
+MODES = ("train", "test")
+
+
+def check_mode(params: Any, what: str) -> str:
+    """The required ``'mode'`` of a ``bn_param`` or ``dropout_param``: 'train' or 'test'."""
+    mode = _param(params, "mode", what)
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ValueError(f"{what}['mode'] must be 'train' or 'test', got {mode!r}")
+    return mode
+
+
+def real_param(
+    params: dict, key: str, what: str, default: float, low: float, high: float, low_open: bool
+) -> float:
+    """``params[key]`` (or ``default``) as a finite float in ``(low, high]`` or ``[low, high]``."""
+    value = params.get(key, default)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what}[{key!r}] must be a real number, got {value!r}")
+    value = float(value)
+    above = value > low if low_open else value >= low
+    if not (np.isfinite(value) and above and value <= high):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise ValueError(f"{what}[{key!r}] must lie in {interval}, got {value!r}")
+    return value
+
+
+def check_scale_shift(
+    array: Any, name: str, shapes: tuple[tuple[int, ...], ...], what: str
+) -> np.ndarray:
+    """A normalization's ``gamma`` or ``beta``: a float array of one of the ``shapes``."""
+    array = check_float_array(array, name)
+    if array.shape not in shapes:
+        allowed = " or ".join(str(shape) for shape in shapes)
+        raise ValueError(f"{name} must have shape {allowed} for {what}, got {array.shape}")
+    return array
+
+
+# Caches: a backward function gets back what its forward pass returned. Anything else (None,
+# a tuple of the wrong length, arrays swapped for others) is refused here, before any
+# compiled kernel sees it: a TypeError for a cache of the wrong kind, a ValueError for one
+# whose parts do not fit together.
+
+
+def _unpack_cache(cache: Any, fields: tuple[str, ...], layer: str) -> tuple[Any, ...]:
+    if not isinstance(cache, tuple) or len(cache) != len(fields):
+        raise TypeError(
+            f"{layer} cache must be the tuple ({', '.join(fields)}) its forward pass returned, "
+            f"got {type(cache).__name__}"
+            + (f" of length {len(cache)}" if isinstance(cache, tuple) else "")
+        )
+    return cache
+
+
+def _cache_array(value: Any, name: str, layer: str) -> np.ndarray:
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{layer} cache: {name} must be a numpy array, got {type(value).__name__}")
+    return check_float_array(value, f"{layer} cache {name}")
+
+
+def _cache_geometry(value: Any, kind: type, layer: str) -> Any:
+    if not isinstance(value, tuple) or len(value) != len(kind._fields):
+        raise TypeError(
+            f"{layer} cache: geometry must be a {kind.__name__}, got {type(value).__name__}"
+        )
+    if not all(
+        isinstance(item, numbers.Integral) and not isinstance(item, (bool, np.bool_))
+        for item in value
+    ):
+        raise TypeError(f"{layer} cache: geometry must hold integers, got {value!r}")
+    return kind(*(int(item) for item in value))
+
+
+def check_affine_cache(cache: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (x, w, b) of an affine forward pass, checked to fit together."""
+    x, w, b = _unpack_cache(cache, ("x", "w", "b"), "affine")
+    for name, value in (("x", x), ("w", w), ("b", b)):
+        _cache_array(value, name, "affine")
+    return check_affine_arrays(x, w, b)
+
+
+def check_relu_cache(cache: Any) -> np.ndarray:
+    """The x of a ReLU forward pass."""
+    return _cache_array(cache, "x", "relu")
+
+
+def check_conv_cache(
+    cache: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, ConvGeometry, str]:
+    """The (x, w, b, geometry, algorithm) of a convolution's forward pass, checked to fit
+    together (a cache without the algorithm asked for gets ``'auto'``).
+
+    The geometry is derived again from x, w and the cached strides and pads; a cache whose
+    arrays were swapped for others of another size is a ``ValueError``.
+    """
+    fields = ("x", "w", "b", "geometry", "algorithm")
+    if isinstance(cache, tuple) and len(cache) == len(fields) - 1:
+        cache = (*cache, "auto")
+    x, w, b, geo, algorithm = _unpack_cache(cache, fields, "conv")
+    algorithm = conv_algorithm({"algorithm": algorithm})
+    x = _cache_array(x, "x", "conv")
+    w = _cache_array(w, "w", "conv")
+    b = _cache_array(b, "b", "conv")
+    geo = _cache_geometry(geo, ConvGeometry, "conv")
+    conv_param = {"stride": (geo.stride_h, geo.stride_w), "pad": (geo.pad_h, geo.pad_w)}
+    expected = conv_geometry(x, w, b, conv_param)
+    if expected != geo:
+        raise ValueError(
+            f"conv cache does not fit together: x {x.shape} and w {w.shape} give output "
+            f"{expected.out_h}x{expected.out_w}, the cache says {geo.out_h}x{geo.out_w}"
+        )
+    return x, w, b, geo, algorithm
+
+
+def check_pool_cache(cache: Any) -> tuple[np.ndarray, PoolGeometry, np.ndarray | None]:
+    """The (x, geometry, argmax) of a max pool's forward pass, checked to fit together.
+
+    ``argmax`` (None from the naive layer) must be C-contiguous ``intc`` of the output's
+    shape, with every index inside its input plane: one pass over it (as unsigned, so a
+    negative index counts as too large) bounds the kernel's writes.
+    """
+    x, geo, argmax = _unpack_cache(cache, ("x", "geometry", "argmax"), "max pool")
+    x = _cache_array(x, "x", "max pool")
+    geo = _cache_geometry(geo, PoolGeometry, "max pool")
+    pool_param = {
+        "pool_height": geo.pool_h,
+        "pool_width": geo.pool_w,
+        "stride": (geo.stride_h, geo.stride_w),
+    }
+    expected = pool_geometry(x, pool_param)
+    if expected != geo:
+        raise ValueError(
+            f"max pool cache does not fit together: x {x.shape} gives output "
+            f"{expected.out_h}x{expected.out_w}, the cache says {geo.out_h}x{geo.out_w}"
+        )
+    if argmax is None:
+        return x, geo, None
+    if not isinstance(argmax, np.ndarray):
+        raise TypeError(f"max pool cache: argmax must be an array, got {type(argmax).__name__}")
+    out_shape = (*x.shape[:2], geo.out_h, geo.out_w)
+    if argmax.shape != out_shape or argmax.dtype != np.intc or not argmax.flags.c_contiguous:
+        raise ValueError(
+            f"the max pool cache's argmax (shape {argmax.shape}, dtype {argmax.dtype}) does "
+            f"not belong to a forward pass of x {x.shape} with output shape {out_shape}"
+        )
+    plane = x.shape[2] * x.shape[3]
+    if argmax.size and int(argmax.view(np.dtype(f"u{argmax.itemsize}")).max()) >= plane:
+        raise ValueError(
+            f"the max pool cache's argmax holds indices outside the {x.shape[2]}x{x.shape[3]} "
+            "input plane: it does not belong to this x"
+        )
+    return x, geo, argmax

@@ -4,16 +4,27 @@
 (an optional dependency, ``pip install "convnet[train]"``). :func:`load_cifar10` reads the
 CIFAR-10 "python version" batches from a directory, and :func:`preprocess_cifar10` carves
 out the usual train/validation/test subsets and subtracts the mean training image.
+:func:`download_cifar10` fetches the official archive into a cache folder, checks its
+published MD5 and extracts it atomically.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import pickle
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from convnet._io import fsync_directory, stderr_is_interactive
 
 CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{index}" for index in range(1, 6))
 CIFAR10_TEST_BATCH = "test_batch"
@@ -30,6 +41,12 @@ CIFAR10_CLASSES = (
     "truck",
 )
 _CIFAR10_SUBDIRECTORY = "cifar-10-batches-py"
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"  # published beside the archive
+CIFAR10_URL_VARIABLE = "CONVNET_CIFAR10_URL"  # a mirror of the same archive
+DATA_DIR_VARIABLE = "CONVNET_DATA_DIR"
+DIGITS_SCALE = 1 / 16  # the digits' pixels are 0..16; load_digits_dataset scales them to [0, 1]
+_DOWNLOAD_CHUNK = 2**20
 _CIFAR10_PIXELS = 3 * 32 * 32
 _DIGITS_SPLIT_SEED = 20240601
 
@@ -277,3 +294,153 @@ def load_cifar10_dataset(
 ) -> dict[str, np.ndarray]:
     """:func:`load_cifar10` followed by :func:`preprocess_cifar10` (``options`` go to it)."""
     return preprocess_cifar10(*load_cifar10(path, dtype=dtype), **options)
+
+
+class DownloadError(OSError):
+    """A download failed or gave a file other than the one expected; nothing was kept."""
+
+
+def default_data_dir() -> Path:
+    """Where downloaded datasets are cached.
+
+    ``$CONVNET_DATA_DIR`` if set, else ``convnet`` in the user's cache directory
+    (``$XDG_CACHE_HOME``, else ``~/.cache``; ``%LOCALAPPDATA%`` on Windows).
+    """
+    chosen = os.environ.get(DATA_DIR_VARIABLE)
+    if chosen:
+        return Path(chosen).expanduser()
+    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "convnet"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "convnet"
+
+
+def cifar10_is_cached(directory: str | os.PathLike | None = None) -> bool:
+    """Whether ``directory`` (default :func:`default_data_dir`) holds the extracted batches."""
+    root = Path(directory).expanduser() if directory is not None else default_data_dir()
+    batches = root / _CIFAR10_SUBDIRECTORY
+    names = (*CIFAR10_TRAIN_BATCHES, CIFAR10_TEST_BATCH)
+    return all((batches / name).is_file() for name in names)
+
+
+def _fetch(url: str, destination: Path, progress: bool) -> str:
+    """Copy ``url`` into the open-for-writing ``destination``; return the content's MD5."""
+    digest = hashlib.md5(usedforsecurity=False)
+    bar = None
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, destination.open("wb") as out:
+            total = response.headers.get("Content-Length")
+            if progress and stderr_is_interactive():
+                with contextlib.suppress(ImportError):
+                    from tqdm.auto import tqdm
+
+                    size = int(total) if total and total.isdigit() else None
+                    bar = tqdm(total=size, unit="B", unit_scale=True, desc="CIFAR-10")
+            while chunk := response.read(_DOWNLOAD_CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+    finally:
+        if bar is not None:
+            bar.close()
+    return digest.hexdigest()
+
+
+def _safe_members(archive: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    """The archive's members, refusing links, devices and paths outside the batches folder."""
+    members = archive.getmembers()
+    for member in members:
+        parts = Path(member.name).parts
+        if (
+            not (member.isfile() or member.isdir())
+            or Path(member.name).is_absolute()
+            or ".." in parts
+            or parts[:1] != (_CIFAR10_SUBDIRECTORY,)
+        ):
+            raise DownloadError(f"the CIFAR-10 archive holds an unexpected entry {member.name!r}")
+    return members
+
+
+def download_cifar10(
+    directory: str | os.PathLike | None = None,
+    *,
+    url: str | None = None,
+    md5: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Fetch and extract the CIFAR-10 python archive, unless it is already cached.
+
+    The archive is downloaded to a temporary file in ``directory``, its MD5 compared with
+    the published one, and it is extracted into a temporary folder that is then renamed to
+    ``directory/cifar-10-batches-py``: an interrupted, failed or corrupt download leaves
+    nothing behind, and an existing cache is reused without any network access.
+
+    Parameters
+    ----------
+    directory : str or Path, optional
+        The cache folder; default :func:`default_data_dir`.
+    url : str, optional
+        Where to fetch the archive: default ``$CONVNET_CIFAR10_URL``, else
+        :data:`CIFAR10_URL`. Any URL ``urllib`` opens (``file://`` too).
+    md5 : str, optional
+        The archive's expected MD5; default :data:`CIFAR10_MD5`, the published one.
+    progress : bool
+        Show a progress bar (on a terminal or in a notebook, when tqdm is installed).
+
+    Returns
+    -------
+    Path
+        The ``cifar-10-batches-py`` folder.
+
+    Raises
+    ------
+    DownloadError
+        When the download fails, the checksum differs or the archive is not CIFAR-10's.
+    """
+    root = Path(directory).expanduser() if directory is not None else default_data_dir()
+    target = root / _CIFAR10_SUBDIRECTORY
+    if cifar10_is_cached(root):
+        return target
+    url = url or os.environ.get(CIFAR10_URL_VARIABLE) or CIFAR10_URL
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DownloadError(f"cannot create the data folder {root}: {error}") from error
+    workspace = Path(tempfile.mkdtemp(prefix=".cifar-10-download.", dir=root))
+    try:
+        archive_path = workspace / "cifar-10-python.tar.gz"
+        try:
+            actual = _fetch(url, archive_path, progress)
+        except (OSError, ValueError, urllib.error.URLError) as error:
+            raise DownloadError(f"downloading CIFAR-10 from {url} failed: {error}") from error
+        md5 = md5 or CIFAR10_MD5
+        if actual != md5:
+            raise DownloadError(
+                f"the file downloaded from {url} has MD5 {actual}, not CIFAR-10's {md5}: "
+                "it is corrupt or not the CIFAR-10 python archive (nothing was kept)"
+            )
+        extracted = workspace / "extracted"
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        try:
+            with tarfile.open(archive_path, "r:gz") as archive:
+                archive.extractall(extracted, members=_safe_members(archive), **safe)
+        except (tarfile.TarError, OSError, EOFError) as error:
+            raise DownloadError(
+                f"cannot extract the CIFAR-10 archive from {url}: {error}"
+            ) from error
+        if not cifar10_is_cached(extracted):
+            raise DownloadError(f"the archive from {url} lacks some CIFAR-10 batches")
+        try:
+            os.rename(extracted / _CIFAR10_SUBDIRECTORY, target)
+        except OSError as error:
+            if not cifar10_is_cached(root):  # not another process that finished first
+                raise DownloadError(
+                    f"cannot put the CIFAR-10 batches at {target}: {error}"
+                ) from error
+        fsync_directory(root)
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+    return target

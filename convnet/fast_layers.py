@@ -20,16 +20,20 @@ from types import ModuleType
 
 import numpy as np
 
-from convnet import _backend
+from convnet import _backend, winograd
 from convnet._parallel import get_num_threads, map_groups
 from convnet._validation import (
     ConvGeometry,
     PoolGeometry,
     check_affine_arrays,
+    check_affine_cache,
     check_conv_arrays,
+    check_conv_cache,
     check_dout,
     check_float_array,
+    check_pool_cache,
     common_dtype,
+    conv_algorithm,
     pool_geometry,
 )
 from convnet.layers import (
@@ -47,6 +51,12 @@ SMALL_CONV_MULTIPLY_ADDS = 2**22
 SMALL_POOL_ELEMENTS = 2**16
 SMALL_VECTORIZED_POOL_ELEMENTS = 2**21
 SMALL_GEMM = 2**20
+WINOGRAD_MIN_CHANNELS = 8
+WINOGRAD_MIN_PIXELS = 256
+WINOGRAD_MIN_PIXEL_CHANNELS = 2**14
+# The weight gradient's GEMMs sum over the tiles of a chunk into an (alpha^2, F, C) array:
+# larger chunks than the forward pass's make them longer and the sums fewer (measured).
+WINOGRAD_BACKWARD_CHUNK_BYTES = 4 * 2**20
 _workspace_bytes = DEFAULT_WORKSPACE_BYTES
 
 
@@ -77,8 +87,7 @@ def get_workspace_limit() -> int:
 
 
 def _images_per_chunk(bytes_per_image: int) -> int:
-    share = min(CHUNK_TARGET_BYTES, _workspace_bytes // get_num_threads())
-    return max(1, share // max(1, bytes_per_image))
+    return max(1, _chunk_bytes() // max(1, bytes_per_image))
 
 
 def _worker_count(amount: int, small: int) -> int | None:
@@ -96,6 +105,99 @@ def _small_pool(geo: PoolGeometry) -> int:
     if geo[:4] == (2, 2, 2, 2):
         return SMALL_VECTORIZED_POOL_ELEMENTS
     return SMALL_POOL_ELEMENTS
+
+
+def _winograd_tile(geo: ConvGeometry) -> int:
+    """The Winograd output tile needing the fewest multiplies, edge tiles' waste included;
+    a tie goes to 2x2, the more accurate."""
+
+    def multiplies(m: int) -> int:
+        return (m + 2) ** 2 * -(-geo.out_h // m) * -(-geo.out_w // m)
+
+    return min(winograd.TILE_SIZES, key=multiplies)
+
+
+def _winograd_applies(w_shape: tuple[int, ...], geo: ConvGeometry) -> bool:
+    return w_shape[2:] == (3, 3) and (geo.stride_h, geo.stride_w) == (1, 1)
+
+
+def _auto_prefers_winograd(
+    x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: ConvGeometry
+) -> bool:
+    """The measured rule of ``algorithm='auto'`` for a convolution Winograd can do.
+
+    Winograd needs at least ``WINOGRAD_MIN_CHANNELS`` input channels and filters (with
+    fewer its transforms cost more than the multiplies they save), and enough output
+    pixels in the batch to repay its per-call work (transforming the filters):
+    ``WINOGRAD_MIN_PIXEL_CHANNELS / min(C, F)`` and at least ``WINOGRAD_MIN_PIXELS``.
+    ``python benchmarks/bench_algorithms.py`` prints the measurements behind both.
+    """
+    narrowest = min(x_shape[1], w_shape[0])
+    pixels = x_shape[0] * geo.out_h * geo.out_w
+    return narrowest >= WINOGRAD_MIN_CHANNELS and pixels >= max(
+        WINOGRAD_MIN_PIXELS, WINOGRAD_MIN_PIXEL_CHANNELS // narrowest
+    )
+
+
+def conv_algorithm_choice(
+    x_shape: tuple[int, ...], w_shape: tuple[int, ...], conv_param: dict
+) -> tuple[str, int]:
+    """The algorithm :func:`conv_forward_fast` runs for these shapes and parameters.
+
+    Parameters
+    ----------
+    x_shape : (N, C, H, W)
+    w_shape : (F, C, HH, WW)
+    conv_param : dict
+        As for :func:`conv_forward_fast`, including the optional ``'algorithm'``:
+        ``'im2col'``, ``'winograd'`` (3x3 filters with stride 1 only: anything else is a
+        ``ValueError``) or ``'auto'`` (the default: Winograd where it applies and the
+        measured rule of ``_auto_prefers_winograd`` expects it to be faster).
+
+    Returns
+    -------
+    (name, tile) : ('im2col', 0) or ('winograd', m) for Winograd F(m x m, 3x3)
+    """
+    x = np.empty(x_shape, dtype=np.float32)
+    w = np.empty(w_shape, dtype=np.float32)
+    _, _, _, geo = check_conv_arrays(x, w, np.empty(w_shape[0], dtype=np.float32), conv_param)
+    return _choose_algorithm(conv_algorithm(conv_param), x_shape, w_shape, geo)
+
+
+def _choose_algorithm(
+    requested: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: ConvGeometry
+) -> tuple[str, int]:
+    applies = _winograd_applies(w_shape, geo)
+    if requested == "winograd":
+        if not applies:
+            raise ValueError(
+                "algorithm 'winograd' needs 3x3 filters and stride 1, got filters "
+                f"{w_shape[2]}x{w_shape[3]} and stride ({geo.stride_h}, {geo.stride_w}); "
+                "use 'auto' or 'im2col'"
+            )
+        if _backend.winograd_kernel is None:
+            raise ValueError("algorithm 'winograd' needs the compiled kernel convnet._winograd")
+        return "winograd", _winograd_tile(geo)
+    if (
+        requested == "auto"
+        and applies
+        and _backend.winograd_kernel is not None
+        and _auto_prefers_winograd(x_shape, w_shape, geo)
+    ):
+        return "winograd", _winograd_tile(geo)
+    return "im2col", 0
+
+
+def _chunk_bytes(target: int = CHUNK_TARGET_BYTES) -> int:
+    """One worker's share of the workspace, at most ``target``."""
+    return min(target, _workspace_bytes // get_num_threads())
+
+
+def _conv_workers(
+    x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: ConvGeometry
+) -> int | None:
+    work = x_shape[0] * w_shape[0] * math.prod(w_shape[1:]) * geo.out_h * geo.out_w
+    return _worker_count(work, SMALL_CONV_MULTIPLY_ADDS)
 
 
 class _Columns:
@@ -191,7 +293,24 @@ def conv_forward_fast(
     if kernel is None:
         _backend.warn_if_naive()
         return conv_forward_naive(x, w, b, conv_param)
+    requested = conv_algorithm(conv_param)
     dtype = common_dtype(x, w, b)
+    cache = ConvCache(x, w, b, geo, requested)
+    algorithm, tile = _choose_algorithm(requested, x.shape, w.shape, geo)
+    if algorithm == "winograd":
+        out = winograd.forward(
+            _backend.winograd_kernel,
+            np.ascontiguousarray(x, dtype=dtype),
+            w.astype(dtype, copy=False),
+            b.astype(dtype, copy=False),
+            (geo.pad_h, geo.pad_w),
+            tile,
+            _chunk_bytes(),
+            _chunk_bytes(_workspace_bytes),
+            _conv_workers(x.shape, w.shape, geo),
+        )
+        if out is not None:
+            return out, cache
     num, num_filters = x.shape[0], w.shape[0]
     columns = _Columns(kernel, np.ascontiguousarray(x, dtype=dtype), w, geo)
     w_rows = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, columns.depth)
@@ -207,7 +326,7 @@ def conv_forward_fast(
             out_chunk += bias
 
     map_groups(forward_group, num, columns.worker_count(num_filters))
-    return out, ConvCache(x, w, b, geo)
+    return out, cache
 
 
 def conv_backward_fast(
@@ -235,7 +354,7 @@ def conv_backward_fast(
     dw : ndarray, shape (F, C, HH, WW)
     db : ndarray, shape (F,)
     """
-    x, w, b, geo = cache
+    x, w, b, geo, requested = check_conv_cache(cache)
     num, num_filters = x.shape[0], w.shape[0]
     dout = check_dout(dout, (num, num_filters, geo.out_h, geo.out_w))
     kernel = _backend.kernel
@@ -244,6 +363,23 @@ def conv_backward_fast(
         dx, dw, db = conv_backward_naive(dout, cache)
         return (dx if compute_dx else None), dw, db
     dtype = common_dtype(x, w, b, dout)
+    algorithm, tile = _choose_algorithm(requested, x.shape, w.shape, geo)
+    if algorithm == "winograd":
+        dout_c = np.ascontiguousarray(dout, dtype=dtype)
+        gradients = winograd.backward(
+            _backend.winograd_kernel,
+            dout_c,
+            np.ascontiguousarray(x, dtype=dtype),
+            w.astype(dtype, copy=False),
+            (geo.pad_h, geo.pad_w),
+            tile,
+            _chunk_bytes(WINOGRAD_BACKWARD_CHUNK_BYTES),
+            _chunk_bytes(_workspace_bytes),
+            _conv_workers(x.shape, w.shape, geo),
+            compute_dx,
+        )
+        if gradients is not None:
+            return gradients[0], gradients[1], dout_c.sum(axis=(0, 2, 3))
     columns = _Columns(kernel, np.ascontiguousarray(x, dtype=dtype), w, geo)
     depth = columns.depth
     w_rows = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, depth)
@@ -322,7 +458,7 @@ def affine_backward_fast(
     dw : ndarray, shape (D, M)
     db : ndarray, shape (M,)
     """
-    x, w, b = cache
+    x, w, b = check_affine_cache(cache)
     dout = check_dout(dout, (x.shape[0], w.shape[1]))
     dtype = common_dtype(x, w, b, dout)
     rows = x.reshape(x.shape[0], w.shape[0]).astype(dtype, copy=False)
@@ -390,7 +526,7 @@ def max_pool_backward_fast(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     -------
     dx : ndarray, shape (N, C, H, W)
     """
-    x, geo, argmax = cache
+    x, geo, argmax = check_pool_cache(cache)
     dout = check_dout(dout, (x.shape[0], x.shape[1], geo.out_h, geo.out_w))
     kernel = _backend.kernel
     if kernel is None or argmax is None:

@@ -1,5 +1,8 @@
 """Sandwich layers: common stacks of layers as one forward and one backward function.
 
+affine - relu, affine - batch norm - relu, affine - layer norm - relu, conv - relu,
+conv - spatial batch norm - relu, and conv - relu - max pool.
+
 Each ``*_forward`` returns ``(out, cache)`` and each ``*_backward(dout, cache)`` returns the
 gradients of the stack's inputs, like the single layers. The convolutions and pools run on
 :mod:`convnet.fast_layers`. No function here modifies its inputs.
@@ -21,9 +24,16 @@ from convnet.fast_layers import (
 )
 from convnet.layers import (
     ConvCache,
+    NormCache,
     PoolCache,
+    batchnorm_backward,
+    batchnorm_forward,
+    layernorm_backward,
+    layernorm_forward,
     relu_backward,
     relu_forward,
+    spatial_batchnorm_backward,
+    spatial_batchnorm_forward,
 )
 
 
@@ -31,6 +41,22 @@ class AffineReluCache(NamedTuple):
     """What :func:`affine_relu_backward` needs."""
 
     affine: tuple[np.ndarray, np.ndarray, np.ndarray]
+    relu: np.ndarray
+
+
+class AffineNormReluCache(NamedTuple):
+    """What :func:`affine_bn_relu_backward` and :func:`affine_ln_relu_backward` need."""
+
+    affine: tuple[np.ndarray, np.ndarray, np.ndarray]
+    norm: NormCache
+    relu: np.ndarray
+
+
+class ConvNormReluCache(NamedTuple):
+    """What :func:`conv_bn_relu_backward` needs."""
+
+    conv: ConvCache
+    norm: NormCache
     relu: np.ndarray
 
 
@@ -87,6 +113,168 @@ def affine_relu_backward(
     db : ndarray, shape (M,)
     """
     return affine_backward_fast(relu_backward(dout, cache.relu), cache.affine)
+
+
+def affine_bn_relu_forward(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    bn_param: dict,
+) -> tuple[np.ndarray, AffineNormReluCache]:
+    """Affine layer, batch norm, then ReLU.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, d_1, ..., d_k), with D = d_1 * ... * d_k
+    w : ndarray, shape (D, M)
+    b : ndarray, shape (M,)
+    gamma, beta : ndarray, shape (M,)
+    bn_param : dict
+        As for :func:`convnet.layers.batchnorm_forward` (``'mode'`` required); train mode
+        stores new running statistics in it.
+
+    Returns
+    -------
+    out : ndarray, shape (N, M)
+    cache : AffineNormReluCache
+    """
+    scores, affine_cache = affine_forward_fast(x, w, b)
+    normalized, norm_cache = batchnorm_forward(scores, gamma, beta, bn_param)
+    out, relu_cache = relu_forward(normalized)
+    return out, AffineNormReluCache(affine_cache, norm_cache, relu_cache)
+
+
+def affine_bn_relu_backward(
+    dout: np.ndarray, cache: AffineNormReluCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of :func:`affine_bn_relu_forward`.
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, M)
+    cache : AffineNormReluCache
+
+    Returns
+    -------
+    dx : ndarray, shape of x
+    dw : ndarray, shape (D, M)
+    db, dgamma, dbeta : ndarray, shape (M,)
+    """
+    dnormalized = relu_backward(dout, cache.relu)
+    dscores, dgamma, dbeta = batchnorm_backward(dnormalized, cache.norm)
+    dx, dw, db = affine_backward_fast(dscores, cache.affine)
+    return dx, dw, db, dgamma, dbeta
+
+
+def affine_ln_relu_forward(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    ln_param: dict,
+) -> tuple[np.ndarray, AffineNormReluCache]:
+    """Affine layer, layer norm, then ReLU.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, d_1, ..., d_k), with D = d_1 * ... * d_k
+    w : ndarray, shape (D, M)
+    b : ndarray, shape (M,)
+    gamma, beta : ndarray, shape (M,)
+    ln_param : dict
+        As for :func:`convnet.layers.layernorm_forward` (``'eps'``; other keys ignored).
+
+    Returns
+    -------
+    out : ndarray, shape (N, M)
+    cache : AffineNormReluCache
+    """
+    scores, affine_cache = affine_forward_fast(x, w, b)
+    normalized, norm_cache = layernorm_forward(scores, gamma, beta, ln_param)
+    out, relu_cache = relu_forward(normalized)
+    return out, AffineNormReluCache(affine_cache, norm_cache, relu_cache)
+
+
+def affine_ln_relu_backward(
+    dout: np.ndarray, cache: AffineNormReluCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of :func:`affine_ln_relu_forward`.
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, M)
+    cache : AffineNormReluCache
+
+    Returns
+    -------
+    dx : ndarray, shape of x
+    dw : ndarray, shape (D, M)
+    db, dgamma, dbeta : ndarray, shape (M,)
+    """
+    dnormalized = relu_backward(dout, cache.relu)
+    dscores, dgamma, dbeta = layernorm_backward(dnormalized, cache.norm)
+    dx, dw, db = affine_backward_fast(dscores, cache.affine)
+    return dx, dw, db, dgamma, dbeta
+
+
+def conv_bn_relu_forward(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    conv_param: dict,
+    bn_param: dict,
+) -> tuple[np.ndarray, ConvNormReluCache]:
+    """Convolution, spatial batch norm, then ReLU (CS231n's argument order).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    w : ndarray, shape (F, C, HH, WW)
+    b : ndarray, shape (F,)
+    gamma, beta : ndarray, shape (F,)
+    conv_param : dict
+        As for :func:`convnet.fast_layers.conv_forward_fast`.
+    bn_param : dict
+        As for :func:`convnet.layers.spatial_batchnorm_forward` (``'mode'`` required).
+
+    Returns
+    -------
+    out : ndarray, shape (N, F, H_out, W_out)
+    cache : ConvNormReluCache
+    """
+    conv_out, conv_cache = conv_forward_fast(x, w, b, conv_param)
+    normalized, norm_cache = spatial_batchnorm_forward(conv_out, gamma, beta, bn_param)
+    out, relu_cache = relu_forward(normalized)
+    return out, ConvNormReluCache(conv_cache, norm_cache, relu_cache)
+
+
+def conv_bn_relu_backward(
+    dout: np.ndarray, cache: ConvNormReluCache, *, compute_dx: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of :func:`conv_bn_relu_forward`.
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, F, H_out, W_out)
+    cache : ConvNormReluCache
+    compute_dx : bool, default True
+        ``False`` skips the input gradient (``dx`` is then ``None``).
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W), or None
+    dw : ndarray, shape (F, C, HH, WW)
+    db, dgamma, dbeta : ndarray, shape (F,)
+    """
+    dnormalized = relu_backward(dout, cache.relu)
+    dconv, dgamma, dbeta = spatial_batchnorm_backward(dnormalized, cache.norm)
+    dx, dw, db = conv_backward_fast(dconv, cache.conv, compute_dx=compute_dx)
+    return dx, dw, db, dgamma, dbeta
 
 
 def conv_relu_forward(

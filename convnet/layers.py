@@ -1,5 +1,8 @@
 """Reference layers: affine, ReLU, the losses, and naive convolution and max pooling.
 
+The normalizations (:mod:`convnet.normalization`) and dropout (:mod:`convnet.dropout`) live
+in their own modules and are re-exported here under CS231n's names.
+
 Each ``*_forward`` returns ``(out, cache)`` and each ``*_backward(dout, cache)`` returns the
 gradients. The naive convolution and pooling loop over every output element: slow and
 obviously correct, they are what the fast layers are tested against. No function here
@@ -16,23 +19,42 @@ from convnet._validation import (
     ConvGeometry,
     PoolGeometry,
     check_affine_arrays,
+    check_affine_cache,
     check_conv_arrays,
+    check_conv_cache,
     check_dout,
     check_float_array,
     check_labels,
     check_ndim,
+    check_pool_cache,
+    check_relu_cache,
     common_dtype,
     pool_geometry,
 )
+from convnet.dropout import DropoutCache as DropoutCache
+from convnet.dropout import dropout_backward as dropout_backward
+from convnet.dropout import dropout_forward as dropout_forward
+from convnet.normalization import NormCache as NormCache
+from convnet.normalization import batchnorm_backward as batchnorm_backward
+from convnet.normalization import batchnorm_backward_alt as batchnorm_backward_alt
+from convnet.normalization import batchnorm_forward as batchnorm_forward
+from convnet.normalization import layernorm_backward as layernorm_backward
+from convnet.normalization import layernorm_forward as layernorm_forward
+from convnet.normalization import spatial_batchnorm_backward as spatial_batchnorm_backward
+from convnet.normalization import spatial_batchnorm_forward as spatial_batchnorm_forward
+from convnet.normalization import spatial_groupnorm_backward as spatial_groupnorm_backward
+from convnet.normalization import spatial_groupnorm_forward as spatial_groupnorm_forward
 
 
 class ConvCache(NamedTuple):
-    """What a convolution's backward pass needs (shared by the naive and fast layers)."""
+    """What a convolution's backward pass needs (shared by the naive and fast layers);
+    ``algorithm`` is the one the forward pass was asked for."""
 
     x: np.ndarray
     w: np.ndarray
     b: np.ndarray
     geometry: ConvGeometry
+    algorithm: str = "auto"
 
 
 class PoolCache(NamedTuple):
@@ -82,7 +104,7 @@ def affine_backward(
     dw : ndarray, shape (D, M)
     db : ndarray, shape (M,)
     """
-    x, w, b = cache
+    x, w, b = check_affine_cache(cache)
     dout = check_dout(dout, (x.shape[0], w.shape[1]))
     dtype = common_dtype(x, w, b, dout)
     x_rows = x.reshape(x.shape[0], w.shape[0]).astype(dtype, copy=False)
@@ -121,7 +143,7 @@ def relu_backward(dout: np.ndarray, cache: np.ndarray) -> np.ndarray:
     -------
     dx : ndarray, shape of x
     """
-    x = cache
+    x = check_relu_cache(cache)
     dout = check_dout(dout, x.shape)
     dtype = common_dtype(x, dout)
     return np.where(x > 0, dout, 0).astype(dtype, copy=False)
@@ -248,7 +270,7 @@ def conv_backward_naive(
     dw : ndarray, shape (F, C, HH, WW)
     db : ndarray, shape (F,)
     """
-    x, w, b, geo = cache
+    x, w, b, geo, _ = check_conv_cache(cache)
     num_filters, _, kernel_h, kernel_w = w.shape
     dout = check_dout(dout, (x.shape[0], num_filters, geo.out_h, geo.out_w))
     dtype = common_dtype(x, w, b, dout)
@@ -324,7 +346,7 @@ def max_pool_backward_naive(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     -------
     dx : ndarray, shape (N, C, H, W)
     """
-    x, geo, _ = cache
+    x, geo, _ = check_pool_cache(cache)
     num, channels = x.shape[:2]
     dout = check_dout(dout, (num, channels, geo.out_h, geo.out_w))
     dx = np.zeros(x.shape, dtype=common_dtype(x, dout))

@@ -2,9 +2,14 @@
 
 Every model holds its weights in ``model.params`` (a dict of arrays in the model's dtype),
 computes ``model.loss(X)`` (class scores) or ``model.loss(X, y)`` (softmax loss and the
-gradients, keyed like ``params``), and describes itself with ``model.config()``: the
-keyword arguments that rebuild it, as JSON-compatible values. :func:`save_model` and
-:func:`load_model` store a model in one ``.npz`` file.
+gradients, keyed like ``params``), predicts labels with ``model.predict(X)`` and describes
+itself with ``model.config()``: the keyword arguments that rebuild it, as JSON-compatible
+values. State that gradients do not train (batch norm's running statistics) is in
+``model.buffers()``. :func:`save_model` and :func:`load_model` store a model
+(configuration, parameters and buffers) in one ``.npz`` file.
+
+Unlike the layers, which refuse integer arrays, the models convert an integer ``X`` (uint8
+pixels, say) explicitly to their dtype; booleans, complex numbers and objects are refused.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ import json
 import math
 import numbers
 import os
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -23,15 +27,26 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from convnet._io import atomic_open
 from convnet._parallel import single_threaded_blas
 from convnet._validation import FLOAT_DTYPES, _positive_int, check_labels, output_size
 from convnet.layer_utils import (
+    affine_bn_relu_backward,
+    affine_bn_relu_forward,
+    affine_ln_relu_backward,
+    affine_ln_relu_forward,
     affine_relu_backward,
     affine_relu_forward,
     conv_relu_pool_backward,
     conv_relu_pool_forward,
 )
-from convnet.layers import affine_backward, affine_forward, softmax_loss
+from convnet.layers import (
+    affine_backward,
+    affine_forward,
+    dropout_backward,
+    dropout_forward,
+    softmax_loss,
+)
 
 FORMAT_VERSION = 1
 INITS = ("normal", "he")
@@ -69,6 +84,22 @@ def _check_seed(seed: Any) -> int | None:
     return None if seed is None else _positive_int(seed, "seed", 0)
 
 
+def _check_keep_ratio(keep_ratio: Any, alias: Any) -> float:
+    """``dropout_keep_ratio`` or its former name ``dropout`` (not both), in (0, 1]."""
+    if keep_ratio is not None and alias is not None:
+        raise ValueError(
+            "give dropout_keep_ratio or its former name dropout, not both "
+            f"(got {keep_ratio!r} and {alias!r})"
+        )
+    value = next((v for v in (keep_ratio, alias) if v is not None), 1.0)
+    value = _check_real(value, "dropout_keep_ratio (keep probability)", low=0, low_inclusive=False)
+    if value > 1:
+        raise ValueError(
+            f"dropout_keep_ratio is the keep probability and must lie in (0, 1], got {value}"
+        )
+    return value
+
+
 class _Classifier:
     """What both models share: dtype, regularization, input checks and initialization."""
 
@@ -86,17 +117,72 @@ class _Classifier:
         std = math.sqrt(2.0 / fan_in) if self.init == "he" else self.weight_scale
         return (std * rng.standard_normal(shape)).astype(self.dtype)
 
+    def predict(self, X: np.ndarray, batch_size: int = 200) -> np.ndarray:
+        """The predicted class of every sample: the index of its highest score.
+
+        Parameters
+        ----------
+        X : ndarray, shape (N, ...) as :meth:`loss` takes it
+            Float or integer (converted to the model's dtype).
+        batch_size : int
+            Samples per forward pass.
+
+        Returns
+        -------
+        ndarray of int64, shape (N,)
+        """
+        batch_size = _positive_int(batch_size, "batch_size", 1)
+        X = np.asarray(X)
+        if X.ndim == 0:
+            raise ValueError("X must be a batch (N, ...), got a scalar")
+        labels = np.empty(X.shape[0], dtype=np.int64)
+        for start in range(0, X.shape[0], batch_size):
+            scores = self.loss(X[start : start + batch_size])
+            labels[start : start + batch_size] = np.argmax(scores, axis=1)
+        return labels
+
     def _as_input(self, X: Any, sample_shape: tuple[int, ...]) -> np.ndarray:
         """``X`` cast to the model dtype, after checking it is a batch of ``sample_shape``."""
         X = np.asarray(X)
         if X.dtype.kind not in "iuf":
-            raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
+            raise TypeError(f"X must hold real numbers (float or integer), got dtype {X.dtype}")
         if X.ndim != len(sample_shape) + 1 or X.shape[1:] != sample_shape:
             raise ValueError(
                 f"X must have shape (N, {', '.join(map(str, sample_shape))}) for this "
                 f"{type(self).__name__}, got {X.shape}"
             )
         return X.astype(self.dtype, copy=False)
+
+    def _buffer_slots(self) -> dict[str, tuple[dict[str, Any], str]]:
+        """Each buffer's name, and the dict and key that hold it."""
+        return {}
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Arrays of the model's state that are not trained by gradients (batch norm's
+        running statistics, named ``running_mean{i}`` and ``running_var{i}``): saved and
+        loaded with the parameters, never updated by the Solver's update rule."""
+        return {name: holder[key] for name, (holder, key) in self._buffer_slots().items()}
+
+    def set_buffers(self, buffers: dict[str, np.ndarray]) -> None:
+        """Replace buffers by copies of the given arrays (in the model dtype).
+
+        Raises
+        ------
+        ValueError
+            For a name the model has no buffer of, or an array of another shape.
+        """
+        slots = self._buffer_slots()
+        for name, array in buffers.items():
+            if name not in slots:
+                raise ValueError(f"{type(self).__name__} has no buffer {name!r}")
+            holder, key = slots[name]
+            array = np.asarray(array)
+            if array.shape != holder[key].shape or array.dtype.kind != "f":
+                raise ValueError(
+                    f"buffer {name} needs shape {holder[key].shape} of floats, got shape "
+                    f"{array.shape} and dtype {array.dtype}"
+                )
+            holder[key] = array.astype(self.dtype)
 
     def _add_regularization(self, loss: float, grads: dict[str, np.ndarray]) -> float:
         """Add ``0.5 * reg * sum(W**2)`` over the weights (not biases) and its gradient."""
@@ -219,7 +305,7 @@ class ThreeLayerConvNet(_Classifier):
         Parameters
         ----------
         X : ndarray, shape (N, C, H, W) as ``input_dim``
-            Cast to the model's dtype.
+            Float, or integer (converted explicitly to the model's dtype).
         y : ndarray of int, shape (N,), optional
             Labels in ``[0, num_classes)``.
 
@@ -259,7 +345,11 @@ class ThreeLayerConvNet(_Classifier):
 
 
 class FullyConnectedNet(_Classifier):
-    """{affine - relu - [dropout]} x (L - 1) - affine - softmax, for any L >= 1.
+    """{affine - [norm] - relu - [dropout]} x (L - 1) - affine - softmax, for any L >= 1.
+
+    CS231n's fully connected net: the same arguments (in the same order), parameter names
+    and ``bn_params``. Giving ``y`` to :meth:`loss` selects train mode (batch statistics,
+    dropout), leaving it out test mode (running statistics, no dropout).
 
     Parameters
     ----------
@@ -268,9 +358,13 @@ class FullyConnectedNet(_Classifier):
     input_dim : int, default 3 * 32 * 32
         Features per sample; ``X`` may be (N, input_dim) or any (N, ...) of that size.
     num_classes : int, default 10
-    dropout : float in (0, 1], default 1.0
-        KEEP probability of each hidden unit in training; 1.0 means no dropout. Dropout is
-        inverted (kept units are scaled by ``1 / dropout``), so test mode needs no scaling.
+    dropout_keep_ratio : float in (0, 1], default 1.0
+        KEEP probability of each hidden unit in training; 1 means no dropout. Dropout is
+        inverted (kept units are scaled by ``1 / dropout_keep_ratio``), so test mode needs
+        no scaling.
+    normalization : None, "batchnorm" or "layernorm", default None
+        Normalization between each hidden affine layer and its ReLU (none after the last
+        layer), with scale ``gamma{i}`` (ones) and shift ``beta{i}`` (zeros).
     reg : float, default 0.0
         L2 strength: the loss gains ``0.5 * reg * sum(W**2)`` over the weights.
     weight_scale : float, default 1e-2
@@ -281,37 +375,55 @@ class FullyConnectedNet(_Classifier):
     seed : int, optional
         Seeds the initialization and, independently, the dropout masks: two models built
         with the same seed draw the same masks in the same sequence of training calls.
+    dropout : float, optional
+        The keep probability under this class's former name (older saved models and
+        callers use it); give it or ``dropout_keep_ratio``, not both.
 
     Attributes
     ----------
     params : dict
-        ``W1``, ``b1``, ..., ``WL``, ``bL``; ``Wi`` is (fan_in, fan_out), ``bi`` (fan_out,).
+        ``W1``, ``b1``, ..., ``WL``, ``bL``; ``Wi`` is (fan_in, fan_out), ``bi`` (fan_out,);
+        with a normalization also ``gamma1``, ``beta1``, ..., ``gamma{L-1}``,
+        ``beta{L-1}``, each (fan_out,).
+    bn_params : list of dict
+        One per hidden layer with a normalization (else empty): ``'mode'`` and, for batch
+        norm, ``'running_mean'`` and ``'running_var'`` (zeros and ones at first), updated by
+        every training call and saved with the model (see :meth:`buffers`).
+
+    Notes
+    -----
+    Batch norm's running variance is the unbiased batch variance (PyTorch's convention;
+    see :mod:`convnet.normalization`).
     """
+
+    NORMALIZATIONS = (None, "batchnorm", "layernorm")
 
     def __init__(
         self,
         hidden_dims: Sequence[int],
         input_dim: int = 3 * 32 * 32,
         num_classes: int = 10,
-        dropout: float = 1.0,
+        dropout_keep_ratio: float | None = None,
+        normalization: str | None = None,
         reg: float = 0.0,
         weight_scale: float = 1e-2,
         dtype: Any = np.float32,
         init: str = "normal",
         seed: int | None = None,
+        *,
+        dropout: float | None = None,
     ) -> None:
         if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence):
             raise TypeError(f"hidden_dims must be a sequence of ints, got {hidden_dims!r}")
         self.hidden_dims = [_positive_int(d, "hidden_dims", 1) for d in hidden_dims]
         self.input_dim = _positive_int(input_dim, "input_dim", 1)
         self.num_classes = _positive_int(num_classes, "num_classes", 1)
-        self.dropout = _check_real(
-            dropout, "dropout (keep probability)", low=0, low_inclusive=False
-        )
-        if self.dropout > 1:
+        self.dropout_keep_ratio = _check_keep_ratio(dropout_keep_ratio, dropout)
+        if normalization not in self.NORMALIZATIONS:
             raise ValueError(
-                f"dropout is the keep probability and must lie in (0, 1], got {self.dropout}"
+                f"normalization must be None, 'batchnorm' or 'layernorm', got {normalization!r}"
             )
+        self.normalization = normalization
         self.reg = _check_real(reg, "reg", low=0, low_inclusive=True)
         self.weight_scale = _check_real(weight_scale, "weight_scale", low=0, low_inclusive=False)
         self.dtype = _check_dtype(dtype)
@@ -327,6 +439,16 @@ class FullyConnectedNet(_Classifier):
         for layer, (fan_in, fan_out) in enumerate(itertools.pairwise(widths), start=1):
             self.params[f"W{layer}"] = self._draw_weight(rng, (fan_in, fan_out), fan_in)
             self.params[f"b{layer}"] = np.zeros(fan_out, dtype=self.dtype)
+        self.bn_params: list[dict[str, Any]] = []
+        if self.normalization is not None:
+            for layer, width in enumerate(self.hidden_dims, start=1):
+                self.params[f"gamma{layer}"] = np.ones(width, dtype=self.dtype)
+                self.params[f"beta{layer}"] = np.zeros(width, dtype=self.dtype)
+                bn_param: dict[str, Any] = {"mode": "train"}
+                if self.normalization == "batchnorm":
+                    bn_param["running_mean"] = np.zeros(width, dtype=self.dtype)
+                    bn_param["running_var"] = np.ones(width, dtype=self.dtype)
+                self.bn_params.append(bn_param)
 
     def config(self) -> dict[str, Any]:
         """The keyword arguments that rebuild this model, as JSON-compatible values."""
@@ -334,12 +456,21 @@ class FullyConnectedNet(_Classifier):
             "hidden_dims": list(self.hidden_dims),
             "input_dim": self.input_dim,
             "num_classes": self.num_classes,
-            "dropout": self.dropout,
+            "dropout_keep_ratio": self.dropout_keep_ratio,
+            "normalization": self.normalization,
             "reg": self.reg,
             "weight_scale": self.weight_scale,
             "dtype": self.dtype.name,
             "init": self.init,
             "seed": self.seed,
+        }
+
+    def _buffer_slots(self) -> dict[str, tuple[dict[str, Any], str]]:
+        return {
+            f"{key}{layer}": (bn_param, key)
+            for layer, bn_param in enumerate(self.bn_params, start=1)
+            for key in ("running_mean", "running_var")
+            if key in bn_param
         }
 
     def _as_rows(self, X: Any) -> np.ndarray:
@@ -348,27 +479,51 @@ class FullyConnectedNet(_Classifier):
             X = X.reshape(X.shape[0], self.input_dim)
         return self._as_input(X, (self.input_dim,))
 
-    def _dropout_mask(self, shape: tuple[int, ...]) -> np.ndarray:
-        """Inverted-dropout mask: ``1 / keep`` with probability ``keep``, else 0."""
-        kept = self._dropout_rng.random(shape) < self.dropout
-        return np.where(kept, self.dtype.type(1 / self.dropout), self.dtype.type(0))
+    def _hidden_forward(self, hidden: np.ndarray, layer: int) -> tuple[np.ndarray, Any]:
+        p = self.params
+        w, b = p[f"W{layer}"], p[f"b{layer}"]
+        if self.normalization is None:
+            return affine_relu_forward(hidden, w, b)
+        forward = (
+            affine_bn_relu_forward if self.normalization == "batchnorm" else affine_ln_relu_forward
+        )
+        gamma, beta = p[f"gamma{layer}"], p[f"beta{layer}"]
+        return forward(hidden, w, b, gamma, beta, self.bn_params[layer - 1])
+
+    def _hidden_backward(
+        self, dhidden: np.ndarray, cache: Any, layer: int, grads: dict[str, np.ndarray]
+    ) -> np.ndarray:
+        if self.normalization is None:
+            dhidden, grads[f"W{layer}"], grads[f"b{layer}"] = affine_relu_backward(dhidden, cache)
+            return dhidden
+        backward = (
+            affine_bn_relu_backward
+            if self.normalization == "batchnorm"
+            else affine_ln_relu_backward
+        )
+        dhidden, *layer_grads = backward(dhidden, cache)
+        for name, grad in zip(("W", "b", "gamma", "beta"), layer_grads, strict=True):
+            grads[f"{name}{layer}"] = grad
+        return dhidden
 
     def loss(
         self, X: np.ndarray, y: np.ndarray | None = None
     ) -> np.ndarray | tuple[float, dict[str, np.ndarray]]:
-        """Class scores (test mode), or the loss and gradients (training mode, with dropout).
+        """Class scores (test mode), or the loss and gradients (train mode).
 
         Parameters
         ----------
         X : ndarray, shape (N, input_dim) or (N, d_1, ..., d_k) with d_1 * ... * d_k = input_dim
-            Cast to the model's dtype.
+            Float, or integer (converted explicitly to the model's dtype).
         y : ndarray of int, shape (N,), optional
-            Labels in ``[0, num_classes)``. Giving them selects training mode.
+            Labels in ``[0, num_classes)``. Giving them selects train mode: batch norm uses
+            (and updates the running statistics with) the batch's statistics, dropout draws
+            fresh masks.
 
         Returns
         -------
         scores : ndarray, shape (N, num_classes)
-            If ``y`` is None (no dropout).
+            If ``y`` is None (running statistics, no dropout).
         loss : float
             Otherwise, with
         grads : dict
@@ -378,15 +533,17 @@ class FullyConnectedNet(_Classifier):
         training = y is not None
         if training:
             y = check_labels(y, hidden.shape[0], self.num_classes)
-        use_dropout = training and self.dropout < 1
+        for bn_param in self.bn_params:
+            bn_param["mode"] = "train" if training else "test"
+        use_dropout = training and self.dropout_keep_ratio < 1
+        dropout_param = {"mode": "train", "p": self.dropout_keep_ratio, "seed": self._dropout_rng}
         caches = []
         for layer in range(1, self.num_layers):
-            w, b = self.params[f"W{layer}"], self.params[f"b{layer}"]
-            hidden, cache = affine_relu_forward(hidden, w, b)
-            mask = self._dropout_mask(hidden.shape) if use_dropout else None
-            if mask is not None:
-                hidden = hidden * mask
-            caches.append((cache, mask))
+            hidden, cache = self._hidden_forward(hidden, layer)
+            dropout_cache = None
+            if use_dropout:
+                hidden, dropout_cache = dropout_forward(hidden, dropout_param)
+            caches.append((cache, dropout_cache))
         last = self.num_layers
         scores, scores_cache = affine_forward(
             hidden, self.params[f"W{last}"], self.params[f"b{last}"]
@@ -398,10 +555,10 @@ class FullyConnectedNet(_Classifier):
         grads: dict[str, np.ndarray] = {}
         dhidden, grads[f"W{last}"], grads[f"b{last}"] = affine_backward(dscores, scores_cache)
         for layer in range(self.num_layers - 1, 0, -1):
-            cache, mask = caches[layer - 1]
-            if mask is not None:
-                dhidden = dhidden * mask
-            dhidden, grads[f"W{layer}"], grads[f"b{layer}"] = affine_relu_backward(dhidden, cache)
+            cache, dropout_cache = caches[layer - 1]
+            if dropout_cache is not None:
+                dhidden = dropout_backward(dhidden, dropout_cache)
+            dhidden = self._hidden_backward(dhidden, cache, layer, grads)
         return self._add_regularization(loss, grads), grads
 
 
@@ -415,10 +572,11 @@ ARCHITECTURES: dict[str, type[_Classifier]] = {
 def save_model(model: Model, path: str | os.PathLike) -> Path:
     """Write a model's parameters and configuration to one ``.npz`` file at ``path``.
 
-    The archive holds every array of ``model.params`` under its name and, under
+    The archive holds every array of ``model.params`` and of ``model.buffers()`` (batch
+    norm's running statistics) under its name and, under
     ``"__convnet_meta__"``, the JSON string
     ``{"architecture": <class name>, "config": model.config(), "format_version": 1}``.
-    The file is written to a temporary name and then renamed, so an existing file at
+    The file is written atomically (:func:`convnet._io.atomic_open`), so an existing file at
     ``path`` is replaced whole or not at all. ``path`` is used as given (no suffix added).
 
     Parameters
@@ -435,18 +593,20 @@ def save_model(model: Model, path: str | os.PathLike) -> Path:
     if ARCHITECTURES.get(architecture) is not type(model):
         raise TypeError(f"save_model saves {', '.join(ARCHITECTURES)}, got {type(model).__name__}")
     meta = {"architecture": architecture, "config": model.config(), "format_version": 1}
+    arrays = _model_arrays(model)
     path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            np.savez(file, **model.params, **{_META_KEY: np.array(json.dumps(meta))})
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as file:
+        np.savez(file, **arrays, **{_META_KEY: np.array(json.dumps(meta))})
     return path
+
+
+def _model_arrays(model: Model) -> dict[str, np.ndarray]:
+    """The parameters and buffers of ``model``, which share the archive's names."""
+    buffers = model.buffers() if hasattr(model, "buffers") else {}
+    clash = sorted(buffers.keys() & model.params.keys())
+    if clash:
+        raise ValueError(f"{type(model).__name__} has buffers named like parameters: {clash}")
+    return {**model.params, **buffers}
 
 
 _READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
@@ -504,7 +664,7 @@ def load_model(path: str | os.PathLike, expected: str | type | None = None) -> M
     Returns
     -------
     model : ThreeLayerConvNet or FullyConnectedNet
-        With the saved configuration and parameters (in the saved dtype).
+        With the saved configuration, parameters and buffers (in the saved dtype).
 
     Raises
     ------
@@ -528,19 +688,23 @@ def load_model(path: str | os.PathLike, expected: str | type | None = None) -> M
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path} has an invalid {architecture} config: {error}") from error
 
-    missing = sorted(model.params.keys() - arrays.keys())
-    unexpected = sorted(arrays.keys() - model.params.keys())
+    initial = _model_arrays(model)
+    missing = sorted(initial.keys() - arrays.keys())
+    unexpected = sorted(arrays.keys() - initial.keys())
     if missing or unexpected:
         raise ValueError(
             f"{path} does not match its {architecture} config: missing parameters "
             f"{missing or 'none'}, unexpected entries {unexpected or 'none'}"
         )
-    for name, initial in model.params.items():
+    for name, value in initial.items():
         array = arrays[name]
-        if array.shape != initial.shape or array.dtype.kind != "f":
+        if array.shape != value.shape or array.dtype.kind != "f":
             raise ValueError(
                 f"{path}: parameter {name} has shape {array.shape} and dtype {array.dtype}, "
-                f"its config needs shape {initial.shape} of floats"
+                f"its config needs shape {value.shape} of floats"
             )
-        model.params[name] = array.astype(model.dtype, copy=False)
+    for name in model.params:
+        model.params[name] = arrays[name].astype(model.dtype, copy=False)
+    if hasattr(model, "set_buffers"):
+        model.set_buffers({name: arrays[name] for name in model.buffers()})
     return model

@@ -1,13 +1,16 @@
 """First-order update rules: ``next_w, config = rule(w, dw, config)``.
 
-``config`` holds the hyperparameters and the rule's state (velocity, moment estimates,
-step count). Missing hyperparameters take the defaults below. Each call returns a NEW
-config dict (the one passed in is not modified): keep the returned one for the next step
-of the same parameter, and give every parameter its own. ``w`` and ``dw`` are never
-modified; ``next_w`` and every state array have ``w``'s dtype.
+``config`` is the rule's hyperparameters and its state (velocity, moment estimates, step
+count), as in CS231n: each call fills in missing hyperparameters with the defaults below,
+stores the updated state into the SAME dict it was given and returns that dict (a new one
+when ``config`` is None). So a notebook can read ``config["velocity"]`` after the call, and a
+training loop keeps one dict per parameter. Arrays are never modified in place: ``w``,
+``dw`` and the state arrays passed in keep their values, and the updated state is stored
+as new arrays. ``next_w`` and every state array have ``w``'s dtype; hyperparameters are
+stored back as Python floats (so a numpy scalar cannot promote float32 weights).
 
 =================  ====================================================================
-rule               hyperparameters (default) and state
+rule               hyperparameters (default); state the rule stores into config
 =================  ====================================================================
 ``sgd``            learning_rate (1e-2)
 ``sgd_momentum``   learning_rate (1e-2), momentum (0.9); velocity
@@ -33,20 +36,22 @@ UpdateRule = Callable[[np.ndarray, np.ndarray, "dict[str, Any] | None"], tuple[n
 def _prepare(
     w: np.ndarray, dw: np.ndarray, config: dict[str, Any] | None, defaults: dict[str, float]
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Check ``w`` and ``dw``, cast ``dw`` to ``w``'s dtype, and fill in a copy of config.
+    """Check ``w`` and ``dw``, cast ``dw`` to ``w``'s dtype, and fill in ``config`` itself.
 
-    Hyperparameters become Python floats, so numpy scalars cannot promote ``w``'s dtype.
+    Missing hyperparameters get their defaults and every hyperparameter becomes a Python
+    float, in the caller's dict (a new dict when ``config`` is None).
     """
     w = check_float_array(w, "w")
     dw = check_float_array(dw, "dw")
     if dw.shape != w.shape:
         raise ValueError(f"dw has shape {dw.shape} but w has shape {w.shape}")
-    if config is not None and not isinstance(config, dict):
+    if config is None:
+        config = {}
+    elif not isinstance(config, dict):
         raise TypeError(f"config must be a dict or None, got {type(config).__name__}")
-    filled = {**defaults, **(config or {})}
-    for key in defaults:
-        filled[key] = float(filled[key])
-    return w, dw.astype(w.dtype, copy=False), filled
+    for key, default in defaults.items():
+        config[key] = float(config.get(key, default))
+    return w, dw.astype(w.dtype, copy=False), config
 
 
 def _state(config: dict[str, Any], key: str, w: np.ndarray) -> np.ndarray:
@@ -78,6 +83,7 @@ def sgd(
     -------
     next_w : ndarray, shape and dtype of w
     config : dict
+        The ``config`` given (or a new dict), holding the updated state.
     """
     w, dw, config = _prepare(w, dw, config, {"learning_rate": 1e-2})
     return w - config["learning_rate"] * dw, config
@@ -101,6 +107,7 @@ def sgd_momentum(
     -------
     next_w : ndarray, shape and dtype of w
     config : dict
+        The ``config`` given (or a new dict), holding the updated state.
     """
     w, dw, config = _prepare(w, dw, config, {"learning_rate": 1e-2, "momentum": 0.9})
     velocity = config["momentum"] * _state(config, "velocity", w) - config["learning_rate"] * dw
@@ -128,6 +135,7 @@ def nesterov(
     -------
     next_w : ndarray, shape and dtype of w
     config : dict
+        The ``config`` given (or a new dict), holding the updated state.
     """
     w, dw, config = _prepare(w, dw, config, {"learning_rate": 1e-2, "momentum": 0.9})
     momentum = config["momentum"]
@@ -156,6 +164,7 @@ def rmsprop(
     -------
     next_w : ndarray, shape and dtype of w
     config : dict
+        The ``config`` given (or a new dict), holding the updated state.
     """
     defaults = {"learning_rate": 1e-3, "decay_rate": 0.99, "epsilon": 1e-8}
     w, dw, config = _prepare(w, dw, config, defaults)
@@ -187,6 +196,7 @@ def adam(
     -------
     next_w : ndarray, shape and dtype of w
     config : dict
+        The ``config`` given (or a new dict), holding the updated state.
     """
     defaults = {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}
     w, dw, config = _prepare(w, dw, config, defaults)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from convnet._io import atomic_open
 
 
 def _new_figure(width: float, height: float) -> Any:
@@ -30,16 +32,41 @@ def _new_figure(width: float, height: float) -> Any:
     return figure
 
 
-def plot_curves(history: Mapping[str, Sequence[float]], path: str | os.PathLike) -> Path:
-    """Draw the loss per iteration and the train/validation accuracy per epoch.
+def _integer_ticks(axes: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _save(figure: Any, path: str | os.PathLike) -> Path:
+    with atomic_open(path) as handle:
+        figure.savefig(handle, format="png", dpi=100)
+    return Path(path)
+
+
+def plot_curves(
+    history: Mapping[str, Any],
+    path: str | os.PathLike,
+    *,
+    test_accuracy: float | None = None,
+) -> Path:
+    """Draw the losses and the train/validation accuracy against the epoch.
+
+    The top panel shows every iteration's training loss (dots, placed at fractional
+    epochs), the mean training loss of each epoch and the validation loss after each
+    epoch; the bottom one the accuracies after each epoch and, as a dashed line, the test
+    accuracy of the final model. Epoch ticks are integers.
 
     Parameters
     ----------
     history : mapping
         ``loss_history`` (one value per iteration), ``train_acc_history`` and
-        ``val_acc_history`` (one per epoch), as in ``Solver.history``.
+        ``val_acc_history`` (one per epoch), optionally ``epoch_loss_history`` and
+        ``val_loss_history`` (one per epoch), as in ``Solver.history``.
     path : str or Path
-        The PNG file to write.
+        The PNG file to write (atomically).
+    test_accuracy : float, optional
+        The final model's test accuracy.
 
     Returns
     -------
@@ -48,17 +75,43 @@ def plot_curves(history: Mapping[str, Sequence[float]], path: str | os.PathLike)
     losses = np.asarray(history["loss_history"], dtype=float)
     train_acc = np.asarray(history["train_acc_history"], dtype=float)
     val_acc = np.asarray(history["val_acc_history"], dtype=float)
+    epoch_losses = np.asarray(history.get("epoch_loss_history", []), dtype=float)
+    val_losses = np.asarray(history.get("val_loss_history", []), dtype=float)
+    epochs = max(train_acc.size, 1)
+    per_epoch = losses.size / epochs if losses.size else 1.0
     figure = _new_figure(7, 7)
     loss_axes, acc_axes = figure.subplots(2, 1)
-    loss_axes.plot(np.arange(1, losses.size + 1), losses, ".", markersize=3, alpha=0.6)
-    loss_axes.set(title="Training loss", xlabel="iteration", ylabel="loss")
+    loss_axes.plot(
+        np.arange(1, losses.size + 1) / per_epoch,
+        losses,
+        ".",
+        markersize=3,
+        alpha=0.4,
+        label="training (each iteration)",
+    )
+    if epoch_losses.size:
+        loss_axes.plot(
+            np.arange(1, epoch_losses.size + 1), epoch_losses, "o-", label="training (epoch mean)"
+        )
+    if val_losses.size:
+        loss_axes.plot(np.arange(1, val_losses.size + 1), val_losses, "o-", label="validation")
+    loss_axes.set(title="Loss", xlabel="epoch", ylabel="loss")
+    loss_axes.legend(loc="upper right")
     acc_axes.plot(np.arange(1, train_acc.size + 1), train_acc, "o-", label="train")
     acc_axes.plot(np.arange(1, val_acc.size + 1), val_acc, "o-", label="validation")
+    if test_accuracy is not None:
+        acc_axes.axhline(
+            test_accuracy,
+            color="black",
+            linestyle="--",
+            label=f"test, final model: {test_accuracy:.4f}",
+        )
     acc_axes.set(title="Accuracy", xlabel="epoch", ylabel="accuracy")
     acc_axes.legend(loc="lower right")
     acc_axes.grid(alpha=0.3)
-    figure.savefig(path, dpi=100)
-    return Path(path)
+    for axes in (loss_axes, acc_axes):
+        _integer_ticks(axes)
+    return _save(figure, path)
 
 
 MAX_FILTERS_SHOWN = 144
@@ -96,7 +149,7 @@ def plot_filters(W1: np.ndarray, path: str | os.PathLike) -> Path:
         One channel is drawn in grey, three as RGB; each filter is normalized on its own.
         At most the first 144 are drawn.
     path : str or Path
-        The PNG file to write.
+        The PNG file to write (atomically).
 
     Returns
     -------
@@ -117,5 +170,4 @@ def plot_filters(W1: np.ndarray, path: str | os.PathLike) -> Path:
             axes.imshow(images[index, :, :, 0], cmap="gray", vmin=0, vmax=1)
         else:
             axes.imshow(images[index])
-    figure.savefig(path, dpi=100)
-    return Path(path)
+    return _save(figure, path)

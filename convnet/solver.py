@@ -4,7 +4,7 @@ A :class:`Solver` shuffles the training set every epoch with its own
 ``np.random.default_rng(seed)``, applies an update rule from :mod:`convnet.optim` to every
 parameter, decays the learning rate once per epoch and keeps the parameters that scored best
 on the validation set. With ``checkpoint_dir`` set, it writes ``checkpoint.npz`` at the end
-of every epoch (atomically: a temporary file, then :func:`os.replace`). A checkpoint holds
+of every epoch (atomically; the format is :mod:`convnet.checkpoint`'s). A checkpoint holds
 the parameters, every optimizer state, the counters, the histories, the best parameters,
 the solver's generator state and that of every ``np.random.Generator`` the model holds as
 an attribute (dropout masks), so a run resumed from it follows the same trajectory as one
@@ -14,23 +14,40 @@ never stopped.
 from __future__ import annotations
 
 import contextlib
-import json
+import copy
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from convnet import checkpoint as checkpoint_format
+from convnet._io import stderr_is_interactive
+from convnet.checkpoint import CHECKPOINT_NAME
+from convnet.distributed import Ranks, raised_on_every_rank
 from convnet.optim import UPDATE_RULES
 
-CHECKPOINT_NAME = "checkpoint.npz"
-_FORMAT = "convnet-checkpoint"
-_FORMAT_VERSION = 1
+__all__ = ["CHECKPOINT_NAME", "Model", "Solver", "TrainingDiverged"]
+
+DIVERGENCE_FACTOR = 1e4
 _DATA_KEYS = ("X_train", "y_train", "X_val", "y_val")
+# What every rank takes from rank 0 at the start (besides the parameters and generators).
+_SHARED_STATE = (
+    "epoch",
+    "iteration",
+    "loss_history",
+    "epoch_loss_history",
+    "val_loss_history",
+    "train_acc_history",
+    "val_acc_history",
+    "best_val_acc",
+    "best_params",
+    "optim_configs",
+)
 
 UpdateRule = Callable[[np.ndarray, np.ndarray, dict], tuple[np.ndarray, dict]]
 
@@ -45,12 +62,12 @@ class Model(Protocol):
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite.
+    """The training loss became NaN, infinite, or exploded.
 
     Attributes
     ----------
     loss : float
-        The non-finite loss.
+        The offending loss.
     epoch : int
         1-based epoch in which it happened.
     iteration : int
@@ -62,7 +79,7 @@ class TrainingDiverged(RuntimeError):
         self.epoch = epoch
         self.iteration = iteration
         super().__init__(
-            f"training diverged: the loss is {loss} at epoch {epoch}, iteration {iteration}"
+            f"training diverged: the loss is {loss:g} at epoch {epoch}, iteration {iteration}"
             f"{detail}; try a smaller learning rate"
         )
 
@@ -95,10 +112,6 @@ def _check_data(data: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return checked
 
 
-def _write_arrays(handle: BinaryIO, arrays: dict[str, np.ndarray]) -> None:
-    np.savez(handle, **arrays)
-
-
 def _model_generators(model: Model) -> dict[str, np.random.Generator]:
     """The random generators a model holds as attributes (e.g. for dropout masks)."""
     return {
@@ -106,8 +119,46 @@ def _model_generators(model: Model) -> dict[str, np.random.Generator]:
     }
 
 
-def _is_json_scalar(value: Any) -> bool:
-    return value is None or isinstance(value, bool | int | float | str)
+def class_scores(model: Model, X: np.ndarray, batch_size: int = 200) -> np.ndarray:
+    """Class scores ``model.loss(X)``, (N, num_classes), computed ``batch_size`` at a time."""
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    parts = [model.loss(X[start : start + batch_size]) for start in range(0, len(X), batch_size)]
+    if not parts:
+        raise ValueError("X holds no images")
+    return np.concatenate(parts)
+
+
+def evaluate(
+    model: Model, X: np.ndarray, y: np.ndarray, batch_size: int = 200
+) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of ``model`` on the images ``X`` with labels ``y``.
+
+    Parameters
+    ----------
+    model : Model
+    X : ndarray, shape (N, ...)
+    y : ndarray of int, shape (N,)
+    batch_size : int
+        Images per forward pass.
+
+    Returns
+    -------
+    accuracy : float
+        Fraction of images whose highest score is their label.
+    loss : float
+        Mean softmax cross-entropy (the data loss, without regularization), in float64.
+    """
+    y = np.asarray(y)
+    if y.ndim != 1 or len(X) != y.shape[0] or y.dtype.kind not in "iu":
+        raise ValueError(f"need X (N, ...) and integer y (N,), got {np.shape(X)}, {y.shape}")
+    scores = class_scores(model, X, batch_size).astype(np.float64)
+    if y.min() < 0 or y.max() >= scores.shape[1]:
+        raise ValueError(f"labels must lie in [0, {scores.shape[1]})")
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    accuracy = float(np.mean(np.argmax(scores, axis=1) == y))
+    return accuracy, float(-np.mean(log_probs[np.arange(len(y)), y]))
 
 
 class Solver:
@@ -139,7 +190,9 @@ class Solver:
     seed : int
         Seed of the generator behind shuffling and sampling.
     progress : bool
-        Show a tqdm bar with the loss and images/s (off when tqdm is not installed).
+        Show a tqdm bar with the loss and images/s where someone can see it: on a terminal
+        or in a Jupyter notebook (tqdm's auto bar), not in redirected output, and not when
+        tqdm is not installed.
     checkpoint_dir : str or Path, optional
         Where ``checkpoint.npz`` is written at the end of every epoch.
     print_every : int, optional
@@ -148,6 +201,22 @@ class Solver:
         Print a line per epoch.
     resume_from : str or Path, optional
         A checkpoint to continue from (see :meth:`load_checkpoint`).
+    divergence_factor : float
+        Training stops with :class:`TrainingDiverged` when a step's loss is NaN, infinite,
+        or more than this many times the first loss of the run.
+    comm : mpi4py.MPI.Comm, optional
+        Train data-parallel over this communicator's ranks (see :mod:`convnet.distributed`);
+        None trains in this process alone. Every rank builds the same model and passes the
+        same data and options; all ranks take rank 0's parameters, generator states and
+        (read on rank 0 alone) checkpoint, each computes the gradients of its slice of every
+        batch of ``batch_size`` images, and the Allreduced gradients give every rank the same
+        update. Rank 0 alone shows progress, prints and writes checkpoints. A model's
+        generators (dropout masks) draw a different stream on each rank, rank 0 the one a
+        single process would draw; its running statistics (``model.buffers()``, or the
+        ``running_*`` arrays of CS231n's ``model.bn_params``) start as rank 0's and are
+        averaged over the ranks before every evaluation. An exception on one rank inside
+        :meth:`train` ends every rank (see :meth:`convnet.distributed.Ranks.abort_on_error`);
+        run scripts with ``python -m mpi4py`` for the same elsewhere.
 
     Attributes
     ----------
@@ -155,6 +224,10 @@ class Solver:
         Completed epochs and steps.
     loss_history : list of float
         The loss of every step.
+    epoch_loss_history : list of float
+        The mean training loss of every epoch.
+    val_loss_history : list of float
+        The validation data loss (mean cross-entropy, no regularization) after every epoch.
     train_acc_history, val_acc_history : list of float
         Accuracies at the end of every epoch.
     best_val_acc : float or None
@@ -165,6 +238,8 @@ class Solver:
         Wall time of the last :meth:`train` call, and its training throughput.
     last_checkpoint : Path or None
         The checkpoint this solver wrote last.
+    ranks : convnet.distributed.Ranks
+        This rank and the number of ranks (one without ``comm``).
     """
 
     def __init__(
@@ -185,6 +260,8 @@ class Solver:
         print_every: int | None = None,
         verbose: bool = False,
         resume_from: str | os.PathLike | None = None,
+        divergence_factor: float = DIVERGENCE_FACTOR,
+        comm: Any = None,
     ) -> None:
         if not (isinstance(batch_size, int) and batch_size >= 1):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -192,12 +269,15 @@ class Solver:
             raise ValueError(f"num_epochs must be a non-negative integer, got {num_epochs!r}")
         if not (math.isfinite(lr_decay) and lr_decay > 0):
             raise ValueError(f"lr_decay must be a positive number, got {lr_decay!r}")
+        if not divergence_factor > 1:
+            raise ValueError(f"divergence_factor must exceed 1, got {divergence_factor!r}")
         for name, value in (
             ("num_train_samples", num_train_samples),
             ("num_val_samples", num_val_samples),
         ):
             if value is not None and not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        self.ranks = Ranks(comm)
         self.model = model
         self.data = _check_data(data)
         self.update_rule_name, self.update_rule = _resolve_update_rule(update_rule)
@@ -207,26 +287,48 @@ class Solver:
         self.num_train_samples = num_train_samples
         self.num_val_samples = num_val_samples
         self.seed = seed
-        self.progress = progress
+        self.progress = progress and self.ranks.is_root
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.print_every = print_every
-        self.verbose = verbose
+        self.verbose = verbose and self.ranks.is_root
+        self.divergence_factor = float(divergence_factor)
 
         self.rng = np.random.default_rng(seed)
         self.epoch = 0
         self.iteration = 0
         self.loss_history: list[float] = []
+        self.epoch_loss_history: list[float] = []
+        self.val_loss_history: list[float] = []
         self.train_acc_history: list[float] = []
         self.val_acc_history: list[float] = []
         self.best_val_acc: float | None = None
         self.best_params: dict[str, np.ndarray] = {}
+        # The update rules store their state into these dicts: one deep copy per parameter.
         initial_config = dict(optim_config or {})
-        self.optim_configs = {name: dict(initial_config) for name in model.params}
+        self.optim_configs = {name: copy.deepcopy(initial_config) for name in model.params}
         self.train_seconds = 0.0
         self.images_per_second = 0.0
         self.last_checkpoint: Path | None = None
         if resume_from is not None:
-            self.load_checkpoint(resume_from)
+            self.ranks.run_on_root(self.load_checkpoint, resume_from)
+        if self.ranks.distributed:
+            self._take_state_of_rank_0()
+
+    def _take_state_of_rank_0(self) -> None:
+        """Check every rank has data of the same shapes, then copy rank 0's parameters,
+        training state and generators to every rank (each rank's model generators then
+        jump to their own stream)."""
+        shapes = {key: value.shape for key, value in self.data.items()}
+        self.ranks.check_same("the shapes of the data", shapes)
+        self.ranks.broadcast_arrays(self.model.params)
+        self.ranks.broadcast_statistics(self.model)
+        shared = {key: getattr(self, key) for key in _SHARED_STATE}
+        shared["rng_state"] = self.rng.bit_generator.state
+        shared = self.ranks.broadcast(shared)
+        self.rng.bit_generator.state = shared.pop("rng_state")
+        for key, value in shared.items():
+            setattr(self, key, value)
+        self.ranks.split_generators(_model_generators(self.model))
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -235,9 +337,11 @@ class Solver:
 
     @property
     def history(self) -> dict[str, Any]:
-        """Loss per iteration, accuracies per epoch and the best validation accuracy."""
+        """Loss per iteration, losses and accuracies per epoch, the best validation accuracy."""
         return {
             "loss_history": list(self.loss_history),
+            "epoch_loss_history": list(self.epoch_loss_history),
+            "val_loss_history": list(self.val_loss_history),
             "train_acc_history": list(self.train_acc_history),
             "val_acc_history": list(self.val_acc_history),
             "best_val_acc": self.best_val_acc,
@@ -250,22 +354,28 @@ class Solver:
             bar.write(message)
 
     def _progress_bar(self, total: int) -> Any:
-        if not self.progress:
+        if not (self.progress and stderr_is_interactive()):
             return None
         try:
-            from tqdm import tqdm
+            from tqdm.auto import tqdm
         except ImportError:
             return None
         return tqdm(total=total, unit="batch", dynamic_ncols=True)
 
-    def _step(self, X_batch: np.ndarray, y_batch: np.ndarray, epoch: int, iteration: int) -> float:
-        loss, grads = self.model.loss(X_batch, y_batch)
-        loss = float(loss)
-        if not math.isfinite(loss):
+    def _step(
+        self, X_batch: np.ndarray, y_batch: np.ndarray, total: int, epoch: int, iteration: int
+    ) -> float:
+        """One update from this rank's ``X_batch`` of a global batch of ``total`` images."""
+        loss, grads = self.ranks.loss_and_gradients(self.model, X_batch, y_batch, total)
+        first = self.loss_history[0] if self.loss_history else abs(loss)
+        limit = self.divergence_factor * max(first, np.finfo(np.float64).tiny)
+        if not (math.isfinite(loss) and loss <= limit):
             detail = ""
+            if math.isfinite(loss):
+                detail = f" (more than {self.divergence_factor:g} times the first loss {first:g})"
             if self.last_checkpoint is not None:
-                detail = f" (the checkpoint of epoch {self.epoch} is {self.last_checkpoint})"
-            raise TrainingDiverged(loss, epoch, iteration, detail)
+                detail += f" (the checkpoint of epoch {self.epoch} is {self.last_checkpoint})"
+            raise raised_on_every_rank(TrainingDiverged(loss, epoch, iteration, detail))
         for name, value in self.model.params.items():
             next_value, config = self.update_rule(value, grads[name], self.optim_configs[name])
             self.model.params[name] = next_value
@@ -283,8 +393,8 @@ class Solver:
         Raises
         ------
         TrainingDiverged
-            When the loss becomes NaN or infinite; the checkpoint of the last completed
-            epoch is left as it was.
+            When the loss becomes NaN or infinite or explodes (see ``divergence_factor``);
+            the checkpoint of the last completed epoch is left as it was.
 
         Notes
         -----
@@ -294,12 +404,14 @@ class Solver:
         """
         X_train, y_train = self.data["X_train"], self.data["y_train"]
         num_train = X_train.shape[0]
-        iterations_per_epoch = math.ceil(num_train / self.batch_size)
+        iterations_per_epoch = self._iterations_per_epoch()
         bar = self._progress_bar(max(self.num_epochs - self.epoch, 0) * iterations_per_epoch)
         step_seconds = 0.0
         images = 0
         started = time.perf_counter()
-        try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self.ranks.abort_on_error(self._checkpoint_hint))
+            stack.callback(self._finish_training, bar, started)
             while self.epoch < self.num_epochs:
                 epoch = self.epoch + 1
                 if bar is not None:
@@ -307,8 +419,9 @@ class Solver:
                 order = self.rng.permutation(num_train)
                 for batch in range(iterations_per_epoch):
                     indices = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+                    mine = indices[self.ranks.share(indices.size)]
                     step_started = time.perf_counter()
-                    loss = self._step(X_train[indices], y_train[indices], epoch, batch + 1)
+                    loss = self._step(X_train[mine], y_train[mine], indices.size, epoch, batch + 1)
                     step_seconds += time.perf_counter() - step_started
                     images += indices.size
                     self.iteration += 1
@@ -321,37 +434,47 @@ class Solver:
                     if self.verbose and self.print_every and self.iteration % self.print_every == 0:
                         self._log(f"iteration {self.iteration}: loss {loss:.6f}", bar)
                 self._end_epoch(bar)
-        finally:
-            if bar is not None:
-                bar.close()
-            self.train_seconds = time.perf_counter() - started
         if self.best_params:
             for name, value in self.best_params.items():
                 self.model.params[name] = value.copy()
         return self.history
+
+    def _finish_training(self, bar: Any, started: float) -> None:
+        if bar is not None:
+            bar.close()
+        self.train_seconds = time.perf_counter() - started
+
+    def _checkpoint_hint(self) -> str:
+        if self.checkpoint_dir is None or self.epoch == 0:
+            return "no checkpoint was written"
+        return f"rank 0's {self.checkpoint_path} holds epoch {self.epoch}"
 
     def _end_epoch(self, bar: Any) -> None:
         self.epoch += 1
         for config in self.optim_configs.values():
             if "learning_rate" in config:
                 config["learning_rate"] *= self.lr_decay
+        self.ranks.average_statistics(self.model)
+        epoch_losses = self.loss_history[-self._iterations_per_epoch() :]
+        self.epoch_loss_history.append(float(np.mean(epoch_losses)))
         train_acc = self.check_accuracy(
             self.data["X_train"], self.data["y_train"], num_samples=self.num_train_samples
         )
-        val_acc = self.check_accuracy(
-            self.data["X_val"], self.data["y_val"], num_samples=self.num_val_samples
-        )
+        X_val, y_val = self._sample(self.data["X_val"], self.data["y_val"], self.num_val_samples)
+        val_acc, val_loss = self.ranks.mean_over_shares(partial(evaluate, self.model), X_val, y_val)
         self.train_acc_history.append(train_acc)
         self.val_acc_history.append(val_acc)
+        self.val_loss_history.append(val_loss)
         if self.best_val_acc is None or val_acc > self.best_val_acc:
             self.best_val_acc = val_acc
             self.best_params = {name: value.copy() for name, value in self.model.params.items()}
-        if self.checkpoint_dir is not None:
+        if self.checkpoint_dir is not None and self.ranks.is_root:
             self.save_checkpoint()
         if self.verbose:
             self._log(
-                f"epoch {self.epoch}/{self.num_epochs}: loss {self.loss_history[-1]:.4f}, "
-                f"train acc {train_acc:.4f}, val acc {val_acc:.4f}",
+                f"epoch {self.epoch}/{self.num_epochs}: loss {self.epoch_loss_history[-1]:.4f} "
+                f"(mean), val loss {val_loss:.4f}, train acc {train_acc:.4f}, "
+                f"val acc {val_acc:.4f}",
                 bar,
             )
 
@@ -368,13 +491,9 @@ class Solver:
         -------
         ndarray of intp, shape (N,)
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        predictions = [
-            np.argmax(self.model.loss(X[start : start + batch_size]), axis=1)
-            for start in range(0, X.shape[0], batch_size)
-        ]
-        return np.concatenate(predictions) if predictions else np.empty(0, dtype=np.intp)
+        if len(X) == 0:
+            return np.empty(0, dtype=np.intp)
+        return np.argmax(class_scores(self.model, X, batch_size), axis=1)
 
     def check_accuracy(
         self,
@@ -398,44 +517,41 @@ class Solver:
         Returns
         -------
         float
+
+        Notes
+        -----
+        With a communicator every rank must call it: each scores its share of the images
+        and the counts of correct answers are summed.
         """
         X, y = np.asarray(X), np.asarray(y)
         if X.shape[0] == 0 or y.shape != (X.shape[0],):
             raise ValueError(f"need a non-empty X (N, ...) and y (N,), got {X.shape}, {y.shape}")
+        X, y = self._sample(X, y, num_samples)
+        mine = self.ranks.share(X.shape[0])
+        correct = int(np.count_nonzero(self.predict(X[mine], batch_size) == y[mine]))
+        return self.ranks.sum(correct) / X.shape[0]
+
+    def _sample(
+        self, X: np.ndarray, y: np.ndarray, num_samples: int | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A random subset of ``num_samples`` images (drawn with the solver's generator)."""
         if num_samples is not None and X.shape[0] > num_samples:
             chosen = self.rng.choice(X.shape[0], num_samples, replace=False)
-            X, y = X[chosen], y[chosen]
-        return float(np.mean(self.predict(X, batch_size) == y))
+            return X[chosen], y[chosen]
+        return X, y
 
-    def _checkpoint_arrays(self) -> dict[str, np.ndarray]:
-        arrays: dict[str, np.ndarray] = {}
+    def _iterations_per_epoch(self) -> int:
+        return math.ceil(self.data["X_train"].shape[0] / self.batch_size)
 
-        def store(value: np.ndarray | np.generic) -> str:
-            key = f"a{len(arrays)}"
-            arrays[key] = np.asarray(value)
-            return key
-
-        optim: dict[str, dict[str, dict[str, Any]]] = {}
-        for name, config in self.optim_configs.items():
-            entries: dict[str, dict[str, Any]] = {}
-            for key, value in config.items():
-                if isinstance(value, np.ndarray | np.generic):
-                    entries[key] = {"array": store(value), "scalar": isinstance(value, np.generic)}
-                elif _is_json_scalar(value):
-                    entries[key] = {"value": value}
-                else:
-                    raise TypeError(
-                        f"cannot checkpoint optimizer state {name}.{key} of type "
-                        f"{type(value).__name__}"
-                    )
-            optim[name] = entries
-        meta = {
-            "format": _FORMAT,
-            "version": _FORMAT_VERSION,
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The training state a checkpoint holds (see :mod:`convnet.checkpoint`)."""
+        return {
             "update_rule": self.update_rule_name,
             "epoch": self.epoch,
             "iteration": self.iteration,
             "loss_history": self.loss_history,
+            "epoch_loss_history": self.epoch_loss_history,
+            "val_loss_history": self.val_loss_history,
             "train_acc_history": self.train_acc_history,
             "val_acc_history": self.val_acc_history,
             "best_val_acc": self.best_val_acc,
@@ -444,12 +560,10 @@ class Solver:
                 name: generator.bit_generator.state
                 for name, generator in _model_generators(self.model).items()
             },
-            "params": {name: store(value) for name, value in self.model.params.items()},
-            "best_params": {name: store(value) for name, value in self.best_params.items()},
-            "optim": optim,
+            "params": self.model.params,
+            "best_params": self.best_params,
+            "optim": self.optim_configs,
         }
-        arrays["meta"] = np.array(json.dumps(meta))
-        return arrays
 
     def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path:
         """Write the training state atomically; an existing file is replaced only when whole.
@@ -467,23 +581,7 @@ class Solver:
         target = Path(path) if path is not None else self.checkpoint_path
         if target is None:
             raise ValueError("no path given and the solver has no checkpoint_dir")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        arrays = self._checkpoint_arrays()
-        descriptor, temporary = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-        )
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                _write_arrays(handle, arrays)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
-        self.last_checkpoint = target
+        self.last_checkpoint = checkpoint_format.save_checkpoint(target, self.checkpoint_state())
         return target
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
@@ -502,23 +600,16 @@ class Solver:
             rule.
         """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {path} does not exist")
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
-            meta = json.loads(str(arrays.pop("meta")[()]))
-            state = _parse_checkpoint(meta, arrays)
-        except Exception as error:
-            # numpy, zipfile, zlib and json raise many different types on damaged files
-            raise ValueError(f"{path} is not a readable convnet checkpoint ({error})") from error
+        state = checkpoint_format.load_checkpoint(path)
         if state["update_rule"] != self.update_rule_name:
             raise ValueError(
                 f"checkpoint {path} was written with update rule {state['update_rule']!r}, "
                 f"not {self.update_rule_name!r}"
             )
-        _check_fits(state["params"], self.model.params, path)
-        _check_fits(state["best_params"], self.model.params, path, allow_empty=True)
+        checkpoint_format.check_fits(state["params"], self.model.params, path)
+        checkpoint_format.check_fits(
+            state["best_params"], self.model.params, path, allow_empty=True
+        )
         if set(state["optim"]) != set(self.model.params):
             raise ValueError(f"checkpoint {path} lacks optimizer state for some parameters")
         rng = np.random.default_rng()
@@ -540,58 +631,11 @@ class Solver:
         self.optim_configs = state["optim"]
         for key in ("epoch", "iteration", "best_val_acc"):
             setattr(self, key, state[key])
-        for key in ("loss_history", "train_acc_history", "val_acc_history"):
-            setattr(self, key, [float(value) for value in state[key]])
-
-
-def _parse_checkpoint(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    if meta.get("format") != _FORMAT or meta.get("version") != _FORMAT_VERSION:
-        raise ValueError(f"unknown format {meta.get('format')!r} version {meta.get('version')!r}")
-    optim: dict[str, dict[str, Any]] = {}
-    for name, entries in meta["optim"].items():
-        config: dict[str, Any] = {}
-        for key, entry in entries.items():
-            if "array" in entry:
-                value = arrays[entry["array"]]
-                config[key] = value[()] if entry["scalar"] else value
-            else:
-                config[key] = entry["value"]
-        optim[name] = config
-    epoch, iteration = int(meta["epoch"]), int(meta["iteration"])
-    if epoch < 0 or iteration < 0:
-        raise ValueError("negative counters")
-    return {
-        "update_rule": str(meta["update_rule"]),
-        "epoch": epoch,
-        "iteration": iteration,
-        "loss_history": list(meta["loss_history"]),
-        "train_acc_history": list(meta["train_acc_history"]),
-        "val_acc_history": list(meta["val_acc_history"]),
-        "best_val_acc": None if meta["best_val_acc"] is None else float(meta["best_val_acc"]),
-        "rng_state": meta["rng_state"],
-        "model_rng_states": dict(meta["model_rng_states"]),
-        "params": {name: arrays[key] for name, key in meta["params"].items()},
-        "best_params": {name: arrays[key] for name, key in meta["best_params"].items()},
-        "optim": optim,
-    }
-
-
-def _check_fits(
-    saved: dict[str, np.ndarray],
-    params: dict[str, np.ndarray],
-    path: Path,
-    *,
-    allow_empty: bool = False,
-) -> None:
-    if allow_empty and not saved:
-        return
-    if set(saved) != set(params):
-        raise ValueError(
-            f"checkpoint {path} holds parameters {sorted(saved)}, the model has {sorted(params)}"
-        )
-    for name, value in saved.items():
-        if value.shape != params[name].shape or value.dtype != params[name].dtype:
-            raise ValueError(
-                f"checkpoint {path}: parameter {name} is {value.dtype} {value.shape}, the model "
-                f"expects {params[name].dtype} {params[name].shape}"
-            )
+        for key in (
+            "loss_history",
+            "epoch_loss_history",
+            "val_loss_history",
+            "train_acc_history",
+            "val_acc_history",
+        ):
+            setattr(self, key, state[key])

@@ -13,11 +13,21 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-from convnet import _parallel, fast_layers
+from convnet import _backend, _parallel, fast_layers
 
 settings.register_profile("default", max_examples=150, deadline=None)
 settings.register_profile("thorough", max_examples=500, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to test the naive layers of an unbuilt checkout while passing for the real ones."""
+    if _backend.unbuilt_checkout:
+        pytest.exit(
+            f"convnet's compiled kernel is not in use: {_backend.naive_reason}. To fix: "
+            f"{_backend.CHECKOUT_FIX}",
+            returncode=4,
+        )
 
 
 @pytest.fixture

@@ -162,7 +162,7 @@ def test_missing_extension_falls_back_with_a_warning_naming_the_cause(
 
 def test_demanding_cython_without_the_extension_fails_loudly(package_without_extension):
     result = run_python(
-        "import convnet",
+        "import convnet.fast_layers",
         pythonpath=package_without_extension,
         cwd=package_without_extension,
         CONVNET_BACKEND="cython",
@@ -173,11 +173,12 @@ def test_demanding_cython_without_the_extension_fails_loudly(package_without_ext
 
 
 def test_unknown_backend_name_is_refused(tmp_path):
-    result = run_python(
-        "import convnet", pythonpath=PACKAGE_DIR.parent, cwd=tmp_path, CONVNET_BACKEND="gpu"
-    )
-    assert result.returncode != 0
-    assert "CONVNET_BACKEND must be 'naive', 'cython' or 'auto', got 'gpu'" in result.stderr
+    for code in ("import convnet.fast_layers", "import convnet; convnet.BACKEND"):
+        result = run_python(
+            code, pythonpath=PACKAGE_DIR.parent, cwd=tmp_path, CONVNET_BACKEND="gpu"
+        )
+        assert result.returncode != 0
+        assert "CONVNET_BACKEND must be 'naive', 'cython' or 'auto', got 'gpu'" in result.stderr
 
 
 def test_fallback_in_process_matches_naive_and_warns_once(monkeypatch, rng):
@@ -225,9 +226,68 @@ def test_show_config_prints_backend_and_threads(capsys):
 
 
 @pytest.mark.skipif(
-    os.environ.get("CONVNET_REQUIRE_EXTENSION", "") in ("", "0"),
+    os.environ.get("CONVNET_REQUIRE_EXTENSION", "").strip().lower()
+    in ("", "0", "false", "no", "off"),
     reason="CONVNET_REQUIRE_EXTENSION is not set: the naive fallback is allowed",
 )
 def test_extension_is_loaded_when_required():
     assert convnet.BACKEND == "cython", _backend.naive_reason
     assert _backend.kernel is not None
+
+
+@pytest.fixture(scope="module")
+def unbuilt_checkout(package_without_extension: Path, tmp_path_factory) -> Path:
+    """A source checkout (setup.py beside the package) whose kernel was never built."""
+    setup_script = Path(__file__).resolve().parents[1] / "setup.py"
+    if not setup_script.is_file():
+        pytest.skip("needs the source checkout's setup.py")
+    root = tmp_path_factory.mktemp("unbuilt_checkout")
+    shutil.copytree(package_without_extension / "convnet", root / "convnet")
+    shutil.copy2(setup_script, root / "setup.py")
+    (root / "tests").mkdir()
+    shutil.copy2(Path(__file__).with_name("conftest.py"), root / "tests" / "conftest.py")
+    (root / "tests" / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
+    return root
+
+
+def run_in(root: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    child_env = {k: v for k, v in os.environ.items() if k not in ("CONVNET_BACKEND", "PYTHONPATH")}
+    child_env.update(env)
+    return subprocess.run(
+        [sys.executable, *argv],
+        cwd=root,
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_python_m_pytest_in_an_unbuilt_checkout_fails_with_the_fix(unbuilt_checkout: Path):
+    result = run_in(unbuilt_checkout, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests")
+    assert result.returncode == 4, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "compiled kernel is not in use" in output
+    assert "python setup.py build_ext --inplace" in output
+    forced = run_in(
+        unbuilt_checkout,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests",
+        CONVNET_BACKEND="naive",
+    )
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+
+
+def test_python_m_convnet_in_an_unbuilt_checkout_fails_with_the_fix(unbuilt_checkout: Path):
+    result = run_in(unbuilt_checkout, "-m", "convnet", "train", "--epochs", "0")
+    assert result.returncode == 2
+    assert result.stderr.startswith("convnet: error: the compiled kernel is not in use")
+    assert "build_ext --inplace" in result.stderr and len(result.stderr.splitlines()) == 1
+    info = run_in(unbuilt_checkout, "-m", "convnet", "info")
+    assert info.returncode == 0
+    assert "backend:  naive (the compiled kernel convnet._im2col is not installed" in info.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import stat
 import subprocess
 import sys
 import types
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_cifar import write_archive
 
 import convnet
 from convnet import cli, plots
@@ -46,6 +48,9 @@ def test_plot_curves_writes_a_png(tmp_path: Path) -> None:
     }
     assert plot_curves(history, tmp_path / "curves.png") == tmp_path / "curves.png"
     assert is_png(tmp_path / "curves.png")
+    history.update(epoch_loss_history=[1.9, 0.65], val_loss_history=[2.0, 0.9])
+    assert is_png(plot_curves(history, tmp_path / "full.png", test_accuracy=0.68))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "full.png"]
 
 
 @pytest.mark.parametrize("shape", [(5, 1, 3, 3), (4, 3, 7, 7), (7, 1, 2, 2)])
@@ -80,6 +85,16 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
     out = tmp_path_factory.mktemp("run")
+    assert run_cli("train", *QUICK, "--num-filters", "4", "--hidden-dim", "20", "--out", out) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def shared_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained run that tests only read."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    out = tmp_path_factory.mktemp("shared_run")
     assert run_cli("train", *QUICK, "--num-filters", "4", "--hidden-dim", "20", "--out", out) == 0
     return out
 
@@ -165,15 +180,18 @@ def assert_usage_error(capsys: pytest.CaptureFixture, code: int, *fragments: str
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
-        ([], "COMMAND"),
         (["fly"], "invalid choice"),
+        (["train", "--data-dir", "{tmp}", "--out", "{tmp}"], "--dataset cifar10"),
+        (["train", "--download", "--out", "{tmp}"], "--dataset cifar10"),
+        (["evaluate", "{tmp}/none.npz"], "no model file"),
+        (["predict", "{tmp}/none.npz", "{tmp}/x.npy"], "no model file"),
         (["train", "--epochs", "-1"], "--epochs"),
         (["train", "--lr", "abc"], "--lr"),
         (["train", "--lr", "0"], "--lr"),
         (["train", "--lr-decay", "1.5"], "--lr-decay"),
         (["train", "--model", "resnet"], "--model"),
         (["train", "--hidden-dims", "10,x"], "--hidden-dims"),
-        (["train", "--dataset", "cifar10", "--out", "{tmp}"], "--data-dir"),
+        (["train", "--dataset", "cifar10", "--out", "{tmp}/o"], "--data-dir"),
         (["train", "--dataset", "cifar10", "--data-dir", "{tmp}/none", "--out", "{tmp}"], "none"),
         (
             ["train", "--dataset", "cifar10", "--data-dir", "{tmp}", "--out", "{tmp}"],
@@ -203,7 +221,8 @@ def test_divergence_exits_1_naming_the_epoch(tmp_path: Path, capsys: pytest.Capt
         code = run_cli("train", *argv, "--optimizer", "sgd", "--lr", "1e6", "--out", tmp_path)
     assert code == 1
     err = capsys.readouterr().err
-    assert "training diverged" in err and "epoch 2, iteration 1" in err
+    assert "training diverged" in err and "epoch 1, iteration 2" in err
+    assert "times the first loss" in err
     assert "Traceback" not in err
 
 
@@ -220,9 +239,18 @@ def test_interrupt_exits_130_and_points_to_resume(
     assert "--resume" in capsys.readouterr().err
 
 
-def test_help_exits_0(capsys: pytest.CaptureFixture) -> None:
+def test_help_exits_0_and_shows_every_datasets_defaults(capsys: pytest.CaptureFixture) -> None:
     assert run_cli("train", "--help") == 0
-    assert "--num-train" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--num-train" in out
+    assert "cifar10, three-layer-convnet:" in out and "--filter-size 7" in out
+    assert "digits, fc-net:" in out and "--hidden-dims 100,100" in out
+
+
+def test_bare_convnet_prints_the_help(capsys: pytest.CaptureFixture) -> None:
+    assert run_cli() == 0
+    out = capsys.readouterr().out
+    assert "usage: convnet" in out and "evaluate" in out and "predict" in out
 
 
 def test_bench_passes_every_argument_through(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -258,3 +286,212 @@ def test_python_dash_m_convnet_info() -> None:
     assert result.returncode == 0, result.stderr
     assert f"convnet {convnet.__version__}" in result.stdout
     assert f"backend:  {convnet.BACKEND}" in result.stdout
+
+
+def run_module(*argv: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m convnet ARGV`` in a fresh interpreter that imports this convnet."""
+    root = Path(convnet.__file__).resolve().parents[1]
+    child_env = {**os.environ, "PYTHONPATH": str(root), **env}
+    return subprocess.run(
+        [sys.executable, "-m", "convnet", *argv],
+        capture_output=True,
+        text=True,
+        env=child_env,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("value", ["bogus", "gpu "])
+def test_a_bad_backend_name_is_one_line(tmp_path: Path, value: str) -> None:
+    result = run_module("info", cwd=tmp_path, CONVNET_BACKEND=value)
+    assert result.returncode == 2
+    assert result.stderr.startswith("convnet: error: CONVNET_BACKEND must be")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_info_into_a_closed_pipe_prints_no_error(tmp_path: Path) -> None:
+    root = Path(convnet.__file__).resolve().parents[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "convnet", "info"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        cwd=tmp_path,
+    )
+    process.stdout.close()  # the reader has gone, as `head -1` after its line
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) in (0, cli.EXIT_BROKEN_PIPE)
+    assert stderr == ""
+
+
+def test_a_finished_run_is_left_alone_by_resume(
+    trained_run: Path, capsys: pytest.CaptureFixture
+) -> None:
+    before = {path.name: path.read_bytes() for path in trained_run.iterdir()}
+    assert run_cli("train", "--resume", "--no-progress", "--out", trained_run) == 0
+    assert "nothing left to train" in capsys.readouterr().out
+    assert {path.name: path.read_bytes() for path in trained_run.iterdir()} == before
+
+
+def test_output_files_take_the_umask(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    previous = os.umask(0o027)
+    try:
+        assert run_cli("train", *QUICK, "--num-filters", "2", "--out", tmp_path) == 0
+    finally:
+        os.umask(previous)
+    for path in tmp_path.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640, path
+
+
+def test_evaluate_reports_the_test_accuracy_the_summary_recorded(
+    shared_run: Path, capsys: pytest.CaptureFixture
+) -> None:
+    summary = json.loads((shared_run / "summary.json").read_text())
+    capsys.readouterr()
+    assert run_cli("evaluate", shared_run / "model.npz") == 0
+    out = capsys.readouterr().out
+    assert f"test accuracy {summary['test_accuracy']:.4f}" in out
+    assert f"loss {summary['test_loss']:.4f}" in out
+    assert f"the {summary['test_images']} test images of digits" in out
+
+
+def test_evaluate_without_options_needs_a_dataset(
+    shared_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / "model.npz").write_bytes((shared_run / "model.npz").read_bytes())
+    assert_usage_error(capsys, run_cli("evaluate", tmp_path / "model.npz"), "--dataset")
+    assert run_cli("evaluate", tmp_path / "model.npz", "--dataset", "digits") == 0
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_predict_writes_labels_and_probabilities(
+    shared_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from sklearn.datasets import load_digits
+
+    from convnet.data import load_digits_dataset
+
+    model = load_model(shared_run / "model.npz")
+    raw = load_digits().images[:60]  # pixels 0..16, as the dataset has them
+    np.save(tmp_path / "raw.npy", raw.reshape(-1, 1, 8, 8))
+    capsys.readouterr()
+    assert run_cli("predict", shared_run / "model.npz", tmp_path / "raw.npy") == 0
+    printed = np.array(capsys.readouterr().out.split(), dtype=np.int64)
+    saved = np.load(shared_run / "preprocessing.npz")
+    expected = model.predict(raw.reshape(-1, 1, 8, 8) / 16.0 - saved["mean_image"])
+    assert printed.shape == (60,) and np.mean(printed == expected) >= 0.95
+
+    dataset = load_digits_dataset()
+    np.save(tmp_path / "ready.npy", dataset["X_test"])
+    argv = ["predict", shared_run / "model.npz", tmp_path / "ready.npy", "--no-preprocessing"]
+    argv += ["--out", tmp_path / "labels.npy", "--probabilities", tmp_path / "p.csv"]
+    assert run_cli(*argv) == 0
+    labels = np.load(tmp_path / "labels.npy")
+    np.testing.assert_array_equal(labels, model.predict(dataset["X_test"]))
+    assert labels.dtype == np.int64
+    probabilities = np.loadtxt(tmp_path / "p.csv", delimiter=",")
+    assert probabilities.shape == (len(labels), 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
+    np.testing.assert_array_equal(np.argmax(probabilities, axis=1), labels)
+
+
+@pytest.mark.parametrize(
+    ("images", "fragment"),
+    [
+        (np.zeros((2, 3, 8, 8)), "trained on images (1, 8, 8)"),
+        (np.zeros((2, 8, 8)), "(N, C, H, W)"),
+        (np.zeros((2, 1, 8, 8), dtype=complex), "real numbers"),
+        (np.zeros((2, 1, 8, 8), dtype=bool), "real numbers"),
+        (np.array([{"a": 1}], dtype=object), "cannot read the images"),
+    ],
+)
+def test_predict_refuses_images_that_do_not_fit(
+    shared_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    images: np.ndarray,
+    fragment: str,
+) -> None:
+    np.save(tmp_path / "bad.npy", images, allow_pickle=True)
+    code = run_cli("predict", shared_run / "model.npz", tmp_path / "bad.npy")
+    assert_usage_error(capsys, code, fragment)
+
+
+def test_runs_go_to_new_folders_and_latest_points_at_the_newest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "_timestamp", lambda seconds=None: "2026-11-30_22-31-05")
+    small = [*QUICK, "--num-filters", "2"]
+    assert run_cli("train", *small) == 0
+    assert "1 epoch in" in capsys.readouterr().out
+    assert run_cli("train", *small, "--seed", "3") == 0  # the same second
+    runs = tmp_path / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == [
+        "2026-11-30_22-31-05",
+        "2026-11-30_22-31-05_2",
+        "latest",
+    ]
+    assert (runs / "latest").is_symlink()
+    assert (runs / "latest").resolve() == (runs / "2026-11-30_22-31-05_2").resolve()
+    assert json.loads((runs / "latest/summary.json").read_text())["options"]["seed"] == 3
+    assert run_cli("train", "--resume", "--epochs", "2", "--no-progress", "--quiet") == 0
+    resumed = json.loads((runs / "2026-11-30_22-31-05_2/summary.json").read_text())
+    assert resumed["epochs"] == 2 and resumed["options"]["seed"] == 3
+
+
+def test_latest_is_a_pointer_file_where_symlinks_are_impossible(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+
+    def no_symlinks(*args: object, **kwargs: object) -> None:
+        raise OSError("symbolic links are not supported here")
+
+    monkeypatch.setattr(os, "symlink", no_symlinks)
+    old = tmp_path / "runs" / "latest"
+    old.mkdir(parents=True)
+    (old / "summary.json").write_text("{}")  # a run of an older convnet
+    assert run_cli("train", *QUICK, "--num-filters", "2") == 0
+    latest = tmp_path / "runs" / "latest"
+    assert latest.is_file()
+    run = tmp_path / "runs" / latest.read_text().strip()
+    assert (run / "model.npz").is_file()
+    assert len([p for p in (tmp_path / "runs").iterdir() if p.is_dir()]) == 2  # old one moved
+    capsys.readouterr()
+    assert run_cli("evaluate", "runs/latest/model.npz") == 0
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_cifar10_download_through_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    pytest.importorskip("matplotlib")
+    from convnet import data
+
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    monkeypatch.setattr(data, "CIFAR10_MD5", write_archive(archive, images_per_batch=10))
+    monkeypatch.setenv(data.CIFAR10_URL_VARIABLE, archive.as_uri())
+    monkeypatch.setenv(data.DATA_DIR_VARIABLE, str(tmp_path / "cache"))
+    small = ["--filter-size", "3", "--num-filters", "2", "--hidden-dim", "4", "--num-val", "5"]
+    argv = ["train", "--dataset", "cifar10", *small, "--epochs", "1", "--no-progress", "--quiet"]
+    assert_usage_error(capsys, run_cli(*argv, "--out", tmp_path / "o"), "--download")
+    assert run_cli(*argv, "--download", "--num-train", "40", "--out", tmp_path / "run") == 0
+    assert (tmp_path / "cache/cifar-10-batches-py/test_batch").is_file()
+    capsys.readouterr()
+    code = run_cli(*argv, "--num-train", "50", "--out", tmp_path / "bad")
+    assert_usage_error(capsys, code, "--num-train 50", "--num-val 5", "there are 50")
+    archive.unlink()  # from now on the cache serves
+    assert run_cli(*argv, "--num-train", "40", "--out", tmp_path / "again") == 0
+    summary = json.loads((tmp_path / "run/summary.json").read_text())
+    capsys.readouterr()
+    assert run_cli("evaluate", tmp_path / "run/model.npz") == 0
+    assert f"test accuracy {summary['test_accuracy']:.4f}" in capsys.readouterr().out

@@ -1,16 +1,26 @@
-"""Tests of the dataset loaders: the bundled digits and CIFAR-10 batches written here."""
+"""Tests of the dataset loaders (the bundled digits, CIFAR-10 batches written here) and of
+the CIFAR-10 download, from a small archive served by a file:// URL (no network)."""
 
 from __future__ import annotations
 
+import hashlib
 import pickle
+import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_cifar import write_archive
 
 from convnet.data import (
     CIFAR10_TEST_BATCH,
     CIFAR10_TRAIN_BATCHES,
+    CIFAR10_URL_VARIABLE,
+    DATA_DIR_VARIABLE,
+    DownloadError,
+    cifar10_is_cached,
+    default_data_dir,
+    download_cifar10,
     load_cifar10,
     load_cifar10_dataset,
     load_digits_dataset,
@@ -146,3 +156,63 @@ def test_cifar_corrupt_batch_is_a_value_error(
     with pytest.raises(ValueError, match="test_batch"):
         load_cifar10(cifar_dir)
     assert "arbitrary code ran" not in capsys.readouterr().out
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> tuple[Path, str]:
+    path = tmp_path / "served" / "cifar-10-python.tar.gz"
+    path.parent.mkdir()
+    return path, write_archive(path)
+
+
+def test_download_verifies_extracts_and_reuses_the_cache(
+    archive: tuple[Path, str], tmp_path: Path
+) -> None:
+    path, md5 = archive
+    cache = tmp_path / "cache"
+    batches = download_cifar10(cache, url=path.as_uri(), md5=md5, progress=False)
+    assert batches == cache / "cifar-10-batches-py"
+    assert sorted(p.name for p in cache.iterdir()) == ["cifar-10-batches-py"]  # no leftovers
+    X_train, _, X_test, _ = load_cifar10(batches)
+    assert X_train.shape == (40, 3, 32, 32) and X_test.shape == (8, 3, 32, 32)
+    path.unlink()  # the next call must not fetch anything
+    assert download_cifar10(cache, url=path.as_uri(), md5=md5) == batches
+
+
+@pytest.mark.parametrize("damage", ["checksum", "missing", "truncated", "not-cifar"])
+def test_a_failed_or_corrupt_download_is_an_error_and_leaves_nothing(
+    archive: tuple[Path, str], tmp_path: Path, damage: str
+) -> None:
+    path, md5 = archive
+    if damage == "checksum":
+        md5 = "0" * 32
+    elif damage == "missing":
+        path = path.with_name("absent.tar.gz")
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:200])
+        md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    else:
+        with tarfile.open(path, "w:gz") as tar:
+            tar.add(__file__, arcname="../escape.py")
+        md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    cache = tmp_path / "cache"
+    with pytest.raises(DownloadError, match=r"CIFAR-10|MD5") as caught:
+        download_cifar10(cache, url=path.as_uri(), md5=md5, progress=False)
+    assert str(path.as_uri()) in str(caught.value) or damage == "not-cifar"
+    assert list(cache.iterdir()) == []
+    assert not (tmp_path / "escape.py").exists()
+
+
+def test_download_takes_the_mirror_and_cache_from_the_environment(
+    archive: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, md5 = archive
+    monkeypatch.setenv(CIFAR10_URL_VARIABLE, path.as_uri())
+    monkeypatch.setenv(DATA_DIR_VARIABLE, str(tmp_path / "env-cache"))
+    assert default_data_dir() == tmp_path / "env-cache"
+    assert not cifar10_is_cached()
+    assert download_cifar10(md5=md5, progress=False) == tmp_path / "env-cache/cifar-10-batches-py"
+    assert cifar10_is_cached()
+    monkeypatch.delenv(DATA_DIR_VARIABLE)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_data_dir() == tmp_path / "xdg" / "convnet"

@@ -8,8 +8,14 @@ import pytest
 from convnet import layer_utils
 from convnet.gradient_check import numerical_gradient_array, relative_error
 from convnet.layers import (
+    affine_backward,
+    affine_forward,
+    batchnorm_backward,
+    batchnorm_forward,
     conv_backward_naive,
     conv_forward_naive,
+    layernorm_backward,
+    layernorm_forward,
     max_pool_backward_naive,
     max_pool_forward_naive,
     relu_backward,
@@ -141,3 +147,115 @@ def test_float32_in_float32_out_and_inputs_untouched():
         np.testing.assert_array_equal(array, original)
     np.testing.assert_array_equal(dhidden, 1)
     np.testing.assert_array_equal(dpooled, dpooled_copy)
+
+
+# --- sandwiches with a normalization ------------------------------------------------------
+
+
+def check_norm_sandwich(forward, backward, arrays, *params) -> None:
+    """Numerical gradients of every array (x, w, b, gamma, beta) of a norm sandwich."""
+    out, cache = forward(*arrays, *params)
+    dout = np.random.default_rng(1).standard_normal(out.shape)
+    analytic = backward(dout, cache)
+
+    def output(_: np.ndarray) -> np.ndarray:
+        return forward(*arrays, *params)[0]
+
+    assert len(analytic) == len(arrays)
+    for array, grad in zip(arrays, analytic, strict=True):
+        assert grad.shape == array.shape
+        numeric = numerical_gradient_array(output, array, dout)
+        if np.max(np.abs(numeric)) < 1e-9:  # the bias before a batch norm: it cancels out
+            np.testing.assert_allclose(grad, 0, atol=1e-12)
+        else:
+            assert relative_error(grad, numeric) < 1e-6
+
+
+@pytest.mark.parametrize("mode", ["train", "test"])
+def test_affine_bn_relu_gradients(mode):
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((6, 2, 3)), rng.standard_normal((6, 5)), rng.standard_normal(5)
+    gamma, beta = rng.standard_normal(5), rng.standard_normal(5)
+    bn_param = {"mode": mode, "running_mean": rng.standard_normal(5), "running_var": np.ones(5)}
+    check_norm_sandwich(
+        layer_utils.affine_bn_relu_forward,
+        layer_utils.affine_bn_relu_backward,
+        [x, w, b, gamma, beta],
+        bn_param,
+    )
+
+
+def test_affine_ln_relu_gradients():
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((3, 4)), rng.standard_normal((4, 6)), rng.standard_normal(6)
+    gamma, beta = rng.standard_normal(6), rng.standard_normal(6)
+    check_norm_sandwich(
+        layer_utils.affine_ln_relu_forward,
+        layer_utils.affine_ln_relu_backward,
+        [x, w, b, gamma, beta],
+        {"eps": 1e-5},
+    )
+
+
+def test_conv_bn_relu_gradients():
+    rng = np.random.default_rng(0)
+    x, w, b = (
+        rng.standard_normal((2, 2, 4, 3)),
+        rng.standard_normal((3, 2, 3, 3)),
+        rng.standard_normal(3),
+    )
+    gamma, beta = rng.standard_normal(3), rng.standard_normal(3)
+    check_norm_sandwich(
+        layer_utils.conv_bn_relu_forward,
+        layer_utils.conv_bn_relu_backward,
+        [x, w, b, gamma, beta],
+        CONV_PARAM,
+        {"mode": "train"},
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_norm_sandwiches_equal_the_layers_in_order(dtype):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 4)).astype(dtype)
+    w = rng.standard_normal((4, 3)).astype(dtype)
+    b, gamma, beta = (rng.standard_normal(3).astype(dtype) for _ in range(3))
+    dout = rng.standard_normal((5, 3)).astype(dtype)
+    pairs = [
+        (layer_utils.affine_bn_relu_forward, layer_utils.affine_bn_relu_backward),
+        (layer_utils.affine_ln_relu_forward, layer_utils.affine_ln_relu_backward),
+    ]
+    norms = [(batchnorm_forward, batchnorm_backward), (layernorm_forward, layernorm_backward)]
+    for (forward, backward), (norm_forward, norm_backward) in zip(pairs, norms, strict=True):
+        sandwich_param, layer_param = {"mode": "train"}, {"mode": "train"}
+        out, cache = forward(x, w, b, gamma, beta, sandwich_param)
+        scores, affine_cache = affine_forward(x, w, b)
+        normalized, norm_cache = norm_forward(scores, gamma, beta, layer_param)
+        expected, relu_cache = relu_forward(normalized)
+        np.testing.assert_array_equal(out, expected)
+        assert out.dtype == dtype
+        dnorm, dgamma, dbeta = norm_backward(relu_backward(dout, relu_cache), norm_cache)
+        expected_grads = (*affine_backward(dnorm, affine_cache), dgamma, dbeta)
+        for grad, want in zip(backward(dout, cache), expected_grads, strict=True):
+            assert grad.dtype == dtype
+            np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-5)
+        for key in ("running_mean", "running_var"):
+            if key in layer_param:
+                np.testing.assert_array_equal(sandwich_param[key], layer_param[key])
+
+
+def test_conv_bn_relu_without_dx():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b, gamma, beta = (rng.standard_normal(4).astype(np.float32) for _ in range(3))
+    out, cache = layer_utils.conv_bn_relu_forward(
+        x, w, b, gamma, beta, CONV_PARAM, {"mode": "train"}
+    )
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    full = layer_utils.conv_bn_relu_backward(dout, cache)
+    partial = layer_utils.conv_bn_relu_backward(dout, cache, compute_dx=False)
+    assert partial[0] is None and full[0].shape == x.shape
+    for grad, same in zip(full[1:], partial[1:], strict=True):
+        assert grad.dtype == np.float32
+        np.testing.assert_array_equal(grad, same)

@@ -13,10 +13,13 @@ from convnet.models import FullyConnectedNet, ThreeLayerConvNet, load_model, sav
 from convnet.optim import adam
 
 
-def check_model_gradients(build, X: np.ndarray, y: np.ndarray, tolerance: float = 1e-6) -> None:
+def check_model_gradients(
+    build, X: np.ndarray, y: np.ndarray, tolerance: float = 1e-6, zero: tuple[str, ...] = ()
+) -> None:
     """Compare ``build().loss(X, y)``'s gradients with centered differences, parameter by
     parameter. ``build`` makes a fresh float64 model each time, so a seeded model draws the
-    same dropout masks at every evaluation."""
+    same dropout masks at every evaluation. The parameters named in ``zero`` have a gradient
+    of exactly 0 (a bias before a batch norm), checked in absolute terms."""
     model = build()
     _, grads = model.loss(X, y)
     assert set(grads) == set(model.params)
@@ -30,7 +33,11 @@ def check_model_gradients(build, X: np.ndarray, y: np.ndarray, tolerance: float 
 
         numeric = numerical_gradient(loss_at, param)
         assert grads[name].shape == param.shape
-        assert relative_error(grads[name], numeric) < tolerance, name
+        if name in zero:
+            assert np.max(np.abs(numeric)) < 1e-8, name
+            np.testing.assert_allclose(grads[name], 0, atol=1e-12, err_msg=name)
+        else:
+            assert relative_error(grads[name], numeric) < tolerance, name
 
 
 @pytest.mark.parametrize(
@@ -391,3 +398,24 @@ def test_load_missing_file(tmp_path):
 def test_save_refuses_unknown_models(tmp_path):
     with pytest.raises(TypeError, match="ThreeLayerConvNet"):
         save_model(object(), tmp_path / "x.npz")
+
+
+@pytest.mark.parametrize("kind", ["conv", "fc"])
+def test_predict_gives_the_argmax_labels_in_batches_and_converts_integers(kind):
+    rng = np.random.default_rng(3)
+    if kind == "conv":
+        model = ThreeLayerConvNet((1, 6, 6), num_filters=2, filter_size=3, hidden_dim=5, seed=1)
+    else:
+        model = FullyConnectedNet([7], input_dim=36, seed=1)
+    pixels = rng.integers(0, 17, size=(23, 1, 6, 6), dtype=np.uint8)
+    labels = model.predict(pixels, batch_size=5)
+    assert labels.dtype == np.int64 and labels.shape == (23,)
+    np.testing.assert_array_equal(labels, np.argmax(model.loss(pixels.astype(np.float32)), axis=1))
+    np.testing.assert_array_equal(model.predict(pixels.astype(np.float32)), labels)
+    assert model.predict(pixels[:0]).shape == (0,)
+    with pytest.raises(TypeError, match="real numbers"):
+        model.predict(pixels.astype(bool))
+    with pytest.raises(ValueError, match="shape"):
+        model.predict(np.zeros((2, 1, 5, 6)))
+    with pytest.raises(ValueError, match="batch_size"):
+        model.predict(pixels, batch_size=0)

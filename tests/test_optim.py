@@ -75,20 +75,66 @@ def test_minimizes_a_quadratic_and_keeps_state(name):
 
 
 @pytest.mark.parametrize("name", sorted(UPDATE_RULES))
-def test_inputs_and_config_are_not_modified(name):
+def test_arrays_are_not_modified_and_the_state_goes_into_the_given_config(name):
     rng = np.random.default_rng(0)
     w, dw = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
     w_copy, dw_copy = w.copy(), dw.copy()
     _, config = UPDATE_RULES[name](w, dw)
-    state_copy = {key: np.copy(value) for key, value in config.items()}
+    old_state = {key: config[key] for key in STATE_KEYS[name]}
+    old_values = {key: np.copy(value) for key, value in old_state.items()}
     next_w, next_config = UPDATE_RULES[name](w, dw, config)
     np.testing.assert_array_equal(w, w_copy)
     np.testing.assert_array_equal(dw, dw_copy)
     assert next_w is not w
-    assert next_config is not config
-    assert set(config) == set(state_copy)
-    for key, value in state_copy.items():
-        np.testing.assert_array_equal(config[key], value)
+    assert next_config is config
+    for key, value in old_values.items():
+        np.testing.assert_array_equal(old_state[key], value)  # the old arrays are untouched
+        if key != "t":
+            assert config[key] is not old_state[key]  # the new state is a new array
+
+
+def rel_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    """The course's relative error: max |a - e| / max(1e-8, |a| + |e|)."""
+    return float(
+        np.max(np.abs(actual - expected) / np.maximum(1e-8, np.abs(actual) + np.abs(expected)))
+    )
+
+
+def course_arrays() -> tuple[np.ndarray, ...]:
+    """w, dw and two state arrays built as the CS231n notebooks build theirs (N, D = 4, 5)."""
+    shape = (4, 5)
+    return tuple(
+        np.linspace(low, high, num=20).reshape(shape)
+        for low, high in ((-0.4, 0.6), (-0.6, 0.4), (0.6, 0.9), (0.7, 0.5))
+    )
+
+
+def test_notebook_style_checks_read_the_state_back_from_the_config():
+    """The course's check: call the rule, then read the state from the dict it was given."""
+    w, dw, a, b = course_arrays()
+    lr = 1e-2
+
+    config = {"learning_rate": lr, "velocity": a}
+    next_w, _ = optim.sgd_momentum(w, dw, config)
+    velocity = 0.9 * a - lr * dw
+    assert rel_error(config["velocity"], velocity) < 1e-8
+    assert rel_error(next_w, w + velocity) < 1e-8
+
+    config = {"learning_rate": lr, "cache": a}
+    next_w, _ = optim.rmsprop(w, dw, config)
+    cache = 0.99 * a + 0.01 * dw**2
+    assert rel_error(config["cache"], cache) < 1e-8
+    assert rel_error(next_w, w - lr * dw / (np.sqrt(cache) + 1e-8)) < 1e-8
+
+    config = {"learning_rate": lr, "m": a, "v": b, "t": 5}
+    next_w, _ = optim.adam(w, dw, config)
+    m = 0.9 * a + 0.1 * dw
+    v = 0.999 * b + 0.001 * dw**2
+    m_hat, v_hat = m / (1 - 0.9**6), v / (1 - 0.999**6)
+    assert config["t"] == 6
+    assert rel_error(config["m"], m) < 1e-8 and rel_error(config["v"], v) < 1e-8
+    assert rel_error(next_w, w - lr * m_hat / (np.sqrt(v_hat) + 1e-8)) < 1e-8
+    np.testing.assert_array_equal(a, course_arrays()[2])  # the state given is not modified
 
 
 @pytest.mark.parametrize("name", sorted(UPDATE_RULES))

@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from convnet import checkpoint as checkpoint_module
 from convnet import solver as solver_module
 from convnet.layers import affine_backward, affine_forward, softmax_loss
 from convnet.optim import UPDATE_RULES
-from convnet.solver import CHECKPOINT_NAME, Solver, TrainingDiverged
+from convnet.solver import CHECKPOINT_NAME, Solver, TrainingDiverged, evaluate
 
 
 class SoftmaxRegression:
@@ -163,7 +164,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(
         handle.write(b"PK\x03\x04 half a zip file")
         raise failure
 
-    monkeypatch.setattr(solver_module, "_write_arrays", write_half_then_fail)
+    monkeypatch.setattr(checkpoint_module, "_write_arrays", write_half_then_fail)
     solver.num_epochs = 2
     with pytest.raises(type(failure)):
         solver.train()
@@ -268,13 +269,65 @@ def test_bad_data_is_refused() -> None:
         make_solver({**data, "y_train": data["y_train"][:-1]})
 
 
-def test_progress_bar_and_verbose_output(capsys: pytest.CaptureFixture) -> None:
+def test_progress_bar_and_verbose_output(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("tqdm")
+    monkeypatch.setattr(solver_module, "stderr_is_interactive", lambda: True)
     make_solver(blobs(), num_epochs=2, progress=True, verbose=True, print_every=5).train()
     captured = capsys.readouterr()
     assert "img/s=" in captured.err
     assert "epoch 2/2" in captured.out + captured.err
     assert "iteration 15: loss" in captured.out + captured.err
+
+
+def test_no_progress_bar_in_redirected_output(capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("tqdm")
+    assert not solver_module.stderr_is_interactive()  # pytest captures stderr: not a terminal
+    make_solver(blobs(), num_epochs=1, progress=True).train()
+    assert capsys.readouterr().err == ""
+
+
+def test_epoch_loss_is_the_mean_of_the_epoch_and_val_loss_is_recorded() -> None:
+    data = blobs()
+    solver = make_solver(data, num_epochs=2)
+    solver.train()
+    losses = solver.loss_history
+    assert len(losses) == 16
+    np.testing.assert_allclose(
+        solver.epoch_loss_history, [np.mean(losses[:8]), np.mean(losses[8:])]
+    )
+    assert len(solver.val_loss_history) == 2 and all(v > 0 for v in solver.val_loss_history)
+    accuracy, loss = evaluate(solver.model, data["X_val"], data["y_val"])
+    assert accuracy == solver.check_accuracy(data["X_val"], data["y_val"])
+    scores = solver.model.loss(data["X_val"])
+    probabilities = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
+    expected = -np.mean(np.log(probabilities[np.arange(len(scores)), data["y_val"]]))
+    assert loss == pytest.approx(expected, rel=1e-10)
+
+
+class Exploding(SoftmaxRegression):
+    """Its ``fail_at``-th training loss is ``factor`` times its first one (finite)."""
+
+    def __init__(self, fail_at: int, factor: float) -> None:
+        super().__init__(6, 4)
+        self.fail_at, self.factor, self.calls, self.first = fail_at, factor, 0, 0.0
+
+    def loss(self, X: np.ndarray, y: np.ndarray | None = None) -> Any:
+        if y is None:
+            return super().loss(X)
+        self.calls += 1
+        loss, grads = super().loss(X, y)
+        self.first = self.first or loss
+        return (self.factor * self.first if self.calls == self.fail_at else loss), grads
+
+
+def test_an_exploding_loss_stops_training_naming_epoch_and_iteration() -> None:
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, iteration 5 .*10000 times the first"):
+        make_solver(blobs(), Exploding(8 + 5, 1.01e4)).train()
+    make_solver(blobs(), Exploding(8 + 5, 0.99e4)).train()  # below the limit: no error
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, iteration 3 .*10 times"):
+        make_solver(blobs(), Exploding(3, 11.0), divergence_factor=10).train()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -111,3 +111,45 @@ def test_max_pool_matches_torch(impl, case):
     out_t.backward(torch.from_numpy(dout))
     assert_close_to_torch(out, out_t)
     assert_close_to_torch(dx, x_t.grad)
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@settings(max_examples=40, deadline=None)
+@given(
+    num=st.integers(1, 3),
+    channels=st.integers(1, 6),
+    filters=st.integers(1, 6),
+    size=st.tuples(st.integers(1, 10), st.integers(1, 10)),
+    pad=st.tuples(st.integers(0, 3), st.integers(0, 3)),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_winograd_matches_torch(tile, dtype, num, channels, filters, size, pad, seed):
+    """Winograd with either tile size against PyTorch in float64 (float32 within 1e-4)."""
+    from convnet import _backend, fast_layers
+
+    if _backend.winograd_kernel is None:
+        pytest.skip("the compiled Winograd kernel is not in use")
+    height, width = max(size[0], 3 - 2 * pad[0]), max(size[1], 3 - 2 * pad[1])
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((num, channels, height, width))
+    w = rng.standard_normal((filters, channels, 3, 3))
+    b = rng.standard_normal(filters)
+    original = fast_layers._winograd_tile
+    fast_layers._winograd_tile = lambda geo: tile
+    try:
+        param = {"stride": 1, "pad": pad, "algorithm": "winograd"}
+        cast = [a.astype(dtype) for a in (x, w, b)]
+        out, cache = conv_forward_fast(*cast, param)
+        dout = rng.standard_normal(out.shape)
+        dx, dw, db = conv_backward_fast(dout.astype(dtype), cache)
+    finally:
+        fast_layers._winograd_tile = original
+    x_t, w_t, b_t = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    out_t = functional.conv2d(x_t, w_t, b_t, padding=pad)
+    out_t.backward(torch.from_numpy(dout))
+    tol = TOL if dtype == np.float64 else 1e-4
+    for actual, expected in ((out, out_t), (dx, x_t.grad), (dw, w_t.grad), (db, b_t.grad)):
+        expected = expected.detach().numpy()
+        scale = float(np.max(np.abs(expected), initial=0.0))
+        np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)

@@ -1,0 +1,34 @@
+"""A small archive in the format of CIFAR-10's python version, for tests without network."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+NAMES = (*(f"data_batch_{index}" for index in range(1, 6)), "test_batch")
+
+
+def write_archive(path: Path, images_per_batch: int = 8, seed: int = 0) -> str:
+    """Write ``cifar-10-batches-py/{data_batch_1..5,test_batch}`` as a .tar.gz; return its MD5."""
+    rng = np.random.default_rng(seed)
+    with tarfile.open(path, "w:gz") as archive:
+        folder = tarfile.TarInfo("cifar-10-batches-py")
+        folder.type = tarfile.DIRTYPE
+        folder.mode = 0o755
+        archive.addfile(folder)
+        for name in NAMES:
+            batch = {
+                b"data": rng.integers(0, 256, (images_per_batch, 3072), dtype=np.uint8),
+                b"labels": [int(label) for label in rng.integers(0, 10, images_per_batch)],
+            }
+            payload = pickle.dumps(batch, protocol=2)
+            member = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            member.size = len(payload)
+            member.mode = 0o644
+            archive.addfile(member, io.BytesIO(payload))
+    return hashlib.md5(path.read_bytes()).hexdigest()

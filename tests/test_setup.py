@@ -1,0 +1,84 @@
+"""The build script: a failed build leaves no stale kernel behind, in build/ or in place."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SUFFIX = sysconfig.get_config_var("EXT_SUFFIX")
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """The files setup.py needs, with the generated C source so Cython has nothing to do."""
+    pytest.importorskip("Cython")
+    setuptools = pytest.importorskip("setuptools")
+    if int(setuptools.__version__.split(".")[0]) < 77:  # pyproject.toml's build requirement
+        pytest.skip(f"setup.py needs setuptools >= 77, this is {setuptools.__version__}")
+    built = all((ROOT / "convnet" / f"{name}.c").is_file() for name in ("_im2col", "_winograd"))
+    if not (ROOT / "setup.py").is_file() or not built:
+        pytest.skip("needs a source checkout whose kernel was built")
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, tmp_path / name)
+    (tmp_path / "convnet").mkdir()
+    sources = [ROOT / "convnet" / name for name in ("_version.py", "__init__.py")]
+    for pattern in ("_*.pyx", "_*.c", "_*.h"):
+        sources += (ROOT / "convnet").glob(pattern)
+    for source in sources:
+        shutil.copy2(source, tmp_path / "convnet" / source.name)
+    return tmp_path
+
+
+def failing_build(checkout: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``setup.py build_ext ARGS`` with a C compiler that always fails."""
+    child_env = {**os.environ, "CC": "false", "LDSHARED": "false", **env}
+    child_env.pop("CONVNET_REQUIRE_EXTENSION", None)
+    child_env.update(env)
+    return subprocess.run(
+        [sys.executable, "setup.py", "build_ext", *args],
+        cwd=checkout,
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def plant_stale_kernels(checkout: Path) -> list[Path]:
+    build_lib = f"lib.{sysconfig.get_platform()}-{sys.implementation.cache_tag}"
+    stale = [
+        checkout / "build" / build_lib / "convnet" / f"_im2col{SUFFIX}",
+        checkout / "convnet" / f"_im2col{SUFFIX}",
+    ]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"an old kernel")
+    return stale
+
+
+def test_a_failed_build_removes_the_stale_kernels(checkout: Path) -> None:
+    stale = plant_stale_kernels(checkout)
+    result = failing_build(checkout, "--inplace")
+    assert result.returncode == 0, result.stderr  # the fallback: install without the kernel
+    assert "could not be built" in result.stderr
+    assert [path for path in stale if path.exists()] == []
+    assert list(checkout.glob(f"**/_im2col{SUFFIX}")) == []
+
+
+@pytest.mark.parametrize(("value", "fatal"), [("1", True), ("false", False), ("0", False)])
+def test_require_extension_makes_a_failed_build_fatal(
+    checkout: Path, value: str, fatal: bool
+) -> None:
+    stale = plant_stale_kernels(checkout)
+    result = failing_build(checkout, CONVNET_REQUIRE_EXTENSION=value)
+    assert (result.returncode != 0) == fatal, result.stderr
+    assert not stale[0].exists()  # under build/: gone even when the build is fatal
+    assert stale[1].exists()  # not an in-place build: the checkout's kernel is not touched
