@@ -7,9 +7,10 @@ with two threads.
 
 The two libraries are interleaved: before every sample the script pauses (so the BLAS and
 OpenMP threads of the previous call stop spinning) and makes one untimed call; a sample is
-the mean of several back-to-back steps, as in training. Medians are reported. Like the
-Solver, the script first calls ``convnet.keep_freed_memory()``, which applies to both
-libraries in the process.
+the mean of several back-to-back steps, as in training. Medians are reported. Like
+``convnet train``, the script first calls ``convnet.keep_freed_memory()``, which applies to
+both libraries in the process (``--default-malloc`` leaves malloc alone, to measure what
+that costs).
 
     python benchmarks/bench_train_step.py --batch 50 --repeats 20 --dtype float32
 
@@ -24,6 +25,7 @@ from collections.abc import Callable
 import numpy as np
 
 import convnet
+from convnet._blas_core import use_fast_core
 from convnet.bench import interleaved_medians
 from convnet.models import ThreeLayerConvNet
 from convnet.optim import sgd
@@ -84,10 +86,16 @@ def main(argv: list[str] | None = None) -> None:
         "--steps", type=int, default=10, help="back-to-back steps per sample (default 10)"
     )
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's malloc as it is (skip keep_freed_memory), to measure its effect",
+    )
     args = parser.parse_args(argv)
     if min(args.batch, args.repeats, args.steps) < 1:
         parser.error("--batch, --repeats and --steps must be positive")
-    convnet.keep_freed_memory()
+    if not args.default_malloc:
+        convnet.keep_freed_memory()
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((args.batch, 3, 32, 32)).astype(args.dtype)
@@ -106,7 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"ThreeLayerConvNet training step: batch {args.batch}, 3x32x32, {args.dtype}, "
         f"median of {args.repeats} samples of {args.steps} back-to-back steps; "
-        f"convnet backend {convnet.BACKEND}"
+        f"convnet backend {convnet.BACKEND}; "
+        f"malloc {'as glibc sets it' if args.default_malloc else 'keeping freed memory'}"
     )
     print(f"{'library':<10} {'ms/step':>9} {'images/s':>10} {'convnet/PyTorch':>16}")
     baseline = medians.get("PyTorch")
@@ -118,4 +127,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    use_fast_core()
     main()

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from typing import Any
 
 import numpy as np
 
 from convnet import _backend
+from convnet._blas_core import (
+    CORETYPE_VARIABLE,
+    blas_core_advice,
+    cpu_flags,
+    has_avx512,
+    openblas_cores,
+)
 from convnet._parallel import get_num_threads
 from convnet._version import __version__
 from convnet.distributed import launch_info
@@ -24,6 +32,7 @@ def _blas_description() -> str:
 def config_info() -> dict[str, Any]:
     """Return the facts :func:`show_config` prints, as a dict."""
     threads = get_num_threads()
+    flags = cpu_flags()
     return {
         "convnet": __version__,
         "backend": _backend.BACKEND,
@@ -32,14 +41,19 @@ def config_info() -> dict[str, Any]:
         "mpi": launch_info(),
         "numpy": np.__version__,
         "blas": _blas_description(),
+        "blas_cores": openblas_cores(),
+        "blas_coretype_variable": os.environ.get(CORETYPE_VARIABLE),
+        "avx512": has_avx512(flags),
+        "blas_advice": blas_core_advice(flags, os.environ, openblas_cores()),
         "python": platform.python_version(),
         "machine": platform.machine(),
     }
 
 
 def show_config() -> None:
-    """Print the convnet version, the backend, the worker threads and numpy's BLAS (and
-    under an MPI launcher, this process's rank)."""
+    """Print the convnet version, the backend, the worker threads (and under an MPI
+    launcher, this process's rank), numpy's BLAS, the GEMM kernels OpenBLAS runs, whether
+    the CPU has AVX-512, and how to get faster kernels."""
     info = config_info()
     print(f"convnet {info['convnet']}")
     backend = info["backend"]
@@ -60,4 +74,13 @@ def show_config() -> None:
             "this machine share its cores)"
         )
     print(f"  numpy:    {info['numpy']} (BLAS: {info['blas']})")
+    cores = ", ".join(info["blas_cores"]) or "not OpenBLAS, or unknown"
+    variable = info["blas_coretype_variable"]
+    if variable is not None:
+        cores += f" ({CORETYPE_VARIABLE}={variable!r} is set)"
+    print(f"  GEMM:     OpenBLAS core type {cores}")
+    avx512 = {True: "yes", False: "no", None: "unknown"}[info["avx512"]]
+    print(f"  AVX-512:  {avx512} (avx512f, dq, bw and vl)")
+    if info["blas_advice"]:
+        print(f"  advice:   {info['blas_advice']}")
     print(f"  python:   {info['python']} on {info['machine']}")

@@ -22,9 +22,10 @@ def keep_freed_memory() -> bool:
     """Ask glibc's malloc to serve arrays up to 32 MiB from its heap and keep freed memory.
 
     Process-wide: freed memory stays with the process (up to 1 GiB above its peak in use)
-    and is reused by the next arrays instead of being returned to the system. The CLI,
-    the :class:`convnet.solver.Solver` and the benchmarks call it; call it yourself before
-    a hand-written training loop.
+    and is reused by the next arrays instead of being returned to the system. The
+    ``convnet`` command and the benchmarks call it; a library never changes malloc for
+    the whole process on its own, so call it yourself before training with
+    :class:`convnet.solver.Solver` or a hand-written loop.
 
     Returns
     -------

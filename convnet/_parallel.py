@@ -4,12 +4,16 @@ The convolution splits its batch into one contiguous group of images per worker.
 worker runs im2col, its GEMMs and col2im on small, cache-resident chunks of its group
 while BLAS is limited to one thread, so kernel threads and BLAS threads never
 oversubscribe the cores. The compiled kernels release the GIL and numpy's GEMM does too.
+Each worker keeps off the CPU its caller runs on (see "where the workers run" below).
 """
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import numbers
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,12 +48,6 @@ _executor: ThreadPoolExecutor | None = None
 _executor_size = 0
 _executor_lock = threading.Lock()
 BLAS_RESTORE_DELAY = 0.1
-_blas: Any = None
-_blas_limiter: Any = None
-_blas_users = 0
-_blas_idle_since = 0.0
-_blas_condition = threading.Condition()
-_restorer: threading.Thread | None = None
 
 
 def get_num_threads() -> int:
@@ -91,13 +89,149 @@ def _workers(count: int) -> ThreadPoolExecutor:
         return _executor
 
 
-def _release_blas_control() -> None:
-    """Let this thread set OpenBLAS's process-wide limit: threadpoolctl >= 3.8 otherwise
-    ignores a limit set from another thread than the first one that set it."""
-    for controller in _blas.lib_controllers:
-        release = getattr(type(controller), "clear_controlling_thread", None)
-        if release is not None:
-            release(force=True)
+# --- where the workers run ------------------------------------------------------------------
+#
+# Measured (benchmarks/bench_cold_threads.py): after an idle pause, Linux wakes a sleeping
+# worker on the CPU of the thread that woke it (the caller, "wake-affine"), so the two
+# share one core until the load balancer separates them, milliseconds later; the first
+# calls after a pause then run at one-thread speed. Each worker therefore keeps itself off
+# the caller's current CPU: before its group it restricts its own affinity to the CPUs the
+# caller may use minus the one the caller is on (one system call, only when that set
+# changes). The scheduler still picks among the rest; the caller is never pinned. With
+# more workers than other CPUs, the workers get every allowed CPU instead.
+PLACE_WORKERS = os.environ.get("CONVNET_PLACE_WORKERS", "1").strip() != "0"
+
+
+def _load_sched_getcpu() -> Callable[[], int] | None:
+    if not (sys.platform.startswith("linux") and hasattr(os, "sched_setaffinity")):
+        return None
+    try:
+        getcpu = ctypes.CDLL(None, use_errno=True).sched_getcpu
+    except (OSError, AttributeError):
+        return None
+    getcpu.argtypes = []
+    getcpu.restype = ctypes.c_int
+    return getcpu
+
+
+_sched_getcpu = _load_sched_getcpu()
+_placement = threading.local()
+
+
+def _worker_cpus(workers: int) -> frozenset[int] | None:
+    """The CPUs the ``workers`` workers of a call starting now should use: those the
+    calling thread may use, minus the one it runs on; all of them when that leaves fewer
+    CPUs than workers (more threads than cores: let the scheduler spread them) or with
+    ``PLACE_WORKERS`` off; None where the platform cannot say."""
+    if _sched_getcpu is None:
+        return None
+    allowed = os.sched_getaffinity(0)
+    if not PLACE_WORKERS or workers >= len(allowed):
+        return frozenset(allowed)
+    return frozenset(allowed - {_sched_getcpu()})
+
+
+def _run_placed(
+    cpus: frozenset[int] | None, work: Callable[[int, int], Result], start: int, stop: int
+) -> Result:
+    """Worker side of :func:`map_groups`: move to ``cpus`` if not there yet, then work."""
+    if cpus is not None and getattr(_placement, "cpus", None) != cpus:
+        try:
+            os.sched_setaffinity(0, cpus)
+            _placement.cpus = cpus
+        except OSError:
+            pass
+    return work(start, stop)
+
+
+# --- numpy's BLAS, limited to one thread while the workers run ------------------------------
+
+
+class _BlasThreads:
+    """The process-wide thread count of one BLAS library numpy loaded.
+
+    OpenBLAS's own ``openblas_{get,set}_num_threads`` are called directly, not through
+    threadpoolctl, whose OpenBLAS controller lets only one "controlling" Python thread set
+    limits: going around it leaves a user's ``threadpool_limits`` block in charge of its
+    own bookkeeping. Other BLAS libraries go through threadpoolctl, which does not guard
+    them.
+    """
+
+    def __init__(self, controller: Any) -> None:
+        self.controller = controller
+        self._get = self._set = None
+        if controller.internal_api == "openblas" and controller.threading_layer != "openmp":
+            try:
+                library = ctypes.CDLL(controller.filepath)
+            except OSError:
+                return
+            for prefix, suffix in itertools.product(("", "scipy_"), ("", "64_", "_64")):
+                getter = getattr(library, f"{prefix}openblas_get_num_threads{suffix}", None)
+                setter = getattr(library, f"{prefix}openblas_set_num_threads{suffix}", None)
+                if getter is not None and setter is not None:
+                    getter.restype, getter.argtypes = ctypes.c_int, []
+                    setter.restype, setter.argtypes = None, [ctypes.c_int]
+                    self._get, self._set = getter, setter
+                    return
+
+    def get(self) -> int:
+        if self._get is not None:
+            return int(self._get())
+        return int(self.controller.num_threads or 1)
+
+    def set(self, num_threads: int) -> None:
+        if self._set is not None:
+            self._set(num_threads)
+        else:
+            self.controller.set_num_threads(num_threads)
+
+
+_blas_libraries: dict[str, _BlasThreads] = {}  # by file path
+_blas_modules_seen = -1  # len(sys.modules) at the last look for BLAS libraries
+_blas_condition = threading.Condition()
+_blas_depth: dict[int, int] = {}  # thread ident -> how many blocks it is inside
+_blas_saved: dict[_BlasThreads, int] | None = None  # counts we lowered to 1, to give back
+_blas_idle_since = 0.0
+_restorer: threading.Thread | None = None
+
+
+def _blas() -> list[_BlasThreads]:
+    """The BLAS libraries loaded in this process. Looking costs milliseconds, so it is
+    done again only when modules were imported since the last look (importing is how a
+    new BLAS arrives: scipy's, torch's)."""
+    global _blas_modules_seen
+    if len(sys.modules) != _blas_modules_seen:
+        _blas_modules_seen = len(sys.modules)
+        controller = ThreadpoolController().select(user_api="blas")
+        for library in controller.lib_controllers:
+            if library.filepath not in _blas_libraries:
+                _blas_libraries[library.filepath] = _BlasThreads(library)
+    return list(_blas_libraries.values())
+
+
+def _limit_blas_to_one() -> None:
+    """Lower every BLAS running more than one thread to one, remembering its count.
+
+    A count already lowered keeps its remembered value; a count someone raised since is
+    lowered again and its new value remembered.
+    """
+    global _blas_saved
+    saved = {} if _blas_saved is None else _blas_saved
+    for library in _blas():
+        threads = library.get()
+        if threads > 1:
+            library.set(1)
+            saved[library] = threads
+    _blas_saved = saved
+
+
+def _restore_blas_now() -> None:
+    """Give back the counts we lowered, where they are still the one thread we set."""
+    global _blas_saved
+    for library, threads in (_blas_saved or {}).items():
+        if library.get() == 1:
+            library.set(threads)
+    _blas_saved = None
 
 
 @contextmanager
@@ -106,24 +240,30 @@ def single_threaded_blas() -> Iterator[None]:
 
     Every multi-worker call of the fast layers runs inside it: BLAS threads left spinning
     by a multi-threaded GEMM steal the cores from the workers. Giving BLAS its threads
-    back after every call would wake those threads again, so the original limit returns
+    back after every call would wake those threads again, so the original count returns
     only once no block has been active for ``BLAS_RESTORE_DELAY`` seconds (or at once
     with :func:`restore_blas_threads`). Reference-counted across threads.
+
+    It only ever lowers a count to one and gives back exactly the count it found, and
+    only if the count is still one then: a limit the user set (with threadpoolctl or
+    otherwise) is never raised, and a count the user changed meanwhile is left as they set
+    it. A ``threadpool_limits`` block entered during the delay records the one thread as
+    its original; call :func:`restore_blas_threads` before such a block.
     """
-    global _blas, _blas_users, _blas_limiter, _blas_idle_since
+    global _blas_idle_since
+    me = threading.get_ident()
     with _blas_condition:
-        if _blas is None:
-            _blas = ThreadpoolController().select(user_api="blas")
-        if _blas_limiter is None and _blas.lib_controllers:
-            _release_blas_control()
-            _blas_limiter = _blas.limit(limits=1)
-        _blas_users += 1
+        if not _blas_depth:
+            _limit_blas_to_one()
+        _blas_depth[me] = _blas_depth.get(me, 0) + 1
     try:
         yield
     finally:
         with _blas_condition:
-            _blas_users -= 1
-            if _blas_users == 0 and _blas_limiter is not None:
+            _blas_depth[me] -= 1
+            if not _blas_depth[me]:
+                del _blas_depth[me]
+            if not _blas_depth and _blas_saved is not None:
                 _blas_idle_since = time.monotonic()
                 _start_restorer()
                 _blas_condition.notify_all()
@@ -132,16 +272,8 @@ def single_threaded_blas() -> Iterator[None]:
 def restore_blas_threads() -> None:
     """Give numpy's BLAS its original thread count now, unless a fast layer is running."""
     with _blas_condition:
-        if _blas_users == 0 and _blas_limiter is not None:
+        if not _blas_depth and _blas_saved is not None:
             _restore_blas_now()
-
-
-def _restore_blas_now() -> None:
-    global _blas_limiter
-    _release_blas_control()
-    _blas_limiter.restore_original_limits()
-    _blas_limiter = None
-    _release_blas_control()
 
 
 def _start_restorer() -> None:
@@ -154,10 +286,11 @@ def _start_restorer() -> None:
 
 
 def _restore_when_idle() -> None:
-    """Restorer thread: put BLAS's limit back once the fast layers have been idle a while."""
+    """Restorer thread: give BLAS its threads back once the fast layers have been idle a
+    while."""
     with _blas_condition:
         while True:
-            if _blas_limiter is None or _blas_users > 0:
+            if _blas_saved is None or _blas_depth:
                 _blas_condition.wait()
                 continue
             remaining = _blas_idle_since + BLAS_RESTORE_DELAY - time.monotonic()
@@ -167,22 +300,37 @@ def _restore_when_idle() -> None:
             _restore_blas_now()
 
 
-def _forget_threads_after_fork() -> None:
-    """In a forked child no worker or restorer thread exists: start afresh, and if the
-    parent had limited BLAS, give the child's BLAS its threads back after the usual delay."""
-    global _executor, _executor_lock, _restorer, _blas_condition, _blas_users, _blas_idle_since
+def _before_fork() -> None:
+    _blas_condition.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _blas_condition.release()
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child only the forking thread exists: no workers, no restorer, and only
+    its own blocks are still open. Once none is, the child gives BLAS back its threads
+    after the usual delay, like the parent."""
+    global _executor, _executor_lock, _restorer, _blas_condition, _blas_depth
+    global _blas_idle_since
     _executor = None
     _executor_lock = threading.Lock()
     _restorer = None
     _blas_condition = threading.Condition()
-    _blas_users = 0
-    if _blas_limiter is not None:
+    me = threading.get_ident()
+    _blas_depth = {me: _blas_depth[me]} if me in _blas_depth else {}
+    if not _blas_depth and _blas_saved is not None:
         _blas_idle_since = time.monotonic()
         _start_restorer()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_threads_after_fork)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
 
 
 def split(total: int, parts: int) -> list[tuple[int, int]]:
@@ -206,8 +354,11 @@ def map_groups(
     if len(groups) <= 1:
         return [work(start, stop) for start, stop in groups]
     workers = _workers(threads - 1)
+    cpus = _worker_cpus(len(groups) - 1)
     with single_threaded_blas():
-        futures = [workers.submit(work, start, stop) for start, stop in groups[1:]]
+        futures = [
+            workers.submit(_run_placed, cpus, work, start, stop) for start, stop in groups[1:]
+        ]
         try:
             first = work(*groups[0])
         finally:

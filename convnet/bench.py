@@ -25,6 +25,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from convnet import _backend, nn
+from convnet._blas_core import openblas_cores
 from convnet._memory import keep_freed_memory
 from convnet._parallel import set_num_threads
 from convnet.fast_layers import (
@@ -405,22 +406,48 @@ def conv_table(args, torch, rng) -> list[str]:
     return _print_table(header, 14, rows)
 
 
+def pool_regimes(args, torch, rng):
+    """Time every pooling case and dtype in both regimes; yield (threads, name, case,
+    dtype, steady, cold, naive_ms): steady is ``--steady-calls`` back-to-back calls after
+    the usual pause, cold a single call after ``--cold-pause`` seconds and an untimed
+    call (what the first layer calls after an idle moment see)."""
+    for threads in args.threads:
+        set_num_threads(threads)
+        if torch is not None:
+            torch.set_num_threads(threads)
+        with threadpool_limits(threads):
+            for name in args.pool_cases:
+                case = POOL_CASES[name]
+                for dtype in args.dtypes:
+                    candidates, naive = pool_candidates(case, dtype, torch, rng)
+                    steady = interleaved_medians(
+                        candidates, args.repeats, args.pause, args.steady_calls
+                    )
+                    cold = interleaved_medians(candidates, args.repeats, args.cold_pause, 1)
+                    run_naive = args.naive == "all" or (
+                        args.naive == "default" and name in NAIVE_BY_DEFAULT
+                    )
+                    naive_ms = time_once_ms(naive) if run_naive else None
+                    yield threads, name, case, dtype, steady, cold, naive_ms
+
+
 def pool_table(args, torch, rng) -> list[str]:
     header = (
-        "| case | dtype | thr | window/stride | naive f+b | fast f+b | torch f+b | copy x "
-        "| fast/torch | naive/fast |"
+        "| case | dtype | thr | window/stride | naive f+b | copy x | steady: fast | torch "
+        "| fast/torch | cold: fast | torch | fast/torch | naive/fast |"
     )
     rows = (
         f"| {name} {case.x_shape} | {dtype.name} | {threads} "
         f"| {case.window}x{case.window}/{case.stride} | {_ms(naive_ms)} "
-        f"| {_ms(times['fast f+b'])} | {_ms(times.get('torch f+b'))} "
-        f"| {_ms(times['copy x'])} | {_ratio(times['fast f+b'], times.get('torch f+b'))} "
-        f"| {_ratio(naive_ms, times['fast f+b'])} |"
-        for threads, name, case, dtype, times, naive_ms in measurements(
-            args, torch, rng, args.pool_cases, POOL_CASES, pool_candidates
-        )
+        f"| {_ms(steady['copy x'])} | {_ms(steady['fast f+b'])} "
+        f"| {_ms(steady.get('torch f+b'))} "
+        f"| {_ratio(steady['fast f+b'], steady.get('torch f+b'))} "
+        f"| {_ms(cold['fast f+b'])} | {_ms(cold.get('torch f+b'))} "
+        f"| {_ratio(cold['fast f+b'], cold.get('torch f+b'))} "
+        f"| {_ratio(naive_ms, steady['fast f+b'])} |"
+        for threads, name, case, dtype, steady, cold, naive_ms in pool_regimes(args, torch, rng)
     )
-    return _print_table(header, 10, rows)
+    return _print_table(header, 13, rows)
 
 
 def transpose_table(args, torch, rng) -> list[str]:
@@ -531,6 +558,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--pause", type=float, default=0.1, help="seconds of pause before each timed call"
     )
     parser.add_argument(
+        "--steady-calls",
+        type=int,
+        default=20,
+        help="back-to-back calls per steady-state pooling sample (default 20)",
+    )
+    parser.add_argument(
+        "--cold-pause",
+        type=float,
+        default=0.25,
+        help="seconds of idle before each cold pooling call (default 0.25)",
+    )
+    parser.add_argument(
         "--naive",
         choices=("default", "all", "none"),
         default="default",
@@ -561,7 +600,8 @@ def main(argv: list[str] | None = None) -> int:
     torch = None if args.no_torch else _torch(max(args.threads))
     rng = np.random.default_rng(args.seed)
     print(
-        f"convnet backend {_backend.BACKEND}; numpy {np.__version__}; "
+        f"convnet backend {_backend.BACKEND}; numpy {np.__version__} "
+        f"(OpenBLAS core {','.join(openblas_cores()) or '-'}); "
         f"torch {getattr(torch, '__version__', 'absent')}; {platform.machine()}, "
         f"{platform.processor() or 'cpu'}; ms per call, median of {args.repeats} interleaved "
         f"samples of {args.calls} back-to-back calls"
@@ -570,7 +610,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\nConvolution (fwd = forward; f+b = forward + backward, input gradient included)")
         conv_table(args, torch, rng)
     if args.pool_cases:
-        print("\nMax pool, forward + backward")
+        print(
+            f"\nMax pool, forward + backward: steady = {args.steady_calls} back-to-back "
+            f"calls; cold = one call after a {args.cold_pause} s pause and an untimed call"
+        )
         pool_table(args, torch, rng)
     if args.transpose_cases:
         print("\nTransposed convolution (fwd = forward; f+b = forward + backward)")

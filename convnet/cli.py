@@ -39,6 +39,7 @@ import numpy as np
 
 from convnet import distributed, optim
 from convnet._io import atomic_open, write_text
+from convnet._memory import keep_freed_memory
 from convnet._version import __version__
 from convnet.checkpoint import CHECKPOINT_NAME
 
@@ -655,6 +656,7 @@ def _train_on(args: argparse.Namespace, ranks: distributed.Ranks) -> int:
         model = _build_model(options, dataset)
     out = ranks.run_on_root(_prepare_output, args, checkpoint, options, dataset)
 
+    keep_freed_memory()  # process-wide, so the command does it, not the library's Solver
     with _user_errors():
         solver = Solver(
             model,

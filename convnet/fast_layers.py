@@ -107,13 +107,14 @@ def _worker_count(amount: int, small: int) -> int | None:
     return 1 if amount < small else None
 
 
-def _small_pool(dtype: np.dtype, geo: PoolGeometry) -> int:
+def _small_pool(geo: PoolGeometry) -> int:
     """Input size below which a pool runs on the calling thread alone.
 
-    The 2x2 stride-2 float32 loop is vectorized and memory-bound: one thread is faster
-    up to a few MiB (measured). Other windows and float64 are compute-bound.
+    The 2x2 stride-2 loop is vectorized and memory-bound in both dtypes: one thread is
+    faster up to a few MiB (measured). Other windows do several times more work per
+    element, so a second thread repays itself sooner.
     """
-    if dtype == np.float32 and geo[:4] == (2, 2, 2, 2):
+    if geo[:4] == (2, 2, 2, 2):
         return SMALL_VECTORIZED_POOL_ELEMENTS
     return SMALL_POOL_ELEMENTS
 
@@ -844,7 +845,7 @@ def max_pool_forward_fast(x: np.ndarray, pool_param: dict) -> tuple[np.ndarray, 
     def forward_group(start: int, stop: int) -> None:
         kernel.max_pool_forward(x_c[start:stop], out[start:stop], argmax[start:stop], *window)
 
-    map_groups(forward_group, num, _worker_count(x.size, _small_pool(x.dtype, geo)))
+    map_groups(forward_group, num, _worker_count(x.size, _small_pool(geo)))
     return out, PoolCache(x, geo, argmax)
 
 
@@ -879,7 +880,7 @@ def max_pool_backward_fast(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     def backward_group(start: int, stop: int) -> None:
         kernel.max_pool_backward(dout_c[start:stop], argmax[start:stop], dx[start:stop])
 
-    map_groups(backward_group, x.shape[0], _worker_count(x.size, _small_pool(x.dtype, geo)))
+    map_groups(backward_group, x.shape[0], _worker_count(x.size, _small_pool(geo)))
     return dx
 
 

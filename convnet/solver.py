@@ -27,7 +27,6 @@ import numpy as np
 
 from convnet import checkpoint as checkpoint_format
 from convnet._io import stderr_is_interactive
-from convnet._memory import keep_freed_memory
 from convnet.checkpoint import CHECKPOINT_NAME
 from convnet.distributed import Ranks, raised_on_every_rank
 from convnet.optim import UPDATE_RULES
@@ -399,10 +398,10 @@ class Solver:
 
         Notes
         -----
-        Calls :func:`convnet.keep_freed_memory` first: every step allocates the same
-        large arrays again, and reusing freed memory spares a page fault per page.
+        Every step allocates the same large arrays again; :func:`convnet.keep_freed_memory`
+        (process-wide, so the Solver leaves it to you; ``convnet train`` calls it) makes
+        glibc reuse freed memory and spares a page fault per page.
         """
-        keep_freed_memory()
         X_train, y_train = self.data["X_train"], self.data["y_train"]
         num_train = X_train.shape[0]
         iterations_per_epoch = self._iterations_per_epoch()

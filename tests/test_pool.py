@@ -166,6 +166,57 @@ def test_fast_matches_naive(geo, dtype, kind, threads, seed, restore_num_threads
     assert_matches(dx_naive, first_max_gradient(x, dout, geo))
 
 
+def sprinkle_specials(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """x with about one entry in eight replaced by NaN, +inf, -inf, 0.0 or -0.0."""
+    specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0], dtype=x.dtype)
+    mask = rng.random(x.shape) < 0.125
+    x = x.copy()
+    x[mask] = rng.choice(specials, size=int(mask.sum()))
+    return x
+
+
+@st.composite
+def wide_geometries(draw):
+    """Rows long enough for the kernels' vectorized loops (8 or 16 lanes and a tail)."""
+    if draw(st.booleans()):
+        pool_h = pool_w = stride_h = stride_w = 2
+    else:
+        pool_h, pool_w = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+        stride_h, stride_w = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    return Geometry(
+        draw(st.integers(1, 2)),
+        draw(st.integers(1, 2)),
+        draw(st.integers(pool_h, 9)),
+        draw(st.integers(max(pool_w, 17), 75)),
+        pool_h,
+        pool_w,
+        (stride_h, stride_w),
+    )
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=60)
+@given(
+    geo=wide_geometries(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    kind=st.sampled_from(["continuous", "relu", "integers"]),
+    specials=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_fast_matches_naive_on_wide_rows_with_nan_and_inf(geo, dtype, kind, specials, seed):
+    rng = np.random.default_rng(seed)
+    x = make_input(kind, geo.x_shape(), rng, dtype)
+    if specials:
+        x = sprinkle_specials(x, rng)
+    dout = rng.standard_normal(geo.out_shape()).astype(dtype)
+    out_naive, cache_naive = max_pool_forward_naive(x, geo.pool_param())
+    out_fast, cache_fast = max_pool_forward_fast(x, geo.pool_param())
+    np.testing.assert_array_equal(out_fast, out_naive)
+    np.testing.assert_array_equal(np.signbit(out_fast), np.signbit(out_naive))
+    assert_matches(
+        max_pool_backward_fast(dout, cache_fast), max_pool_backward_naive(dout, cache_naive)
+    )
+
+
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_empty_batch(impl, dtype):
@@ -351,3 +402,21 @@ def test_zero_channels(impl):
     out, cache = forward(np.zeros(geo.x_shape()), geo.pool_param())
     assert out.shape == geo.out_shape()
     assert backward(np.zeros(geo.out_shape()), cache).shape == geo.x_shape()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("pool_h", "pool_w", "stride"), [(3, 3, 2), (2, 3, (3, 1)), (4, 2, 1), (1, 5, (2, 4))]
+)
+def test_tall_wide_planes_pooled_in_several_bands_match_naive(pool_h, pool_w, stride, dtype):
+    """Planes of 100x300: the kernel pools them in several bands of rows."""
+    rng = np.random.default_rng(7)
+    x = sprinkle_specials(rng.integers(-3, 4, size=(1, 2, 100, 300)).astype(dtype), rng)
+    param = {"pool_height": pool_h, "pool_width": pool_w, "stride": stride}
+    out_naive, cache_naive = max_pool_forward_naive(x, param)
+    out_fast, cache_fast = max_pool_forward_fast(x, param)
+    np.testing.assert_array_equal(out_fast, out_naive)
+    dout = rng.standard_normal(out_naive.shape).astype(dtype)
+    assert_matches(
+        max_pool_backward_fast(dout, cache_fast), max_pool_backward_naive(dout, cache_naive)
+    )
