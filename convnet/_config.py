@@ -10,6 +10,7 @@ import numpy as np
 from convnet import _backend
 from convnet._parallel import get_num_threads
 from convnet._version import __version__
+from convnet.distributed import launch_info
 
 
 def _blas_description() -> str:
@@ -28,6 +29,7 @@ def config_info() -> dict[str, Any]:
         "backend": _backend.BACKEND,
         "naive_reason": _backend.naive_reason,
         "threads": threads,
+        "mpi": launch_info(),
         "numpy": np.__version__,
         "blas": _blas_description(),
         "python": platform.python_version(),
@@ -36,7 +38,8 @@ def config_info() -> dict[str, Any]:
 
 
 def show_config() -> None:
-    """Print the convnet version, the backend, the worker threads and numpy's BLAS."""
+    """Print the convnet version, the backend, the worker threads and numpy's BLAS (and
+    under an MPI launcher, this process's rank)."""
     info = config_info()
     print(f"convnet {info['convnet']}")
     backend = info["backend"]
@@ -50,5 +53,11 @@ def show_config() -> None:
     if info["backend"] == "naive":
         threads += " (unused by the naive backend)"
     print(f"  threads:  {threads}")
+    if info["mpi"] is not None:
+        mpi = info["mpi"]
+        print(
+            f"  mpi:      rank {mpi['rank']} of {mpi['size']} ({mpi['local_size']} ranks on "
+            "this machine share its cores)"
+        )
     print(f"  numpy:    {info['numpy']} (BLAS: {info['blas']})")
     print(f"  python:   {info['python']} on {info['machine']}")

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from convnet.distributed import ranks_on_this_node
+
 Result = TypeVar("Result")
 
 
@@ -31,9 +33,10 @@ def _default_threads() -> int:
         except ValueError:
             pass
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    return max(1, cores // ranks_on_this_node())
 
 
 _num_threads = _default_threads()
@@ -51,7 +54,7 @@ _restorer: threading.Thread | None = None
 
 def get_num_threads() -> int:
     """Threads the fast layers use (``CONVNET_NUM_THREADS``, else ``OMP_NUM_THREADS``,
-    else the cores this process may run on)."""
+    else the cores this process may run on divided by the MPI ranks on this machine)."""
     return _num_threads
 
 

@@ -11,6 +11,10 @@ split of its dataset; ``convnet predict RUN/model.npz IMAGES.npy`` writes its la
 
 A user error (a missing dataset, a bad option, a damaged file, a bad ``CONVNET_BACKEND``)
 prints one line to stderr and exits with status 2; a bug still shows its traceback.
+
+Under ``mpiexec -n N`` (N > 1) ``convnet train`` trains data-parallel over the N ranks
+(:mod:`convnet.distributed`): rank 0 reads the checkpoint and saved options, makes the run
+folder, writes every file and prints; an error on one rank ends every rank.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import io
 import itertools
 import json
@@ -32,7 +37,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from convnet import optim
+from convnet import distributed, optim
 from convnet._io import atomic_open, write_text
 from convnet._version import __version__
 from convnet.checkpoint import CHECKPOINT_NAME
@@ -457,11 +462,17 @@ def _first_layer_filters(model: Any, image_shape: tuple[int, ...]) -> np.ndarray
     return None
 
 
-def _score(model: Any, X: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Accuracy and loss on the first ACCURACY_SAMPLES images (all of them for small sets)."""
+def _score(
+    model: Any, X: np.ndarray, y: np.ndarray, ranks: distributed.Ranks | None = None
+) -> tuple[float, float]:
+    """Accuracy and loss on the first ACCURACY_SAMPLES images (all of them for small sets),
+    each rank of ``ranks`` scoring its share."""
     from convnet.solver import evaluate
 
-    return evaluate(model, X[:ACCURACY_SAMPLES], y[:ACCURACY_SAMPLES])
+    ranks = ranks or distributed.Ranks()
+    return ranks.mean_over_shares(
+        functools.partial(evaluate, model), X[:ACCURACY_SAMPLES], y[:ACCURACY_SAMPLES]
+    )
 
 
 def _plural(count: int, noun: str) -> str:
@@ -553,31 +564,71 @@ def _save_preprocessing(out: Path, dataset: dict[str, np.ndarray]) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    ranks = distributed.Ranks(distributed.world())
+    with ranks.abort_on_error(quiet=(UsageError,)):
+        if not ranks.distributed:
+            return _train_on(args, ranks)
+        from threadpoolctl import threadpool_limits
+
+        from convnet._parallel import get_num_threads
+
+        # the ranks share the machine's cores: BLAS calls outside the fast layers too
+        with threadpool_limits(limits=get_num_threads(), user_api="blas"):
+            return _train_on(args, ranks)
+
+
+def _run_plan(args: argparse.Namespace) -> tuple[Path | None, dict[str, Any], int | None]:
+    """The checkpoint to resume from, the run's options and the epoch the checkpoint holds."""
     from convnet import checkpoint as checkpoint_format
+
+    checkpoint = _checkpoint_to_resume(args)
+    saved = _read_saved_options(checkpoint.parent / OPTIONS_FILE) if checkpoint else {}
+    options = _resolve_options(args, saved)
+    done = None
+    if checkpoint is not None:
+        with _user_errors():
+            done = checkpoint_format.load_checkpoint(checkpoint)["epoch"]
+    return checkpoint, options, done
+
+
+def _prepare_output(
+    args: argparse.Namespace,
+    checkpoint: Path | None,
+    options: dict[str, Any],
+    dataset: dict[str, np.ndarray],
+) -> Path:
+    out = _output_folder(args, checkpoint)
+    write_text(out / OPTIONS_FILE, json.dumps(options, indent=2) + "\n")
+    _save_preprocessing(out, dataset)
+    return out
+
+
+def _train_on(args: argparse.Namespace, ranks: distributed.Ranks) -> int:
+    """``convnet train`` on one process or as one of the ranks of ``ranks``: rank 0 alone
+    reads the checkpoint and options, makes the folder, writes the files and prints."""
     from convnet._backend import BACKEND, naive_reason
     from convnet.plots import plot_curves, plot_filters
     from convnet.solver import Solver, TrainingDiverged
 
     started = time.perf_counter()
-    checkpoint = _checkpoint_to_resume(args)
-    saved = _read_saved_options(checkpoint.parent / OPTIONS_FILE) if checkpoint else {}
-    options = _resolve_options(args, saved)
-    if checkpoint is not None:
-        with _user_errors():
-            done = checkpoint_format.load_checkpoint(checkpoint)["epoch"]
-        if done >= options["epochs"]:
+    checkpoint, options, done = ranks.run_on_root(_run_plan, args)
+    if done is not None and done >= options["epochs"]:
+        if ranks.is_root:
             print(
                 f"convnet: nothing left to train: {checkpoint} holds epoch {done} of "
                 f"{options['epochs']}; pass --epochs with more than {done} to train further "
                 "(the run's files were left as they were)"
             )
-            return 0
-    dataset = _load_data(options, download=args.download)
+        return 0
+    # rank 0 loads (and with --download fetches) the data first, then the others
+    first: dict[str, Any] = {}
+    ranks.run_on_root(
+        lambda: first.setdefault("dataset", _load_data(options, download=args.download))
+    )
+    dataset = first.get("dataset") or _load_data(options, download=args.download)
     with _user_errors():
         model = _build_model(options, dataset)
-    out = _output_folder(args, checkpoint)
-    write_text(out / OPTIONS_FILE, json.dumps(options, indent=2) + "\n")
-    _save_preprocessing(out, dataset)
+    out = ranks.run_on_root(_prepare_output, args, checkpoint, options, dataset)
 
     with _user_errors():
         solver = Solver(
@@ -593,6 +644,7 @@ def _train(args: argparse.Namespace) -> int:
             checkpoint_dir=out,
             verbose=not args.quiet,
             resume_from=checkpoint,
+            comm=ranks.comm,
         )
     try:
         solver.train()
@@ -604,12 +656,11 @@ def _train(args: argparse.Namespace) -> int:
         )
         return EXIT_INTERRUPTED
     except TrainingDiverged as error:
-        print(f"convnet: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        return _fail(EXIT_FAILED, f"convnet: {error}")
 
-    val_accuracy, val_loss = _score(model, dataset["X_val"], dataset["y_val"])
-    train_accuracy, _ = _score(model, dataset["X_train"], dataset["y_train"])
-    test_accuracy, test_loss = _score(model, dataset["X_test"], dataset["y_test"])
+    val_accuracy, val_loss = _score(model, dataset["X_val"], dataset["y_val"], ranks)
+    train_accuracy, _ = _score(model, dataset["X_train"], dataset["y_train"], ranks)
+    test_accuracy, test_loss = _score(model, dataset["X_test"], dataset["y_test"], ranks)
     summary = {
         "val_accuracy": val_accuracy,
         "val_loss": val_loss,
@@ -626,6 +677,8 @@ def _train(args: argparse.Namespace) -> int:
         "final_loss": solver.loss_history[-1] if solver.loss_history else None,
         "epoch_loss_history": solver.epoch_loss_history,
         "val_loss_history": solver.val_loss_history,
+        "ranks": ranks.size,
+        "communication_seconds": round(solver.ranks.communication_seconds, 6),
         "train_acc_history": solver.train_acc_history,
         "val_acc_history": solver.val_acc_history,
         "backend": BACKEND,
@@ -634,6 +687,8 @@ def _train(args: argparse.Namespace) -> int:
         "options": options,
         "model_config": model.config(),
     }
+    if not ranks.is_root:
+        return 0
     from convnet.models import save_model
 
     save_model(model, out / "model.npz")
@@ -812,11 +867,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         return code
     except UsageError as error:
-        print(f"convnet: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(EXIT_USAGE, f"convnet: error: {error}")
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
-        print("convnet: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _fail(EXIT_INTERRUPTED, "convnet: interrupted")
+
+
+def _fail(status: int, message: str) -> int:
+    """Print ``message`` to stderr (on MPI rank 0 alone: an error that reaches ``main``
+    under MPI happened alike on every rank) and return ``status``."""
+    if distributed.launched_rank() == 0:
+        print(message, file=sys.stderr)
+    return status

@@ -13,11 +13,13 @@ never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,12 +29,26 @@ from convnet import checkpoint as checkpoint_format
 from convnet._io import stderr_is_interactive
 from convnet._memory import keep_freed_memory
 from convnet.checkpoint import CHECKPOINT_NAME
+from convnet.distributed import Ranks, raised_on_every_rank
 from convnet.optim import UPDATE_RULES
 
 __all__ = ["CHECKPOINT_NAME", "Model", "Solver", "TrainingDiverged"]
 
 DIVERGENCE_FACTOR = 1e4
 _DATA_KEYS = ("X_train", "y_train", "X_val", "y_val")
+# What every rank takes from rank 0 at the start (besides the parameters and generators).
+_SHARED_STATE = (
+    "epoch",
+    "iteration",
+    "loss_history",
+    "epoch_loss_history",
+    "val_loss_history",
+    "train_acc_history",
+    "val_acc_history",
+    "best_val_acc",
+    "best_params",
+    "optim_configs",
+)
 
 UpdateRule = Callable[[np.ndarray, np.ndarray, dict], tuple[np.ndarray, dict]]
 
@@ -189,6 +205,19 @@ class Solver:
     divergence_factor : float
         Training stops with :class:`TrainingDiverged` when a step's loss is NaN, infinite,
         or more than this many times the first loss of the run.
+    comm : mpi4py.MPI.Comm, optional
+        Train data-parallel over this communicator's ranks (see :mod:`convnet.distributed`);
+        None trains in this process alone. Every rank builds the same model and passes the
+        same data and options; all ranks take rank 0's parameters, generator states and
+        (read on rank 0 alone) checkpoint, each computes the gradients of its slice of every
+        batch of ``batch_size`` images, and the Allreduced gradients give every rank the same
+        update. Rank 0 alone shows progress, prints and writes checkpoints. A model's
+        generators (dropout masks) draw a different stream on each rank, rank 0 the one a
+        single process would draw; its running statistics (``model.buffers()``, or the
+        ``running_*`` arrays of CS231n's ``model.bn_params``) start as rank 0's and are
+        averaged over the ranks before every evaluation. An exception on one rank inside
+        :meth:`train` ends every rank (see :meth:`convnet.distributed.Ranks.abort_on_error`);
+        run scripts with ``python -m mpi4py`` for the same elsewhere.
 
     Attributes
     ----------
@@ -210,6 +239,8 @@ class Solver:
         Wall time of the last :meth:`train` call, and its training throughput.
     last_checkpoint : Path or None
         The checkpoint this solver wrote last.
+    ranks : convnet.distributed.Ranks
+        This rank and the number of ranks (one without ``comm``).
     """
 
     def __init__(
@@ -231,6 +262,7 @@ class Solver:
         verbose: bool = False,
         resume_from: str | os.PathLike | None = None,
         divergence_factor: float = DIVERGENCE_FACTOR,
+        comm: Any = None,
     ) -> None:
         if not (isinstance(batch_size, int) and batch_size >= 1):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -246,6 +278,7 @@ class Solver:
         ):
             if value is not None and not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        self.ranks = Ranks(comm)
         self.model = model
         self.data = _check_data(data)
         self.update_rule_name, self.update_rule = _resolve_update_rule(update_rule)
@@ -255,10 +288,10 @@ class Solver:
         self.num_train_samples = num_train_samples
         self.num_val_samples = num_val_samples
         self.seed = seed
-        self.progress = progress
+        self.progress = progress and self.ranks.is_root
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.print_every = print_every
-        self.verbose = verbose
+        self.verbose = verbose and self.ranks.is_root
         self.divergence_factor = float(divergence_factor)
 
         self.rng = np.random.default_rng(seed)
@@ -278,7 +311,25 @@ class Solver:
         self.images_per_second = 0.0
         self.last_checkpoint: Path | None = None
         if resume_from is not None:
-            self.load_checkpoint(resume_from)
+            self.ranks.run_on_root(self.load_checkpoint, resume_from)
+        if self.ranks.distributed:
+            self._take_state_of_rank_0()
+
+    def _take_state_of_rank_0(self) -> None:
+        """Check every rank has data of the same shapes, then copy rank 0's parameters,
+        training state and generators to every rank (each rank's model generators then
+        jump to their own stream)."""
+        shapes = {key: value.shape for key, value in self.data.items()}
+        self.ranks.check_same("the shapes of the data", shapes)
+        self.ranks.broadcast_arrays(self.model.params)
+        self.ranks.broadcast_statistics(self.model)
+        shared = {key: getattr(self, key) for key in _SHARED_STATE}
+        shared["rng_state"] = self.rng.bit_generator.state
+        shared = self.ranks.broadcast(shared)
+        self.rng.bit_generator.state = shared.pop("rng_state")
+        for key, value in shared.items():
+            setattr(self, key, value)
+        self.ranks.split_generators(_model_generators(self.model))
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -312,9 +363,11 @@ class Solver:
             return None
         return tqdm(total=total, unit="batch", dynamic_ncols=True)
 
-    def _step(self, X_batch: np.ndarray, y_batch: np.ndarray, epoch: int, iteration: int) -> float:
-        loss, grads = self.model.loss(X_batch, y_batch)
-        loss = float(loss)
+    def _step(
+        self, X_batch: np.ndarray, y_batch: np.ndarray, total: int, epoch: int, iteration: int
+    ) -> float:
+        """One update from this rank's ``X_batch`` of a global batch of ``total`` images."""
+        loss, grads = self.ranks.loss_and_gradients(self.model, X_batch, y_batch, total)
         first = self.loss_history[0] if self.loss_history else abs(loss)
         limit = self.divergence_factor * max(first, np.finfo(np.float64).tiny)
         if not (math.isfinite(loss) and loss <= limit):
@@ -323,7 +376,7 @@ class Solver:
                 detail = f" (more than {self.divergence_factor:g} times the first loss {first:g})"
             if self.last_checkpoint is not None:
                 detail += f" (the checkpoint of epoch {self.epoch} is {self.last_checkpoint})"
-            raise TrainingDiverged(loss, epoch, iteration, detail)
+            raise raised_on_every_rank(TrainingDiverged(loss, epoch, iteration, detail))
         for name, value in self.model.params.items():
             next_value, config = self.update_rule(value, grads[name], self.optim_configs[name])
             self.model.params[name] = next_value
@@ -357,7 +410,9 @@ class Solver:
         step_seconds = 0.0
         images = 0
         started = time.perf_counter()
-        try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self.ranks.abort_on_error(self._checkpoint_hint))
+            stack.callback(self._finish_training, bar, started)
             while self.epoch < self.num_epochs:
                 epoch = self.epoch + 1
                 if bar is not None:
@@ -365,8 +420,9 @@ class Solver:
                 order = self.rng.permutation(num_train)
                 for batch in range(iterations_per_epoch):
                     indices = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+                    mine = indices[self.ranks.share(indices.size)]
                     step_started = time.perf_counter()
-                    loss = self._step(X_train[indices], y_train[indices], epoch, batch + 1)
+                    loss = self._step(X_train[mine], y_train[mine], indices.size, epoch, batch + 1)
                     step_seconds += time.perf_counter() - step_started
                     images += indices.size
                     self.iteration += 1
@@ -379,34 +435,41 @@ class Solver:
                     if self.verbose and self.print_every and self.iteration % self.print_every == 0:
                         self._log(f"iteration {self.iteration}: loss {loss:.6f}", bar)
                 self._end_epoch(bar)
-        finally:
-            if bar is not None:
-                bar.close()
-            self.train_seconds = time.perf_counter() - started
         if self.best_params:
             for name, value in self.best_params.items():
                 self.model.params[name] = value.copy()
         return self.history
+
+    def _finish_training(self, bar: Any, started: float) -> None:
+        if bar is not None:
+            bar.close()
+        self.train_seconds = time.perf_counter() - started
+
+    def _checkpoint_hint(self) -> str:
+        if self.checkpoint_dir is None or self.epoch == 0:
+            return "no checkpoint was written"
+        return f"rank 0's {self.checkpoint_path} holds epoch {self.epoch}"
 
     def _end_epoch(self, bar: Any) -> None:
         self.epoch += 1
         for config in self.optim_configs.values():
             if "learning_rate" in config:
                 config["learning_rate"] *= self.lr_decay
+        self.ranks.average_statistics(self.model)
         epoch_losses = self.loss_history[-self._iterations_per_epoch() :]
         self.epoch_loss_history.append(float(np.mean(epoch_losses)))
         train_acc = self.check_accuracy(
             self.data["X_train"], self.data["y_train"], num_samples=self.num_train_samples
         )
         X_val, y_val = self._sample(self.data["X_val"], self.data["y_val"], self.num_val_samples)
-        val_acc, val_loss = evaluate(self.model, X_val, y_val)
+        val_acc, val_loss = self.ranks.mean_over_shares(partial(evaluate, self.model), X_val, y_val)
         self.train_acc_history.append(train_acc)
         self.val_acc_history.append(val_acc)
         self.val_loss_history.append(val_loss)
         if self.best_val_acc is None or val_acc > self.best_val_acc:
             self.best_val_acc = val_acc
             self.best_params = {name: value.copy() for name, value in self.model.params.items()}
-        if self.checkpoint_dir is not None:
+        if self.checkpoint_dir is not None and self.ranks.is_root:
             self.save_checkpoint()
         if self.verbose:
             self._log(
@@ -455,12 +518,19 @@ class Solver:
         Returns
         -------
         float
+
+        Notes
+        -----
+        With a communicator every rank must call it: each scores its share of the images
+        and the counts of correct answers are summed.
         """
         X, y = np.asarray(X), np.asarray(y)
         if X.shape[0] == 0 or y.shape != (X.shape[0],):
             raise ValueError(f"need a non-empty X (N, ...) and y (N,), got {X.shape}, {y.shape}")
         X, y = self._sample(X, y, num_samples)
-        return float(np.mean(self.predict(X, batch_size) == y))
+        mine = self.ranks.share(X.shape[0])
+        correct = int(np.count_nonzero(self.predict(X[mine], batch_size) == y[mine]))
+        return self.ranks.sum(correct) / X.shape[0]
 
     def _sample(
         self, X: np.ndarray, y: np.ndarray, num_samples: int | None
