@@ -36,8 +36,13 @@ STATE_KEYS = (
     "model_rng_states",
     "params",
     "best_params",
+    "buffers",
+    "best_buffers",
     "optim",
 )
+# Named arrays: the parameters, and the state trained without gradients (batch norm's
+# running statistics), as they are and as they were at the best validation accuracy.
+ARRAY_KEYS = ("params", "best_params", "buffers", "best_buffers")
 
 
 def _write_arrays(handle: BinaryIO, arrays: dict[str, np.ndarray]) -> None:
@@ -72,9 +77,8 @@ def _to_arrays(state: dict[str, Any]) -> dict[str, np.ndarray]:
     meta = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
-        **{key: state[key] for key in STATE_KEYS if key not in ("params", "best_params", "optim")},
-        "params": {name: store(value) for name, value in state["params"].items()},
-        "best_params": {name: store(value) for name, value in state["best_params"].items()},
+        **{key: state[key] for key in STATE_KEYS if key not in (*ARRAY_KEYS, "optim")},
+        **{key: {name: store(value) for name, value in state[key].items()} for key in ARRAY_KEYS},
         "optim": optim,
     }
     arrays["meta"] = np.array(json.dumps(meta))
@@ -89,7 +93,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     path : str or Path
         The file; its directory is created if need be.
     state : dict
-        Every key of ``STATE_KEYS``: ``params`` and ``best_params`` map names to arrays,
+        Every key of ``STATE_KEYS``: ``params``, ``best_params``, ``buffers`` and
+        ``best_buffers`` map names to arrays,
         ``optim`` maps names to update-rule configs (arrays, numpy scalars and JSON
         scalars), the rest are JSON-compatible.
 
@@ -133,8 +138,10 @@ def _parse(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any
         "best_val_acc": None if meta["best_val_acc"] is None else float(meta["best_val_acc"]),
         "rng_state": meta["rng_state"],
         "model_rng_states": dict(meta["model_rng_states"]),
-        "params": {name: arrays[key] for name, key in meta["params"].items()},
-        "best_params": {name: arrays[key] for name, key in meta["best_params"].items()},
+        **{
+            key: {name: arrays[stored] for name, stored in meta.get(key, {}).items()}
+            for key in ARRAY_KEYS
+        },
         "optim": optim,
     }
 
@@ -145,8 +152,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     Returns
     -------
     dict
-        Every key of ``STATE_KEYS`` (``epoch_loss_history`` and ``val_loss_history`` are
-        empty for checkpoints written before they were recorded).
+        Every key of ``STATE_KEYS`` (``epoch_loss_history``, ``val_loss_history``,
+        ``buffers`` and ``best_buffers`` are empty for checkpoints written before they were
+        recorded).
 
     Raises
     ------

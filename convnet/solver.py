@@ -28,7 +28,12 @@ import numpy as np
 from convnet import checkpoint as checkpoint_format
 from convnet._io import stderr_is_interactive
 from convnet.checkpoint import CHECKPOINT_NAME
-from convnet.distributed import Ranks, raised_on_every_rank
+from convnet.distributed import (
+    Ranks,
+    raised_on_every_rank,
+    running_statistics,
+    set_running_statistics,
+)
 from convnet.optim import UPDATE_RULES
 
 __all__ = ["CHECKPOINT_NAME", "Model", "Solver", "TrainingDiverged"]
@@ -303,6 +308,7 @@ class Solver:
         self.val_acc_history: list[float] = []
         self.best_val_acc: float | None = None
         self.best_params: dict[str, np.ndarray] = {}
+        self.best_buffers: dict[str, np.ndarray] = {}
         # The update rules store their state into these dicts: one deep copy per parameter.
         initial_config = dict(optim_config or {})
         self.optim_configs = {name: copy.deepcopy(initial_config) for name in model.params}
@@ -437,6 +443,10 @@ class Solver:
         if self.best_params:
             for name, value in self.best_params.items():
                 self.model.params[name] = value.copy()
+            if self.best_buffers:
+                set_running_statistics(
+                    self.model, {name: value.copy() for name, value in self.best_buffers.items()}
+                )
         return self.history
 
     def _finish_training(self, bar: Any, started: float) -> None:
@@ -468,6 +478,9 @@ class Solver:
         if self.best_val_acc is None or val_acc > self.best_val_acc:
             self.best_val_acc = val_acc
             self.best_params = {name: value.copy() for name, value in self.model.params.items()}
+            self.best_buffers = {
+                name: value.copy() for name, value in running_statistics(self.model).items()
+            }
         if self.checkpoint_dir is not None and self.ranks.is_root:
             self.save_checkpoint()
         if self.verbose:
@@ -562,6 +575,8 @@ class Solver:
             },
             "params": self.model.params,
             "best_params": self.best_params,
+            "buffers": running_statistics(self.model),
+            "best_buffers": self.best_buffers,
             "optim": self.optim_configs,
         }
 
@@ -610,6 +625,9 @@ class Solver:
         checkpoint_format.check_fits(
             state["best_params"], self.model.params, path, allow_empty=True
         )
+        buffers = running_statistics(self.model)
+        for key in ("buffers", "best_buffers"):
+            checkpoint_format.check_fits(state[key], buffers, path, allow_empty=True)
         if set(state["optim"]) != set(self.model.params):
             raise ValueError(f"checkpoint {path} lacks optimizer state for some parameters")
         rng = np.random.default_rng()
@@ -628,6 +646,9 @@ class Solver:
         self.rng = rng
         self.model.params.update(state["params"])
         self.best_params = state["best_params"]
+        if state["buffers"]:
+            set_running_statistics(self.model, state["buffers"])
+        self.best_buffers = state["best_buffers"]
         self.optim_configs = state["optim"]
         for key in ("epoch", "iteration", "best_val_acc"):
             setattr(self, key, state[key])

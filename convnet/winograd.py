@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from types import ModuleType
 from typing import TypeVar
 
 import numpy as np
@@ -195,7 +196,7 @@ def _chunks(start: int, stop: int, per_chunk: int) -> list[tuple[int, int]]:
 
 
 def forward(
-    kernel,
+    kernel: ModuleType,
     x: np.ndarray,
     w: np.ndarray,
     b: np.ndarray,
@@ -262,7 +263,7 @@ def forward(
 
 
 def backward(
-    kernel,
+    kernel: ModuleType,
     dout: np.ndarray,
     x: np.ndarray,
     w: np.ndarray,
@@ -298,7 +299,7 @@ def backward(
     tiles = tiles_h * tiles_w
     dx_tiles_h, dx_tiles_w = _tiles(height, m), _tiles(width, m)
     dx_tiles = dx_tiles_h * dx_tiles_w if compute_dx else 0
-    flipped = flipped_filter_transform(w, m, dtype)
+    flipped = flipped_filter_transform(w, m, dtype) if compute_dx else None
     dx = np.empty(x.shape, dtype=dtype) if compute_dx else None
     no_bias = np.zeros(channels, dtype=dtype)
     dx_pad = (2 - pad[0], 2 - pad[1])
@@ -314,8 +315,8 @@ def backward(
     def backward_group(start: int, stop: int) -> tuple[np.ndarray, bool]:
         space = _Workspace(dtype)
         scratch = space.get("scratch", (scratch_size,))
-        du = np.zeros((alpha2, filters, channels), dtype=dtype)
-        du_chunk = np.empty_like(du)
+        du = np.empty((alpha2, filters, channels), dtype=dtype)
+        du_chunk = None
         finite = True
         for first, last in _chunks(start, stop, per_chunk):
             count = (last - first) * tiles
@@ -323,8 +324,11 @@ def backward(
             kernel.transform_tiles(x[first:last], v, scratch, m, tiles_h, tiles_w, *pad, False)
             dv = space.get("dv", (alpha2, count, filters))
             kernel.transform_tiles(dout[first:last], dv, scratch, m, tiles_h, tiles_w, 0, 0, True)
-            np.matmul(dv.transpose(0, 2, 1), v, out=du_chunk)
-            du += du_chunk
+            if first == start:
+                np.matmul(dv.transpose(0, 2, 1), v, out=du)
+            else:
+                du_chunk = np.matmul(dv.transpose(0, 2, 1), v, out=du_chunk)
+                du += du_chunk
             if dx is None:
                 continue
             count = (last - first) * dx_tiles
