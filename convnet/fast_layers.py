@@ -174,9 +174,9 @@ def conv_algorithm_choice(
     -------
     (name, tile) : ('im2col', 0) or ('winograd', m) for Winograd F(m x m, 3x3)
     """
-    x = np.empty(x_shape, dtype=np.float32)
-    w = np.empty(w_shape, dtype=np.float32)
-    _, _, _, geo = check_conv_arrays(x, w, np.empty(w_shape[0], dtype=np.float32), conv_param)
+    # Validation needs arrays of these shapes, not their memory: zero-stride views.
+    x, w, b = (np.broadcast_to(np.float32(0), shape) for shape in (x_shape, w_shape, w_shape[:1]))
+    _, _, _, geo = check_conv_arrays(x, w, b, conv_param)
     return _choose_algorithm(conv_algorithm(conv_param), x_shape, w_shape, geo)
 
 
