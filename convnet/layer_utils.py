@@ -10,6 +10,7 @@ gradients of the stack's inputs, like the single layers. The convolutions and po
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -115,6 +116,34 @@ def affine_relu_backward(
     return affine_backward_fast(relu_backward(dout, cache.relu), cache.affine)
 
 
+def _affine_norm_relu_forward(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    norm_param: dict,
+    norm_forward: Callable[..., tuple[np.ndarray, NormCache]],
+) -> tuple[np.ndarray, AffineNormReluCache]:
+    """Affine layer, ``norm_forward(scores, gamma, beta, norm_param)``, then ReLU."""
+    scores, affine_cache = affine_forward_fast(x, w, b)
+    normalized, norm_cache = norm_forward(scores, gamma, beta, norm_param)
+    out, relu_cache = relu_forward(normalized)
+    return out, AffineNormReluCache(affine_cache, norm_cache, relu_cache)
+
+
+def _affine_norm_relu_backward(
+    dout: np.ndarray,
+    cache: AffineNormReluCache,
+    norm_backward: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of :func:`_affine_norm_relu_forward`, given its norm's backward."""
+    dnormalized = relu_backward(dout, cache.relu)
+    dscores, dgamma, dbeta = norm_backward(dnormalized, cache.norm)
+    dx, dw, db = affine_backward_fast(dscores, cache.affine)
+    return dx, dw, db, dgamma, dbeta
+
+
 def affine_bn_relu_forward(
     x: np.ndarray,
     w: np.ndarray,
@@ -140,10 +169,7 @@ def affine_bn_relu_forward(
     out : ndarray, shape (N, M)
     cache : AffineNormReluCache
     """
-    scores, affine_cache = affine_forward_fast(x, w, b)
-    normalized, norm_cache = batchnorm_forward(scores, gamma, beta, bn_param)
-    out, relu_cache = relu_forward(normalized)
-    return out, AffineNormReluCache(affine_cache, norm_cache, relu_cache)
+    return _affine_norm_relu_forward(x, w, b, gamma, beta, bn_param, batchnorm_forward)
 
 
 def affine_bn_relu_backward(
@@ -162,10 +188,7 @@ def affine_bn_relu_backward(
     dw : ndarray, shape (D, M)
     db, dgamma, dbeta : ndarray, shape (M,)
     """
-    dnormalized = relu_backward(dout, cache.relu)
-    dscores, dgamma, dbeta = batchnorm_backward(dnormalized, cache.norm)
-    dx, dw, db = affine_backward_fast(dscores, cache.affine)
-    return dx, dw, db, dgamma, dbeta
+    return _affine_norm_relu_backward(dout, cache, batchnorm_backward)
 
 
 def affine_ln_relu_forward(
@@ -176,14 +199,12 @@ def affine_ln_relu_forward(
     beta: np.ndarray,
     ln_param: dict,
 ) -> tuple[np.ndarray, AffineNormReluCache]:
-    """Affine layer, layer norm, then ReLU.
+    """Affine layer, layer norm, then ReLU: :func:`affine_bn_relu_forward`'s shapes.
 
     Parameters
     ----------
-    x : ndarray, shape (N, d_1, ..., d_k), with D = d_1 * ... * d_k
-    w : ndarray, shape (D, M)
-    b : ndarray, shape (M,)
-    gamma, beta : ndarray, shape (M,)
+    x, w, b, gamma, beta : ndarray
+        Shapes (N, d_1, ..., d_k), (D, M), (M,), (M,), (M,), with D = d_1 * ... * d_k.
     ln_param : dict
         As for :func:`convnet.layers.layernorm_forward` (``'eps'``; other keys ignored).
 
@@ -192,10 +213,7 @@ def affine_ln_relu_forward(
     out : ndarray, shape (N, M)
     cache : AffineNormReluCache
     """
-    scores, affine_cache = affine_forward_fast(x, w, b)
-    normalized, norm_cache = layernorm_forward(scores, gamma, beta, ln_param)
-    out, relu_cache = relu_forward(normalized)
-    return out, AffineNormReluCache(affine_cache, norm_cache, relu_cache)
+    return _affine_norm_relu_forward(x, w, b, gamma, beta, ln_param, layernorm_forward)
 
 
 def affine_ln_relu_backward(
@@ -210,14 +228,10 @@ def affine_ln_relu_backward(
 
     Returns
     -------
-    dx : ndarray, shape of x
-    dw : ndarray, shape (D, M)
-    db, dgamma, dbeta : ndarray, shape (M,)
+    dx, dw, db, dgamma, dbeta : ndarray
+        Shapes of x, (D, M), (M,), (M,), (M,).
     """
-    dnormalized = relu_backward(dout, cache.relu)
-    dscores, dgamma, dbeta = layernorm_backward(dnormalized, cache.norm)
-    dx, dw, db = affine_backward_fast(dscores, cache.affine)
-    return dx, dw, db, dgamma, dbeta
+    return _affine_norm_relu_backward(dout, cache, layernorm_backward)
 
 
 def conv_bn_relu_forward(
