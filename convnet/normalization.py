@@ -122,6 +122,31 @@ def _running_stat(bn_param: dict, key: str, channels: int, fill: float, dtype: A
     return value
 
 
+def _checked_x(x: Any, spatial: bool) -> np.ndarray:
+    """``x`` as a float array of shape (N, C, H, W) if ``spatial``, else (N, D)."""
+    x = check_float_array(x, "x")
+    if spatial:
+        check_ndim(x, 4, "x", "(N, C, H, W)")
+    else:
+        check_ndim(x, 2, "x", "(N, D)")
+    return x
+
+
+def _checked_scale_shift(
+    gamma: Any, beta: Any, x: np.ndarray, norm: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``gamma`` and ``beta`` of a checked ``x``: shape (C,), or (1, C, 1, 1) for 4-d ``x``."""
+    features = x.shape[1]
+    shapes: tuple[tuple[int, ...], ...] = ((features,),)
+    if x.ndim == 4:
+        shapes += ((1, features, 1, 1),)
+    what = f"{norm} of x with shape {x.shape}"
+    return (
+        check_scale_shift(gamma, "gamma", shapes, what),
+        check_scale_shift(beta, "beta", shapes, what),
+    )
+
+
 def _batchnorm(
     x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, bn_param: Any, layout: tuple[int, int, int]
 ) -> tuple[np.ndarray, NormCache]:
@@ -257,12 +282,8 @@ def batchnorm_forward(
     out : ndarray, shape (N, D)
     cache : NormCache
     """
-    x = check_float_array(x, "x")
-    check_ndim(x, 2, "x", "(N, D)")
-    shapes = ((x.shape[1],),)
-    what = f"batch norm of x with shape {x.shape}"
-    gamma = check_scale_shift(gamma, "gamma", shapes, what)
-    beta = check_scale_shift(beta, "beta", shapes, what)
+    x = _checked_x(x, spatial=False)
+    gamma, beta = _checked_scale_shift(gamma, beta, x, "batch norm")
     return _batchnorm(x, gamma, beta, bn_param, (*x.shape, 1))
 
 
@@ -314,13 +335,9 @@ def spatial_batchnorm_forward(
     out : ndarray, shape (N, C, H, W)
     cache : NormCache
     """
-    x = check_float_array(x, "x")
-    check_ndim(x, 4, "x", "(N, C, H, W)")
+    x = _checked_x(x, spatial=True)
+    gamma, beta = _checked_scale_shift(gamma, beta, x, "spatial batch norm")
     num, channels, height, width = x.shape
-    shapes = ((channels,), (1, channels, 1, 1))
-    what = f"spatial batch norm of x with shape {x.shape}"
-    gamma = check_scale_shift(gamma, "gamma", shapes, what)
-    beta = check_scale_shift(beta, "beta", shapes, what)
     return _batchnorm(x, gamma, beta, bn_param, (num, channels, height * width))
 
 
@@ -362,14 +379,10 @@ def layernorm_forward(
     out : ndarray, shape (N, D)
     cache : NormCache
     """
-    x = check_float_array(x, "x")
-    check_ndim(x, 2, "x", "(N, D)")
+    x = _checked_x(x, spatial=False)
     if x.shape[1] < 1:
         raise ValueError(f"layer norm needs at least one feature per sample, got x {x.shape}")
-    shapes = ((x.shape[1],),)
-    what = f"layer norm of x with shape {x.shape}"
-    gamma = check_scale_shift(gamma, "gamma", shapes, what)
-    beta = check_scale_shift(beta, "beta", shapes, what)
+    gamma, beta = _checked_scale_shift(gamma, beta, x, "layer norm")
     eps = _eps(ln_param, "ln_param")
     return _per_sample_norm(x, gamma, beta, eps, (x.shape[0], 1, x.shape[1], 1))
 
@@ -413,18 +426,14 @@ def spatial_groupnorm_forward(
     out : ndarray, shape (N, C, H, W)
     cache : NormCache
     """
-    x = check_float_array(x, "x")
-    check_ndim(x, 4, "x", "(N, C, H, W)")
+    x = _checked_x(x, spatial=True)
     num, channels, height, width = x.shape
     groups = _positive_int(G, "G (the number of groups)", 1)
     if channels % groups:
         raise ValueError(f"G = {groups} groups must divide the C = {channels} channels of x")
     if height * width < 1:
         raise ValueError(f"group norm needs at least one pixel per channel, got x {x.shape}")
-    shapes = ((channels,), (1, channels, 1, 1))
-    what = f"group norm of x with shape {x.shape}"
-    gamma = check_scale_shift(gamma, "gamma", shapes, what)
-    beta = check_scale_shift(beta, "beta", shapes, what)
+    gamma, beta = _checked_scale_shift(gamma, beta, x, "group norm")
     eps = _eps(gn_param, "gn_param")
     layout = (num, groups, channels // groups, height * width)
     return _per_sample_norm(x, gamma, beta, eps, layout)
