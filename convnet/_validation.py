@@ -280,11 +280,13 @@ def conv_transpose_geometry(
     return ConvTransposeGeometry(conv, out[0], out[1])
 
 
+def _float_arrays(x: Any, w: Any, b: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return check_float_array(x, "x"), check_float_array(w, "w"), check_float_array(b, "b")
+
+
 def check_affine_arrays(x: Any, w: Any, b: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Check a fully connected layer's x (N, d_1, ..., d_k), w (D, M) and b (M,)."""
-    x = check_float_array(x, "x")
-    w = check_float_array(w, "w")
-    b = check_float_array(b, "b")
+    x, w, b = _float_arrays(x, w, b)
     if x.ndim < 1:
         raise ValueError("x must have a batch dimension, got a scalar")
     check_ndim(w, 2, "w", "(D, M)")
@@ -304,9 +306,7 @@ def check_conv_arrays(
     x: Any, w: Any, b: Any, conv_param: dict
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, ConvGeometry]:
     """Check a convolution's arrays and parameters; return the arrays and the geometry."""
-    x = check_float_array(x, "x")
-    w = check_float_array(w, "w")
-    b = check_float_array(b, "b")
+    x, w, b = _float_arrays(x, w, b)
     return x, w, b, conv_geometry(x, w, b, conv_param)
 
 
@@ -314,9 +314,7 @@ def check_conv_transpose_arrays(
     x: Any, w: Any, b: Any, conv_param: dict
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, ConvTransposeGeometry]:
     """Check a transposed convolution's arrays and parameters; return them and the geometry."""
-    x = check_float_array(x, "x")
-    w = check_float_array(w, "w")
-    b = check_float_array(b, "b")
+    x, w, b = _float_arrays(x, w, b)
     return x, w, b, conv_transpose_geometry(x, w, b, conv_param)
 
 
@@ -455,6 +453,16 @@ def check_relu_cache(cache: Any) -> np.ndarray:
     return _cache_array(cache, "x", "relu")
 
 
+def _conv_param_of(geo: ConvGeometry) -> dict:
+    """The ``conv_param`` (stride, pad, dilation, groups) that gave a cached geometry."""
+    return {
+        "stride": (geo.stride_h, geo.stride_w),
+        "pad": (geo.pad_h, geo.pad_w),
+        "dilation": (geo.dilation_h, geo.dilation_w),
+        "groups": geo.groups,
+    }
+
+
 def check_conv_cache(
     cache: Any,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, ConvGeometry, str]:
@@ -473,13 +481,7 @@ def check_conv_cache(
     w = _cache_array(w, "w", "conv")
     b = _cache_array(b, "b", "conv")
     geo = _cache_geometry(geo, ConvGeometry, "conv")
-    conv_param = {
-        "stride": (geo.stride_h, geo.stride_w),
-        "pad": (geo.pad_h, geo.pad_w),
-        "dilation": (geo.dilation_h, geo.dilation_w),
-        "groups": geo.groups,
-    }
-    expected = conv_geometry(x, w, b, conv_param)
+    expected = conv_geometry(x, w, b, _conv_param_of(geo))
     if expected != geo:
         raise ValueError(
             f"conv cache does not fit together: x {x.shape} and w {w.shape} give output "
@@ -507,10 +509,7 @@ def check_conv_transpose_cache(
     check_ndim(x, 4, "x", "(N, C, H, W)")
     check_ndim(w, 4, "w", "(C, F // groups, HH, WW)")
     conv_param = {
-        "stride": (conv.stride_h, conv.stride_w),
-        "pad": (conv.pad_h, conv.pad_w),
-        "dilation": (conv.dilation_h, conv.dilation_w),
-        "groups": conv.groups,
+        **_conv_param_of(conv),
         "output_pad": tuple(
             _positive_int(size, f"{layer} cache output size", 0)
             - ((x.shape[2 + a] - 1) * stride - 2 * pad + dilation * (w.shape[2 + a] - 1) + 1)
@@ -529,11 +528,36 @@ def check_conv_transpose_cache(
     return x, w, b, expected
 
 
+def check_conv_transpose_backward(
+    dout: Any, cache: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, ConvTransposeGeometry]:
+    """A transposed convolution's backward arguments: ``(dout, x, w, b, geometry)``, the
+    cache checked as by :func:`check_conv_transpose_cache` and ``dout`` of its output shape."""
+    x, w, b, geo = check_conv_transpose_cache(cache)
+    dout = check_dout(dout, (x.shape[0], b.shape[0], geo.out_h, geo.out_w))
+    return dout, x, w, b, geo
+
+
 def check_global_pool_cache(cache: Any) -> np.ndarray:
     """The x of a global average pool's forward pass."""
     x = _cache_array(cache, "x", "global avg pool")
     check_ndim(x, 4, "global avg pool cache x", "(N, C, H, W)")
     return x
+
+
+def _check_pool_fits(x: np.ndarray, geo: PoolGeometry, layer: str) -> None:
+    """Refuse a pool cache whose geometry is not the one its ``x`` gives."""
+    pool_param = {
+        "pool_height": geo.pool_h,
+        "pool_width": geo.pool_w,
+        "stride": (geo.stride_h, geo.stride_w),
+    }
+    expected = pool_geometry(x, pool_param)
+    if expected != geo:
+        raise ValueError(
+            f"{layer} cache does not fit together: x {x.shape} gives output "
+            f"{expected.out_h}x{expected.out_w}, the cache says {geo.out_h}x{geo.out_w}"
+        )
 
 
 def check_pool_cache(cache: Any) -> tuple[np.ndarray, PoolGeometry, np.ndarray | None]:
@@ -546,17 +570,7 @@ def check_pool_cache(cache: Any) -> tuple[np.ndarray, PoolGeometry, np.ndarray |
     x, geo, argmax = _unpack_cache(cache, ("x", "geometry", "argmax"), "max pool")
     x = _cache_array(x, "x", "max pool")
     geo = _cache_geometry(geo, PoolGeometry, "max pool")
-    pool_param = {
-        "pool_height": geo.pool_h,
-        "pool_width": geo.pool_w,
-        "stride": (geo.stride_h, geo.stride_w),
-    }
-    expected = pool_geometry(x, pool_param)
-    if expected != geo:
-        raise ValueError(
-            f"max pool cache does not fit together: x {x.shape} gives output "
-            f"{expected.out_h}x{expected.out_w}, the cache says {geo.out_h}x{geo.out_w}"
-        )
+    _check_pool_fits(x, geo, "max pool")
     if argmax is None:
         return x, geo, None
     if not isinstance(argmax, np.ndarray):
@@ -583,15 +597,5 @@ def check_avg_pool_cache(cache: Any) -> tuple[np.ndarray, PoolGeometry]:
     geo = _cache_geometry(geo, PoolGeometry, "avg pool")
     if argmax is not None:
         raise ValueError("avg pool cache holds an argmax: it comes from a max pool")
-    pool_param = {
-        "pool_height": geo.pool_h,
-        "pool_width": geo.pool_w,
-        "stride": (geo.stride_h, geo.stride_w),
-    }
-    expected = pool_geometry(x, pool_param)
-    if expected != geo:
-        raise ValueError(
-            f"avg pool cache does not fit together: x {x.shape} gives output "
-            f"{expected.out_h}x{expected.out_w}, the cache says {geo.out_h}x{geo.out_w}"
-        )
+    _check_pool_fits(x, geo, "avg pool")
     return x, geo

@@ -27,7 +27,7 @@ from convnet._validation import (
     check_conv_arrays,
     check_conv_cache,
     check_conv_transpose_arrays,
-    check_conv_transpose_cache,
+    check_conv_transpose_backward,
     check_dout,
     check_float_array,
     check_global_pool_cache,
@@ -415,8 +415,7 @@ def conv_transpose_backward_naive(
     dw : ndarray, shape (C, F // groups, HH, WW)
     db : ndarray, shape (F,)
     """
-    x, w, b, geo = check_conv_transpose_cache(cache)
-    dout = check_dout(dout, (x.shape[0], b.shape[0], geo.out_h, geo.out_w))
+    dout, x, w, b, geo = check_conv_transpose_backward(dout, cache)
     dtype = common_dtype(x, w, b, dout)
     dout = dout.astype(dtype)
     dx = _correlate_naive(dout, w.astype(dtype), geo.conv, dtype)
