@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import numpy as np
 
 from convnet._memory import keep_freed_memory
+from convnet.bench import interleaved_medians
 from convnet.dropout import dropout_backward, dropout_forward
 from convnet.normalization import (
     layernorm_backward,
@@ -105,18 +105,10 @@ def torch_candidates(torch, x, dout, groups):
 
 def interleaved_samples(candidates, repeats: int, pause: float, calls: int):
     """Milliseconds per call of each candidate: ``repeats`` samples taken in interleaved
-    rounds, each the mean of ``calls`` back-to-back calls after a pause and an untimed call
-    (the procedure of :func:`convnet.bench.interleaved_medians`, keeping every sample)."""
-    samples: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(repeats):
-        for name, run in candidates.items():
-            time.sleep(pause)
-            run()
-            start = time.perf_counter()
-            for _ in range(calls):
-                run()
-            samples[name].append(1e3 * (time.perf_counter() - start) / calls)
-    return samples
+    rounds by :func:`convnet.bench.interleaved_medians` (one round each, so every sample
+    is kept: the median of one sample is that sample)."""
+    rounds = [interleaved_medians(candidates, 1, pause, calls) for _ in range(repeats)]
+    return {name: [medians[name] for medians in rounds] for name in candidates}
 
 
 def main(argv: list[str] | None = None) -> int:
