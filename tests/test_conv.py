@@ -11,25 +11,16 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
+from conv_helpers import CONV, as_pair, check_fast_matches_naive, check_gradients
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tolerances import GRAD_TOL, assert_matches
+from tolerances import assert_matches
 
 import convnet
 from convnet import fast_layers
 from convnet._parallel import set_num_threads
 from convnet.fast_layers import conv_backward_fast, conv_forward_fast, set_workspace_limit
-from convnet.gradient_check import numerical_gradient_array, relative_error
 from convnet.layers import conv_backward_naive, conv_forward_naive
-
-IMPLEMENTATIONS = {
-    "naive": (conv_forward_naive, conv_backward_naive),
-    "fast": (conv_forward_fast, conv_backward_fast),
-}
-
-
-def _as_pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 class Geometry(NamedTuple):
@@ -46,7 +37,7 @@ class Geometry(NamedTuple):
     pad: int | tuple[int, int]
 
     def pairs(self) -> tuple[tuple[int, int], tuple[int, int]]:
-        return _as_pair(self.stride), _as_pair(self.pad)
+        return as_pair(self.stride), as_pair(self.pad)
 
     def out_size(self) -> tuple[int, int]:
         (sh, sw), (ph, pw) = self.pairs()
@@ -94,21 +85,11 @@ def _ids(geometries):
 # --- gradient checks (float64, centered differences) -------------------------------------
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", CONV)
 @pytest.mark.parametrize("geo", GRADIENT_GEOMETRIES, ids=_ids(GRADIENT_GEOMETRIES))
 def test_conv_gradients(impl, geo, rng):
-    forward, backward = IMPLEMENTATIONS[impl]
     x, w, b, dout = make_arrays(geo, rng)
-    param = geo.conv_param()
-    out, cache = forward(x, w, b, param)
-    assert out.shape == dout.shape
-    dx, dw, db = backward(dout, cache)
-    num_dx = numerical_gradient_array(lambda v: forward(v, w, b, param)[0], x, dout)
-    num_dw = numerical_gradient_array(lambda v: forward(x, v, b, param)[0], w, dout)
-    num_db = numerical_gradient_array(lambda v: forward(x, w, v, param)[0], b, dout)
-    assert relative_error(dx, num_dx) < GRAD_TOL
-    assert relative_error(dw, num_dw) < GRAD_TOL
-    assert relative_error(db, num_db) < GRAD_TOL
+    check_gradients(*CONV[impl], x, w, b, geo.conv_param(), dout)
 
 
 def test_conv_forward_known_value():
@@ -117,7 +98,7 @@ def test_conv_forward_known_value():
     w[1] = -1
     b = np.array([0.5, 0.0])
     expected = np.array([[[[10.5, 18.5], [42.5, 50.5]], [[-10.0, -18.0], [-42.0, -50.0]]]])
-    for forward, _ in IMPLEMENTATIONS.values():
+    for forward, _ in CONV.values():
         out, _ = forward(x, w, b, {"stride": 2, "pad": 0})
         np.testing.assert_array_equal(out, expected)
 
@@ -126,7 +107,7 @@ def test_conv_padding_is_zero(rng):
     x = rng.standard_normal((1, 1, 2, 3))
     w = np.zeros((1, 1, 3, 3))
     w[0, 0, 0, 0] = 1.0
-    for forward, _ in IMPLEMENTATIONS.values():
+    for forward, _ in CONV.values():
         out, _ = forward(x, w, np.zeros(1), {"stride": 1, "pad": (1, 2)})
         expected = np.zeros((1, 1, 2, 5))
         expected[0, 0, 1, 2:5] = x[0, 0, 0]
@@ -173,18 +154,11 @@ def geometries(draw, max_num=3):
     )
 
 
-def check_fast_matches_naive(geo: Geometry, dtype, seed: int) -> None:
+def check_conv_fast_matches_naive(geo: Geometry, dtype, seed: int) -> None:
     x, w, b, dout = make_arrays(geo, np.random.default_rng(seed), dtype)
-    out_naive, cache_naive = conv_forward_naive(x, w, b, geo.conv_param())
-    out_fast, cache_fast = conv_forward_fast(x, w, b, geo.conv_param())
-    assert out_naive.dtype == np.dtype(dtype)
-    assert_matches(out_fast, out_naive)
-    grads_naive = conv_backward_naive(dout, cache_naive)
-    for grad_fast, grad_naive in zip(
-        conv_backward_fast(dout, cache_fast), grads_naive, strict=True
-    ):
-        assert grad_naive.dtype == np.dtype(dtype)
-        assert_matches(grad_fast, grad_naive)
+    cache_fast, grads_naive = check_fast_matches_naive(
+        CONV["naive"], CONV["fast"], (x, w, b), geo.conv_param(), dout
+    )
     _, dw_only, db_only = conv_backward_fast(dout, cache_fast, compute_dx=False)
     assert_matches(dw_only, grads_naive[1])
     assert_matches(db_only, grads_naive[2])
@@ -203,7 +177,7 @@ def test_fast_matches_naive(
 ):
     set_workspace_limit(workspace or fast_layers.DEFAULT_WORKSPACE_BYTES)
     set_num_threads(threads)
-    check_fast_matches_naive(geo, dtype, seed)
+    check_conv_fast_matches_naive(geo, dtype, seed)
 
 
 @given(
@@ -217,7 +191,7 @@ def test_fast_matches_naive(
 )
 def test_pointwise_fast_matches_naive(num, channels, filters, height, width, dtype, seed):
     geo = Geometry(num, channels, filters, height, width, 1, 1, 1, 0)
-    check_fast_matches_naive(geo, dtype, seed)
+    check_conv_fast_matches_naive(geo, dtype, seed)
 
 
 CHUNK_GEOMETRIES = [
@@ -237,7 +211,7 @@ def test_chunked_batches_match_naive(
     column_bytes = geo.channels * geo.kernel_h * geo.kernel_w * out_h * out_w * 8
     set_num_threads(threads)
     set_workspace_limit(max(1, int(images_per_chunk * threads * column_bytes)))
-    check_fast_matches_naive(geo, np.float64, seed=7)
+    check_conv_fast_matches_naive(geo, np.float64, seed=7)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -266,11 +240,11 @@ EMPTY_GEOMETRIES = [
 ]
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", CONV)
 @pytest.mark.parametrize("geo", EMPTY_GEOMETRIES, ids=_ids(EMPTY_GEOMETRIES))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_empty_batch(impl, geo, dtype, rng):
-    forward, backward = IMPLEMENTATIONS[impl]
+    forward, backward = CONV[impl]
     x, w, b, dout = make_arrays(geo, rng, dtype)
     out, cache = forward(x, w, b, geo.conv_param())
     assert out.shape == (0, geo.filters, *geo.out_size())
@@ -292,7 +266,7 @@ SMALL_INPUT_GEOMETRIES = [
 @pytest.mark.parametrize("geo", SMALL_INPUT_GEOMETRIES, ids=_ids(SMALL_INPUT_GEOMETRIES))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_input_smaller_than_kernel_covered_by_padding(geo, dtype):
-    check_fast_matches_naive(geo, dtype, seed=3)
+    check_conv_fast_matches_naive(geo, dtype, seed=3)
 
 
 @pytest.mark.parametrize(
@@ -313,12 +287,12 @@ def test_caches_are_interchangeable(forward, backward, rng):
 # --- layouts, dtypes, inputs left alone ------------------------------------------------------
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", CONV)
 @pytest.mark.parametrize(
     "geo", [GRADIENT_GEOMETRIES[1], GRADIENT_GEOMETRIES[3]], ids=["k2x3", "k1x1"]
 )
 def test_any_layout_gives_the_same_result(impl, geo, to_layout, rng):
-    forward, backward = IMPLEMENTATIONS[impl]
+    forward, backward = CONV[impl]
     arrays = make_arrays(geo, rng)
     x, w, b, dout = arrays
     out_ref, cache = forward(x, w, b, geo.conv_param())
@@ -330,12 +304,12 @@ def test_any_layout_gives_the_same_result(impl, geo, to_layout, rng):
         assert_matches(grad, ref)
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", CONV)
 @pytest.mark.parametrize(
     "geo", [GRADIENT_GEOMETRIES[1], GRADIENT_GEOMETRIES[3]], ids=["k2x3", "k1x1"]
 )
 def test_inputs_and_dout_are_not_modified(impl, geo, rng):
-    forward, backward = IMPLEMENTATIONS[impl]
+    forward, backward = CONV[impl]
     arrays = make_arrays(geo, rng)
     copies = [a.copy() for a in arrays]
     x, w, b, dout = arrays
@@ -347,7 +321,7 @@ def test_inputs_and_dout_are_not_modified(impl, geo, rng):
         np.testing.assert_array_equal(array, copy)
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", CONV)
 @pytest.mark.parametrize(
     ("x_dtype", "w_dtype", "dout_dtype", "expected"),
     [
@@ -358,7 +332,7 @@ def test_inputs_and_dout_are_not_modified(impl, geo, rng):
     ],
 )
 def test_output_dtype(impl, x_dtype, w_dtype, dout_dtype, expected, rng):
-    forward, backward = IMPLEMENTATIONS[impl]
+    forward, backward = CONV[impl]
     x, w, b, dout = make_arrays(GRADIENT_GEOMETRIES[1], rng)
     out, cache = forward(
         x.astype(x_dtype), w.astype(w_dtype), b.astype(w_dtype), {"stride": (2, 1), "pad": (0, 1)}
@@ -379,10 +353,10 @@ def touched(index: int, count: int, stride: int, pad: int, kernel: int) -> np.nd
 NAN_GEOMETRY = Geometry(2, 2, 3, 6, 5, 3, 2, (2, 1), (1, 1))
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", CONV)
 @pytest.mark.parametrize("position", [(0, 0), (5, 4), (2, 3), (3, 0), (5, 2)])
 def test_nan_in_x_reaches_exactly_the_outputs_that_see_it(impl, position, rng):
-    forward, _ = IMPLEMENTATIONS[impl]
+    forward, _ = CONV[impl]
     x, w, b, _ = make_arrays(NAN_GEOMETRY, rng)
     row, col = position
     x[1, 1, row, col] = np.nan
@@ -398,10 +372,10 @@ def test_nan_in_x_reaches_exactly_the_outputs_that_see_it(impl, position, rng):
     np.testing.assert_array_equal(np.isnan(out), expected)
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", CONV)
 @pytest.mark.parametrize("position", [(0, 0), (2, 4), (1, 2)])
 def test_nan_in_dout_reaches_exactly_its_receptive_field(impl, position, rng):
-    forward, backward = IMPLEMENTATIONS[impl]
+    forward, backward = CONV[impl]
     x, w, b, dout = make_arrays(NAN_GEOMETRY, rng)
     _, cache = forward(x, w, b, NAN_GEOMETRY.conv_param())
     i, j = position
@@ -425,10 +399,10 @@ def test_nan_in_dout_reaches_exactly_its_receptive_field(impl, position, rng):
 # --- degenerate sizes and byte order --------------------------------------------------------
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", CONV)
 @pytest.mark.parametrize("kernel", [(3, 2), (1, 1)])
 def test_zero_filters_give_empty_output(impl, kernel):
-    forward, backward = IMPLEMENTATIONS[impl]
+    forward, backward = CONV[impl]
     geo = Geometry(2, 3, 0, 5, 4, *kernel, 1, 0)
     x, w, b, dout = make_arrays(geo, np.random.default_rng(0))
     out, cache = forward(x, w, b, geo.conv_param())
@@ -438,10 +412,10 @@ def test_zero_filters_give_empty_output(impl, kernel):
     assert dw.shape == w.shape and db.shape == (0,)
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", CONV)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_zero_channels_give_bias_only(impl, dtype):
-    forward, backward = IMPLEMENTATIONS[impl]
+    forward, backward = CONV[impl]
     geo = Geometry(2, 0, 3, 5, 4, 3, 2, 1, 1)
     x, w, b, dout = make_arrays(geo, np.random.default_rng(0), dtype)
     out, cache = forward(x, w, b, geo.conv_param())
@@ -451,9 +425,9 @@ def test_zero_channels_give_bias_only(impl, dtype):
     assert_matches(db, dout.sum(axis=(0, 2, 3)))
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", CONV)
 def test_non_native_byte_order_is_accepted(impl, rng):
-    forward, backward = IMPLEMENTATIONS[impl]
+    forward, backward = CONV[impl]
     geo = GRADIENT_GEOMETRIES[1]
     x, w, b, dout = make_arrays(geo, rng)
     out_ref, cache = forward(x, w, b, geo.conv_param())

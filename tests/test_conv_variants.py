@@ -7,9 +7,10 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
+from conv_helpers import CONV, as_pair, check_fast_matches_naive, check_gradients
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tolerances import GRAD_TOL, assert_matches
+from tolerances import assert_matches
 
 from convnet import fast_layers
 from convnet._parallel import set_num_threads
@@ -20,7 +21,6 @@ from convnet.fast_layers import (
     conv_transpose_forward_fast,
     set_workspace_limit,
 )
-from convnet.gradient_check import numerical_gradient_array, relative_error
 from convnet.layers import (
     conv_backward_naive,
     conv_forward_naive,
@@ -28,18 +28,10 @@ from convnet.layers import (
     conv_transpose_forward_naive,
 )
 
-CONV = {
-    "naive": (conv_forward_naive, conv_backward_naive),
-    "fast": (conv_forward_fast, conv_backward_fast),
-}
 TRANSPOSE = {
     "naive": (conv_transpose_forward_naive, conv_transpose_backward_naive),
     "fast": (conv_transpose_forward_fast, conv_transpose_backward_fast),
 }
-
-
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 class Case(NamedTuple):
@@ -90,7 +82,7 @@ class Case(NamedTuple):
         return self.x(rng, dtype), rng.standard_normal(w_shape).astype(dtype), b
 
     def conv_out(self) -> tuple[int, int]:
-        (sh, sw), (ph, pw), (dh, dw) = map(_pair, (self.stride, self.pad, self.dilation))
+        (sh, sw), (ph, pw), (dh, dw) = map(as_pair, (self.stride, self.pad, self.dilation))
         return (
             (self.height + 2 * ph - dh * (self.kernel_h - 1) - 1) // sh + 1,
             (self.width + 2 * pw - dw * (self.kernel_w - 1) - 1) // sw + 1,
@@ -98,7 +90,7 @@ class Case(NamedTuple):
 
     def transpose_out(self) -> tuple[int, int]:
         (sh, sw), (ph, pw), (dh, dw), (oh, ow) = map(
-            _pair, (self.stride, self.pad, self.dilation, self.output_pad)
+            as_pair, (self.stride, self.pad, self.dilation, self.output_pad)
         )
         return (
             (self.height - 1) * sh - 2 * ph + dh * (self.kernel_h - 1) + oh + 1,
@@ -109,7 +101,7 @@ class Case(NamedTuple):
 def transpose_by_definition(x, w, b, case: Case) -> np.ndarray:
     """The transposed convolution written as what it is: each input element scatters its
     taps ``x[n, c, i, j] * w[c, f]`` to ``(i*s - p + a*d, j*s - p + e*d)`` of its group."""
-    (sh, sw), (ph, pw), (dh, dw) = map(_pair, (case.stride, case.pad, case.dilation))
+    (sh, sw), (ph, pw), (dh, dw) = map(as_pair, (case.stride, case.pad, case.dilation))
     out_h, out_w = case.transpose_out()
     out = np.zeros((case.num, case.groups * case.filters, out_h, out_w))
     for n, c, i, j, a, e in np.ndindex(*x.shape, case.kernel_h, case.kernel_w):
@@ -147,22 +139,6 @@ def _ids(cases: list[Case]) -> list[str]:
 
 
 # --- gradient checks --------------------------------------------------------------------------
-
-
-def check_gradients(forward, backward, x, w, b, param) -> None:
-    out, cache = forward(x, w, b, param)
-    dout = np.random.default_rng(1).standard_normal(out.shape)
-    dx, dw, db = backward(dout, cache)
-    for grad, index in ((dx, 0), (dw, 1), (db, 2)):
-        args = [x, w, b]
-
-        def output(value, index=index, args=args):
-            args = list(args)
-            args[index] = value
-            return forward(*args, param)[0]
-
-        numerical = numerical_gradient_array(output, (x, w, b)[index], dout)
-        assert relative_error(grad, numerical) < GRAD_TOL
 
 
 @pytest.mark.parametrize("impl", CONV)
@@ -209,14 +185,14 @@ def test_conv_input_gradient_is_the_transposed_convolution(rng):
     out, cache = conv_forward_naive(x, w, b, case.conv_param())
     dout = rng.standard_normal(out.shape)
     dx, _, _ = conv_backward_naive(dout, cache)
-    (ph, pw), (sh, sw) = _pair(case.pad), _pair(case.stride)
+    (ph, pw), (sh, sw) = as_pair(case.pad), as_pair(case.stride)
     extra = [
         x.shape[2 + a] - ((out.shape[2 + a] - 1) * s - 2 * p + d * (k - 1) + 1)
         for a, s, p, d, k in zip(
             (0, 1),
             (sh, sw),
             (ph, pw),
-            _pair(case.dilation),
+            as_pair(case.dilation),
             (case.kernel_h, case.kernel_w),
             strict=True,
         )
@@ -263,18 +239,6 @@ def conv_cases(draw, transpose: bool = False):
         dilation,
         output_pad,
     )
-
-
-def check_fast_matches_naive(naive, fast, arrays, param) -> None:
-    out_naive, cache_naive = naive[0](*arrays, param)
-    out_fast, cache_fast = fast[0](*arrays, param)
-    assert out_naive.dtype == arrays[0].dtype
-    assert_matches(out_fast, out_naive)
-    dout = np.random.default_rng(2).standard_normal(out_naive.shape).astype(arrays[0].dtype)
-    for grad_fast, grad_naive in zip(
-        fast[1](dout, cache_fast), naive[1](dout, cache_naive), strict=True
-    ):
-        assert_matches(grad_fast, grad_naive)
 
 
 THREADED = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])

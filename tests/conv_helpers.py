@@ -1,0 +1,69 @@
+"""Helpers shared by the convolution tests (test_conv.py, test_conv_variants.py): the naive
+and fast layer pairs, a numerical gradient check of x, w and b, and the comparison of a
+fast layer against its naive reference."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from tolerances import GRAD_TOL, assert_matches
+
+from convnet.fast_layers import conv_backward_fast, conv_forward_fast
+from convnet.gradient_check import numerical_gradient_array, relative_error
+from convnet.layers import conv_backward_naive, conv_forward_naive
+
+Layer = tuple[Callable[..., Any], Callable[..., Any]]
+
+CONV: dict[str, Layer] = {
+    "naive": (conv_forward_naive, conv_backward_naive),
+    "fast": (conv_forward_fast, conv_backward_fast),
+}
+
+
+def as_pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def check_gradients(forward, backward, x, w, b, param, dout: np.ndarray | None = None) -> None:
+    """dx, dw and db of ``backward`` against centered differences of ``forward`` (float64),
+    for ``dout`` (of the output's shape; random when None)."""
+    out, cache = forward(x, w, b, param)
+    if dout is None:
+        dout = np.random.default_rng(1).standard_normal(out.shape)
+    assert out.shape == dout.shape
+    grads = backward(dout, cache)
+    for index, grad in enumerate(grads):
+        args = [x, w, b]
+
+        def output(value, index=index, args=args):
+            args = list(args)
+            args[index] = value
+            return forward(*args, param)[0]
+
+        numerical = numerical_gradient_array(output, args[index], dout)
+        assert relative_error(grad, numerical) < GRAD_TOL
+
+
+def check_fast_matches_naive(
+    naive: Layer,
+    fast: Layer,
+    arrays: Sequence[np.ndarray],
+    param: dict,
+    dout: np.ndarray | None = None,
+) -> tuple[Any, tuple[np.ndarray, ...]]:
+    """The fast layer's output and gradients match the naive layer's, all in the arrays'
+    dtype, for ``dout`` (random when None). Returns the fast cache and the naive gradients."""
+    dtype = arrays[0].dtype
+    out_naive, cache_naive = naive[0](*arrays, param)
+    out_fast, cache_fast = fast[0](*arrays, param)
+    assert out_naive.dtype == dtype
+    assert_matches(out_fast, out_naive)
+    if dout is None:
+        dout = np.random.default_rng(2).standard_normal(out_naive.shape).astype(dtype)
+    grads_naive = tuple(naive[1](dout, cache_naive))
+    for grad_fast, grad_naive in zip(fast[1](dout, cache_fast), grads_naive, strict=True):
+        assert grad_naive.dtype == dtype
+        assert_matches(grad_fast, grad_naive)
+    return cache_fast, grads_naive
