@@ -266,24 +266,34 @@ cdef extern from *:
                 argmax[oh * out_w + o] = (int)CONVNET_PICK(top_index, bottom_index, mask);\
             }                                                                          \
         }                                                                              \
+    }                                                                                  \
+    /* One plane: the 2x2 stride-2 loop, or the separable one on its scratch: row_best \
+       and, at indices, rows + out_w indices of type U. */                             \
+    static void convnet_max_pool_plane_##NAME(                                         \
+            const T *x, Py_ssize_t width, Py_ssize_t out_h, Py_ssize_t out_w,          \
+            Py_ssize_t pool_h, Py_ssize_t pool_w, Py_ssize_t stride_h,                 \
+            Py_ssize_t stride_w, Py_ssize_t band, int two_by_two, T *row_best,         \
+            void *indices, size_t rows, T *out, int *argmax) {                         \
+        if (two_by_two)                                                                \
+            convnet_max_pool_2x2_##NAME(x, width, out_h, out_w, out, argmax);          \
+        else                                                                           \
+            convnet_max_pool_##NAME(x, width, out_h, out_w, pool_h, pool_w, stride_h,  \
+                                    stride_w, band, row_best, (U *)indices,            \
+                                    (U *)indices + rows, out, argmax);                 \
     }
     CONVNET_DEFINE_POOL(float, uint32_t, float)
     CONVNET_DEFINE_POOL(double, uint64_t, double)
     """
-    void convnet_max_pool_float(const float* x, Py_ssize_t width, Py_ssize_t out_h,
-                                Py_ssize_t out_w, Py_ssize_t pool_h, Py_ssize_t pool_w,
-                                Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t band,
-                                float* row_best, uint32_t* row_index, uint32_t* run,
-                                float* out, int* argmax) noexcept nogil
-    void convnet_max_pool_double(const double* x, Py_ssize_t width, Py_ssize_t out_h,
-                                 Py_ssize_t out_w, Py_ssize_t pool_h, Py_ssize_t pool_w,
-                                 Py_ssize_t stride_h, Py_ssize_t stride_w, Py_ssize_t band,
-                                 double* row_best, uint64_t* row_index, uint64_t* run,
-                                 double* out, int* argmax) noexcept nogil
-    void convnet_max_pool_2x2_float(const float* x, Py_ssize_t width, Py_ssize_t out_h,
-                                    Py_ssize_t out_w, float* out, int* argmax) noexcept nogil
-    void convnet_max_pool_2x2_double(const double* x, Py_ssize_t width, Py_ssize_t out_h,
-                                     Py_ssize_t out_w, double* out, int* argmax) noexcept nogil
+    void convnet_max_pool_plane_float(
+        const float* x, Py_ssize_t width, Py_ssize_t out_h, Py_ssize_t out_w,
+        Py_ssize_t pool_h, Py_ssize_t pool_w, Py_ssize_t stride_h, Py_ssize_t stride_w,
+        Py_ssize_t band, bint two_by_two, float* row_best, void* indices, size_t rows,
+        float* out, int* argmax) noexcept nogil
+    void convnet_max_pool_plane_double(
+        const double* x, Py_ssize_t width, Py_ssize_t out_h, Py_ssize_t out_w,
+        Py_ssize_t pool_h, Py_ssize_t pool_w, Py_ssize_t stride_h, Py_ssize_t stride_w,
+        Py_ssize_t band, bint two_by_two, double* row_best, void* indices, size_t rows,
+        double* out, int* argmax) noexcept nogil
 
 
 DEF BAND_ELEMENTS = 4096
@@ -322,23 +332,15 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                 n = plane // channels
                 c = plane % channels
                 if floating is float:
-                    if two_by_two:
-                        convnet_max_pool_2x2_float(&x[n, c, 0, 0], width, out_h, out_w,
-                                                   &out[n, c, 0, 0], &argmax[n, c, 0, 0])
-                    else:
-                        convnet_max_pool_float(
-                            &x[n, c, 0, 0], width, out_h, out_w, pool_h, pool_w, stride_h,
-                            stride_w, band, row_best, <uint32_t*>indices,
-                            <uint32_t*>indices + rows, &out[n, c, 0, 0], &argmax[n, c, 0, 0])
+                    convnet_max_pool_plane_float(
+                        &x[n, c, 0, 0], width, out_h, out_w, pool_h, pool_w, stride_h, stride_w,
+                        band, two_by_two, row_best, indices, rows, &out[n, c, 0, 0],
+                        &argmax[n, c, 0, 0])
                 else:
-                    if two_by_two:
-                        convnet_max_pool_2x2_double(&x[n, c, 0, 0], width, out_h, out_w,
-                                                    &out[n, c, 0, 0], &argmax[n, c, 0, 0])
-                    else:
-                        convnet_max_pool_double(
-                            &x[n, c, 0, 0], width, out_h, out_w, pool_h, pool_w, stride_h,
-                            stride_w, band, row_best, <uint64_t*>indices,
-                            <uint64_t*>indices + rows, &out[n, c, 0, 0], &argmax[n, c, 0, 0])
+                    convnet_max_pool_plane_double(
+                        &x[n, c, 0, 0], width, out_h, out_w, pool_h, pool_w, stride_h, stride_w,
+                        band, two_by_two, row_best, indices, rows, &out[n, c, 0, 0],
+                        &argmax[n, c, 0, 0])
     finally:
         free(scratch)
 
