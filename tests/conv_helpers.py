@@ -1,29 +1,29 @@
-"""Helpers shared by the convolution tests (test_conv.py, test_conv_variants.py): the naive
-and fast layer pairs, a numerical gradient check of x, w and b, and the comparison of a
-fast layer against its naive reference."""
+"""Helpers shared by the convolution tests (test_conv.py, test_conv_variants.py): a
+numerical gradient check of x, w and b, and the comparison of a fast layer against its
+naive reference."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from layer_pairs import Layer
 from tolerances import GRAD_TOL, assert_matches
 
-from convnet.fast_layers import conv_backward_fast, conv_forward_fast
+from convnet import fast_layers
+from convnet._parallel import set_num_threads
 from convnet.gradient_check import numerical_gradient_array, relative_error
-from convnet.layers import conv_backward_naive, conv_forward_naive
-
-Layer = tuple[Callable[..., Any], Callable[..., Any]]
-
-CONV: dict[str, Layer] = {
-    "naive": (conv_forward_naive, conv_backward_naive),
-    "fast": (conv_forward_fast, conv_backward_fast),
-}
 
 
 def as_pair(value: int | tuple[int, int]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def use_workspace_and_threads(workspace: int | None, threads: int) -> None:
+    """Set the fast layers' workspace limit (None: the default) and worker count."""
+    fast_layers.set_workspace_limit(workspace or fast_layers.DEFAULT_WORKSPACE_BYTES)
+    set_num_threads(threads)
 
 
 def check_gradients(forward, backward, x, w, b, param, dout: np.ndarray | None = None) -> None:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from layer_pairs import AVG_POOL
 from tolerances import GRAD_TOL, assert_matches
 
 from convnet._parallel import set_num_threads
@@ -17,11 +18,6 @@ from convnet.layers import (
     global_avg_pool_backward,
     global_avg_pool_forward,
 )
-
-IMPLEMENTATIONS = {
-    "naive": (avg_pool_forward_naive, avg_pool_backward_naive),
-    "fast": (avg_pool_forward_fast, avg_pool_backward_fast),
-}
 
 # (x shape, pool_h, pool_w, stride): tiling, overlapping, gapped, not tiling, 1x1
 CASES = [
@@ -38,10 +34,10 @@ def _param(pool_h: int, pool_w: int, stride) -> dict:
     return {"pool_height": pool_h, "pool_width": pool_w, "stride": stride}
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", AVG_POOL)
 @pytest.mark.parametrize("case", CASES, ids=[str(case).replace(" ", "") for case in CASES])
 def test_avg_pool_gradient(impl, case, rng):
-    forward, backward = IMPLEMENTATIONS[impl]
+    forward, backward = AVG_POOL[impl]
     shape, pool_h, pool_w, stride = case
     param = _param(pool_h, pool_w, stride)
     x = rng.standard_normal(shape)
@@ -53,7 +49,7 @@ def test_avg_pool_gradient(impl, case, rng):
 
 def test_avg_pool_known_value():
     x = np.arange(12.0).reshape(1, 1, 3, 4)
-    for forward, backward in IMPLEMENTATIONS.values():
+    for forward, backward in AVG_POOL.values():
         out, cache = forward(x, _param(2, 2, (1, 2)))
         np.testing.assert_array_equal(out[0, 0], [[2.5, 4.5], [6.5, 8.5]])
         dx = backward(np.ones((1, 1, 2, 2)), cache)
@@ -99,9 +95,9 @@ def test_fast_matches_naive(case, dtype, threads, seed, restore_num_threads):
     )
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", AVG_POOL)
 def test_avg_pool_layouts_dtypes_and_inputs_untouched(impl, to_layout, rng):
-    forward, backward = IMPLEMENTATIONS[impl]
+    forward, backward = AVG_POOL[impl]
     param = _param(*CASES[1][1:])
     x = rng.standard_normal(CASES[1][0])
     out_ref, cache = forward(x, param)
@@ -120,9 +116,9 @@ def test_avg_pool_layouts_dtypes_and_inputs_untouched(impl, to_layout, rng):
     assert backward(dout, cache32).dtype == np.float64
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", AVG_POOL)
 def test_avg_pool_nan_reaches_exactly_the_windows_holding_it(impl, rng):
-    forward, _ = IMPLEMENTATIONS[impl]
+    forward, _ = AVG_POOL[impl]
     x = rng.standard_normal((1, 1, 5, 5))
     x[0, 0, 2, 3] = np.nan
     out, _ = forward(x, _param(2, 2, 1))
@@ -131,7 +127,7 @@ def test_avg_pool_nan_reaches_exactly_the_windows_holding_it(impl, rng):
     np.testing.assert_array_equal(np.isnan(out[0, 0]), expected)
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", AVG_POOL)
 @pytest.mark.parametrize(
     ("param", "error", "message"),
     [
@@ -143,7 +139,7 @@ def test_avg_pool_nan_reaches_exactly_the_windows_holding_it(impl, rng):
 )
 def test_avg_pool_rejects_bad_parameters(impl, param, error, message):
     with pytest.raises(error, match=message):
-        IMPLEMENTATIONS[impl][0](np.zeros((1, 1, 5, 5)), param)
+        AVG_POOL[impl][0](np.zeros((1, 1, 5, 5)), param)
 
 
 # --- global average pooling ---------------------------------------------------------------------
@@ -193,9 +189,9 @@ def test_global_avg_pool_backward_checks_dout():
         global_avg_pool_backward(np.zeros((3, 2)), cache)
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", AVG_POOL)
 def test_avg_pool_refuses_caches_of_other_passes(impl, rng):
-    forward, backward = IMPLEMENTATIONS[impl]
+    forward, backward = AVG_POOL[impl]
     x = rng.standard_normal((2, 2, 5, 5))
     out, cache = forward(x, _param(2, 2, 2))
     dout = np.ones(out.shape)

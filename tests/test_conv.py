@@ -11,9 +11,15 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
-from conv_helpers import CONV, as_pair, check_fast_matches_naive, check_gradients
+from conv_helpers import (
+    as_pair,
+    check_fast_matches_naive,
+    check_gradients,
+    use_workspace_and_threads,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from layer_pairs import CONV
 from tolerances import assert_matches
 
 import convnet
@@ -175,8 +181,7 @@ def check_conv_fast_matches_naive(geo: Geometry, dtype, seed: int) -> None:
 def test_fast_matches_naive(
     geo, dtype, workspace, threads, seed, restore_workspace_limit, restore_num_threads
 ):
-    set_workspace_limit(workspace or fast_layers.DEFAULT_WORKSPACE_BYTES)
-    set_num_threads(threads)
+    use_workspace_and_threads(workspace, threads)
     check_conv_fast_matches_naive(geo, dtype, seed)
 
 

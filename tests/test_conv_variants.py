@@ -7,9 +7,15 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
-from conv_helpers import CONV, as_pair, check_fast_matches_naive, check_gradients
+from conv_helpers import (
+    as_pair,
+    check_fast_matches_naive,
+    check_gradients,
+    use_workspace_and_threads,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from layer_pairs import CONV, TRANSPOSE
 from tolerances import assert_matches
 
 from convnet import fast_layers
@@ -19,7 +25,6 @@ from convnet.fast_layers import (
     conv_forward_fast,
     conv_transpose_backward_fast,
     conv_transpose_forward_fast,
-    set_workspace_limit,
 )
 from convnet.layers import (
     conv_backward_naive,
@@ -27,11 +32,6 @@ from convnet.layers import (
     conv_transpose_backward_naive,
     conv_transpose_forward_naive,
 )
-
-TRANSPOSE = {
-    "naive": (conv_transpose_forward_naive, conv_transpose_backward_naive),
-    "fast": (conv_transpose_forward_fast, conv_transpose_backward_fast),
-}
 
 
 class Case(NamedTuple):
@@ -242,24 +242,23 @@ def conv_cases(draw, transpose: bool = False):
 
 
 THREADED = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+# dtype, workspace limit (None: the default), worker threads and seed of one example.
+RUN = {
+    "dtype": st.sampled_from([np.float32, np.float64]),
+    "workspace": st.sampled_from([None, 1]),
+    "threads": st.integers(1, 3),
+    "seed": st.integers(0, 2**32 - 1),
+}
 
 
 @THREADED
-@given(
-    case=conv_cases(),
-    dtype=st.sampled_from([np.float32, np.float64]),
-    workspace=st.sampled_from([None, 1]),
-    threads=st.integers(1, 3),
-    seed=st.integers(0, 2**32 - 1),
-)
+@given(case=conv_cases(), **RUN)
 def test_conv_fast_matches_naive(
     case, dtype, workspace, threads, seed, restore_workspace_limit, restore_num_threads
 ):
-    set_workspace_limit(workspace or fast_layers.DEFAULT_WORKSPACE_BYTES)
-    set_num_threads(threads)
+    use_workspace_and_threads(workspace, threads)
     arrays = case.conv_arrays(np.random.default_rng(seed), dtype)
-    check_fast_matches_naive(CONV["naive"], CONV["fast"], arrays, case.conv_param())
-    _, cache = conv_forward_fast(*arrays, case.conv_param())
+    cache, _ = check_fast_matches_naive(CONV["naive"], CONV["fast"], arrays, case.conv_param())
     dout = np.ones((case.num, arrays[1].shape[0], *case.conv_out()), dtype)
     dx_none, dw, _ = conv_backward_fast(dout, cache, compute_dx=False)
     assert dx_none is None
@@ -267,18 +266,11 @@ def test_conv_fast_matches_naive(
 
 
 @THREADED
-@given(
-    case=conv_cases(transpose=True),
-    dtype=st.sampled_from([np.float32, np.float64]),
-    workspace=st.sampled_from([None, 1]),
-    threads=st.integers(1, 3),
-    seed=st.integers(0, 2**32 - 1),
-)
+@given(case=conv_cases(transpose=True), **RUN)
 def test_transpose_fast_matches_naive(
     case, dtype, workspace, threads, seed, restore_workspace_limit, restore_num_threads
 ):
-    set_workspace_limit(workspace or fast_layers.DEFAULT_WORKSPACE_BYTES)
-    set_num_threads(threads)
+    use_workspace_and_threads(workspace, threads)
     arrays = case.transpose_arrays(np.random.default_rng(seed), dtype)
     check_fast_matches_naive(TRANSPOSE["naive"], TRANSPOSE["fast"], arrays, case.transpose_param())
 

@@ -8,17 +8,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from layer_pairs import MAX_POOL
 from tolerances import GRAD_TOL, assert_matches
 
 from convnet._parallel import set_num_threads
 from convnet.fast_layers import max_pool_backward_fast, max_pool_forward_fast
 from convnet.gradient_check import numerical_gradient_array, relative_error
 from convnet.layers import max_pool_backward_naive, max_pool_forward_naive
-
-IMPLEMENTATIONS = {
-    "naive": (max_pool_forward_naive, max_pool_backward_naive),
-    "fast": (max_pool_forward_fast, max_pool_backward_fast),
-}
 
 
 class Geometry(NamedTuple):
@@ -92,10 +88,10 @@ def _ids(geometries):
 # --- gradient checks ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", MAX_POOL)
 @pytest.mark.parametrize("geo", GEOMETRIES, ids=_ids(GEOMETRIES))
 def test_max_pool_gradient(impl, geo, rng):
-    forward, backward = IMPLEMENTATIONS[impl]
+    forward, backward = MAX_POOL[impl]
     x = distinct_values(geo.x_shape(), rng)
     dout = rng.standard_normal(geo.out_shape())
     out, cache = forward(x, geo.pool_param())
@@ -108,7 +104,7 @@ def test_max_pool_gradient(impl, geo, rng):
 def test_max_pool_forward_known_value():
     x = np.array([[1.0, 5.0, 2.0], [4.0, 3.0, 0.0], [7.0, 6.0, 9.0]]).reshape(1, 1, 3, 3)
     param = {"pool_height": 2, "pool_width": 2, "stride": 1}
-    for forward, _ in IMPLEMENTATIONS.values():
+    for forward, _ in MAX_POOL.values():
         out, _ = forward(x, param)
         np.testing.assert_array_equal(out, [[[[5.0, 5.0], [7.0, 9.0]]]])
 
@@ -217,10 +213,10 @@ def test_fast_matches_naive_on_wide_rows_with_nan_and_inf(geo, dtype, kind, spec
     )
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", MAX_POOL)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_empty_batch(impl, dtype):
-    forward, backward = IMPLEMENTATIONS[impl]
+    forward, backward = MAX_POOL[impl]
     geo = Geometry(0, 3, 5, 4, 2, 3, (2, 1))
     out, cache = forward(np.zeros(geo.x_shape(), dtype), geo.pool_param())
     assert out.shape == geo.out_shape() and out.dtype == np.dtype(dtype)
@@ -247,11 +243,11 @@ def test_caches_are_interchangeable(forward, backward, rng):
 # --- ties: the first maximum in row-major order ---------------------------------------------
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", MAX_POOL)
 @pytest.mark.parametrize("geo", GEOMETRIES, ids=_ids(GEOMETRIES))
 @pytest.mark.parametrize("fill", [0.0, -np.inf])
 def test_constant_input_sends_gradient_to_window_corner(impl, geo, fill, rng):
-    forward, backward = IMPLEMENTATIONS[impl]
+    forward, backward = MAX_POOL[impl]
     x = np.full(geo.x_shape(), fill)
     dout = rng.standard_normal(geo.out_shape())
     out, cache = forward(x, geo.pool_param())
@@ -263,10 +259,10 @@ def test_constant_input_sends_gradient_to_window_corner(impl, geo, fill, rng):
     np.testing.assert_allclose(backward(dout, cache), expected, rtol=1e-15, atol=0)
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", MAX_POOL)
 @pytest.mark.parametrize("geo", GEOMETRIES, ids=_ids(GEOMETRIES))
 def test_relu_input_ties_go_to_first_maximum(impl, geo, rng):
-    forward, backward = IMPLEMENTATIONS[impl]
+    forward, backward = MAX_POOL[impl]
     x = np.maximum(rng.standard_normal(geo.x_shape()) - 0.5, 0)
     dout = rng.standard_normal(geo.out_shape())
     _, cache = forward(x, geo.pool_param())
@@ -275,11 +271,11 @@ def test_relu_input_ties_go_to_first_maximum(impl, geo, rng):
     )
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", MAX_POOL)
 def test_tie_inside_one_window_picks_the_earlier_row(impl):
     x = np.zeros((1, 1, 2, 2))
     x[0, 0, 0, 1] = x[0, 0, 1, 0] = 3.0
-    forward, backward = IMPLEMENTATIONS[impl]
+    forward, backward = MAX_POOL[impl]
     _, cache = forward(x, {"pool_height": 2, "pool_width": 2, "stride": 2})
     dx = backward(np.ones((1, 1, 1, 1)), cache)
     np.testing.assert_array_equal(dx[0, 0], [[0.0, 1.0], [0.0, 0.0]])
@@ -297,10 +293,10 @@ def windows_containing(index: int, count: int, stride: int, window: int) -> np.n
 NAN_GEOMETRY = Geometry(2, 2, 7, 8, 3, 2, (2, 3))
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", MAX_POOL)
 @pytest.mark.parametrize("position", [(0, 0), (2, 1), (4, 6), (6, 7), (3, 2)])
 def test_nan_reaches_exactly_the_windows_holding_it(impl, position, rng):
-    forward, backward = IMPLEMENTATIONS[impl]
+    forward, backward = MAX_POOL[impl]
     geo = NAN_GEOMETRY
     x = rng.standard_normal(geo.x_shape())
     row, col = position
@@ -322,12 +318,12 @@ def test_nan_reaches_exactly_the_windows_holding_it(impl, position, rng):
     np.testing.assert_allclose(dx[1, 0, row, col], dout[1, 0][holding].sum(), rtol=1e-14)
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", MAX_POOL)
 def test_first_nan_of_a_window_takes_its_gradient(impl):
     x = np.zeros((1, 1, 2, 3))
     x[0, 0, 0, 2] = x[0, 0, 1, 0] = np.nan
     x[0, 0, 0, 0] = 5.0
-    forward, backward = IMPLEMENTATIONS[impl]
+    forward, backward = MAX_POOL[impl]
     _, cache = forward(x, {"pool_height": 2, "pool_width": 3, "stride": 1})
     dx = backward(np.ones((1, 1, 1, 1)), cache)
     np.testing.assert_array_equal(dx[0, 0], [[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
@@ -336,9 +332,9 @@ def test_first_nan_of_a_window_takes_its_gradient(impl):
 # --- layouts, dtypes, inputs left alone --------------------------------------------------------
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", MAX_POOL)
 def test_any_layout_gives_the_same_result(impl, to_layout, rng):
-    forward, backward = IMPLEMENTATIONS[impl]
+    forward, backward = MAX_POOL[impl]
     geo = GEOMETRIES[3]
     x = distinct_values(geo.x_shape(), rng)
     dout = rng.standard_normal(geo.out_shape())
@@ -349,9 +345,9 @@ def test_any_layout_gives_the_same_result(impl, to_layout, rng):
     np.testing.assert_array_equal(backward(to_layout(dout), cache), dx_ref)
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", MAX_POOL)
 def test_inputs_and_dout_are_not_modified(impl, rng):
-    forward, backward = IMPLEMENTATIONS[impl]
+    forward, backward = MAX_POOL[impl]
     geo = GEOMETRIES[1]
     x = distinct_values(geo.x_shape(), rng)
     dout = rng.standard_normal(geo.out_shape())
@@ -363,7 +359,7 @@ def test_inputs_and_dout_are_not_modified(impl, rng):
     np.testing.assert_array_equal(dout, dout_copy)
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", MAX_POOL)
 @pytest.mark.parametrize(
     ("x_dtype", "dout_dtype", "expected"),
     [
@@ -374,7 +370,7 @@ def test_inputs_and_dout_are_not_modified(impl, rng):
     ],
 )
 def test_output_dtype(impl, x_dtype, dout_dtype, expected, rng):
-    forward, backward = IMPLEMENTATIONS[impl]
+    forward, backward = MAX_POOL[impl]
     geo = GEOMETRIES[2]
     out, cache = forward(distinct_values(geo.x_shape(), rng, x_dtype), geo.pool_param())
     assert out.dtype == x_dtype
@@ -382,9 +378,9 @@ def test_output_dtype(impl, x_dtype, dout_dtype, expected, rng):
     assert dx.dtype == expected
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", MAX_POOL)
 def test_non_native_byte_order_is_accepted(impl, rng):
-    forward, backward = IMPLEMENTATIONS[impl]
+    forward, backward = MAX_POOL[impl]
     geo = GEOMETRIES[1]
     x = distinct_values(geo.x_shape(), rng)
     dout = rng.standard_normal(geo.out_shape())
@@ -395,9 +391,9 @@ def test_non_native_byte_order_is_accepted(impl, rng):
     np.testing.assert_array_equal(backward(dout.astype(">f8"), cache), dx_ref)
 
 
-@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("impl", MAX_POOL)
 def test_zero_channels(impl):
-    forward, backward = IMPLEMENTATIONS[impl]
+    forward, backward = MAX_POOL[impl]
     geo = Geometry(2, 0, 5, 4, 2, 3, (2, 1))
     out, cache = forward(np.zeros(geo.x_shape()), geo.pool_param())
     assert out.shape == geo.out_shape()

@@ -7,49 +7,20 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from layer_pairs import AVG_POOL, CONV, MAX_POOL, TRANSPOSE
+from tolerances import TOLERANCE, assert_close_to_torch
 
 from convnet.fast_layers import (
-    avg_pool_backward_fast,
-    avg_pool_forward_fast,
     conv_backward_fast,
     conv_forward_fast,
-    conv_transpose_backward_fast,
-    conv_transpose_forward_fast,
-    max_pool_backward_fast,
-    max_pool_forward_fast,
 )
 from convnet.layers import (
-    avg_pool_backward_naive,
-    avg_pool_forward_naive,
-    conv_backward_naive,
-    conv_forward_naive,
-    conv_transpose_backward_naive,
-    conv_transpose_forward_naive,
     global_avg_pool_backward,
     global_avg_pool_forward,
-    max_pool_backward_naive,
-    max_pool_forward_naive,
 )
 
 torch = pytest.importorskip("torch")
 functional = torch.nn.functional
-
-CONV = {
-    "naive": (conv_forward_naive, conv_backward_naive),
-    "fast": (conv_forward_fast, conv_backward_fast),
-}
-POOL = {
-    "naive": (max_pool_forward_naive, max_pool_backward_naive),
-    "fast": (max_pool_forward_fast, max_pool_backward_fast),
-}
-TOL = 1e-10
-
-
-def assert_close_to_torch(actual: np.ndarray, expected) -> None:
-    expected = expected.detach().numpy()
-    assert actual.shape == expected.shape
-    scale = float(np.max(np.abs(expected), initial=0.0))
-    np.testing.assert_allclose(actual, expected, rtol=TOL, atol=TOL * scale)
 
 
 @st.composite
@@ -105,11 +76,11 @@ def pool_cases(draw):
     }
 
 
-@pytest.mark.parametrize("impl", POOL)
+@pytest.mark.parametrize("impl", MAX_POOL)
 @settings(max_examples=100)
 @given(case=pool_cases())
 def test_max_pool_matches_torch(impl, case):
-    forward, backward = POOL[impl]
+    forward, backward = MAX_POOL[impl]
     rng = np.random.default_rng(case["seed"])
     x = rng.standard_normal((case["num"], case["channels"], case["height"], case["width"]))
     param = {"pool_height": case["window"][0], "pool_width": case["window"][1]}
@@ -125,15 +96,6 @@ def test_max_pool_matches_torch(impl, case):
 
 
 # --- dilated, grouped, depthwise and transposed convolution; average pooling ----------------
-
-TRANSPOSE = {
-    "naive": (conv_transpose_forward_naive, conv_transpose_backward_naive),
-    "fast": (conv_transpose_forward_fast, conv_transpose_backward_fast),
-}
-AVG_POOL = {
-    "naive": (avg_pool_forward_naive, avg_pool_backward_naive),
-    "fast": (avg_pool_forward_fast, avg_pool_backward_fast),
-}
 
 
 def _grads_match_torch(grads, tensors) -> None:
@@ -307,7 +269,7 @@ def test_winograd_matches_torch(tile, dtype, num, channels, filters, size, pad, 
     x_t, w_t, b_t = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
     out_t = functional.conv2d(x_t, w_t, b_t, padding=pad)
     out_t.backward(torch.from_numpy(dout))
-    tol = TOL if dtype == np.float64 else 1e-4
+    tol = TOLERANCE[np.dtype(dtype)]
     for actual, expected in ((out, out_t), (dx, x_t.grad), (dw, w_t.grad), (db, b_t.grad)):
         expected = expected.detach().numpy()
         scale = float(np.max(np.abs(expected), initial=0.0))

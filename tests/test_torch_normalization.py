@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tolerances import assert_close_to_torch
 
 from convnet.layers import (
     batchnorm_backward,
@@ -24,14 +25,6 @@ from convnet.layers import (
 
 torch = pytest.importorskip("torch")
 functional = torch.nn.functional
-TOL = 1e-10
-
-
-def assert_close_to_torch(actual: np.ndarray, expected) -> None:
-    expected = expected.detach().numpy()
-    assert actual.shape == expected.shape
-    scale = float(np.max(np.abs(expected), initial=0.0))
-    np.testing.assert_allclose(actual, expected, rtol=TOL, atol=TOL * scale)
 
 
 def compare(forward_torch, out, grads, x, gamma, beta, dout) -> None:

@@ -4,36 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from layer_pairs import CONV, MAX_POOL
 
 from convnet import fast_layers
 from convnet.fast_layers import (
     conv_backward_fast,
     conv_forward_fast,
-    max_pool_backward_fast,
-    max_pool_forward_fast,
     set_workspace_limit,
 )
 from convnet.layers import (
     affine_backward,
     affine_forward,
-    conv_backward_naive,
-    conv_forward_naive,
-    max_pool_backward_naive,
-    max_pool_forward_naive,
     relu_backward,
     relu_forward,
     softmax_loss,
     svm_loss,
 )
 
-CONV = {
-    "naive": (conv_forward_naive, conv_backward_naive),
-    "fast": (conv_forward_fast, conv_backward_fast),
-}
-POOL = {
-    "naive": (max_pool_forward_naive, max_pool_backward_naive),
-    "fast": (max_pool_forward_fast, max_pool_backward_fast),
-}
 GOOD_CONV = {"stride": 1, "pad": 1}
 GOOD_POOL = {"pool_height": 2, "pool_width": 2, "stride": 2}
 
@@ -153,7 +140,7 @@ def test_conv_backward_fast_rejects_bad_dout_without_dx():
         conv_backward_fast(np.zeros((2, 4, 5, 4)), cache, compute_dx=False)
 
 
-@pytest.mark.parametrize("impl", POOL)
+@pytest.mark.parametrize("impl", MAX_POOL)
 @pytest.mark.parametrize(
     ("dout", "error", "message"),
     [
@@ -163,7 +150,7 @@ def test_conv_backward_fast_rejects_bad_dout_without_dx():
     ],
 )
 def test_pool_backward_rejects_bad_dout(impl, dout, error, message):
-    forward, backward = POOL[impl]
+    forward, backward = MAX_POOL[impl]
     _, cache = forward(np.zeros((2, 3, 4, 5)), GOOD_POOL)
     with pytest.raises(error, match=message):
         backward(dout, cache)
@@ -260,12 +247,12 @@ POOL_ERRORS = {
 }
 
 
-@pytest.mark.parametrize("impl", POOL)
+@pytest.mark.parametrize("impl", MAX_POOL)
 @pytest.mark.parametrize("case", POOL_ERRORS)
 def test_pool_rejects_bad_input(impl, case):
     x, param, error, message = POOL_ERRORS[case]
     with pytest.raises(error, match=message):
-        POOL[impl][0](x, param)
+        MAX_POOL[impl][0](x, param)
 
 
 # --- affine, ReLU -----------------------------------------------------------------------------

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conv_helpers import use_workspace_and_threads
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tolerances import assert_matches
 
 from convnet import _backend, fast_layers, winograd
-from convnet._parallel import set_num_threads
 from convnet.fast_layers import (
     conv_algorithm_choice,
     conv_backward_fast,
     conv_forward_fast,
-    set_workspace_limit,
 )
 from convnet.layers import conv_backward_naive, conv_forward_naive
 
@@ -175,8 +174,7 @@ def test_winograd_matches_naive(
     restore_num_threads,
 ):
     height, width = max(size[0], 3 - 2 * pad[0]), max(size[1], 3 - 2 * pad[1])
-    set_workspace_limit(workspace or fast_layers.DEFAULT_WORKSPACE_BYTES)
-    set_num_threads(threads)
+    use_workspace_and_threads(workspace, threads)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((num, channels, height, width)).astype(dtype)
     w = rng.standard_normal((filters, channels, 3, 3)).astype(dtype)

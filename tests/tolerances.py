@@ -16,3 +16,13 @@ def assert_matches(actual: np.ndarray, expected: np.ndarray) -> None:
     tol = TOLERANCE[expected.dtype]
     scale = float(np.max(np.abs(expected), initial=0.0))
     np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
+
+
+def assert_close_to_torch(actual: np.ndarray, expected) -> None:
+    """Same shape as the PyTorch tensor ``expected`` and equal within float64's tolerance
+    relative to its max |value| (the PyTorch cross-checks run in float64)."""
+    expected = expected.detach().numpy()
+    assert actual.shape == expected.shape
+    tol = TOLERANCE[np.dtype(np.float64)]
+    scale = float(np.max(np.abs(expected), initial=0.0))
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
