@@ -1,6 +1,6 @@
-"""Helpers shared by the convolution tests (test_conv.py, test_conv_variants.py): a
-numerical gradient check of x, w and b, and the comparison of a fast layer against its
-naive reference."""
+"""Helpers shared by the convolution tests (test_conv.py, test_conv_variants.py, and
+test_winograd.py): the workspace and thread setting of an example, and the comparison of a
+fast layer against its naive reference."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ from typing import Any
 
 import numpy as np
 from layer_pairs import Layer
-from tolerances import GRAD_TOL, assert_matches
+from tolerances import assert_matches
 
 from convnet import fast_layers
 from convnet._parallel import set_num_threads
-from convnet.gradient_check import numerical_gradient_array, relative_error
 
 
 def as_pair(value: int | tuple[int, int]) -> tuple[int, int]:
@@ -24,26 +23,6 @@ def use_workspace_and_threads(workspace: int | None, threads: int) -> None:
     """Set the fast layers' workspace limit (None: the default) and worker count."""
     fast_layers.set_workspace_limit(workspace or fast_layers.DEFAULT_WORKSPACE_BYTES)
     set_num_threads(threads)
-
-
-def check_gradients(forward, backward, x, w, b, param, dout: np.ndarray | None = None) -> None:
-    """dx, dw and db of ``backward`` against centered differences of ``forward`` (float64),
-    for ``dout`` (of the output's shape; random when None)."""
-    out, cache = forward(x, w, b, param)
-    if dout is None:
-        dout = np.random.default_rng(1).standard_normal(out.shape)
-    assert out.shape == dout.shape
-    grads = backward(dout, cache)
-    for index, grad in enumerate(grads):
-        args = [x, w, b]
-
-        def output(value, index=index, args=args):
-            args = list(args)
-            args[index] = value
-            return forward(*args, param)[0]
-
-        numerical = numerical_gradient_array(output, args[index], dout)
-        assert relative_error(grad, numerical) < GRAD_TOL
 
 
 def check_fast_matches_naive(

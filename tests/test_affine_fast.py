@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gradients import check_gradients
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tolerances import TOLERANCE
 
 from convnet._parallel import set_num_threads
 from convnet.fast_layers import affine_backward_fast, affine_forward_fast
-from convnet.gradient_check import numerical_gradient_array, relative_error
 from convnet.layers import affine_backward, affine_forward
 
 
@@ -51,26 +51,7 @@ def test_fast_affine_gradients_are_numerically_right(rng, restore_num_threads):
     w = rng.standard_normal((6, 4))
     b = rng.standard_normal(4)
     dout = rng.standard_normal((5, 4))
-    _, cache = affine_forward_fast(x, w, b)
-    dx, dw, db = affine_backward_fast(dout, cache)
-    assert (
-        relative_error(
-            dx, numerical_gradient_array(lambda v: affine_forward_fast(v, w, b)[0], x, dout)
-        )
-        < 1e-8
-    )
-    assert (
-        relative_error(
-            dw, numerical_gradient_array(lambda v: affine_forward_fast(x, v, b)[0], w, dout)
-        )
-        < 1e-8
-    )
-    assert (
-        relative_error(
-            db, numerical_gradient_array(lambda v: affine_forward_fast(x, w, v)[0], b, dout)
-        )
-        < 1e-8
-    )
+    check_gradients(affine_forward_fast, affine_backward_fast, [x, w, b], dout=dout, tol=1e-8)
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,9 @@ import pytest
 from conv_helpers import (
     as_pair,
     check_fast_matches_naive,
-    check_gradients,
     use_workspace_and_threads,
 )
+from gradients import check_gradients
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from layer_pairs import CONV
@@ -95,7 +95,7 @@ def _ids(geometries):
 @pytest.mark.parametrize("geo", GRADIENT_GEOMETRIES, ids=_ids(GRADIENT_GEOMETRIES))
 def test_conv_gradients(impl, geo, rng):
     x, w, b, dout = make_arrays(geo, rng)
-    check_gradients(*CONV[impl], x, w, b, geo.conv_param(), dout)
+    check_gradients(*CONV[impl], [x, w, b], geo.conv_param(), dout=dout)
 
 
 def test_conv_forward_known_value():

@@ -10,9 +10,9 @@ import pytest
 from conv_helpers import (
     as_pair,
     check_fast_matches_naive,
-    check_gradients,
     use_workspace_and_threads,
 )
+from gradients import check_gradients
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from layer_pairs import CONV, TRANSPOSE
@@ -144,13 +144,13 @@ def _ids(cases: list[Case]) -> list[str]:
 @pytest.mark.parametrize("impl", CONV)
 @pytest.mark.parametrize("case", CONV_CASES, ids=_ids(CONV_CASES))
 def test_conv_gradients(impl, case, rng):
-    check_gradients(*CONV[impl], *case.conv_arrays(rng), case.conv_param())
+    check_gradients(*CONV[impl], case.conv_arrays(rng), case.conv_param())
 
 
 @pytest.mark.parametrize("impl", TRANSPOSE)
 @pytest.mark.parametrize("case", TRANSPOSE_CASES, ids=_ids(TRANSPOSE_CASES))
 def test_transpose_gradients(impl, case, rng):
-    check_gradients(*TRANSPOSE[impl], *case.transpose_arrays(rng), case.transpose_param())
+    check_gradients(*TRANSPOSE[impl], case.transpose_arrays(rng), case.transpose_param())
 
 
 @pytest.mark.parametrize("impl", TRANSPOSE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gradients import check_gradients
 from tolerances import GRAD_TOL
 
 from convnet.gradient_check import numerical_gradient, numerical_gradient_array, relative_error
@@ -34,18 +35,7 @@ def test_affine_gradients(rng):
     dx, dw, db = affine_backward(dout, cache)
     assert out.shape == (3, 5) and dx.shape == x.shape and dw.shape == w.shape
     assert db.shape == (5,)
-    assert (
-        relative_error(dx, numerical_gradient_array(lambda v: affine_forward(v, w, b)[0], x, dout))
-        < GRAD_TOL
-    )
-    assert (
-        relative_error(dw, numerical_gradient_array(lambda v: affine_forward(x, v, b)[0], w, dout))
-        < GRAD_TOL
-    )
-    assert (
-        relative_error(db, numerical_gradient_array(lambda v: affine_forward(x, w, v)[0], b, dout))
-        < GRAD_TOL
-    )
+    check_gradients(affine_forward, affine_backward, [x, w, b], dout=dout)
 
 
 def test_affine_forward_value(rng):
