@@ -25,7 +25,7 @@ from types import ModuleType
 import numpy as np
 
 from convnet import _backend, winograd
-from convnet._parallel import get_num_threads, map_groups
+from convnet._parallel import blas_on_one_thread, get_num_threads, map_groups
 from convnet._validation import (
     ConvGeometry,
     PoolGeometry,
@@ -531,6 +531,7 @@ def _phase_cache(
     return ConvCache(_padded_phases(x_c, geo, dilation), w, b, phase_geo, "auto")
 
 
+@blas_on_one_thread
 def conv_forward_fast(
     x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict
 ) -> tuple[np.ndarray, ConvCache]:
@@ -596,6 +597,7 @@ def conv_forward_fast(
     return out, cache
 
 
+@blas_on_one_thread
 def conv_backward_fast(
     dout: np.ndarray, cache: ConvCache, *, compute_dx: bool = True
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
@@ -671,6 +673,7 @@ def conv_backward_fast(
     )
 
 
+@blas_on_one_thread
 def conv_transpose_forward_fast(
     x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict
 ) -> tuple[np.ndarray, ConvTransposeCache]:
@@ -710,6 +713,7 @@ def conv_transpose_forward_fast(
     return out, ConvTransposeCache(x, w, b, geo)
 
 
+@blas_on_one_thread
 def conv_transpose_backward_fast(
     dout: np.ndarray, cache: ConvTransposeCache
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -743,6 +747,7 @@ def conv_transpose_backward_fast(
     return dx, dw, dout_c.sum(axis=(0, 2, 3))
 
 
+@blas_on_one_thread
 def affine_forward_fast(
     x: np.ndarray, w: np.ndarray, b: np.ndarray
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -777,6 +782,7 @@ def affine_forward_fast(
     return out, (x, w, b)
 
 
+@blas_on_one_thread
 def affine_backward_fast(
     dout: np.ndarray, cache: tuple[np.ndarray, np.ndarray, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
