@@ -172,12 +172,24 @@ def conv_algorithm_choice(
 
     Returns
     -------
-    (name, tile) : ('im2col', 0) or ('winograd', m) for Winograd F(m x m, 3x3)
+    (name, tile) : ('im2col', 0); ('direct', 0), a grouped convolution with one input
+        channel per group (depthwise), run by a compiled direct loop; ('winograd', m) for
+        Winograd F(m x m, 3x3); or ('winograd-phases', m), a dilated 3x3 stride-1
+        convolution run, under ``'auto'``, as Winograd F(m x m, 3x3) on the phases of its
+        input (see ``_phases``).
     """
     # Validation needs arrays of these shapes, not their memory: zero-stride views.
     x, w, b = (np.broadcast_to(np.float32(0), shape) for shape in (x_shape, w_shape, w_shape[:1]))
     _, _, _, geo = check_conv_arrays(x, w, b, conv_param)
-    return _choose_algorithm(conv_algorithm(conv_param), x_shape, w_shape, geo)
+    requested = conv_algorithm(conv_param)
+    choice = _choose_algorithm(requested, x_shape, w_shape, geo)
+    if _depthwise(w_shape, geo):
+        return "direct", 0
+    dilation = _phases(requested, x_shape, w_shape, geo) if choice[0] == "im2col" else 0
+    if not dilation:
+        return choice
+    phase_geo = ConvGeometry(1, 1, 0, 0, geo.out_h // dilation, geo.out_w // dilation)
+    return "winograd-phases", _winograd_tile(phase_geo)
 
 
 def _choose_algorithm(
