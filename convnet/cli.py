@@ -654,7 +654,6 @@ def _train_on(args: argparse.Namespace, ranks: distributed.Ranks) -> int:
     dataset = first.get("dataset") or _load_data(options, download=args.download)
     with _user_errors():
         model = _build_model(options, dataset)
-    out = ranks.run_on_root(_prepare_output, args, checkpoint, options, dataset)
 
     keep_freed_memory()  # process-wide, so the command does it, not the library's Solver
     with _user_errors():
@@ -668,11 +667,14 @@ def _train_on(args: argparse.Namespace, ranks: distributed.Ranks) -> int:
             num_epochs=options["epochs"],
             seed=options["seed"],
             progress=not args.no_progress,
-            checkpoint_dir=out,
             verbose=not args.quiet,
             resume_from=checkpoint,
             comm=ranks.comm,
         )
+    # Only now, with the checkpoint loaded and found to fit, is anything written: a
+    # rejected --resume leaves the run folder as it was (and makes no --out folder).
+    out = ranks.run_on_root(_prepare_output, args, checkpoint, options, dataset)
+    solver.checkpoint_dir = out
     try:
         solver.train()
     except KeyboardInterrupt:

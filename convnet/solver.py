@@ -241,6 +241,9 @@ class Solver:
         Per parameter, the update rule's hyperparameters and state.
     train_seconds, images_per_second : float
         Wall time of the last :meth:`train` call, and its training throughput.
+    checkpoint_dir : Path or None
+        Where the epoch checkpoints go; may be set after construction (``convnet train``
+        sets it once the checkpoint it resumes from has loaded).
     last_checkpoint : Path or None
         The checkpoint this solver wrote last.
     ranks : convnet.distributed.Ranks

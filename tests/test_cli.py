@@ -335,6 +335,50 @@ def test_a_finished_run_is_left_alone_by_resume(
     assert {path.name: path.read_bytes() for path in trained_run.iterdir()} == before
 
 
+def _run_folder_state(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in folder.iterdir()}
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--num-filters", "8"], "the model expects"),  # the checkpoint does not fit the model
+        (["--optimizer", "sgd"], "update rule 'adam'"),
+        (["--dtype", "float64"], "the model expects"),
+    ],
+)
+def test_a_rejected_resume_leaves_the_run_folder_alone(
+    trained_run: Path, capsys: pytest.CaptureFixture, argv: list[str], fragment: str
+) -> None:
+    os.utime(trained_run / cli.OPTIONS_FILE, ns=(0, 0))  # so that any rewrite shows
+    os.utime(trained_run / cli.PREPROCESSING_FILE, ns=(0, 0))
+    before = _run_folder_state(trained_run)
+    code = run_cli(
+        "train", "--resume", "--epochs", "2", "--no-progress", "--out", trained_run, *argv
+    )
+    assert_usage_error(capsys, code, fragment)
+    assert _run_folder_state(trained_run) == before
+
+
+def test_a_corrupt_checkpoint_leaves_the_run_folder_alone(
+    trained_run: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (trained_run / CHECKPOINT_NAME).write_bytes(b"PK\x03\x04 damaged")
+    before = _run_folder_state(trained_run)
+    code = run_cli("train", "--resume", "--epochs", "2", "--no-progress", "--out", trained_run)
+    assert_usage_error(capsys, code, "not a readable convnet checkpoint")
+    assert _run_folder_state(trained_run) == before
+
+
+def test_resuming_into_a_new_out_folder_creates_nothing_when_rejected(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    argv = ["--resume", trained_run / CHECKPOINT_NAME, "--out", elsewhere, "--num-filters", "8"]
+    assert_usage_error(capsys, run_cli("train", "--epochs", "2", *argv), "the model expects")
+    assert not elsewhere.exists()
+
+
 def test_output_files_take_the_umask(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
