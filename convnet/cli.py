@@ -454,7 +454,8 @@ def _build_model(options: dict[str, Any], dataset: dict[str, np.ndarray]) -> Any
         from convnet import models
 
         if options["model"] == "vgg":
-            return models.vgg(image_shape, dropout=options["dropout"], **common)
+            # fresh (seeded) dropout masks at every step, not CS231n's fixed ones
+            return models.vgg(image_shape, dropout=options["dropout"], fresh_masks=True, **common)
         return models.resnet(image_shape, **common)
     if options["model"] == "fc-net":
         return FullyConnectedNet(
@@ -462,6 +463,7 @@ def _build_model(options: dict[str, Any], dataset: dict[str, np.ndarray]) -> Any
             input_dim=math.prod(image_shape),
             dropout=options["dropout"],
             normalization=options["normalization"],
+            fresh_masks=True,
             **common,
         )
     return ThreeLayerConvNet(

@@ -131,6 +131,7 @@ def test_fc_net_trains_and_plots_its_first_layer(tmp_path: Path) -> None:
     assert run_cli(*argv, "--dropout", "0.8", "--out", tmp_path) == 0
     model = load_model(tmp_path / "model.npz")
     assert model.params["W1"].shape == (64, 16) and model.params["W1"].dtype == np.float64
+    assert model.fresh_masks  # trained with fresh (seeded) masks, not CS231n's fixed ones
     assert is_png(tmp_path / "filters.png")
 
 

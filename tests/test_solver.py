@@ -342,7 +342,7 @@ def test_resume_with_library_models_and_dropout(tmp_path: Path, dtype: type) -> 
     data = {**images, "y_train": rng.integers(0, 3, 40), "y_val": rng.integers(0, 3, 20)}
     builders = [
         lambda: FullyConnectedNet(
-            [8], input_dim=36, num_classes=3, dropout=0.5, dtype=dtype, seed=2
+            [8], input_dim=36, num_classes=3, dropout=0.5, dtype=dtype, seed=2, fresh_masks=True
         ),
         lambda: ThreeLayerConvNet(
             (1, 6, 6),
