@@ -125,6 +125,15 @@ DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
         for preset in ("resnet", "vgg")
     },
 }
+# The options only some models take: given for another model, they are a usage error.
+MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
+    "num_filters": ("three-layer-convnet",),
+    "filter_size": ("three-layer-convnet",),
+    "hidden_dim": ("three-layer-convnet",),
+    "hidden_dims": ("fc-net",),
+    "normalization": ("fc-net",),
+    "dropout": ("fc-net", "vgg"),
+}
 # Options that describe a run (saved for --resume); --out, --resume, --no-progress and
 # --quiet only say how to run this invocation.
 RUN_OPTIONS = (
@@ -262,14 +271,20 @@ def _build_parser() -> _Parser:
     run.add_argument(
         "--num-val", type=_positive_int, help="validation images (digits 270, cifar10 1000)"
     )
-    run.add_argument("--num-filters", type=_positive_int, help="conv filters")
-    run.add_argument("--filter-size", type=_positive_int, help="conv filter height and width")
-    run.add_argument("--hidden-dim", type=_positive_int, help="conv net hidden units")
-    run.add_argument("--hidden-dims", type=_width_list, help="fc-net widths, e.g. 100,100")
-    run.add_argument("--dropout", type=_number(0, 1), help="fc-net/vgg keep probability (1: none)")
-    run.add_argument("--normalization", choices=("batchnorm", "layernorm"), help="fc-net norm")
+    run.add_argument("--num-filters", type=_positive_int, help="three-layer-convnet: filters")
+    run.add_argument(
+        "--filter-size", type=_positive_int, help="three-layer-convnet: filter height and width"
+    )
+    run.add_argument("--hidden-dim", type=_positive_int, help="three-layer-convnet: hidden units")
+    run.add_argument("--hidden-dims", type=_width_list, help="fc-net: widths, e.g. 100,100")
+    run.add_argument(
+        "--dropout", type=_number(0, 1), help="fc-net, vgg: keep probability (1: none)"
+    )
+    run.add_argument(
+        "--normalization", choices=("batchnorm", "layernorm"), help="fc-net: normalization"
+    )
     run.add_argument("--init", choices=("normal", "he"), help="weight initialization")
-    run.add_argument("--weight-scale", type=_number(0), help="std of 'normal' init")
+    run.add_argument("--weight-scale", type=_number(0), help="--init normal: the weights' std")
     run.add_argument("--reg", type=_number(0, low_inclusive=True), help="L2 strength")
     run.add_argument("--dtype", choices=("float32", "float64"), help="default: float32")
 
@@ -365,6 +380,21 @@ def _resolve_options(args: argparse.Namespace, saved: dict[str, Any]) -> dict[st
     if options["data_dir"] is not None:
         options["data_dir"] = str(options["data_dir"])
     return options
+
+
+def _check_model_options(args: argparse.Namespace, options: dict[str, Any]) -> None:
+    """A usage error for an option given explicitly that the run's model would ignore."""
+    model = options["model"]
+    for key, models in MODEL_OPTIONS.items():
+        if getattr(args, key, None) is not None and model not in models:
+            takers = " or ".join(models)
+            raise UsageError(
+                f"--{key.replace('_', '-')} is an option of --model {takers}, not {model}"
+            )
+    if args.weight_scale is not None and options["init"] != "normal":
+        raise UsageError(
+            f"--weight-scale is the std of --init normal; this run has --init {options['init']}"
+        )
 
 
 @contextlib.contextmanager
@@ -612,6 +642,7 @@ def _run_plan(args: argparse.Namespace) -> tuple[Path | None, dict[str, Any], in
     checkpoint = _checkpoint_to_resume(args)
     saved = _read_saved_options(checkpoint.parent / OPTIONS_FILE) if checkpoint else {}
     options = _resolve_options(args, saved)
+    _check_model_options(args, options)
     done = None
     if checkpoint is not None:
         with _user_errors():

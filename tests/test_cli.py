@@ -208,6 +208,37 @@ def test_user_errors_exit_2_with_one_line(
     assert_usage_error(capsys, code, fragment)
 
 
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["--normalization", "batchnorm"], ["--normalization", "--model fc-net", "not"]),
+        (["--dropout", "0.5"], ["--dropout", "fc-net", "vgg", "three-layer-convnet"]),
+        (["--model", "resnet", "--dropout", "0.5"], ["--dropout", "not resnet"]),
+        (["--model", "fc-net", "--num-filters", "4"], ["--num-filters", "three-layer-convnet"]),
+        (["--model", "vgg", "--hidden-dim", "20"], ["--hidden-dim", "not vgg"]),
+        (["--hidden-dims", "10"], ["--hidden-dims", "fc-net"]),
+        (["--model", "resnet", "--filter-size", "5"], ["--filter-size"]),
+        (["--weight-scale", "0.1"], ["--weight-scale", "--init normal"]),
+    ],
+)
+def test_options_the_model_does_not_take_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture, argv: list[str], fragments: list[str]
+) -> None:
+    code = run_cli("train", *QUICK, *argv, "--out", tmp_path / "out")
+    assert_usage_error(capsys, code, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_options_of_the_resumed_model_are_checked(
+    trained_run: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["--resume", "--epochs", "2", "--no-progress", "--out", trained_run]
+    code = run_cli("train", *argv, "--normalization", "layernorm")
+    assert_usage_error(capsys, code, "--normalization", "not three-layer-convnet")
+    code = run_cli("train", *argv, "--weight-scale", "0.05")  # the run's init is "he"
+    assert_usage_error(capsys, code, "--weight-scale", "--init he")
+
+
 def test_corrupt_checkpoint_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     pytest.importorskip("sklearn")
     (tmp_path / CHECKPOINT_NAME).write_bytes(b"PK\x03\x04 not really a zip")
