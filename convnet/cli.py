@@ -30,6 +30,7 @@ import math
 import os
 import sys
 import time
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -224,7 +225,7 @@ def _defaults_epilog() -> str:
         for key, value in COMMON_DEFAULTS.items()
         if value is not None
     )
-    lines.append(f"  every dataset and model: {common}")
+    lines.append(f"  every dataset and model, unless listed above: {common}")
     lines.append("  --num-val: digits 270, cifar10 1000; --num-train: all the rest")
     return "\n".join(lines)
 
@@ -285,7 +286,11 @@ def _build_parser() -> _Parser:
     )
     run.add_argument("--init", choices=("normal", "he"), help="weight initialization")
     run.add_argument("--weight-scale", type=_number(0), help="--init normal: the weights' std")
-    run.add_argument("--reg", type=_number(0, low_inclusive=True), help="L2 strength")
+    run.add_argument(
+        "--reg",
+        type=_number(0, low_inclusive=True),
+        help="L2 regularization strength (0: none; defaults below)",
+    )
     run.add_argument("--dtype", choices=("float32", "float64"), help="default: float32")
 
     optimization = train.add_argument_group("optimization")
@@ -362,7 +367,23 @@ def _read_saved_options(path: Path) -> dict[str, Any]:
         raise UsageError(f"cannot read the saved options {path}: {error}") from error
     if not isinstance(saved, dict):
         raise UsageError(f"the saved options {path} are not a JSON object")
-    return {key: value for key, value in saved.items() if key in RUN_OPTIONS}
+    saved = {key: value for key, value in saved.items() if key in RUN_OPTIONS}
+    _check_saved_values(saved, path)
+    return saved
+
+
+def _check_saved_values(saved: dict[str, Any], path: Path) -> None:
+    """Parse every saved value as its flag would be: a damaged or hand-edited options file
+    is a usage error, not a crash further on."""
+    argv = ["train"]
+    for key, value in saved.items():
+        if value is not None:
+            text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+            argv.append(f"--{key.replace('_', '-')}={text}")
+    try:
+        _build_parser().parse_args(argv)
+    except UsageError as error:
+        raise UsageError(f"the saved options {path} hold a bad value: {error}") from error
 
 
 def _resolve_options(args: argparse.Namespace, saved: dict[str, Any]) -> dict[str, Any]:
@@ -397,12 +418,23 @@ def _check_model_options(args: argparse.Namespace, options: dict[str, Any]) -> N
         )
 
 
+# What a missing or damaged file, a bad option value or data that do not fit raise: the
+# library's documented errors. Anything else (a TypeError, a KeyError, ...) is a bug and
+# keeps its traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError)
+# numpy's readers of .npy / .npz files also raise these on damaged or truncated files
+NPY_READ_ERRORS = (*USER_ERRORS, EOFError, zipfile.BadZipFile)
+
+
 @contextlib.contextmanager
-def _user_errors(what: str = "") -> Iterator[None]:
-    """Turn the errors a bad file or option raises in this block into a UsageError."""
+def _user_errors(
+    what: str = "", kinds: tuple[type[Exception], ...] = USER_ERRORS
+) -> Iterator[None]:
+    """Turn the errors of ``kinds`` raised in this block (a user's mistake: a bad file,
+    option or dataset) into a one-line UsageError; any other exception propagates."""
     try:
         yield
-    except (OSError, ValueError, TypeError, ImportError) as error:
+    except kinds as error:
         raise UsageError(f"{what}{error}") from error
 
 
@@ -435,7 +467,7 @@ def _load_data(options: dict[str, Any], *, download: bool = False) -> dict[str, 
                 "--data-dir and --download are for --dataset cifar10: the digits come with "
                 "scikit-learn"
             )
-        with _user_errors():
+        with _user_errors(kinds=(*USER_ERRORS, ImportError)):  # ImportError: no scikit-learn
             dataset = data.load_digits_dataset(
                 dtype=dtype, num_validation=options["num_val"] or 270
             )
@@ -797,7 +829,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _read_images(path: Path) -> np.ndarray:
-    with _user_errors(f"cannot read the images {path}: "):
+    with _user_errors(f"cannot read the images {path}: ", NPY_READ_ERRORS):
         images = np.load(path, allow_pickle=False)
     if not isinstance(images, np.ndarray):
         images.close()
@@ -817,7 +849,11 @@ def _preprocess(images: np.ndarray, model_path: Path, model: Any) -> np.ndarray:
             f"no {PREPROCESSING_FILE} beside {model_path}: pass --no-preprocessing if the "
             "images are already preprocessed as the training images were"
         )
-    with _user_errors(f"cannot read {path}: "), np.load(path, allow_pickle=False) as saved:
+    # KeyError: an archive without "scale" or "mean_image"
+    with (
+        _user_errors(f"cannot read {path}: ", (*NPY_READ_ERRORS, KeyError)),
+        np.load(path, allow_pickle=False) as saved,
+    ):
         scale, mean_image = float(saved["scale"]), saved["mean_image"]
     if images.shape[1:] != mean_image.shape:
         raise UsageError(

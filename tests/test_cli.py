@@ -239,6 +239,95 @@ def test_options_of_the_resumed_model_are_checked(
     assert_usage_error(capsys, code, "--weight-scale", "--init he")
 
 
+def test_user_errors_turns_only_user_errors_into_usage_errors() -> None:
+    with (
+        pytest.raises(cli.UsageError, match=r"^reading x: bad value$"),
+        cli._user_errors("reading x: "),
+    ):
+        raise ValueError("bad value")
+    with pytest.raises(cli.UsageError, match="no such file"), cli._user_errors():
+        raise FileNotFoundError("no such file")
+    for bug in (TypeError("bug"), KeyError("bug"), AttributeError("bug"), ZeroDivisionError()):
+        with pytest.raises(type(bug)), cli._user_errors():
+            raise bug
+    with pytest.raises(cli.UsageError), cli._user_errors(kinds=(KeyError,)):
+        raise KeyError("asked for")
+
+
+def test_a_bug_is_not_disguised_as_a_user_error(
+    shared_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from convnet import models, solver
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise TypeError("a bug in convnet")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(models.ThreeLayerConvNet, "__init__", broken)
+        with pytest.raises(TypeError, match="a bug in convnet"):
+            run_cli("train", *QUICK, "--out", tmp_path)
+    monkeypatch.setattr(solver, "evaluate", broken)
+    with pytest.raises(TypeError, match="a bug in convnet"):
+        run_cli("evaluate", shared_run / "model.npz")
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        ("preprocessing-not-a-zip", "cannot read"),
+        ("preprocessing-without-mean", "mean_image"),
+        ("images-not-a-zip", "cannot read the images"),
+        ("options-bad-value", "--hidden-dim"),
+        ("labels-into-a-missing-folder", "absent/labels.npy"),
+    ],
+)
+def test_damaged_files_are_one_line_errors(
+    shared_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, damage: str, fragment: str
+) -> None:
+    for name in ("model.npz", cli.PREPROCESSING_FILE, cli.OPTIONS_FILE):
+        (tmp_path / name).write_bytes((shared_run / name).read_bytes())
+    images = tmp_path / "images.npy"
+    np.save(images, np.zeros((2, 1, 8, 8)))
+    argv = ["predict", tmp_path / "model.npz", images]
+    if damage == "preprocessing-not-a-zip":
+        (tmp_path / cli.PREPROCESSING_FILE).write_bytes(b"PK\x03\x04 not a zip")
+    elif damage == "preprocessing-without-mean":
+        np.savez(tmp_path / cli.PREPROCESSING_FILE, scale=1.0)
+    elif damage == "images-not-a-zip":
+        images.write_bytes(b"PK\x03\x04 not a zip")
+    elif damage == "options-bad-value":
+        options = json.loads((tmp_path / cli.OPTIONS_FILE).read_text())
+        (tmp_path / cli.OPTIONS_FILE).write_text(json.dumps({**options, "hidden_dim": "abc"}))
+        argv = ["evaluate", tmp_path / "model.npz"]
+    else:
+        argv += ["--out", tmp_path / "absent" / "labels.npy"]
+    capsys.readouterr()
+    assert_usage_error(capsys, run_cli(*argv), fragment)  # the user's names, not temporaries
+
+
+def test_train_help_states_every_default_truthfully(capsys: pytest.CaptureFixture) -> None:
+    assert run_cli("train", "--help") == 0
+    epilog = capsys.readouterr().out.split("defaults by dataset and model")[1]
+    lines = [line.strip() for line in epilog.splitlines()]
+    common_line = next(line for line in lines if line.startswith("every dataset and model"))
+    assert common_line.startswith("every dataset and model, unless listed above:")
+
+    def flags(text: str) -> dict[str, str]:
+        words = text.split(":", 1)[1].split()
+        return dict(zip(words[::2], words[1::2], strict=True))
+
+    common = flags(common_line)
+    assert (common.pop("--dataset"), common.pop("--model")) == ("digits", "three-layer-convnet")
+    assert common["--reg"] == "0"
+    for (dataset, model), listed in cli.DEFAULTS.items():
+        shown = {**common, **flags(":" + lines[lines.index(f"{dataset}, {model}:") + 1])}
+        args = cli._build_parser().parse_args(["train", "--dataset", dataset, "--model", model])
+        options = cli._resolve_options(args, {})
+        for flag, text in shown.items():
+            assert cli._format_default(options[flag[2:].replace("-", "_")]) == text, flag
+        assert set(listed) <= {flag[2:].replace("-", "_") for flag in shown}
+
+
 def test_corrupt_checkpoint_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     pytest.importorskip("sklearn")
     (tmp_path / CHECKPOINT_NAME).write_bytes(b"PK\x03\x04 not really a zip")
