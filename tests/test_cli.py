@@ -546,9 +546,14 @@ def test_predict_writes_labels_and_probabilities(
     capsys.readouterr()
     assert run_cli("predict", shared_run / "model.npz", tmp_path / "raw.npy") == 0
     printed = np.array(capsys.readouterr().out.split(), dtype=np.int64)
-    saved = np.load(shared_run / "preprocessing.npz")
-    expected = model.predict(raw.reshape(-1, 1, 8, 8) / 16.0 - saved["mean_image"])
-    assert printed.shape == (60,) and np.mean(printed == expected) >= 0.95
+    with np.load(shared_run / "preprocessing.npz") as saved:
+        scale, mean_image = saved["scale"], saved["mean_image"]
+    assert scale == 1 / 16 and mean_image.dtype == model.dtype
+    # the run's preprocessing as predict documents it: scale, then subtract the mean image
+    dtype = model.dtype.type
+    prepared = raw.reshape(-1, 1, 8, 8).astype(dtype) * dtype(scale) - mean_image
+    assert printed.shape == (60,)
+    np.testing.assert_array_equal(printed, model.predict(prepared))
 
     dataset = load_digits_dataset()
     np.save(tmp_path / "ready.npy", dataset["X_test"])
