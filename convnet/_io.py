@@ -53,7 +53,7 @@ def _about_target(error: BaseException, temporary: str | None, target: Path) -> 
         return None
     if temporary is not None and error.filename not in (None, temporary):
         return None
-    return type(error)(error.errno, error.strerror, str(target))
+    return OSError(error.errno, error.strerror, str(target))  # the errno's own subclass
 
 
 @contextlib.contextmanager
