@@ -8,11 +8,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from layer_pairs import Layer
+from layer_pairs import CONV, Layer
 from tolerances import assert_matches
 
 from convnet import fast_layers
 from convnet._parallel import set_num_threads
+from convnet.fast_layers import conv_backward_fast
 
 
 def as_pair(value: int | tuple[int, int]) -> tuple[int, int]:
@@ -46,3 +47,16 @@ def check_fast_matches_naive(
         assert grad_naive.dtype == dtype
         assert_matches(grad_fast, grad_naive)
     return cache_fast, grads_naive
+
+
+def check_conv_matches_naive(x, w, b, dout: np.ndarray, param: dict) -> Any:
+    """The fast convolution's output and gradients (also with ``compute_dx=False``) match
+    the naive layer's for ``dout``. Returns the fast cache."""
+    cache, grads_naive = check_fast_matches_naive(
+        CONV["naive"], CONV["fast"], (x, w, b), param, dout
+    )
+    dx_none, dw, db = conv_backward_fast(dout, cache, compute_dx=False)
+    assert dx_none is None
+    assert_matches(dw, grads_naive[1])
+    assert_matches(db, grads_naive[2])
+    return cache
