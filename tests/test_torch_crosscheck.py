@@ -23,6 +23,24 @@ torch = pytest.importorskip("torch")
 functional = torch.nn.functional
 
 
+def check_matches_torch(layer, arrays, args, torch_forward, rng) -> None:
+    """``layer`` = (forward, backward) run on ``arrays`` (and ``args``) gives the output of
+    ``torch_forward`` on the same arrays as tensors, and with a random ``dout`` drawn from
+    ``rng``, the gradients PyTorch's autograd gives for each array."""
+    forward, backward = layer
+    out, cache = forward(*arrays, *args)
+    dout = rng.standard_normal(out.shape)
+    grads = backward(dout, cache)
+    if isinstance(grads, np.ndarray):
+        grads = (grads,)
+    tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+    out_t = torch_forward(*tensors)
+    out_t.backward(torch.from_numpy(dout))
+    assert_close_to_torch(out, out_t)
+    for grad, tensor in zip(grads, tensors, strict=True):
+        assert_close_to_torch(grad, tensor.grad)
+
+
 @st.composite
 def conv_cases(draw):
     kernel_h, kernel_w = draw(st.integers(1, 4)), draw(st.integers(1, 4))
@@ -44,22 +62,16 @@ def conv_cases(draw):
 @settings(max_examples=100)
 @given(case=conv_cases())
 def test_conv_matches_torch(impl, case):
-    forward, backward = CONV[impl]
     rng = np.random.default_rng(case["seed"])
     x = rng.standard_normal((case["num"], case["channels"], case["height"], case["width"]))
     w = rng.standard_normal((case["filters"], case["channels"], *case["kernel"]))
     b = rng.standard_normal(case["filters"])
-    out, cache = forward(x, w, b, {"stride": case["stride"], "pad": case["pad"]})
-    dout = rng.standard_normal(out.shape)
-    dx, dw, db = backward(dout, cache)
+    param = {"stride": case["stride"], "pad": case["pad"]}
 
-    x_t, w_t, b_t = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
-    out_t = functional.conv2d(x_t, w_t, b_t, stride=case["stride"], padding=case["pad"])
-    out_t.backward(torch.from_numpy(dout))
-    assert_close_to_torch(out, out_t)
-    assert_close_to_torch(dx, x_t.grad)
-    assert_close_to_torch(dw, w_t.grad)
-    assert_close_to_torch(db, b_t.grad)
+    def conv2d(*tensors):
+        return functional.conv2d(*tensors, stride=case["stride"], padding=case["pad"])
+
+    check_matches_torch(CONV[impl], (x, w, b), (param,), conv2d, rng)
 
 
 @st.composite
@@ -80,27 +92,18 @@ def pool_cases(draw):
 @settings(max_examples=100)
 @given(case=pool_cases())
 def test_max_pool_matches_torch(impl, case):
-    forward, backward = MAX_POOL[impl]
     rng = np.random.default_rng(case["seed"])
     x = rng.standard_normal((case["num"], case["channels"], case["height"], case["width"]))
-    param = {"pool_height": case["window"][0], "pool_width": case["window"][1]}
-    out, cache = forward(x, {**param, "stride": case["stride"]})
-    dout = rng.standard_normal(out.shape)
-    dx = backward(dout, cache)
+    window, stride = case["window"], case["stride"]
+    param = {"pool_height": window[0], "pool_width": window[1], "stride": stride}
 
-    x_t = torch.tensor(x, requires_grad=True)
-    out_t = functional.max_pool2d(x_t, kernel_size=case["window"], stride=case["stride"])
-    out_t.backward(torch.from_numpy(dout))
-    assert_close_to_torch(out, out_t)
-    assert_close_to_torch(dx, x_t.grad)
+    def max_pool2d(x_t):
+        return functional.max_pool2d(x_t, kernel_size=window, stride=stride)
+
+    check_matches_torch(MAX_POOL[impl], (x,), (param,), max_pool2d, rng)
 
 
 # --- dilated, grouped, depthwise and transposed convolution; average pooling ----------------
-
-
-def _grads_match_torch(grads, tensors) -> None:
-    for grad, tensor in zip(grads, tensors, strict=True):
-        assert_close_to_torch(grad, tensor.grad)
 
 
 @st.composite
@@ -141,53 +144,45 @@ def grouped_cases(draw, transpose: bool = False):
 @settings(max_examples=60)
 @given(case=grouped_cases())
 def test_grouped_dilated_conv_matches_torch(impl, case):
-    forward, backward = CONV[impl]
     rng = np.random.default_rng(case["seed"])
     x = rng.standard_normal((case["num"], case["in"], *case["size"]))
     w = rng.standard_normal((case["out"], case["in"] // case["groups"], *case["kernel"]))
     b = rng.standard_normal(case["out"])
     param = {key: case[key] for key in ("stride", "pad", "dilation", "groups")}
-    out, cache = forward(x, w, b, param)
-    dout = rng.standard_normal(out.shape)
 
-    tensors = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
-    out_t = functional.conv2d(
-        *tensors,
-        stride=case["stride"],
-        padding=case["pad"],
-        dilation=case["dilation"],
-        groups=case["groups"],
-    )
-    out_t.backward(torch.from_numpy(dout))
-    assert_close_to_torch(out, out_t)
-    _grads_match_torch(backward(dout, cache), tensors)
+    def conv2d(*tensors):
+        return functional.conv2d(
+            *tensors,
+            stride=case["stride"],
+            padding=case["pad"],
+            dilation=case["dilation"],
+            groups=case["groups"],
+        )
+
+    check_matches_torch(CONV[impl], (x, w, b), (param,), conv2d, rng)
 
 
 @pytest.mark.parametrize("impl", TRANSPOSE)
 @settings(max_examples=60)
 @given(case=grouped_cases(transpose=True))
 def test_conv_transpose_matches_torch(impl, case):
-    forward, backward = TRANSPOSE[impl]
     rng = np.random.default_rng(case["seed"])
     x = rng.standard_normal((case["num"], case["in"], *case["size"]))
     w = rng.standard_normal((case["in"], case["out"] // case["groups"], *case["kernel"]))
     b = rng.standard_normal(case["out"])
     param = {key: case[key] for key in ("stride", "pad", "dilation", "groups", "output_pad")}
-    out, cache = forward(x, w, b, param)
-    dout = rng.standard_normal(out.shape)
 
-    tensors = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
-    out_t = functional.conv_transpose2d(
-        *tensors,
-        stride=case["stride"],
-        padding=case["pad"],
-        output_padding=case["output_pad"],
-        groups=case["groups"],
-        dilation=case["dilation"],
-    )
-    out_t.backward(torch.from_numpy(dout))
-    assert_close_to_torch(out, out_t)
-    _grads_match_torch(backward(dout, cache), tensors)
+    def conv_transpose2d(*tensors):
+        return functional.conv_transpose2d(
+            *tensors,
+            stride=case["stride"],
+            padding=case["pad"],
+            output_padding=case["output_pad"],
+            groups=case["groups"],
+            dilation=case["dilation"],
+        )
+
+    check_matches_torch(TRANSPOSE[impl], (x, w, b), (param,), conv_transpose2d, rng)
 
 
 @pytest.mark.parametrize("impl", CONV)
@@ -195,43 +190,37 @@ def test_depthwise_dilated_conv_with_padding_matches_torch(impl):
     rng = np.random.default_rng(3)
     x, w, b = rng.standard_normal((2, 6, 9, 8)), rng.standard_normal((6, 1, 3, 3)), np.zeros(6)
     param = {"stride": 1, "pad": 2, "dilation": 2, "groups": 6}
-    out, cache = CONV[impl][0](x, w, b, param)
-    dout = rng.standard_normal(out.shape)
-    tensors = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
-    out_t = functional.conv2d(*tensors, padding=2, dilation=2, groups=6)
-    out_t.backward(torch.from_numpy(dout))
-    assert_close_to_torch(out, out_t)
-    _grads_match_torch(CONV[impl][1](dout, cache), tensors)
+
+    def conv2d(*tensors):
+        return functional.conv2d(*tensors, padding=2, dilation=2, groups=6)
+
+    check_matches_torch(CONV[impl], (x, w, b), (param,), conv2d, rng)
 
 
 @pytest.mark.parametrize("impl", AVG_POOL)
 @settings(max_examples=60)
 @given(case=pool_cases())
 def test_avg_pool_matches_torch(impl, case):
-    forward, backward = AVG_POOL[impl]
     rng = np.random.default_rng(case["seed"])
     x = rng.standard_normal((case["num"], case["channels"], case["height"], case["width"]))
-    param = {"pool_height": case["window"][0], "pool_width": case["window"][1]}
-    out, cache = forward(x, {**param, "stride": case["stride"]})
-    dout = rng.standard_normal(out.shape)
+    window, stride = case["window"], case["stride"]
+    param = {"pool_height": window[0], "pool_width": window[1], "stride": stride}
 
-    x_t = torch.tensor(x, requires_grad=True)
-    out_t = functional.avg_pool2d(x_t, kernel_size=case["window"], stride=case["stride"])
-    out_t.backward(torch.from_numpy(dout))
-    assert_close_to_torch(out, out_t)
-    assert_close_to_torch(backward(dout, cache), x_t.grad)
+    def avg_pool2d(x_t):
+        return functional.avg_pool2d(x_t, kernel_size=window, stride=stride)
+
+    check_matches_torch(AVG_POOL[impl], (x,), (param,), avg_pool2d, rng)
 
 
 def test_global_avg_pool_matches_torch():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((3, 5, 4, 6))
-    out, cache = global_avg_pool_forward(x)
-    dout = rng.standard_normal(out.shape)
-    x_t = torch.tensor(x, requires_grad=True)
-    out_t = functional.adaptive_avg_pool2d(x_t, 1).flatten(1)
-    out_t.backward(torch.from_numpy(dout))
-    assert_close_to_torch(out, out_t)
-    assert_close_to_torch(global_avg_pool_backward(dout, cache), x_t.grad)
+    layer = (global_avg_pool_forward, global_avg_pool_backward)
+
+    def global_pool(x_t):
+        return functional.adaptive_avg_pool2d(x_t, 1).flatten(1)
+
+    check_matches_torch(layer, (x,), (), global_pool, rng)
 
 
 @pytest.mark.parametrize("tile", [2, 4])
