@@ -202,24 +202,61 @@ def test_a_foreign_or_mismatched_cache_is_refused() -> None:
 def test_the_kernel_checks_every_size_it_relies_on() -> None:
     kernel = _backend.batchnorm_kernel
     x = np.ones((2, 3, 4))
-    per_channel = np.ones(3)
+    one = np.ones(3)
+
+    def forward(**changes):
+        args = {"gamma": one, "beta": one, "center": np.empty(3), "inv_std": np.empty(3)}
+        args.update(changes)
+        out = args.pop("out", np.empty_like(x))
+        start, stop = args.pop("start", 0), args.pop("stop", 3)
+        kernel.forward_channels(
+            x,
+            args["gamma"],
+            args["beta"],
+            1e-5,
+            True,
+            args["center"],
+            args["inv_std"],
+            args.pop("var", np.empty(3)),
+            out,
+            start,
+            stop,
+        )
+
+    def backward(**changes):
+        args = {"center": one, "inv_std": one, "gamma": one, "dgamma": np.empty(3)}
+        args.update(changes)
+        dout, dx = args.pop("dout", x), args.pop("dx", np.empty_like(x))
+        start, stop = args.pop("start", 0), args.pop("stop", 3)
+        kernel.backward_channels(
+            dout,
+            x,
+            args["center"],
+            args["inv_std"],
+            args["gamma"],
+            True,
+            dx,
+            args["dgamma"],
+            args.pop("dbeta", np.empty(3)),
+            start,
+            stop,
+        )
+
+    forward()
+    backward()
     with pytest.raises(ValueError, match="channels"):
-        kernel.channel_moments(x, np.empty(3), np.empty(3), 0, 4)
-    with pytest.raises(ValueError, match="mean"):
-        kernel.channel_moments(x, np.empty(2), np.empty(3), 0, 3)
+        forward(stop=4)
+    with pytest.raises(ValueError, match="channels"):
+        backward(start=-1)
     with pytest.raises(ValueError, match="out"):
-        kernel.channel_affine(x, per_channel, per_channel, per_channel, np.empty((2, 3, 5)), 0, 3)
-    with pytest.raises(ValueError, match="scale"):
-        kernel.channel_affine(x, per_channel, np.ones(2), per_channel, np.empty_like(x), 0, 3)
+        forward(out=np.empty((2, 3, 5)))
+    for name in ("gamma", "beta", "center", "inv_std", "var"):
+        with pytest.raises(ValueError, match=name):
+            forward(**{name: np.ones(2)})
     with pytest.raises(ValueError, match="dout"):
-        kernel.channel_gradient_sums(
-            np.ones((1, 3, 4)), x, per_channel, np.empty(3), np.empty(3), 0, 3
-        )
+        backward(dout=np.ones((1, 3, 4)))
     with pytest.raises(ValueError, match="dx"):
-        kernel.channel_input_gradient(
-            x, x, per_channel, per_channel, per_channel, per_channel, np.empty((2, 2, 4)), 0, 3
-        )
-    with pytest.raises(ValueError, match="channels"):
-        kernel.channel_input_gradient(
-            x, x, per_channel, per_channel, per_channel, per_channel, np.empty_like(x), -1, 3
-        )
+        backward(dx=np.empty((2, 2, 4)))
+    for name in ("center", "inv_std", "gamma", "dgamma", "dbeta"):
+        with pytest.raises(ValueError, match=name):
+            backward(**{name: np.ones(4)})
