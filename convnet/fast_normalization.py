@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from convnet import _backend
-from convnet._parallel import map_groups
+from convnet._parallel import map_groups, memory_bound_groups
 from convnet._validation import check_dout
 from convnet.normalization import (
     NormCache,
@@ -29,12 +29,6 @@ from convnet.normalization import (
     spatial_batchnorm_inputs,
     update_running_statistics,
 )
-
-# Below this many values the calling thread does all channels: the loops are bound by
-# memory, and a second thread only pays once the data outgrows the caches (measured,
-# forward + backward float32 on 2 vCPUs of an AMD EPYC: 1M values 0.51 ms on one thread
-# against 0.56 on two; 2M values 1.69 against 0.89; 8M 14.9 against 10.4).
-SMALL_BATCHNORM_ELEMENTS = 1 << 21
 
 
 class BatchNormCache(NamedTuple):
@@ -49,10 +43,6 @@ class BatchNormCache(NamedTuple):
     x_shape: tuple[int, ...]
     gamma_shape: tuple[int, ...]
     beta_shape: tuple[int, ...]
-
-
-def _groups(size: int) -> int | None:
-    return 1 if size < SMALL_BATCHNORM_ELEMENTS else None
 
 
 def spatial_batchnorm_forward_fast(
@@ -99,7 +89,7 @@ def spatial_batchnorm_forward_fast(
             work, gamma_c, beta_c, setup.eps, train, center, inv_std, var, out, start, stop
         ),
         channels,
-        _groups(work.size),
+        memory_bound_groups(work.size),
     )
     batch_var = var.astype(dtype) if train else setup.running_var
     update_running_statistics(bn_param, setup, center, batch_var, num * height * width)
@@ -146,7 +136,7 @@ def spatial_batchnorm_backward_fast(
             dout_work, work, center, inv_std, gamma, cache.train, dx, dgamma, dbeta, start, stop
         ),
         channels,
-        _groups(work.size),
+        memory_bound_groups(work.size),
     )
     return (
         dx.reshape(cache.x_shape),

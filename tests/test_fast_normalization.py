@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tolerances import GRAD_TOL, TOLERANCE, assert_matches
 
-from convnet import _backend, _parallel, fast_normalization
+from convnet import _backend, _parallel
 from convnet.fast_normalization import (
     BatchNormCache,
     spatial_batchnorm_backward_fast,
@@ -64,14 +64,14 @@ def test_fast_matches_the_reference(shape, dtype, mode, param_4d, offset, thread
         "running_var": (rng.random(channels) + 0.5).astype(dtype),
     }
     previous = _parallel.set_num_threads(threads)
-    small = fast_normalization.SMALL_BATCHNORM_ELEMENTS
-    fast_normalization.SMALL_BATCHNORM_ELEMENTS = 0
+    small = _parallel.MEMORY_BOUND_MIN_ELEMENTS
+    _parallel.MEMORY_BOUND_MIN_ELEMENTS = 0
     try:
         fast_param = dict(param)
         fast_out, cache = spatial_batchnorm_forward_fast(x, gamma, beta, fast_param)
         fast_grads = spatial_batchnorm_backward_fast(dout, cache)
     finally:
-        fast_normalization.SMALL_BATCHNORM_ELEMENTS = small
+        _parallel.MEMORY_BOUND_MIN_ELEMENTS = small
         _parallel.set_num_threads(previous)
     # The reference in float64 from the same values: float32 results are held to the
     # float32 standard against the exact answer, relative to the size of the terms they
