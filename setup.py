@@ -90,6 +90,7 @@ EXTENSIONS = {
     "_im2col": [],
     "_winograd": ["convnet/_winograd_tiles.h", "convnet/_winograd_tiles_impl.h"],
     "_batchnorm": ["convnet/_batchnorm_channels.h", "convnet/_batchnorm_channels_impl.h"],
+    "_relu": [],
 }
 extensions = [
     Extension(

@@ -10,6 +10,7 @@ test suite and the ``convnet`` command refuse to run the naive layers silently t
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import warnings
@@ -56,33 +57,22 @@ def _load_kernel() -> tuple[ModuleType | None, str]:
     return _im2col, ""
 
 
-def _load_winograd_kernel() -> ModuleType | None:
-    """The compiled Winograd transforms, built beside _im2col (None without them: every
-    convolution then runs by im2col)."""
+def _load_companion(name: str) -> ModuleType | None:
+    """One of the compiled kernels built beside _im2col (``_winograd``, ``_batchnorm``,
+    ``_relu``), or None without it: convolutions then run by im2col, batch norm and ReLU
+    in numpy."""
     if kernel is None:
         return None
     try:
-        from convnet import _winograd
+        return importlib.import_module(f"convnet.{name}")
     except ImportError:
         return None
-    return _winograd
-
-
-def _load_batchnorm_kernel() -> ModuleType | None:
-    """The compiled batch-norm loops, built beside _im2col (None without them: batch norm
-    then runs in numpy)."""
-    if kernel is None:
-        return None
-    try:
-        from convnet import _batchnorm
-    except ImportError:
-        return None
-    return _batchnorm
 
 
 kernel, naive_reason = _load_kernel()
-winograd_kernel = _load_winograd_kernel()
-batchnorm_kernel = _load_batchnorm_kernel()
+winograd_kernel = _load_companion("_winograd")
+batchnorm_kernel = _load_companion("_batchnorm")
+relu_kernel = _load_companion("_relu")
 BACKEND = "naive" if kernel is None else "cython"
 unbuilt_checkout = kernel is None and "source tree" in naive_reason
 _warned = False

@@ -1,13 +1,15 @@
 """Compiled per-channel loops of batch normalization for ``convnet.fast_normalization``.
 
 Each function works on the channels ``start <= c < stop`` of C-contiguous (N, C, M)
-arrays (M = H * W), so worker threads can share the channels of one call. The loops live
+arrays (M = H * W), statistics and all, so worker threads share the channels of one call
+without waiting for each other. The loops live
 in ``_batchnorm_channels_impl.h`` (vectorized C, sums in double across planes). Every entry
 point checks the sizes it relies on (a wrong call is a ``ValueError``, never an access
 outside an array) and releases the GIL.
 """
 
 from cython cimport floating
+from libc.math cimport sqrt
 
 
 cdef extern from "_batchnorm_channels.h" nogil:
@@ -60,53 +62,65 @@ cdef int _per_channel(Py_ssize_t size, Py_ssize_t channels, str name) except -1:
     return 0
 
 
-def channel_moments(const floating[:, :, ::1] x, double[::1] mean, double[::1] var,
-                    Py_ssize_t start, Py_ssize_t stop):
-    """Mean and biased variance of channels ``start:stop`` of ``x`` (N, C, M), into
-    ``mean`` and ``var`` (C,)."""
-    cdef Py_ssize_t num = x.shape[0], channels = x.shape[1], m = x.shape[2], c
-    _per_channel(mean.shape[0], channels, "mean")
-    _per_channel(var.shape[0], channels, "var")
-    if _empty(num, channels, m, start, stop):
-        return
-    with nogil:
-        for c in range(start, stop):
-            if floating is float:
-                bn_channel_moments_float(&x[0, c, 0], num, channels * m, m, &mean[c], &var[c])
-            else:
-                bn_channel_moments_double(&x[0, c, 0], num, channels * m, m, &mean[c], &var[c])
+def forward_channels(const floating[:, :, ::1] x, const floating[::1] gamma,
+                     const floating[::1] beta, double eps, bint train, floating[::1] center,
+                     floating[::1] inv_std, double[::1] var, floating[:, :, ::1] out,
+                     Py_ssize_t start, Py_ssize_t stop):
+    """Batch norm forward on channels ``start:stop`` of ``x`` (N, C, M) into ``out``.
 
-
-def channel_affine(const floating[:, :, ::1] x, const floating[::1] center,
-                   const floating[::1] scale, const floating[::1] shift,
-                   floating[:, :, ::1] out, Py_ssize_t start, Py_ssize_t stop):
-    """``out = (x - center) * scale + shift`` on channels ``start:stop`` (per-channel
-    ``center``, ``scale``, ``shift`` (C,))."""
+    Train mode first takes each channel's mean (into ``center``), biased variance (into
+    ``var``) and ``inv_std = 1 / sqrt(var + eps)``; test mode reads ``center`` (the running
+    mean) and ``inv_std`` as given. Then ``out = (x - center) * gamma * inv_std + beta``.
+    """
     cdef Py_ssize_t num = x.shape[0], channels = x.shape[1], m = x.shape[2], c
+    cdef double mean, variance
+    cdef floating scale
     _same_shape(x.shape, out.shape, "out")
-    for name, size in (("center", center.shape[0]), ("scale", scale.shape[0]),
-                       ("shift", shift.shape[0])):
+    for name, size in (("gamma", gamma.shape[0]), ("beta", beta.shape[0]),
+                       ("center", center.shape[0]), ("inv_std", inv_std.shape[0]),
+                       ("var", var.shape[0])):
         _per_channel(size, channels, name)
     if _empty(num, channels, m, start, stop):
         return
     with nogil:
         for c in range(start, stop):
+            if train:
+                if floating is float:
+                    bn_channel_moments_float(&x[0, c, 0], num, channels * m, m, &mean,
+                                             &variance)
+                else:
+                    bn_channel_moments_double(&x[0, c, 0], num, channels * m, m, &mean,
+                                              &variance)
+                center[c] = <floating>mean
+                var[c] = variance
+                inv_std[c] = <floating>(1.0 / sqrt(variance + eps))
+            scale = gamma[c] * inv_std[c]
             if floating is float:
-                bn_channel_affine_float(&x[0, c, 0], num, channels * m, m, center[c],
-                                        scale[c], shift[c], &out[0, c, 0])
+                bn_channel_affine_float(&x[0, c, 0], num, channels * m, m, center[c], scale,
+                                        beta[c], &out[0, c, 0])
             else:
-                bn_channel_affine_double(&x[0, c, 0], num, channels * m, m, center[c],
-                                         scale[c], shift[c], &out[0, c, 0])
+                bn_channel_affine_double(&x[0, c, 0], num, channels * m, m, center[c], scale,
+                                         beta[c], &out[0, c, 0])
 
 
-def channel_gradient_sums(const floating[:, :, ::1] dout, const floating[:, :, ::1] x,
-                          const floating[::1] center, double[::1] sum_dout,
-                          double[::1] sum_dout_x, Py_ssize_t start, Py_ssize_t stop):
-    """``sum(dout)`` and ``sum(dout * (x - center))`` per channel over ``start:stop``."""
+def backward_channels(const floating[:, :, ::1] dout, const floating[:, :, ::1] x,
+                      const floating[::1] center, const floating[::1] inv_std,
+                      const floating[::1] gamma, bint train, floating[:, :, ::1] dx,
+                      floating[::1] dgamma, floating[::1] dbeta, Py_ssize_t start,
+                      Py_ssize_t stop):
+    """Batch norm backward on channels ``start:stop``: ``dbeta = sum(dout)``, ``dgamma =
+    sum(dout * (x - center)) * inv_std`` and ``dx = a * dout + b * (x - center) + c`` with
+    ``a = gamma * inv_std`` and, in train mode (statistics of the batch), ``b = -a *
+    inv_std * dgamma / M'``, ``c = -a * dbeta / M'`` (M' = N * M values per channel); in
+    test mode b = c = 0."""
     cdef Py_ssize_t num = x.shape[0], channels = x.shape[1], m = x.shape[2], c
+    cdef double sum_dout, sum_dout_x, count = <double>num * <double>m
+    cdef floating a, b, shift
     _same_shape(x.shape, dout.shape, "dout")
-    for name, size in (("center", center.shape[0]), ("sum_dout", sum_dout.shape[0]),
-                       ("sum_dout_x", sum_dout_x.shape[0])):
+    _same_shape(x.shape, dx.shape, "dx")
+    for name, size in (("center", center.shape[0]), ("inv_std", inv_std.shape[0]),
+                       ("gamma", gamma.shape[0]), ("dgamma", dgamma.shape[0]),
+                       ("dbeta", dbeta.shape[0])):
         _per_channel(size, channels, name)
     if _empty(num, channels, m, start, stop):
         return
@@ -114,35 +128,25 @@ def channel_gradient_sums(const floating[:, :, ::1] dout, const floating[:, :, :
         for c in range(start, stop):
             if floating is float:
                 bn_channel_gradient_sums_float(&dout[0, c, 0], &x[0, c, 0], num,
-                                               channels * m, m, center[c], &sum_dout[c],
-                                               &sum_dout_x[c])
+                                               channels * m, m, center[c], &sum_dout,
+                                               &sum_dout_x)
             else:
                 bn_channel_gradient_sums_double(&dout[0, c, 0], &x[0, c, 0], num,
-                                                channels * m, m, center[c], &sum_dout[c],
-                                                &sum_dout_x[c])
-
-
-def channel_input_gradient(const floating[:, :, ::1] dout, const floating[:, :, ::1] x,
-                           const floating[::1] center, const floating[::1] a,
-                           const floating[::1] b, const floating[::1] c_,
-                           floating[:, :, ::1] dx, Py_ssize_t start, Py_ssize_t stop):
-    """``dx = a * dout + b * (x - center) + c`` on channels ``start:stop`` (per-channel
-    coefficients (C,))."""
-    cdef Py_ssize_t num = x.shape[0], channels = x.shape[1], m = x.shape[2], c
-    _same_shape(x.shape, dout.shape, "dout")
-    _same_shape(x.shape, dx.shape, "dx")
-    for name, size in (("center", center.shape[0]), ("a", a.shape[0]), ("b", b.shape[0]),
-                       ("c", c_.shape[0])):
-        _per_channel(size, channels, name)
-    if _empty(num, channels, m, start, stop):
-        return
-    with nogil:
-        for c in range(start, stop):
+                                                channels * m, m, center[c], &sum_dout,
+                                                &sum_dout_x)
+            dbeta[c] = <floating>sum_dout
+            dgamma[c] = <floating>(sum_dout_x * inv_std[c])
+            a = gamma[c] * inv_std[c]
+            b = 0
+            shift = 0
+            if train:
+                b = <floating>(-a * inv_std[c] * (dgamma[c] / count))
+                shift = <floating>(-a * (dbeta[c] / count))
             if floating is float:
                 bn_channel_input_gradient_float(&dout[0, c, 0], &x[0, c, 0], num,
-                                                channels * m, m, center[c], a[c], b[c],
-                                                c_[c], &dx[0, c, 0])
+                                                channels * m, m, center[c], a, b, shift,
+                                                &dx[0, c, 0])
             else:
                 bn_channel_input_gradient_double(&dout[0, c, 0], &x[0, c, 0], num,
-                                                 channels * m, m, center[c], a[c], b[c],
-                                                 c_[c], &dx[0, c, 0])
+                                                 channels * m, m, center[c], a, b, shift,
+                                                 &dx[0, c, 0])

@@ -61,11 +61,12 @@ def transform_tiles(const floating[:, :, :, ::1] src, floating[:, :, ::1] v,
                     floating[::1] scratch, Py_ssize_t m, Py_ssize_t tiles_h,
                     Py_ssize_t tiles_w, Py_ssize_t off_h, Py_ssize_t off_w,
                     bint gradient) -> None:
-    """Transform every tile of ``src`` (N, n, h, w) into ``v`` (alpha^2, N*tiles, n).
+    """Transform every tile of ``src`` (N, n, h, w) into ``v`` (alpha^2, >= N*tiles, n).
 
     Tile (th, tw) of image i covers ``src[i, :, th*m - off_h + r, tw*m - off_w + s]``
     (0 outside ``src``) for r, s < alpha, transformed as ``B^T d B``; with ``gradient``
-    it covers r, s < m, transformed as ``A dy A^T``. ``scratch`` needs
+    it covers r, s < m, transformed as ``A dy A^T``; rows of ``v`` beyond the tiles
+    (padding between the planes) are left alone. ``scratch`` needs
     ``(tiles_h*m + 2) * (tiles_w*m + 2) * n + alpha^2 * n`` values.
     """
     cdef Py_ssize_t alpha = _alpha(m)
@@ -75,8 +76,8 @@ def transform_tiles(const floating[:, :, :, ::1] src, floating[:, :, ::1] v,
     cdef Py_ssize_t plane = v.shape[1] * n, image
     if tiles_h < 0 or tiles_w < 0:
         raise ValueError("tile counts must be >= 0")
-    if v.shape[0] != alpha * alpha or v.shape[1] != num * tiles or v.shape[2] != n:
-        raise ValueError(f"v must have shape ({alpha * alpha}, {num * tiles}, {n})")
+    if v.shape[0] != alpha * alpha or v.shape[1] < num * tiles or v.shape[2] != n:
+        raise ValueError(f"v must have shape ({alpha * alpha}, >= {num * tiles}, {n})")
     if scratch.shape[0] < (sh * sw + alpha * alpha) * n:
         raise ValueError(f"scratch needs {(sh * sw + alpha * alpha) * n} values")
     if num == 0 or tiles == 0 or n == 0:
@@ -110,7 +111,7 @@ def untransform_tiles(const floating[:, :, ::1] v, floating[:, :, :, ::1] out,
                       Py_ssize_t tiles_h, Py_ssize_t tiles_w) -> bool:
     """Write ``A^T v A + bias`` of every tile into ``out`` (N, n, h, w), cropped.
 
-    ``v`` is (alpha^2, N*tiles_h*tiles_w, n); tile (th, tw) of image i gives
+    ``v`` is (alpha^2, >= N*tiles_h*tiles_w, n) (rows beyond the tiles are ignored); tile (th, tw) of image i gives
     ``out[i, :, th*m:(th+1)*m, tw*m:(tw+1)*m]`` (what lies beyond h, w is dropped).
     ``scratch`` needs ``(tiles_h*m) * (tiles_w*m) * n + alpha^2 * n`` values.
 
@@ -127,8 +128,8 @@ def untransform_tiles(const floating[:, :, ::1] v, floating[:, :, :, ::1] out,
     cdef int finite = 1
     if tiles_h < 0 or tiles_w < 0 or sh < h or sw < w:
         raise ValueError(f"{tiles_h}x{tiles_w} tiles of {m}x{m} do not cover {h}x{w}")
-    if v.shape[0] != alpha * alpha or v.shape[1] != num * tiles or v.shape[2] != n:
-        raise ValueError(f"v must have shape ({alpha * alpha}, {num * tiles}, {n})")
+    if v.shape[0] != alpha * alpha or v.shape[1] < num * tiles or v.shape[2] != n:
+        raise ValueError(f"v must have shape ({alpha * alpha}, >= {num * tiles}, {n})")
     if bias.shape[0] != n:
         raise ValueError(f"bias must have {n} values")
     if scratch.shape[0] < (sh * sw + alpha * alpha) * n:

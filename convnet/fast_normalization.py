@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from convnet import _backend
-from convnet._parallel import blas_on_one_thread, map_groups
+from convnet._parallel import map_groups, memory_bound_groups
 from convnet._validation import check_dout
 from convnet.normalization import (
     NormCache,
@@ -29,9 +29,6 @@ from convnet.normalization import (
     spatial_batchnorm_inputs,
     update_running_statistics,
 )
-
-# Below this many values one thread is faster than handing channels to the workers.
-SMALL_BATCHNORM_ELEMENTS = 1 << 15
 
 
 class BatchNormCache(NamedTuple):
@@ -48,11 +45,6 @@ class BatchNormCache(NamedTuple):
     beta_shape: tuple[int, ...]
 
 
-def _groups(size: int) -> int | None:
-    return 1 if size < SMALL_BATCHNORM_ELEMENTS else None
-
-
-@blas_on_one_thread
 def spatial_batchnorm_forward_fast(
     x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, bn_param: dict
 ) -> tuple[np.ndarray, BatchNormCache | NormCache]:
@@ -81,37 +73,30 @@ def spatial_batchnorm_forward_fast(
     setup = batchnorm_setup(x, gamma, beta, bn_param, layout)
     dtype = setup.dtype
     work = np.ascontiguousarray(x, dtype=dtype).reshape(layout)
-    count = num * height * width
-    groups = _groups(work.size)
     train = setup.mode == "train"
+    gamma_c, beta_c = (
+        np.ascontiguousarray(p.reshape(channels), dtype=dtype) for p in (gamma, beta)
+    )
+    var = np.empty(channels)
     if train:
-        mean, var = np.empty(channels), np.empty(channels)
-        map_groups(
-            lambda start, stop: kernel.channel_moments(work, mean, var, start, stop),
-            channels,
-            groups,
-        )
-        center = mean.astype(dtype)
-        update_running_statistics(bn_param, setup, center, var.astype(dtype), count)
+        center, inv_std = np.empty(channels, dtype=dtype), np.empty(channels, dtype=dtype)
     else:
         center = setup.running_mean.astype(dtype)
-        var = setup.running_var.astype(np.float64)
-        update_running_statistics(bn_param, setup, center, var, count)
-    inv_std = (1 / np.sqrt(var + setup.eps)).astype(dtype)
-    gamma_c = gamma.reshape(channels).astype(dtype)
-    scale = gamma_c * inv_std
-    shift = beta.reshape(channels).astype(dtype)
+        inv_std = (1 / np.sqrt(setup.running_var.astype(np.float64) + setup.eps)).astype(dtype)
     out = np.empty(layout, dtype=dtype)
     map_groups(
-        lambda start, stop: kernel.channel_affine(work, center, scale, shift, out, start, stop),
+        lambda start, stop: kernel.forward_channels(
+            work, gamma_c, beta_c, setup.eps, train, center, inv_std, var, out, start, stop
+        ),
         channels,
-        groups,
+        memory_bound_groups(work.size),
     )
+    batch_var = var.astype(dtype) if train else setup.running_var
+    update_running_statistics(bn_param, setup, center, batch_var, num * height * width)
     cache = BatchNormCache(work, center, inv_std, gamma_c, train, x.shape, gamma.shape, beta.shape)
     return out.reshape(x.shape), cache
 
 
-@blas_on_one_thread
 def spatial_batchnorm_backward_fast(
     dout: np.ndarray, cache: BatchNormCache | NormCache
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -144,31 +129,14 @@ def spatial_batchnorm_backward_fast(
     )
     dout_work = np.ascontiguousarray(dout, dtype=dtype).reshape(work.shape)
     channels = work.shape[1]
-    groups = _groups(work.size)
-    sum_dout, sum_dout_x = np.empty(channels), np.empty(channels)
-    map_groups(
-        lambda start, stop: kernel.channel_gradient_sums(
-            dout_work, work, center, sum_dout, sum_dout_x, start, stop
-        ),
-        channels,
-        groups,
-    )
-    dbeta = sum_dout.astype(dtype)
-    dgamma = (sum_dout_x * inv_std).astype(dtype)
-    a = gamma * inv_std
-    if cache.train:
-        count = work.shape[0] * work.shape[2]
-        b = (-a * inv_std * (dgamma / count)).astype(dtype)
-        c = (-a * (dbeta / count)).astype(dtype)
-    else:
-        b = c = np.zeros(channels, dtype=dtype)
     dx = np.empty(work.shape, dtype=dtype)
+    dgamma, dbeta = np.empty(channels, dtype=dtype), np.empty(channels, dtype=dtype)
     map_groups(
-        lambda start, stop: kernel.channel_input_gradient(
-            dout_work, work, center, a, b, c, dx, start, stop
+        lambda start, stop: kernel.backward_channels(
+            dout_work, work, center, inv_std, gamma, cache.train, dx, dgamma, dbeta, start, stop
         ),
         channels,
-        groups,
+        memory_bound_groups(work.size),
     )
     return (
         dx.reshape(cache.x_shape),

@@ -44,6 +44,7 @@ import numpy as np
 from convnet._parallel import single_threaded_blas
 from convnet._validation import FLOAT_DTYPES, _positive_int, check_labels, int_pair, output_size
 from convnet.dropout import layer_seed
+from convnet.fast_activation import relu_backward_fast, relu_forward_fast
 from convnet.fast_layers import (
     affine_backward_fast,
     affine_forward_fast,
@@ -65,8 +66,6 @@ from convnet.layers import (
     dropout_forward,
     global_avg_pool_backward,
     global_avg_pool_forward,
-    relu_backward,
-    relu_forward,
     softmax_loss,
 )
 
@@ -470,12 +469,12 @@ class ReLU(Layer):
     """Elementwise ``max(x, 0)``."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        out, self._cache = relu_forward(x)
+        out, self._cache = relu_forward_fast(x)
         return out
 
     def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
         cache = self._cached()
-        return relu_backward(dout, cache) if compute_dx else None
+        return relu_backward_fast(dout, cache) if compute_dx else None
 
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
         return tuple(input_shape)

@@ -161,6 +161,14 @@ class _Workspace:
             buffer = self.buffers[name] = np.empty(size, dtype=self.dtype)
         return buffer[:size].reshape(shape)
 
+    def planes(self, name: str, alpha2: int, count: int, width: int) -> np.ndarray:
+        """An (alpha2, rows, width) array for ``count`` tiles, ``rows`` = ``count`` rounded
+        up to an odd number: the transforms write (or read) all alpha2 planes of a tile at
+        once, and planes a multiple of 4 KiB apart would all map to the same L1 cache sets
+        (measured: 32x32 images with 16 channels, whose planes are, transformed at half
+        the speed of 34x34 ones). The tiles are ``[:, :count]``."""
+        return self.get(name, (alpha2, count | 1, width))
+
 
 def _quiet(work: Callable[[int, int], Result]) -> Callable[[int, int], Result]:
     """Run a worker's share without floating-point warnings (numpy keeps one error state
@@ -250,10 +258,10 @@ def forward(
         finite = True
         for first, last in _chunks(start, stop, per_chunk):
             count = (last - first) * tiles
-            v = space.get("v", (alpha2, count, channels))
+            v = space.planes("v", alpha2, count, channels)
             kernel.transform_tiles(x[first:last], v, scratch, m, tiles_h, tiles_w, *pad, False)
-            products = space.get("m", (alpha2, count, filters))
-            np.matmul(v, u, out=products)
+            products = space.planes("m", alpha2, count, filters)
+            np.matmul(v[:, :count], u, out=products[:, :count])
             finite &= kernel.untransform_tiles(
                 products, out[first:last], b, scratch, m, tiles_h, tiles_w
             )
@@ -320,24 +328,25 @@ def backward(
         finite = True
         for first, last in _chunks(start, stop, per_chunk):
             count = (last - first) * tiles
-            v = space.get("v", (alpha2, count, channels))
+            v = space.planes("v", alpha2, count, channels)
             kernel.transform_tiles(x[first:last], v, scratch, m, tiles_h, tiles_w, *pad, False)
-            dv = space.get("dv", (alpha2, count, filters))
+            dv = space.planes("dv", alpha2, count, filters)
             kernel.transform_tiles(dout[first:last], dv, scratch, m, tiles_h, tiles_w, 0, 0, True)
+            gradient_tiles = dv[:, :count].transpose(0, 2, 1)
             if first == start:
-                np.matmul(dv.transpose(0, 2, 1), v, out=du)
+                np.matmul(gradient_tiles, v[:, :count], out=du)
             else:
-                du_chunk = np.matmul(dv.transpose(0, 2, 1), v, out=du_chunk)
+                du_chunk = np.matmul(gradient_tiles, v[:, :count], out=du_chunk)
                 du += du_chunk
             if dx is None:
                 continue
             count = (last - first) * dx_tiles
-            v = space.get("v", (alpha2, count, filters))
+            v = space.planes("v", alpha2, count, filters)
             kernel.transform_tiles(
                 dout[first:last], v, scratch, m, dx_tiles_h, dx_tiles_w, *dx_pad, False
             )
-            products = space.get("dv", (alpha2, count, channels))
-            np.matmul(v, flipped, out=products)
+            products = space.planes("dv", alpha2, count, channels)
+            np.matmul(v[:, :count], flipped, out=products[:, :count])
             finite &= kernel.untransform_tiles(
                 products, dx[first:last], no_bias, scratch, m, dx_tiles_h, dx_tiles_w
             )

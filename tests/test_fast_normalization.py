@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tolerances import GRAD_TOL, TOLERANCE, assert_matches
 
-from convnet import _backend, _parallel, fast_normalization
+from convnet import _backend, _parallel
 from convnet.fast_normalization import (
     BatchNormCache,
     spatial_batchnorm_backward_fast,
@@ -64,14 +64,14 @@ def test_fast_matches_the_reference(shape, dtype, mode, param_4d, offset, thread
         "running_var": (rng.random(channels) + 0.5).astype(dtype),
     }
     previous = _parallel.set_num_threads(threads)
-    small = fast_normalization.SMALL_BATCHNORM_ELEMENTS
-    fast_normalization.SMALL_BATCHNORM_ELEMENTS = 0
+    small = _parallel.MEMORY_BOUND_MIN_ELEMENTS
+    _parallel.MEMORY_BOUND_MIN_ELEMENTS = 0
     try:
         fast_param = dict(param)
         fast_out, cache = spatial_batchnorm_forward_fast(x, gamma, beta, fast_param)
         fast_grads = spatial_batchnorm_backward_fast(dout, cache)
     finally:
-        fast_normalization.SMALL_BATCHNORM_ELEMENTS = small
+        _parallel.MEMORY_BOUND_MIN_ELEMENTS = small
         _parallel.set_num_threads(previous)
     # The reference in float64 from the same values: float32 results are held to the
     # float32 standard against the exact answer, relative to the size of the terms they
@@ -202,24 +202,61 @@ def test_a_foreign_or_mismatched_cache_is_refused() -> None:
 def test_the_kernel_checks_every_size_it_relies_on() -> None:
     kernel = _backend.batchnorm_kernel
     x = np.ones((2, 3, 4))
-    per_channel = np.ones(3)
+    one = np.ones(3)
+
+    def forward(**changes):
+        args = {"gamma": one, "beta": one, "center": np.empty(3), "inv_std": np.empty(3)}
+        args.update(changes)
+        out = args.pop("out", np.empty_like(x))
+        start, stop = args.pop("start", 0), args.pop("stop", 3)
+        kernel.forward_channels(
+            x,
+            args["gamma"],
+            args["beta"],
+            1e-5,
+            True,
+            args["center"],
+            args["inv_std"],
+            args.pop("var", np.empty(3)),
+            out,
+            start,
+            stop,
+        )
+
+    def backward(**changes):
+        args = {"center": one, "inv_std": one, "gamma": one, "dgamma": np.empty(3)}
+        args.update(changes)
+        dout, dx = args.pop("dout", x), args.pop("dx", np.empty_like(x))
+        start, stop = args.pop("start", 0), args.pop("stop", 3)
+        kernel.backward_channels(
+            dout,
+            x,
+            args["center"],
+            args["inv_std"],
+            args["gamma"],
+            True,
+            dx,
+            args["dgamma"],
+            args.pop("dbeta", np.empty(3)),
+            start,
+            stop,
+        )
+
+    forward()
+    backward()
     with pytest.raises(ValueError, match="channels"):
-        kernel.channel_moments(x, np.empty(3), np.empty(3), 0, 4)
-    with pytest.raises(ValueError, match="mean"):
-        kernel.channel_moments(x, np.empty(2), np.empty(3), 0, 3)
+        forward(stop=4)
+    with pytest.raises(ValueError, match="channels"):
+        backward(start=-1)
     with pytest.raises(ValueError, match="out"):
-        kernel.channel_affine(x, per_channel, per_channel, per_channel, np.empty((2, 3, 5)), 0, 3)
-    with pytest.raises(ValueError, match="scale"):
-        kernel.channel_affine(x, per_channel, np.ones(2), per_channel, np.empty_like(x), 0, 3)
+        forward(out=np.empty((2, 3, 5)))
+    for name in ("gamma", "beta", "center", "inv_std", "var"):
+        with pytest.raises(ValueError, match=name):
+            forward(**{name: np.ones(2)})
     with pytest.raises(ValueError, match="dout"):
-        kernel.channel_gradient_sums(
-            np.ones((1, 3, 4)), x, per_channel, np.empty(3), np.empty(3), 0, 3
-        )
+        backward(dout=np.ones((1, 3, 4)))
     with pytest.raises(ValueError, match="dx"):
-        kernel.channel_input_gradient(
-            x, x, per_channel, per_channel, per_channel, per_channel, np.empty((2, 2, 4)), 0, 3
-        )
-    with pytest.raises(ValueError, match="channels"):
-        kernel.channel_input_gradient(
-            x, x, per_channel, per_channel, per_channel, per_channel, np.empty_like(x), -1, 3
-        )
+        backward(dx=np.empty((2, 2, 4)))
+    for name in ("center", "inv_std", "gamma", "dgamma", "dbeta"):
+        with pytest.raises(ValueError, match=name):
+            backward(**{name: np.ones(4)})

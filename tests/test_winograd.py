@@ -120,6 +120,26 @@ def test_compiled_transforms_refuse_wrong_sizes():
         kernel.untransform_tiles(v, out, bias, scratch[:10], 4, 1, 1)
 
 
+@needs_winograd
+def test_padding_rows_between_the_planes_are_left_alone():
+    """The workspace rounds each plane's rows up to an odd count (cache sets): the
+    transforms use the first rows and never touch the others."""
+    kernel = _backend.winograd_kernel
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    scratch = np.zeros(((6 * 6) + 36) * 3, np.float32)
+    v = np.zeros((36, 2, 3), np.float32)
+    kernel.transform_tiles(x, v, scratch, 4, 1, 1, 0, 0, False)
+    padded = np.full((36, 3, 3), 7.0, np.float32)
+    kernel.transform_tiles(x, padded, scratch, 4, 1, 1, 0, 0, False)
+    np.testing.assert_array_equal(padded[:, :2], v)
+    assert (padded[:, 2] == 7.0).all()
+    out, padded_out = np.zeros((2, 3, 4, 4), np.float32), np.zeros((2, 3, 4, 4), np.float32)
+    bias = np.ones(3, np.float32)
+    kernel.untransform_tiles(v, out, bias, scratch, 4, 1, 1)
+    kernel.untransform_tiles(padded, padded_out, bias, scratch, 4, 1, 1)
+    np.testing.assert_array_equal(padded_out, out)
+
+
 # --- fast Winograd against the naive reference ---------------------------------------------
 
 
