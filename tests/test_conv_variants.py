@@ -637,6 +637,8 @@ PHASE_CASES = [
     (2, 8, 9, 8, 10, (1, 3), 2, np.float64),
     (2, 9, 8, 5, 7, (2, 1), 3, np.float64),
     (3, 8, 8, 6, 6, 2, 2, np.float32),
+    (2, 8, 8, 9, 6, 3, 3, np.float64),
+    (2, 8, 9, 6, 8, (4, 2), 2, np.float32),
 ]
 
 
@@ -683,6 +685,25 @@ def test_dilated_conv_by_phases_only_when_the_phases_share_one_shape(
     assert fast_layers._phases("auto", x.shape, w.shape, cache.geometry) == 0
     _, cache = conv_forward_fast(x, w, b, {**param, "algorithm": "im2col"})
     assert fast_layers._phases("im2col", x.shape, w.shape, cache.geometry) == 0
+
+
+@pytest.mark.parametrize(
+    ("shape", "pad", "dilation", "pads"),
+    [
+        ((6, 6), 2, 2, (1, 1)),
+        ((9, 6), (3, 6), 3, (1, 2)),
+        ((6, 6), 0, 2, (0, 0)),
+        ((8, 10), (1, 3), 2, None),
+        ((7, 6), 2, 2, None),
+        ((6, 6), (2, 1), 2, None),
+    ],
+)
+def test_dilated_conv_phases_come_from_x_when_sizes_and_pads_are_multiples_of_d(
+    shape, pad, dilation, pads
+):
+    x, w, b = np.zeros((1, 1, *shape)), np.zeros((1, 1, 3, 3)), np.zeros(1)
+    _, cache = conv_forward_naive(x, w, b, {"stride": 1, "pad": pad, "dilation": dilation})
+    assert fast_layers._phase_pads(x.shape, cache.geometry, dilation) == pads
 
 
 @pytest.mark.parametrize("where", ["x", "w", "dout"])
