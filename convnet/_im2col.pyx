@@ -758,3 +758,63 @@ def avg_pool_backward(const floating[:, :, :, ::1] dout, floating[:, :, :, ::1] 
                         share = grad[ow] * scale
                         for j in range(ow * stride_w, ow * stride_w + pool_w):
                             dst[j] += share
+
+
+def split_phases(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] phases,
+                 Py_ssize_t dilation, Py_ssize_t first, Py_ssize_t last) -> None:
+    """Write the d*d phases of images ``first:last`` of ``x`` (N, C, d*h, d*w) into
+    ``phases`` (d*d*N, C, h, w): ``phases[(r*d + s)*N + n, c, i, j] = x[n, c, d*i + r,
+    d*j + s]``. (numpy's strided copy of the same runs at a few GB/s: its inner loops
+    are w elements short.)"""
+    cdef Py_ssize_t num = x.shape[0], channels = x.shape[1]
+    cdef Py_ssize_t height = phases.shape[2], width = phases.shape[3]
+    cdef Py_ssize_t n, c, i, j, r, s
+    cdef const floating* src
+    cdef floating* dst
+    cdef floating* dst_odd
+    with nogil:
+        for n in range(first, last):
+            for c in range(channels):
+                for i in range(height):
+                    for r in range(dilation):
+                        src = &x[n, c, i * dilation + r, 0]
+                        if dilation == 2:  # constant strides: gcc vectorizes (measured 2x)
+                            dst = &phases[2 * r * num + n, c, i, 0]
+                            dst_odd = &phases[(2 * r + 1) * num + n, c, i, 0]
+                            for j in range(width):
+                                dst[j] = src[2 * j]
+                                dst_odd[j] = src[2 * j + 1]
+                            continue
+                        for s in range(dilation):
+                            dst = &phases[(r * dilation + s) * num + n, c, i, 0]
+                            for j in range(width):
+                                dst[j] = src[j * dilation + s]
+
+
+def merge_phases(const floating[:, :, :, ::1] phases, floating[:, :, :, ::1] out,
+                 Py_ssize_t dilation, Py_ssize_t first, Py_ssize_t last) -> None:
+    """Inverse of :func:`split_phases` for images ``first:last`` of ``out``
+    (N, C, d*h, d*w)."""
+    cdef Py_ssize_t num = out.shape[0], channels = out.shape[1]
+    cdef Py_ssize_t height = phases.shape[2], width = phases.shape[3]
+    cdef Py_ssize_t n, c, i, j, r, s
+    cdef const floating* src
+    cdef const floating* src_odd
+    cdef floating* dst
+    with nogil:
+        for n in range(first, last):
+            for c in range(channels):
+                for i in range(height):
+                    for r in range(dilation):
+                        dst = &out[n, c, i * dilation + r, 0]
+                        if dilation == 2:  # constant strides: gcc vectorizes
+                            src = &phases[2 * r * num + n, c, i, 0]
+                            src_odd = &phases[(2 * r + 1) * num + n, c, i, 0]
+                            for j in range(width):
+                                dst[2 * j] = src[j]
+                                dst[2 * j + 1] = src_odd[j]
+                            continue
+                        for s in range(dilation):
+                            src = &phases[(r * dilation + s) * num + n, c, i, 0]
+                            for j in range(width):
+                                dst[j * dilation + s] = src[j]

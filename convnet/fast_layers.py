@@ -523,34 +523,32 @@ def _phase_pads(
     return geo.pad_h // dilation, geo.pad_w // dilation
 
 
-def _copy_by_images(destination: np.ndarray, source: np.ndarray, axis: int, num: int) -> None:
-    """``destination[...] = source`` with images (``axis``, ``num`` long) split over the
-    workers: a strided copy runs at a fraction of memory bandwidth on one core."""
-
-    def copy_group(start: int, stop: int) -> None:
-        index = (slice(None),) * axis + (slice(start, stop),)
-        destination[index] = source[index]
-
-    map_groups(copy_group, num, _worker_count(source.size, SMALL_PHASE_COPY_ELEMENTS))
-
-
 def _split_phases(images: np.ndarray, dilation: int) -> np.ndarray:
-    """(N, C, d*h, d*w) -> (d*d*N, C, h, w): phase (r, s) of image n at (r*d + s)*N + n."""
+    """(N, C, d*h, d*w) -> (d*d*N, C, h, w): phase (r, s) of image n at (r*d + s)*N + n.
+
+    ``images`` is contiguous; the compiled copy runs on the workers, images split.
+    """
     num, channels, height, width = images.shape
-    height, width = height // dilation, width // dilation
-    phases = np.empty((dilation, dilation, num, channels, height, width), images.dtype)
-    view = images.reshape(num, channels, height, dilation, width, dilation)
-    _copy_by_images(phases, view.transpose(3, 5, 0, 1, 2, 4), 2, num)
-    return phases.reshape(dilation**2 * num, channels, height, width)
+    phases = np.empty(
+        (dilation**2 * num, channels, height // dilation, width // dilation), images.dtype
+    )
+
+    def split_group(start: int, stop: int) -> None:
+        _backend.kernel.split_phases(images, phases, dilation, start, stop)
+
+    map_groups(split_group, num, _worker_count(images.size, SMALL_PHASE_COPY_ELEMENTS))
+    return phases
 
 
 def _merge_phases(stacked: np.ndarray, dilation: int, shape: tuple[int, ...]) -> np.ndarray:
     """Inverse of :func:`_split_phases`: a new array of ``shape`` (N, C, d*h, d*w)."""
-    num, channels, height, width = shape
+    stacked_c = np.ascontiguousarray(stacked)
     out = np.empty(shape, dtype=stacked.dtype)
-    view = out.reshape(num, channels, height // dilation, dilation, width // dilation, dilation)
-    phases = stacked.reshape(dilation, dilation, num, *stacked.shape[1:])
-    _copy_by_images(view, phases.transpose(2, 3, 4, 0, 5, 1), 0, num)
+
+    def merge_group(start: int, stop: int) -> None:
+        _backend.kernel.merge_phases(stacked_c, out, dilation, start, stop)
+
+    map_groups(merge_group, shape[0], _worker_count(stacked.size, SMALL_PHASE_COPY_ELEMENTS))
     return out
 
 
