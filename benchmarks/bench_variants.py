@@ -19,6 +19,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from convnet._blas_core import use_fast_core
+from convnet._memory import keep_freed_memory
 from convnet._parallel import set_num_threads
 from convnet.bench import CONV_CASES, TRANSPOSE_CASES, conv_candidates, transpose_candidates
 
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import torch
 
+    keep_freed_memory()
     names = [name for name in args.cases.split(",") if name]
     rng = np.random.default_rng(0)
     print(
