@@ -407,19 +407,22 @@ def _conv_gradients(
     *,
     compute_dx: bool,
     compute_dw: bool,
+    dx_bias: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
     """A convolution's gradients dx (shape ``x_shape``), dw and db from contiguous
     ``dout_c``; ``x_c`` (contiguous, dout's dtype) is needed only for dw.
 
     dW is a GEMM per group with the columns, recomputed chunk by chunk rather than kept
-    from the forward pass, so memory stays bounded; dX is a GEMM per group and col2im.
-    Deterministic for a given thread count and workspace limit.
+    from the forward pass, so memory stays bounded; dX is a GEMM per group and col2im,
+    plus ``dx_bias`` (C,) if given (a transposed convolution's bias). Each worker zeroes
+    and finishes its own images of dx. Deterministic for a given thread count and
+    workspace limit.
     """
     dtype = dout_c.dtype
     num, num_filters = x_shape[0], w.shape[0]
     columns = _Columns(kernel, x_shape, dtype, w.shape, geo, x_c)
-    dx = (np.zeros if not _depthwise(w.shape, geo) else np.empty)(x_shape, dtype=dtype)
-    dx = dx if compute_dx else None
+    dx = np.empty(x_shape, dtype=dtype) if compute_dx else None
+    bias_planes = None if dx_bias is None else dx_bias.astype(dtype)[:, None, None]
     if _depthwise(w.shape, geo):
         w_taps = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, *w.shape[2:])
         finite = bool(np.isfinite(w_taps).all())
@@ -435,6 +438,8 @@ def _conv_gradients(
                 kernel.depthwise_backward_input(
                     dout_c[start:stop], w_taps, dx[start:stop], *_depthwise_args(geo), finite
                 )
+                if bias_planes is not None:
+                    dx[start:stop] += bias_planes
             return dw_taps, dout_c[start:stop].sum(axis=(0, 2, 3))
 
         results = map_groups(depthwise_group, num, columns.worker_count(num_filters))
@@ -453,6 +458,8 @@ def _conv_gradients(
     def backward_group(start: int, stop: int) -> tuple[np.ndarray | None, np.ndarray]:
         dw_by_column = np.zeros((geo.groups, columns.depth, w_groups.shape[1]), dtype=dtype)
         buffer = columns.buffer(stop - start)
+        if dx is not None:
+            dx[start:stop] = 0
         for first, last in columns.chunks(start, stop):
             dout_chunk = dout_rows[first:last]
             if compute_dw:
@@ -461,6 +468,8 @@ def _conv_gradients(
                     dw_by_column += np.matmul(image_cols, image_dout.transpose(0, 2, 1))
             if dx is not None:
                 columns.add_input_gradient(w_groups, dout_chunk, buffer, dx, first, last)
+        if bias_planes is not None:
+            dx[start:stop] += bias_planes
         return dw_by_column, dout_rows[start:stop].sum(axis=(0, 3)).reshape(num_filters)
 
     dw_by_column = np.zeros((geo.groups, columns.depth, w_groups.shape[1]), dtype=dtype)
@@ -741,9 +750,8 @@ def conv_transpose_forward_fast(
     out_shape = (x.shape[0], b.shape[0], geo.out_h, geo.out_w)
     x_c = np.ascontiguousarray(x, dtype=dtype)
     out, _, _ = _conv_gradients(
-        kernel, geo.conv, out_shape, None, w, x_c, compute_dx=True, compute_dw=False
+        kernel, geo.conv, out_shape, None, w, x_c, compute_dx=True, compute_dw=False, dx_bias=b
     )
-    out += b.astype(dtype, copy=False)[:, None, None]
     return out, ConvTransposeCache(x, w, b, geo)
 
 
