@@ -45,6 +45,17 @@ def fsync_directory(directory: str | os.PathLike) -> None:
         os.close(descriptor)
 
 
+def _about_target(error: BaseException, temporary: str | None, target: Path) -> OSError | None:
+    """A copy of the ``OSError`` naming ``target`` where it named the temporary file (a
+    user never heard of ``.labels.npy.x1y2.tmp``), or named no file, or the temporary file
+    could not be made (``temporary`` None); None for other errors, to raise as they are."""
+    if not isinstance(error, OSError) or error.errno is None:
+        return None
+    if temporary is not None and error.filename not in (None, temporary):
+        return None
+    return OSError(error.errno, error.strerror, str(target))  # the errno's own subclass
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """Open a binary handle whose content replaces ``path`` atomically when the block ends.
@@ -61,20 +72,25 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
         A handle on the temporary file.
     """
     target = Path(path)
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-    )
+    temporary = None
     try:
+        descriptor, temporary = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+        )
         with os.fdopen(descriptor, "wb") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    except BaseException as error:
+        if temporary is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+        renamed = _about_target(error, temporary, target)
+        if renamed is None:
+            raise
+        raise renamed from error
     fsync_directory(target.parent)
 
 

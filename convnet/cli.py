@@ -30,6 +30,7 @@ import math
 import os
 import sys
 import time
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -125,6 +126,15 @@ DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
         for preset in ("resnet", "vgg")
     },
 }
+# The options only some models take: given for another model, they are a usage error.
+MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
+    "num_filters": ("three-layer-convnet",),
+    "filter_size": ("three-layer-convnet",),
+    "hidden_dim": ("three-layer-convnet",),
+    "hidden_dims": ("fc-net",),
+    "normalization": ("fc-net",),
+    "dropout": ("fc-net", "vgg"),
+}
 # Options that describe a run (saved for --resume); --out, --resume, --no-progress and
 # --quiet only say how to run this invocation.
 RUN_OPTIONS = (
@@ -215,7 +225,7 @@ def _defaults_epilog() -> str:
         for key, value in COMMON_DEFAULTS.items()
         if value is not None
     )
-    lines.append(f"  every dataset and model: {common}")
+    lines.append(f"  every dataset and model, unless listed above: {common}")
     lines.append("  --num-val: digits 270, cifar10 1000; --num-train: all the rest")
     return "\n".join(lines)
 
@@ -262,15 +272,25 @@ def _build_parser() -> _Parser:
     run.add_argument(
         "--num-val", type=_positive_int, help="validation images (digits 270, cifar10 1000)"
     )
-    run.add_argument("--num-filters", type=_positive_int, help="conv filters")
-    run.add_argument("--filter-size", type=_positive_int, help="conv filter height and width")
-    run.add_argument("--hidden-dim", type=_positive_int, help="conv net hidden units")
-    run.add_argument("--hidden-dims", type=_width_list, help="fc-net widths, e.g. 100,100")
-    run.add_argument("--dropout", type=_number(0, 1), help="fc-net/vgg keep probability (1: none)")
-    run.add_argument("--normalization", choices=("batchnorm", "layernorm"), help="fc-net norm")
+    run.add_argument("--num-filters", type=_positive_int, help="three-layer-convnet: filters")
+    run.add_argument(
+        "--filter-size", type=_positive_int, help="three-layer-convnet: filter height and width"
+    )
+    run.add_argument("--hidden-dim", type=_positive_int, help="three-layer-convnet: hidden units")
+    run.add_argument("--hidden-dims", type=_width_list, help="fc-net: widths, e.g. 100,100")
+    run.add_argument(
+        "--dropout", type=_number(0, 1), help="fc-net, vgg: keep probability (1: none)"
+    )
+    run.add_argument(
+        "--normalization", choices=("batchnorm", "layernorm"), help="fc-net: normalization"
+    )
     run.add_argument("--init", choices=("normal", "he"), help="weight initialization")
-    run.add_argument("--weight-scale", type=_number(0), help="std of 'normal' init")
-    run.add_argument("--reg", type=_number(0, low_inclusive=True), help="L2 strength")
+    run.add_argument("--weight-scale", type=_number(0), help="--init normal: the weights' std")
+    run.add_argument(
+        "--reg",
+        type=_number(0, low_inclusive=True),
+        help="L2 regularization strength (0: none; defaults below)",
+    )
     run.add_argument("--dtype", choices=("float32", "float64"), help="default: float32")
 
     optimization = train.add_argument_group("optimization")
@@ -347,7 +367,23 @@ def _read_saved_options(path: Path) -> dict[str, Any]:
         raise UsageError(f"cannot read the saved options {path}: {error}") from error
     if not isinstance(saved, dict):
         raise UsageError(f"the saved options {path} are not a JSON object")
-    return {key: value for key, value in saved.items() if key in RUN_OPTIONS}
+    saved = {key: value for key, value in saved.items() if key in RUN_OPTIONS}
+    _check_saved_values(saved, path)
+    return saved
+
+
+def _check_saved_values(saved: dict[str, Any], path: Path) -> None:
+    """Parse every saved value as its flag would be: a damaged or hand-edited options file
+    is a usage error, not a crash further on."""
+    argv = ["train"]
+    for key, value in saved.items():
+        if value is not None:
+            text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+            argv.append(f"--{key.replace('_', '-')}={text}")
+    try:
+        _build_parser().parse_args(argv)
+    except UsageError as error:
+        raise UsageError(f"the saved options {path} hold a bad value: {error}") from error
 
 
 def _resolve_options(args: argparse.Namespace, saved: dict[str, Any]) -> dict[str, Any]:
@@ -367,12 +403,38 @@ def _resolve_options(args: argparse.Namespace, saved: dict[str, Any]) -> dict[st
     return options
 
 
+def _check_model_options(args: argparse.Namespace, options: dict[str, Any]) -> None:
+    """A usage error for an option given explicitly that the run's model would ignore."""
+    model = options["model"]
+    for key, models in MODEL_OPTIONS.items():
+        if getattr(args, key, None) is not None and model not in models:
+            takers = " or ".join(models)
+            raise UsageError(
+                f"--{key.replace('_', '-')} is an option of --model {takers}, not {model}"
+            )
+    if args.weight_scale is not None and options["init"] != "normal":
+        raise UsageError(
+            f"--weight-scale is the std of --init normal; this run has --init {options['init']}"
+        )
+
+
+# What a missing or damaged file, a bad option value or data that do not fit raise: the
+# library's documented errors. Anything else (a TypeError, a KeyError, ...) is a bug and
+# keeps its traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError)
+# numpy's readers of .npy / .npz files also raise these on damaged or truncated files
+NPY_READ_ERRORS = (*USER_ERRORS, EOFError, zipfile.BadZipFile)
+
+
 @contextlib.contextmanager
-def _user_errors(what: str = "") -> Iterator[None]:
-    """Turn the errors a bad file or option raises in this block into a UsageError."""
+def _user_errors(
+    what: str = "", kinds: tuple[type[Exception], ...] = USER_ERRORS
+) -> Iterator[None]:
+    """Turn the errors of ``kinds`` raised in this block (a user's mistake: a bad file,
+    option or dataset) into a one-line UsageError; any other exception propagates."""
     try:
         yield
-    except (OSError, ValueError, TypeError, ImportError) as error:
+    except kinds as error:
         raise UsageError(f"{what}{error}") from error
 
 
@@ -405,7 +467,7 @@ def _load_data(options: dict[str, Any], *, download: bool = False) -> dict[str, 
                 "--data-dir and --download are for --dataset cifar10: the digits come with "
                 "scikit-learn"
             )
-        with _user_errors():
+        with _user_errors(kinds=(*USER_ERRORS, ImportError)):  # ImportError: no scikit-learn
             dataset = data.load_digits_dataset(
                 dtype=dtype, num_validation=options["num_val"] or 270
             )
@@ -454,7 +516,8 @@ def _build_model(options: dict[str, Any], dataset: dict[str, np.ndarray]) -> Any
         from convnet import models
 
         if options["model"] == "vgg":
-            return models.vgg(image_shape, dropout=options["dropout"], **common)
+            # fresh (seeded) dropout masks at every step, not CS231n's fixed ones
+            return models.vgg(image_shape, dropout=options["dropout"], fresh_masks=True, **common)
         return models.resnet(image_shape, **common)
     if options["model"] == "fc-net":
         return FullyConnectedNet(
@@ -462,6 +525,7 @@ def _build_model(options: dict[str, Any], dataset: dict[str, np.ndarray]) -> Any
             input_dim=math.prod(image_shape),
             dropout=options["dropout"],
             normalization=options["normalization"],
+            fresh_masks=True,
             **common,
         )
     return ThreeLayerConvNet(
@@ -610,6 +674,7 @@ def _run_plan(args: argparse.Namespace) -> tuple[Path | None, dict[str, Any], in
     checkpoint = _checkpoint_to_resume(args)
     saved = _read_saved_options(checkpoint.parent / OPTIONS_FILE) if checkpoint else {}
     options = _resolve_options(args, saved)
+    _check_model_options(args, options)
     done = None
     if checkpoint is not None:
         with _user_errors():
@@ -654,7 +719,6 @@ def _train_on(args: argparse.Namespace, ranks: distributed.Ranks) -> int:
     dataset = first.get("dataset") or _load_data(options, download=args.download)
     with _user_errors():
         model = _build_model(options, dataset)
-    out = ranks.run_on_root(_prepare_output, args, checkpoint, options, dataset)
 
     keep_freed_memory()  # process-wide, so the command does it, not the library's Solver
     with _user_errors():
@@ -668,11 +732,14 @@ def _train_on(args: argparse.Namespace, ranks: distributed.Ranks) -> int:
             num_epochs=options["epochs"],
             seed=options["seed"],
             progress=not args.no_progress,
-            checkpoint_dir=out,
             verbose=not args.quiet,
             resume_from=checkpoint,
             comm=ranks.comm,
         )
+    # Only now, with the checkpoint loaded and found to fit, is anything written: a
+    # rejected --resume leaves the run folder as it was (and makes no --out folder).
+    out = ranks.run_on_root(_prepare_output, args, checkpoint, options, dataset)
+    solver.checkpoint_dir = out
     try:
         solver.train()
     except KeyboardInterrupt:
@@ -762,7 +829,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _read_images(path: Path) -> np.ndarray:
-    with _user_errors(f"cannot read the images {path}: "):
+    with _user_errors(f"cannot read the images {path}: ", NPY_READ_ERRORS):
         images = np.load(path, allow_pickle=False)
     if not isinstance(images, np.ndarray):
         images.close()
@@ -782,7 +849,11 @@ def _preprocess(images: np.ndarray, model_path: Path, model: Any) -> np.ndarray:
             f"no {PREPROCESSING_FILE} beside {model_path}: pass --no-preprocessing if the "
             "images are already preprocessed as the training images were"
         )
-    with _user_errors(f"cannot read {path}: "), np.load(path, allow_pickle=False) as saved:
+    # KeyError: an archive without "scale" or "mean_image"
+    with (
+        _user_errors(f"cannot read {path}: ", (*NPY_READ_ERRORS, KeyError)),
+        np.load(path, allow_pickle=False) as saved,
+    ):
         scale, mean_image = float(saved["scale"]), saved["mean_image"]
     if images.shape[1:] != mean_image.shape:
         raise UsageError(

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from convnet._io import fsync_directory, stderr_is_interactive
+from convnet._io import atomic_open, fsync_directory, stderr_is_interactive
 
 CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{index}" for index in range(1, 6))
 CIFAR10_TEST_BATCH = "test_batch"
@@ -364,6 +364,23 @@ def _safe_members(archive: tarfile.TarFile) -> list[tarfile.TarInfo]:
     return members
 
 
+def _extract(archive: tarfile.TarFile, destination: Path) -> None:
+    """Write the archive's checked members under ``destination``, every file through the
+    atomic writer (fsynced, renamed into place, its folder fsynced; the umask's
+    permissions)."""
+    for member in _safe_members(archive):
+        path = destination / member.name
+        if member.isdir():
+            path.mkdir(parents=True, exist_ok=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        source = archive.extractfile(member)
+        if source is None:
+            raise DownloadError(f"cannot read {member.name!r} from the CIFAR-10 archive")
+        with source, atomic_open(path) as out:
+            shutil.copyfileobj(source, out)
+
+
 def download_cifar10(
     directory: str | os.PathLike | None = None,
     *,
@@ -374,9 +391,11 @@ def download_cifar10(
     """Fetch and extract the CIFAR-10 python archive, unless it is already cached.
 
     The archive is downloaded to a temporary file in ``directory``, its MD5 compared with
-    the published one, and it is extracted into a temporary folder that is then renamed to
-    ``directory/cifar-10-batches-py``: an interrupted, failed or corrupt download leaves
-    nothing behind, and an existing cache is reused without any network access.
+    the published one, and it is extracted (each file fsynced by the atomic writer of
+    :mod:`convnet._io`) into a temporary folder that is then renamed to
+    ``directory/cifar-10-batches-py`` (and ``directory`` fsynced): an interrupted, failed
+    or corrupt download leaves nothing behind, and an existing cache is reused without any
+    network access.
 
     Parameters
     ----------
@@ -423,10 +442,9 @@ def download_cifar10(
                 "it is corrupt or not the CIFAR-10 python archive (nothing was kept)"
             )
         extracted = workspace / "extracted"
-        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
         try:
             with tarfile.open(archive_path, "r:gz") as archive:
-                archive.extractall(extracted, members=_safe_members(archive), **safe)
+                _extract(archive, extracted)
         except (tarfile.TarError, OSError, EOFError) as error:
             raise DownloadError(
                 f"cannot extract the CIFAR-10 archive from {url}: {error}"

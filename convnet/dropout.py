@@ -10,6 +10,13 @@ probability, ``1 - p``). Masks are drawn with :func:`numpy.random.default_rng` f
 ``dropout_param['seed']``, in float64 whatever the dtype of ``x``: the same seed and shape
 give the same mask in float32 and float64. A dropped unit outputs 0 and passes no gradient
 even where ``x`` or ``dout`` holds a NaN or an infinity.
+
+An int ``seed`` fixes the mask (CS231n's contract): every call with that seed and shape
+drops the same units, so a loss through dropout is a deterministic function of the
+parameters and a numerical gradient check can call it again and again. A model seeded
+with ``seed`` gives its ``l``-th dropout layer the seed :func:`layer_seed` ``(seed, l)``,
+so layers of equal width do not share a mask. A ``numpy.random.Generator`` as ``seed``
+draws a fresh mask at every call (for training), reproducibly from the generator's state.
 """
 
 from __future__ import annotations
@@ -39,6 +46,13 @@ def _check_seed(seed: Any) -> int | np.random.Generator | None:
     if seed < 0:
         raise ValueError(f"dropout_param['seed'] must be >= 0, got {seed}")
     return int(seed)
+
+
+def layer_seed(seed: int, layer: int) -> int:
+    """The fixed mask seed of dropout layer ``layer`` (counted from 1) of a model seeded
+    with ``seed``: an int >= 0 from ``numpy.random.SeedSequence((seed, layer))``, so the
+    layers' masks are independent and the same at every call."""
+    return int(np.random.SeedSequence((seed, layer)).generate_state(1, np.uint64)[0])
 
 
 def dropout_forward(x: np.ndarray, dropout_param: dict) -> tuple[np.ndarray, DropoutCache]:

@@ -35,6 +35,7 @@ import numpy as np
 from convnet._io import atomic_open
 from convnet._parallel import single_threaded_blas
 from convnet._validation import FLOAT_DTYPES, _positive_int, check_labels, output_size
+from convnet.dropout import layer_seed
 from convnet.layer_utils import (
     affine_bn_relu_backward,
     affine_bn_relu_forward,
@@ -381,11 +382,19 @@ class FullyConnectedNet(_Classifier):
     init : {"normal", "he"}, default "normal"
         "he" draws each weight with std ``sqrt(2 / fan_in)``. Biases start at zero.
     seed : int, optional
-        Seeds the initialization and, independently, the dropout masks: two models built
-        with the same seed draw the same masks in the same sequence of training calls.
+        Seeds the initialization and fixes the dropout masks, as CS231n's ``seed`` does:
+        hidden layer ``l`` drops units with the mask seed ``layer_seed(seed, l)``
+        (:func:`convnet.dropout.layer_seed`), the same mask at every call of the same
+        batch size, so :meth:`loss` is a deterministic function of the parameters and a
+        numerical gradient check of one model works. Without a seed every training call
+        draws fresh masks.
     dropout : float, optional
         The keep probability under this class's former name (older saved models and
         callers use it); give it or ``dropout_keep_ratio``, not both.
+    fresh_masks : bool, default False
+        With a seed, draw fresh masks at every training call instead, from a generator
+        seeded by ``seed`` (reproducible; the Solver's checkpoints save its state): for
+        training a seeded model with dropout (``convnet train`` sets it).
 
     Attributes
     ----------
@@ -420,6 +429,7 @@ class FullyConnectedNet(_Classifier):
         seed: int | None = None,
         *,
         dropout: float | None = None,
+        fresh_masks: bool = False,
     ) -> None:
         if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence):
             raise TypeError(f"hidden_dims must be a sequence of ints, got {hidden_dims!r}")
@@ -437,6 +447,9 @@ class FullyConnectedNet(_Classifier):
         self.dtype = _check_dtype(dtype)
         self.init = _check_init(init)
         self.seed = _check_seed(seed)
+        if not isinstance(fresh_masks, (bool, np.bool_)):
+            raise TypeError(f"fresh_masks must be True or False, got {fresh_masks!r}")
+        self.fresh_masks = bool(fresh_masks)
         self.num_layers = len(self.hidden_dims) + 1
 
         init_seed, dropout_seed = np.random.SeedSequence(self.seed).spawn(2)
@@ -471,6 +484,7 @@ class FullyConnectedNet(_Classifier):
             "dtype": self.dtype.name,
             "init": self.init,
             "seed": self.seed,
+            "fresh_masks": self.fresh_masks,
         }
 
     def _buffer_slots(self) -> dict[str, tuple[dict[str, Any], str]]:
@@ -525,8 +539,8 @@ class FullyConnectedNet(_Classifier):
             Float, or integer (converted explicitly to the model's dtype).
         y : ndarray of int, shape (N,), optional
             Labels in ``[0, num_classes)``. Giving them selects train mode: batch norm uses
-            (and updates the running statistics with) the batch's statistics, dropout draws
-            fresh masks.
+            (and updates the running statistics with) the batch's statistics, dropout
+            drops units (the same ones at every call of a seeded model; see ``seed``).
 
         Returns
         -------
@@ -544,12 +558,17 @@ class FullyConnectedNet(_Classifier):
         for bn_param in self.bn_params:
             bn_param["mode"] = "train" if training else "test"
         use_dropout = training and self.dropout_keep_ratio < 1
-        dropout_param = {"mode": "train", "p": self.dropout_keep_ratio, "seed": self._dropout_rng}
+        fixed_masks = self.seed is not None and not self.fresh_masks
         caches = []
         for layer in range(1, self.num_layers):
             hidden, cache = self._hidden_forward(hidden, layer)
             dropout_cache = None
             if use_dropout:
+                dropout_param = {
+                    "mode": "train",
+                    "p": self.dropout_keep_ratio,
+                    "seed": layer_seed(self.seed, layer) if fixed_masks else self._dropout_rng,
+                }
                 hidden, dropout_cache = dropout_forward(hidden, dropout_param)
             caches.append((cache, dropout_cache))
         last = self.num_layers

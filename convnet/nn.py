@@ -43,6 +43,7 @@ import numpy as np
 
 from convnet._parallel import single_threaded_blas
 from convnet._validation import FLOAT_DTYPES, _positive_int, check_labels, int_pair, output_size
+from convnet.dropout import layer_seed
 from convnet.fast_layers import (
     affine_backward_fast,
     affine_forward_fast,
@@ -674,8 +675,18 @@ class Dropout(Layer):
         KEEP probability (CS231n's convention; PyTorch's ``p`` is the drop probability).
         Kept units are scaled by ``1 / p``.
     seed : int, optional
-        Seeds this layer's masks. A :class:`Classifier` replaces the generator with its
-        own (seeded by its ``seed``), which the Solver's checkpoints save.
+        Fixes this layer's mask, as CS231n's ``dropout_param['seed']`` does: every
+        training call on inputs of one shape drops the same units, so a loss through the
+        layer is a deterministic function of the parameters (what a numerical gradient
+        check needs). Without a seed every call draws a fresh mask from ``rng``. A
+        :class:`Classifier` decides for its layers (see its ``seed`` and ``fresh_masks``).
+
+    Attributes
+    ----------
+    mask_seed : int or None
+        The seed of the fixed mask, or None for a fresh mask from ``rng`` at every call.
+    rng : numpy.random.Generator
+        Where fresh masks come from.
     """
 
     def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
@@ -685,13 +696,16 @@ class Dropout(Layer):
         if not 0 < p <= 1:
             raise ValueError(f"p is the keep probability and must lie in (0, 1], got {p}")
         self.p = float(p)
-        self.rng = np.random.default_rng(None if seed is None else _positive_int(seed, "seed", 0))
+        self.seed = None if seed is None else _positive_int(seed, "seed", 0)
+        self.mask_seed = self.seed
+        self.rng = np.random.default_rng()
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if not self.training:
             self._cache = "identity"
             return x
-        out, self._cache = dropout_forward(x, {"p": self.p, "mode": "train", "seed": self.rng})
+        source = self.rng if self.mask_seed is None else self.mask_seed
+        out, self._cache = dropout_forward(x, {"p": self.p, "mode": "train", "seed": source})
         return out
 
     def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
@@ -704,7 +718,8 @@ class Dropout(Layer):
         return tuple(input_shape)
 
     def config(self) -> dict[str, Any]:
-        return {"type": "Dropout", "p": self.p}
+        seed = {} if self.seed is None else {"seed": self.seed}
+        return {"type": "Dropout", "p": self.p, **seed}
 
 
 class AvgPool2d(MaxPool2d):
@@ -977,7 +992,16 @@ class Classifier:
         "he": std ``sqrt(2 / fan_in)``; "normal": std ``weight_scale``.
     weight_scale : float, default 1e-2
     seed : int, optional
-        Seeds the initialization and, independently, the dropout masks.
+        Seeds the initialization and fixes the dropout masks, as CS231n's ``seed`` does:
+        the ``l``-th :class:`Dropout` layer (in :meth:`Module.layers` order) uses the mask
+        seed ``layer_seed(seed, l)`` (:func:`convnet.dropout.layer_seed`) at every call, so
+        :meth:`loss` is a deterministic function of the parameters and a numerical gradient
+        check of one model works. Without a seed, Dropout layers given a seed of their own
+        keep their fixed mask and the others draw fresh masks at every training call.
+    fresh_masks : bool, default False
+        Every Dropout layer draws a fresh mask at every training call, from one generator
+        seeded by ``seed`` (reproducible; the Solver's checkpoints save its state): for
+        training a seeded model (``convnet train`` sets it).
 
     Attributes
     ----------
@@ -996,6 +1020,8 @@ class Classifier:
         init: str = "he",
         weight_scale: float = 1e-2,
         seed: int | None = None,
+        *,
+        fresh_masks: bool = False,
     ) -> None:
         if isinstance(net, Mapping):
             net = from_config(net)
@@ -1031,14 +1057,21 @@ class Classifier:
         self.init = init
         self.dtype = _check_dtype(dtype)
         self.seed = None if seed is None else _positive_int(seed, "seed", 0)
+        if not isinstance(fresh_masks, (bool, np.bool_)):
+            raise TypeError(f"fresh_masks must be True or False, got {fresh_masks!r}")
+        self.fresh_masks = bool(fresh_masks)
         net._in_container = True
         self.net = net
         init_seed, dropout_seed = np.random.SeedSequence(self.seed).spawn(2)
         net.initialize(np.random.default_rng(init_seed), init, self.weight_scale, self.dtype)
         self._dropout_rng = np.random.default_rng(dropout_seed)
-        for layer in net.layers():
-            if isinstance(layer, Dropout):
-                layer.rng = self._dropout_rng
+        dropouts = [layer for layer in net.layers() if isinstance(layer, Dropout)]
+        for index, layer in enumerate(dropouts, start=1):
+            layer.rng = self._dropout_rng
+            if self.fresh_masks:
+                layer.mask_seed = None
+            elif self.seed is not None:
+                layer.mask_seed = layer_seed(self.seed, index)
         self._regularized = net.regularized()
 
     @property
@@ -1064,6 +1097,7 @@ class Classifier:
             "init": self.init,
             "weight_scale": self.weight_scale,
             "seed": self.seed,
+            "fresh_masks": self.fresh_masks,
         }
 
     def _as_input(self, X: Any) -> np.ndarray:

@@ -110,6 +110,8 @@ def resnet(
     init: str = "he",
     weight_scale: float = 1e-2,
     seed: int | None = None,
+    *,
+    fresh_masks: bool = False,
 ) -> Classifier:
     """A small residual net: conv-BN-ReLU stem, stages of basic blocks, global average
     pooling, one linear layer.
@@ -125,7 +127,7 @@ def resnet(
     widths : sequence of int, default (16, 32, 64)
     blocks : int, default 1
         Basic blocks per stage.
-    reg, dtype, init, weight_scale, seed
+    reg, dtype, init, weight_scale, seed, fresh_masks
         As for :class:`convnet.nn.Classifier` (He initialization by default).
     """
     channels, height, width = _input_dim(input_dim)
@@ -138,6 +140,7 @@ def resnet(
         init=init,
         weight_scale=weight_scale,
         seed=seed,
+        fresh_masks=fresh_masks,
     )
 
 
@@ -152,6 +155,8 @@ def vgg(
     init: str = "he",
     weight_scale: float = 1e-2,
     seed: int | None = None,
+    *,
+    fresh_masks: bool = False,
 ) -> Classifier:
     """A VGG-style net with batch norm and dropout.
 
@@ -167,7 +172,7 @@ def vgg(
     hidden_dim : int, default 256
     dropout : float in (0, 1], default 0.5
         KEEP probability of the two dropout layers (1: none).
-    reg, dtype, init, weight_scale, seed
+    reg, dtype, init, weight_scale, seed, fresh_masks
         As for :class:`convnet.nn.Classifier`.
     """
     channels, height, width = _input_dim(input_dim)
@@ -207,4 +212,5 @@ def vgg(
         init=init,
         weight_scale=weight_scale,
         seed=seed,
+        fresh_masks=fresh_masks,
     )

@@ -39,6 +39,9 @@ from convnet.optim import UPDATE_RULES
 __all__ = ["CHECKPOINT_NAME", "Model", "Solver", "TrainingDiverged"]
 
 DIVERGENCE_FACTOR = 1e4
+# The divergence check's reference is the first loss of the run, or this if larger: a run
+# whose first loss is tiny (1e-7, say) is not "diverging" when a later loss is 0.5.
+DIVERGENCE_FLOOR = 1.0
 _DATA_KEYS = ("X_train", "y_train", "X_val", "y_val")
 # What every rank takes from rank 0 at the start (besides the parameters and generators).
 _SHARED_STATE = (
@@ -208,7 +211,8 @@ class Solver:
         A checkpoint to continue from (see :meth:`load_checkpoint`).
     divergence_factor : float
         Training stops with :class:`TrainingDiverged` when a step's loss is NaN, infinite,
-        or more than this many times the first loss of the run.
+        or more than this many times the first loss of the run (or than
+        ``DIVERGENCE_FLOOR`` = 1.0 when the first loss is smaller).
     comm : mpi4py.MPI.Comm, optional
         Train data-parallel over this communicator's ranks (see :mod:`convnet.distributed`);
         None trains in this process alone. Every rank builds the same model and passes the
@@ -241,6 +245,9 @@ class Solver:
         Per parameter, the update rule's hyperparameters and state.
     train_seconds, images_per_second : float
         Wall time of the last :meth:`train` call, and its training throughput.
+    checkpoint_dir : Path or None
+        Where the epoch checkpoints go; may be set after construction (``convnet train``
+        sets it once the checkpoint it resumes from has loaded).
     last_checkpoint : Path or None
         The checkpoint this solver wrote last.
     ranks : convnet.distributed.Ranks
@@ -374,11 +381,14 @@ class Solver:
         """One update from this rank's ``X_batch`` of a global batch of ``total`` images."""
         loss, grads = self.ranks.loss_and_gradients(self.model, X_batch, y_batch, total)
         first = self.loss_history[0] if self.loss_history else abs(loss)
-        limit = self.divergence_factor * max(first, np.finfo(np.float64).tiny)
-        if not (math.isfinite(loss) and loss <= limit):
+        reference = max(first, DIVERGENCE_FLOOR)
+        if not (math.isfinite(loss) and loss <= self.divergence_factor * reference):
             detail = ""
             if math.isfinite(loss):
-                detail = f" (more than {self.divergence_factor:g} times the first loss {first:g})"
+                detail = f" (more than {self.divergence_factor:g} times the first loss {first:g}"
+                if reference > first:
+                    detail += f", taken as {DIVERGENCE_FLOOR:g}"
+                detail += ")"
             if self.last_checkpoint is not None:
                 detail += f" (the checkpoint of epoch {self.epoch} is {self.last_checkpoint})"
             raise raised_on_every_rank(TrainingDiverged(loss, epoch, iteration, detail))

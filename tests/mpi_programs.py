@@ -114,7 +114,9 @@ def dropout_streams() -> None:
     data = _data(12)
 
     def model() -> FullyConnectedNet:
-        return FullyConnectedNet([8], input_dim=36, num_classes=3, dropout=0.5, seed=3)
+        return FullyConnectedNet(
+            [8], input_dim=36, num_classes=3, dropout=0.5, seed=3, fresh_masks=True
+        )
 
     fresh = model()
     solver = _solver(model(), data, COMM)

@@ -131,6 +131,7 @@ def test_fc_net_trains_and_plots_its_first_layer(tmp_path: Path) -> None:
     assert run_cli(*argv, "--dropout", "0.8", "--out", tmp_path) == 0
     model = load_model(tmp_path / "model.npz")
     assert model.params["W1"].shape == (64, 16) and model.params["W1"].dtype == np.float64
+    assert model.fresh_masks  # trained with fresh (seeded) masks, not CS231n's fixed ones
     assert is_png(tmp_path / "filters.png")
 
 
@@ -205,6 +206,126 @@ def test_user_errors_exit_2_with_one_line(
 ) -> None:
     code = run_cli(*(arg.replace("{tmp}", str(tmp_path)) for arg in argv))
     assert_usage_error(capsys, code, fragment)
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["--normalization", "batchnorm"], ["--normalization", "--model fc-net", "not"]),
+        (["--dropout", "0.5"], ["--dropout", "fc-net", "vgg", "three-layer-convnet"]),
+        (["--model", "resnet", "--dropout", "0.5"], ["--dropout", "not resnet"]),
+        (["--model", "fc-net", "--num-filters", "4"], ["--num-filters", "three-layer-convnet"]),
+        (["--model", "vgg", "--hidden-dim", "20"], ["--hidden-dim", "not vgg"]),
+        (["--hidden-dims", "10"], ["--hidden-dims", "fc-net"]),
+        (["--model", "resnet", "--filter-size", "5"], ["--filter-size"]),
+        (["--weight-scale", "0.1"], ["--weight-scale", "--init normal"]),
+    ],
+)
+def test_options_the_model_does_not_take_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture, argv: list[str], fragments: list[str]
+) -> None:
+    code = run_cli("train", *QUICK, *argv, "--out", tmp_path / "out")
+    assert_usage_error(capsys, code, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_options_of_the_resumed_model_are_checked(
+    trained_run: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["--resume", "--epochs", "2", "--no-progress", "--out", trained_run]
+    code = run_cli("train", *argv, "--normalization", "layernorm")
+    assert_usage_error(capsys, code, "--normalization", "not three-layer-convnet")
+    code = run_cli("train", *argv, "--weight-scale", "0.05")  # the run's init is "he"
+    assert_usage_error(capsys, code, "--weight-scale", "--init he")
+
+
+def test_user_errors_turns_only_user_errors_into_usage_errors() -> None:
+    with (
+        pytest.raises(cli.UsageError, match=r"^reading x: bad value$"),
+        cli._user_errors("reading x: "),
+    ):
+        raise ValueError("bad value")
+    with pytest.raises(cli.UsageError, match="no such file"), cli._user_errors():
+        raise FileNotFoundError("no such file")
+    for bug in (TypeError("bug"), KeyError("bug"), AttributeError("bug"), ZeroDivisionError()):
+        with pytest.raises(type(bug)), cli._user_errors():
+            raise bug
+    with pytest.raises(cli.UsageError), cli._user_errors(kinds=(KeyError,)):
+        raise KeyError("asked for")
+
+
+def test_a_bug_is_not_disguised_as_a_user_error(
+    shared_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from convnet import models, solver
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise TypeError("a bug in convnet")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(models.ThreeLayerConvNet, "__init__", broken)
+        with pytest.raises(TypeError, match="a bug in convnet"):
+            run_cli("train", *QUICK, "--out", tmp_path)
+    monkeypatch.setattr(solver, "evaluate", broken)
+    with pytest.raises(TypeError, match="a bug in convnet"):
+        run_cli("evaluate", shared_run / "model.npz")
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        ("preprocessing-not-a-zip", "cannot read"),
+        ("preprocessing-without-mean", "mean_image"),
+        ("images-not-a-zip", "cannot read the images"),
+        ("options-bad-value", "--hidden-dim"),
+        ("labels-into-a-missing-folder", "absent/labels.npy"),
+    ],
+)
+def test_damaged_files_are_one_line_errors(
+    shared_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, damage: str, fragment: str
+) -> None:
+    for name in ("model.npz", cli.PREPROCESSING_FILE, cli.OPTIONS_FILE):
+        (tmp_path / name).write_bytes((shared_run / name).read_bytes())
+    images = tmp_path / "images.npy"
+    np.save(images, np.zeros((2, 1, 8, 8)))
+    argv = ["predict", tmp_path / "model.npz", images]
+    if damage == "preprocessing-not-a-zip":
+        (tmp_path / cli.PREPROCESSING_FILE).write_bytes(b"PK\x03\x04 not a zip")
+    elif damage == "preprocessing-without-mean":
+        np.savez(tmp_path / cli.PREPROCESSING_FILE, scale=1.0)
+    elif damage == "images-not-a-zip":
+        images.write_bytes(b"PK\x03\x04 not a zip")
+    elif damage == "options-bad-value":
+        options = json.loads((tmp_path / cli.OPTIONS_FILE).read_text())
+        (tmp_path / cli.OPTIONS_FILE).write_text(json.dumps({**options, "hidden_dim": "abc"}))
+        argv = ["evaluate", tmp_path / "model.npz"]
+    else:
+        argv += ["--out", tmp_path / "absent" / "labels.npy"]
+    capsys.readouterr()
+    assert_usage_error(capsys, run_cli(*argv), fragment)  # the user's names, not temporaries
+
+
+def test_train_help_states_every_default_truthfully(capsys: pytest.CaptureFixture) -> None:
+    assert run_cli("train", "--help") == 0
+    epilog = capsys.readouterr().out.split("defaults by dataset and model")[1]
+    lines = [line.strip() for line in epilog.splitlines()]
+    common_line = next(line for line in lines if line.startswith("every dataset and model"))
+    assert common_line.startswith("every dataset and model, unless listed above:")
+
+    def flags(text: str) -> dict[str, str]:
+        words = text.split(":", 1)[1].split()
+        return dict(zip(words[::2], words[1::2], strict=True))
+
+    common = flags(common_line)
+    assert (common.pop("--dataset"), common.pop("--model")) == ("digits", "three-layer-convnet")
+    assert common["--reg"] == "0"
+    for (dataset, model), listed in cli.DEFAULTS.items():
+        shown = {**common, **flags(":" + lines[lines.index(f"{dataset}, {model}:") + 1])}
+        args = cli._build_parser().parse_args(["train", "--dataset", dataset, "--model", model])
+        options = cli._resolve_options(args, {})
+        for flag, text in shown.items():
+            assert cli._format_default(options[flag[2:].replace("-", "_")]) == text, flag
+        assert set(listed) <= {flag[2:].replace("-", "_") for flag in shown}
 
 
 def test_corrupt_checkpoint_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -335,6 +456,50 @@ def test_a_finished_run_is_left_alone_by_resume(
     assert {path.name: path.read_bytes() for path in trained_run.iterdir()} == before
 
 
+def _run_folder_state(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in folder.iterdir()}
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--num-filters", "8"], "the model expects"),  # the checkpoint does not fit the model
+        (["--optimizer", "sgd"], "update rule 'adam'"),
+        (["--dtype", "float64"], "the model expects"),
+    ],
+)
+def test_a_rejected_resume_leaves_the_run_folder_alone(
+    trained_run: Path, capsys: pytest.CaptureFixture, argv: list[str], fragment: str
+) -> None:
+    os.utime(trained_run / cli.OPTIONS_FILE, ns=(0, 0))  # so that any rewrite shows
+    os.utime(trained_run / cli.PREPROCESSING_FILE, ns=(0, 0))
+    before = _run_folder_state(trained_run)
+    code = run_cli(
+        "train", "--resume", "--epochs", "2", "--no-progress", "--out", trained_run, *argv
+    )
+    assert_usage_error(capsys, code, fragment)
+    assert _run_folder_state(trained_run) == before
+
+
+def test_a_corrupt_checkpoint_leaves_the_run_folder_alone(
+    trained_run: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (trained_run / CHECKPOINT_NAME).write_bytes(b"PK\x03\x04 damaged")
+    before = _run_folder_state(trained_run)
+    code = run_cli("train", "--resume", "--epochs", "2", "--no-progress", "--out", trained_run)
+    assert_usage_error(capsys, code, "not a readable convnet checkpoint")
+    assert _run_folder_state(trained_run) == before
+
+
+def test_resuming_into_a_new_out_folder_creates_nothing_when_rejected(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    argv = ["--resume", trained_run / CHECKPOINT_NAME, "--out", elsewhere, "--num-filters", "8"]
+    assert_usage_error(capsys, run_cli("train", "--epochs", "2", *argv), "the model expects")
+    assert not elsewhere.exists()
+
+
 def test_output_files_take_the_umask(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
@@ -381,9 +546,14 @@ def test_predict_writes_labels_and_probabilities(
     capsys.readouterr()
     assert run_cli("predict", shared_run / "model.npz", tmp_path / "raw.npy") == 0
     printed = np.array(capsys.readouterr().out.split(), dtype=np.int64)
-    saved = np.load(shared_run / "preprocessing.npz")
-    expected = model.predict(raw.reshape(-1, 1, 8, 8) / 16.0 - saved["mean_image"])
-    assert printed.shape == (60,) and np.mean(printed == expected) >= 0.95
+    with np.load(shared_run / "preprocessing.npz") as saved:
+        scale, mean_image = saved["scale"], saved["mean_image"]
+    assert scale == 1 / 16 and mean_image.dtype == model.dtype
+    # the run's preprocessing as predict documents it: scale, then subtract the mean image
+    dtype = model.dtype.type
+    prepared = raw.reshape(-1, 1, 8, 8).astype(dtype) * dtype(scale) - mean_image
+    assert printed.shape == (60,)
+    np.testing.assert_array_equal(printed, model.predict(prepared))
 
     dataset = load_digits_dataset()
     np.save(tmp_path / "ready.npy", dataset["X_test"])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_cifar import write_archive
+from fake_cifar import NAMES, write_archive
 
 from convnet.data import (
     CIFAR10_TEST_BATCH,
@@ -177,6 +177,42 @@ def test_download_verifies_extracts_and_reuses_the_cache(
     assert X_train.shape == (40, 3, 32, 32) and X_test.shape == (8, 3, 32, 32)
     path.unlink()  # the next call must not fetch anything
     assert download_cifar10(cache, url=path.as_uri(), md5=md5) == batches
+
+
+def test_extracted_batches_go_through_the_atomic_writer(
+    archive: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each batch is written by convnet._io.atomic_open (fsynced before its rename), and
+    the cache folder is fsynced after the batches folder is renamed into it."""
+    import contextlib
+
+    from convnet import _io
+    from convnet import data as data_module
+
+    written, synced = [], []
+
+    @contextlib.contextmanager
+    def recording_writer(path):
+        with _io.atomic_open(path) as handle:
+            yield handle
+        written.append(Path(path).name)
+
+    def recording_sync(directory):
+        synced.append(Path(directory))
+        _io.fsync_directory(directory)
+
+    monkeypatch.setattr(data_module, "atomic_open", recording_writer)
+    monkeypatch.setattr(data_module, "fsync_directory", recording_sync)
+    path, md5 = archive
+    cache = tmp_path / "cache"
+    batches = download_cifar10(cache, url=path.as_uri(), md5=md5, progress=False)
+    assert sorted(written) == sorted(NAMES)
+    assert synced[-1] == cache
+    with tarfile.open(path) as tar:
+        for name in NAMES:
+            member = tar.extractfile(f"cifar-10-batches-py/{name}")
+            assert (batches / name).read_bytes() == member.read()
+    assert not any(p.name.endswith(".tmp") for p in batches.iterdir())
 
 
 @pytest.mark.parametrize("damage", ["checksum", "missing", "truncated", "not-cifar"])

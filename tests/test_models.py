@@ -181,21 +181,80 @@ def test_dropout_only_in_training_and_reproducible():
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((8, 20)), rng.integers(0, 10, size=8)
 
-    def build() -> FullyConnectedNet:
-        return FullyConnectedNet([30, 30], input_dim=20, dropout=0.5, dtype=np.float64, seed=3)
+    def build(**options) -> FullyConnectedNet:
+        return FullyConnectedNet([30, 30], input_dim=20, dropout=0.5, dtype=np.float64, **options)
 
-    model = build()
+    model = build(seed=3)
     np.testing.assert_array_equal(model.loss(X), model.loss(X))  # test mode: deterministic
-    first, second = model.loss(X, y)[0], model.loss(X, y)[0]
-    assert first != second  # fresh masks at each training call
-    replay = build()
+    first = model.loss(X, y)[0]
+    assert model.loss(X, y)[0] == first  # seeded: CS231n's fixed masks
+    assert build(seed=3).loss(X, y)[0] == first
+    unseeded = build()
+    assert unseeded.loss(X, y)[0] != unseeded.loss(X, y)[0]  # fresh masks at every call
+    streamed = build(seed=3, fresh_masks=True)
+    first, second = streamed.loss(X, y)[0], streamed.loss(X, y)[0]
+    assert first != second  # fresh masks at each training call, reproducible from the seed
+    replay = build(seed=3, fresh_masks=True)
     assert replay.loss(X, y)[0] == first
     assert replay.loss(X, y)[0] == second
+    assert load_model_config(streamed)["fresh_masks"] is True
     no_dropout = FullyConnectedNet([30, 30], input_dim=20, dtype=np.float64, seed=3)
-    no_dropout.params = model.params
+    no_dropout.params = streamed.params
     scores = no_dropout.loss(X)
-    np.testing.assert_array_equal(scores, model.loss(X))
+    np.testing.assert_array_equal(scores, streamed.loss(X))
     assert no_dropout.loss(X, y)[0] == no_dropout.loss(X, y)[0]
+
+
+def load_model_config(model: FullyConnectedNet) -> dict:
+    return FullyConnectedNet(**model.config()).config()
+
+
+@pytest.mark.parametrize("normalization", [None, "batchnorm", "layernorm"])
+def test_seeded_dropout_passes_cs231n_gradient_check_on_one_model(normalization):
+    """CS231n's check: one seeded model, loss() called again and again by the probes."""
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((5, 12)), np.array([0, 2, 1, 2, 0])
+    model = FullyConnectedNet(
+        [7, 6],
+        input_dim=12,
+        num_classes=3,
+        dropout_keep_ratio=0.75,
+        normalization=normalization,
+        reg=0.1,
+        weight_scale=0.5,
+        dtype=np.float64,
+        seed=123,
+    )
+    loss, grads = model.loss(X, y)
+    assert model.loss(X, y)[0] == loss
+    for name, param in model.params.items():
+        numeric = numerical_gradient(lambda _: model.loss(X, y)[0], param)
+        assert relative_error(grads[name], numeric) < 1e-6, name
+
+
+def test_seeded_dropout_layers_draw_their_own_fixed_masks(monkeypatch):
+    import convnet.models as models
+
+    original, seen = models.dropout_forward, []
+
+    def recording(x, dropout_param):
+        seen.append(dropout_param["seed"])
+        return original(x, dropout_param)
+
+    monkeypatch.setattr(models, "dropout_forward", recording)
+    X, y = np.ones((4, 6)), np.array([0, 1, 2, 0])
+
+    def seeds_of_two_calls(seed: int) -> list:
+        seen.clear()
+        model = FullyConnectedNet([5, 5, 5], input_dim=6, num_classes=3, dropout=0.5, seed=seed)
+        model.loss(X, y)
+        model.loss(X, y)
+        return list(seen)
+
+    seeds = seeds_of_two_calls(7)
+    assert all(isinstance(seed, int) for seed in seeds)
+    assert seeds[:3] == seeds[3:] and len(set(seeds[:3])) == 3  # per layer, fixed
+    assert set(seeds_of_two_calls(8)).isdisjoint(seeds)
 
 
 def test_bad_inputs_and_labels_are_refused():
@@ -234,6 +293,7 @@ def test_bad_inputs_and_labels_are_refused():
         (lambda: FullyConnectedNet([10], dropout=1.5), "keep probability"),
         (lambda: FullyConnectedNet([10, 0]), "hidden_dims"),
         (lambda: FullyConnectedNet(10), "hidden_dims"),
+        (lambda: FullyConnectedNet([10], fresh_masks="yes"), "fresh_masks"),
     ],
 )
 def test_bad_hyperparameters_are_refused(build, message):

@@ -416,7 +416,10 @@ def test_train_and_eval_modes_of_dropout():
     assert 0.55 < kept.mean() < 0.65
     np.testing.assert_allclose(out[kept], 1 / 0.6)
     np.testing.assert_array_equal(drop.backward(x), out)
-    assert not np.array_equal(drop.forward(x), out)  # a fresh mask at every call
+    np.testing.assert_array_equal(drop.forward(x), out)  # seeded: the same mask every call
+    assert nn.from_config(drop.config()).seed == 0
+    unseeded = nn.Dropout(0.6)
+    assert not np.array_equal(unseeded.forward(x), unseeded.forward(x))  # fresh masks
     drop.eval()
     np.testing.assert_array_equal(drop.forward(x), x)
     np.testing.assert_array_equal(drop.backward(2 * x), 2 * x)
@@ -453,8 +456,42 @@ def test_classifier_selects_the_mode_from_the_labels():
     first = model.loss(X, np.zeros(6, dtype=int))[0]
     assert model.net.training and model.net[2].body[1].training
     assert model.params["9.running_var"] is not statistics
-    assert model.loss(X, np.zeros(6, dtype=int))[0] != first  # fresh dropout masks
-    assert build_classifier().loss(X, np.zeros(6, dtype=int))[0] == first  # seeded masks
+    assert model.loss(X, np.zeros(6, dtype=int))[0] == first  # seeded: fixed dropout masks
+    assert build_classifier().loss(X, np.zeros(6, dtype=int))[0] == first
+
+
+def test_classifier_dropout_masks_fixed_by_a_seed_or_fresh():
+    X, y = np.random.default_rng(0).standard_normal((6, 2, 6, 6)), np.zeros(6, dtype=int)
+
+    def build(**options) -> nn.Classifier:
+        net = nn.Sequential(
+            nn.Flatten(), nn.Dropout(0.5), nn.Linear(72, 72), nn.Dropout(0.5), nn.Linear(72, 3)
+        )
+        return nn.Classifier(net, (2, 6, 6), dtype=np.float64, **options)
+
+    seeded = build(seed=3)
+    drops = [layer for layer in seeded.net.layers() if isinstance(layer, nn.Dropout)]
+    assert drops[0].mask_seed != drops[1].mask_seed  # each layer its own fixed mask
+    assert seeded.loss(X, y)[0] == seeded.loss(X, y)[0]
+    fresh = build(seed=3, fresh_masks=True)
+    first, second = fresh.loss(X, y)[0], fresh.loss(X, y)[0]
+    assert first != second
+    replay = build(seed=3, fresh_masks=True)
+    assert [replay.loss(X, y)[0], replay.loss(X, y)[0]] == [first, second]
+    unseeded = build()
+    assert unseeded.loss(X, y)[0] != unseeded.loss(X, y)[0]
+    assert nn.Classifier(**fresh.config()).fresh_masks
+
+
+def test_seeded_classifier_with_dropout_passes_a_gradient_check_on_one_model():
+    """CS231n's way: the probes call loss() of one seeded model again and again."""
+    rng = np.random.default_rng(2)
+    X, y = rng.standard_normal((4, 2, 6, 6)), np.array([0, 2, 1, 2])
+    model = build_classifier(seed=5)
+    _, grads = model.loss(X, y)
+    for name in list(model.params):
+        numeric = numerical_gradient(lambda _: model.loss(X, y)[0], model.params[name])
+        assert scaled_error(grads[name], numeric) < NET_GRAD_TOL, name
 
 
 def test_every_update_rule_leaves_a_zero_gradient_parameter_unchanged():
@@ -473,7 +510,7 @@ def test_solver_resumes_a_batch_norm_and_dropout_net_exactly(tmp_path):
     data["y_val"] = rng.integers(0, 3, 10)
 
     def solver(epochs: int, **options) -> Solver:
-        model = nn.Classifier(small_net(), (2, 6, 6), seed=4)
+        model = nn.Classifier(small_net(), (2, 6, 6), seed=4, fresh_masks=True)
         return Solver(
             model, data, batch_size=10, num_epochs=epochs, progress=False, seed=1, **options
         )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -82,3 +84,28 @@ def test_require_extension_makes_a_failed_build_fatal(
     assert (result.returncode != 0) == fatal, result.stderr
     assert not stale[0].exists()  # under build/: gone even when the build is fatal
     assert stale[1].exists()  # not an in-place build: the checkout's kernel is not touched
+
+
+def test_the_readme_and_the_description_name_every_extension() -> None:
+    if not all((ROOT / name).is_file() for name in ("setup.py", "README.md", "pyproject.toml")):
+        pytest.skip("needs a source checkout")
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    assigned = next(
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and any(
+            isinstance(target, ast.Name) and target.id == "EXTENSIONS" for target in node.targets
+        )
+    )
+    extensions = list(ast.literal_eval(assigned))
+    assert extensions == ["_im2col", "_winograd"]
+    readme = " ".join((ROOT / "README.md").read_text().split())  # lines joined
+    for name in extensions:
+        assert f"convnet/{name}.pyx" in readme, name
+        assert f"`{name}`" in readme, name
+    assert "one compiled Cython kernel" not in readme
+    (description,) = re.findall(
+        r'^description = "(.*)"$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE
+    )
+    assert "Winograd" in description and "a compiled im2col/col2im kernel" not in description

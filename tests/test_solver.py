@@ -330,6 +330,37 @@ def test_an_exploding_loss_stops_training_naming_epoch_and_iteration() -> None:
         make_solver(blobs(), Exploding(3, 11.0), divergence_factor=10).train()
 
 
+class ScriptedLoss(SoftmaxRegression):
+    """Its training losses are ``losses`` in turn (then the last again), its gradients real."""
+
+    def __init__(self, losses: list[float]) -> None:
+        super().__init__(6, 4)
+        self.losses, self.calls = losses, 0
+
+    def loss(self, X: np.ndarray, y: np.ndarray | None = None) -> Any:
+        if y is None:
+            return super().loss(X)
+        _, grads = super().loss(X, y)
+        self.calls += 1
+        return self.losses[min(self.calls, len(self.losses)) - 1], grads
+
+
+def test_a_tiny_first_loss_does_not_make_normal_losses_look_divergent() -> None:
+    from convnet.solver import DIVERGENCE_FLOOR
+
+    assert DIVERGENCE_FLOOR == 1.0
+    # 1e-7 first, then 0.5: 5 million times the first, but an ordinary loss
+    solver = make_solver(blobs(), ScriptedLoss([1e-7, 0.5, 3.0, 0.2]), num_epochs=1)
+    solver.train()
+    assert solver.loss_history[:4] == [1e-7, 0.5, 3.0, 0.2]
+    # the floor is the reference then: more than 10,000 times 1.0 still stops training
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, iteration 3 .*10000 times"):
+        make_solver(blobs(), ScriptedLoss([1e-7, 0.5, 1.01e4])).train()
+    # a first loss above the floor stays the reference
+    with pytest.raises(TrainingDiverged, match=r"iteration 2 .*10000 times the first loss 2"):
+        make_solver(blobs(), ScriptedLoss([2.0, 2.01e4])).train()
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_resume_with_library_models_and_dropout(tmp_path: Path, dtype: type) -> None:
     from convnet.models import FullyConnectedNet, ThreeLayerConvNet
@@ -342,7 +373,7 @@ def test_resume_with_library_models_and_dropout(tmp_path: Path, dtype: type) -> 
     data = {**images, "y_train": rng.integers(0, 3, 40), "y_val": rng.integers(0, 3, 20)}
     builders = [
         lambda: FullyConnectedNet(
-            [8], input_dim=36, num_classes=3, dropout=0.5, dtype=dtype, seed=2
+            [8], input_dim=36, num_classes=3, dropout=0.5, dtype=dtype, seed=2, fresh_masks=True
         ),
         lambda: ThreeLayerConvNet(
             (1, 6, 6),
