@@ -706,6 +706,23 @@ def test_dilated_conv_phases_come_from_x_when_sizes_and_pads_are_multiples_of_d(
     assert fast_layers._phase_pads(x.shape, cache.geometry, dilation) == pads
 
 
+@pytest.mark.skipif(fast_layers._backend.kernel is None, reason="no compiled kernel")
+@pytest.mark.parametrize("dilation", [2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_phase_split_and_merge_match_strided_slices(dilation, dtype, threads, restore_num_threads):
+    set_num_threads(threads)
+    num, channels, height, width = 3, 2, 2 * dilation, 3 * dilation
+    images = np.random.default_rng(4).standard_normal((num, channels, height, width)).astype(dtype)
+    phases = fast_layers._split_phases(images, dilation)
+    expected = np.concatenate(
+        [images[:, :, r::dilation, s::dilation] for r in range(dilation) for s in range(dilation)]
+    )
+    assert phases.dtype == dtype
+    np.testing.assert_array_equal(phases, expected)
+    np.testing.assert_array_equal(fast_layers._merge_phases(phases, dilation, images.shape), images)
+
+
 @pytest.mark.parametrize("where", ["x", "w", "dout"])
 def test_dilated_conv_by_phases_places_nan_as_the_naive_layer(
     where, winograd_for_small_convolutions
