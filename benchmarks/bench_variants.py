@@ -67,7 +67,12 @@ def main(argv: list[str] | None = None) -> None:
         "(ratio) | 2-thread CPU/wall convnet / torch |"
     )
     print("|---|---|---|---|")
-    for name, runs in cases(torch, rng, names):
+    measured = list(cases(torch, rng, names))
+    for _, runs in measured:  # warm up: the first case measured used to read 2-3x slow
+        for run in runs.values():
+            for _ in range(10):
+                run()
+    for name, runs in measured:
         torch.set_num_threads(1)
         set_num_threads(1)
         with threadpool_limits(1):
