@@ -89,6 +89,7 @@ class OptionalBuildExt(build_ext):
 EXTENSIONS = {
     "_im2col": [],
     "_winograd": ["convnet/_winograd_tiles.h", "convnet/_winograd_tiles_impl.h"],
+    "_batchnorm": ["convnet/_batchnorm_channels.h", "convnet/_batchnorm_channels_impl.h"],
 }
 extensions = [
     Extension(

@@ -15,7 +15,6 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -28,17 +27,13 @@ def probe(setting: str) -> dict[str, float]:
     from threadpoolctl import threadpool_limits
 
     import convnet
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_train_step import convnet_step
+    from convnet.bench import train_step_candidates
 
     if setting == SETTINGS[0]:
         convnet.keep_freed_memory()
     convnet.set_num_threads(1)
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((50, 3, 32, 32)).astype(np.float32)
-    y = rng.integers(0, 10, 50)
-    step = convnet_step(X, y)
+    step = train_step_candidates("3layer", 50, np.dtype(np.float32), None, rng)["fast f+b"]
     with threadpool_limits(1):
         for _ in range(5):
             step()

@@ -68,8 +68,21 @@ def _load_winograd_kernel() -> ModuleType | None:
     return _winograd
 
 
+def _load_batchnorm_kernel() -> ModuleType | None:
+    """The compiled batch-norm loops, built beside _im2col (None without them: batch norm
+    then runs in numpy)."""
+    if kernel is None:
+        return None
+    try:
+        from convnet import _batchnorm
+    except ImportError:
+        return None
+    return _batchnorm
+
+
 kernel, naive_reason = _load_kernel()
 winograd_kernel = _load_winograd_kernel()
+batchnorm_kernel = _load_batchnorm_kernel()
 BACKEND = "naive" if kernel is None else "cython"
 unbuilt_checkout = kernel is None and "source tree" in naive_reason
 _warned = False

@@ -14,6 +14,7 @@ next candidate.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 import tracemalloc
@@ -31,6 +32,7 @@ from convnet._parallel import set_num_threads
 from convnet.fast_layers import (
     avg_pool_backward_fast,
     avg_pool_forward_fast,
+    conv_algorithm_choice,
     conv_backward_fast,
     conv_forward_fast,
     conv_transpose_backward_fast,
@@ -48,7 +50,9 @@ from convnet.layers import (
     max_pool_backward_naive,
     max_pool_forward_naive,
 )
+from convnet.models import ThreeLayerConvNet, resnet
 from convnet.nn import Module
+from convnet.optim import sgd
 
 
 @dataclass(frozen=True)
@@ -160,8 +164,63 @@ def _torch(threads: int):
     return torch
 
 
+def conv_algorithm_label(case: ConvCase) -> str:
+    """The algorithm ``conv_forward_fast`` runs on the case, as the tables print it."""
+    name, tile = conv_algorithm_choice(case.x_shape, case.w_shape, case.conv_param())
+    return f"{name} F({tile}x{tile},3x3)" if name.startswith("winograd") else name
+
+
+def _im2col_gemms(case: ConvCase, dtype: np.dtype, rng: np.random.Generator):
+    """The three GEMMs of im2col on the whole batch: forward, dW, dX."""
+    out_h, out_w = case.out_hw()
+    num_filters, depth = case.w_shape[0], int(np.prod(case.w_shape[1:]))
+    columns = case.x_shape[0] * out_h * out_w
+    cols = rng.standard_normal((case.groups, depth, columns)).astype(dtype)
+    w_rows = rng.standard_normal((case.groups, num_filters // case.groups, depth)).astype(dtype)
+    dout_rows = rng.standard_normal((case.groups, num_filters // case.groups, columns)).astype(
+        dtype
+    )
+
+    def gemms() -> None:
+        np.matmul(w_rows, cols)
+        np.matmul(dout_rows, cols.transpose(0, 2, 1))
+        np.matmul(w_rows.transpose(0, 2, 1), dout_rows)
+
+    return gemms
+
+
+def _winograd_gemms(case: ConvCase, tile: int, dtype: np.dtype, rng: np.random.Generator):
+    """The batched GEMMs of Winograd F(tile x tile, 3x3) on the whole batch (the phases
+    of a dilated input stacked in it): forward, dW, dX, one per transformed position."""
+    num, channels, height, width = case.x_shape
+    num_filters = case.w_shape[0]
+    out_h, out_w = case.out_hw()
+    if case.dilation > 1:
+        num *= case.dilation**2
+        out_h, out_w = out_h // case.dilation, out_w // case.dilation
+        height, width = out_h + 2, out_w + 2
+    alpha2 = (tile + 2) ** 2
+    tiles = num * -(-out_h // tile) * -(-out_w // tile)
+    dx_tiles = num * -(-height // tile) * -(-width // tile)
+    v = rng.standard_normal((alpha2, tiles, channels)).astype(dtype)
+    u = rng.standard_normal((alpha2, channels, num_filters)).astype(dtype)
+    dv = rng.standard_normal((alpha2, num_filters, tiles)).astype(dtype)
+    dv_dx = rng.standard_normal((alpha2, dx_tiles, num_filters)).astype(dtype)
+
+    def gemms() -> None:
+        np.matmul(v, u)
+        np.matmul(dv, v)
+        np.matmul(dv_dx, u.transpose(0, 2, 1))
+
+    return gemms
+
+
 def conv_candidates(case: ConvCase, dtype: np.dtype, torch, rng: np.random.Generator):
-    """The callables timed for one convolution case, and the naive forward+backward."""
+    """The callables timed for one convolution case, and the naive forward+backward.
+
+    ``GEMM f+b`` is the matrix products of the algorithm the case runs (im2col's three,
+    or Winograd's batched ones), on the whole batch: the lower bound of the design.
+    """
     x = rng.standard_normal(case.x_shape).astype(dtype)
     w = rng.standard_normal(case.w_shape).astype(dtype)
     b = rng.standard_normal(case.w_shape[0]).astype(dtype)
@@ -169,22 +228,16 @@ def conv_candidates(case: ConvCase, dtype: np.dtype, torch, rng: np.random.Gener
     out_h, out_w = case.out_hw()
     num_filters = case.w_shape[0]
     dout = rng.standard_normal((case.x_shape[0], num_filters, out_h, out_w)).astype(dtype)
-    depth = w[0].size
-    columns = case.x_shape[0] * out_h * out_w
-    cols = rng.standard_normal((case.groups, depth, columns)).astype(dtype)
-    w_rows = w.reshape(case.groups, num_filters // case.groups, depth)
-    dout_rows = rng.standard_normal((case.groups, num_filters // case.groups, columns)).astype(
-        dtype
-    )
+    algorithm, tile = conv_algorithm_choice(case.x_shape, case.w_shape, conv_param)
+    gemms = {
+        "im2col": lambda: _im2col_gemms(case, dtype, rng),
+        "winograd": lambda: _winograd_gemms(case, tile, dtype, rng),
+        "winograd-phases": lambda: _winograd_gemms(case, tile, dtype, rng),
+    }
 
     def fast_forward_backward() -> None:
         _, cache = conv_forward_fast(x, w, b, conv_param)
         conv_backward_fast(dout, cache)
-
-    def gemms_forward_backward() -> None:
-        np.matmul(w_rows, cols)
-        np.matmul(dout_rows, cols.transpose(0, 2, 1))
-        np.matmul(w_rows.transpose(0, 2, 1), dout_rows)
 
     def naive_forward_backward() -> None:
         _, cache = conv_forward_naive(x, w, b, conv_param)
@@ -192,10 +245,10 @@ def conv_candidates(case: ConvCase, dtype: np.dtype, torch, rng: np.random.Gener
 
     candidates = {
         "fast fwd": lambda: conv_forward_fast(x, w, b, conv_param),
-        "GEMM fwd": lambda: np.matmul(w_rows, cols),
         "fast f+b": fast_forward_backward,
-        "GEMM f+b": gemms_forward_backward,
     }
+    if algorithm in gemms:
+        candidates["GEMM f+b"] = gemms[algorithm]()
     if torch is not None:
         import torch.nn.functional as functional
 
@@ -356,9 +409,26 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+COLD_CANDIDATES = ("fast f+b", "torch f+b")
+
+
+def time_regimes(
+    candidates: dict[str, Callable[[], object]], args
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median ms per call in both regimes: steady (``--steady-calls`` back-to-back calls
+    after ``--pause`` and an untimed call, as training calls a layer) and cold (one call
+    after ``--cold-pause`` seconds of idle and an untimed call, as the first layer of a
+    step or an interactive call sees it; only the candidates in ``COLD_CANDIDATES``)."""
+    steady = interleaved_medians(candidates, args.repeats, args.pause, args.steady_calls)
+    cold_candidates = {name: run for name, run in candidates.items() if name in COLD_CANDIDATES}
+    cold = interleaved_medians(cold_candidates, args.repeats, args.cold_pause, 1)
+    return steady, cold
+
+
 def measurements(args, torch, rng, names: list[str], cases: dict, make_candidates):
-    """Time every case, dtype and thread count; yield (threads, name, case, dtype, times,
-    naive_ms), with naive_ms None where the naive layers were not timed."""
+    """Time every case, dtype and thread count in both regimes; yield (threads, name, case,
+    dtype, steady, cold, naive_ms), with naive_ms None where the naive layers were not
+    timed."""
     for threads in args.threads:
         set_num_threads(threads)
         if torch is not None:
@@ -368,62 +438,7 @@ def measurements(args, torch, rng, names: list[str], cases: dict, make_candidate
                 case = cases[name]
                 for dtype in args.dtypes:
                     candidates, naive = make_candidates(case, dtype, torch, rng)
-                    times = interleaved_medians(candidates, args.repeats, args.pause, args.calls)
-                    run_naive = args.naive == "all" or (
-                        args.naive == "default" and name in NAIVE_BY_DEFAULT
-                    )
-                    naive_ms = time_once_ms(naive) if run_naive else None
-                    yield threads, name, case, dtype, times, naive_ms
-
-
-def _print_table(header: str, columns: int, rows) -> list[str]:
-    lines = [header, "|" + "---|" * columns]
-    print("\n".join(lines), flush=True)
-    for row in rows:
-        lines.append(row)
-        print(row, flush=True)
-    return lines
-
-
-def conv_table(args, torch, rng) -> list[str]:
-    header = (
-        "| case | dtype | thr | naive f+b | fast fwd | GEMM fwd | torch fwd | fast f+b "
-        "| GEMM f+b | torch f+b | fwd/GEMM | f+b/torch | fast f+b GFLOP/s | naive/fast |"
-    )
-    rows = (
-        f"| {name} | {dtype.name} | {threads} | {_ms(naive_ms)} "
-        f"| {_ms(times['fast fwd'])} | {_ms(times['GEMM fwd'])} "
-        f"| {_ms(times.get('torch fwd'))} | {_ms(times['fast f+b'])} "
-        f"| {_ms(times['GEMM f+b'])} | {_ms(times.get('torch f+b'))} "
-        f"| {_ratio(times['fast fwd'], times['GEMM fwd'])} "
-        f"| {_ratio(times['fast f+b'], times.get('torch f+b'))} "
-        f"| {3 * case.forward_flops() / (times['fast f+b'] * 1e6):.1f} "
-        f"| {_ratio(naive_ms, times['fast f+b'])} |"
-        for threads, name, case, dtype, times, naive_ms in measurements(
-            args, torch, rng, args.conv_cases, CONV_CASES, conv_candidates
-        )
-    )
-    return _print_table(header, 14, rows)
-
-
-def pool_regimes(args, torch, rng):
-    """Time every pooling case and dtype in both regimes; yield (threads, name, case,
-    dtype, steady, cold, naive_ms): steady is ``--steady-calls`` back-to-back calls after
-    the usual pause, cold a single call after ``--cold-pause`` seconds and an untimed
-    call (what the first layer calls after an idle moment see)."""
-    for threads in args.threads:
-        set_num_threads(threads)
-        if torch is not None:
-            torch.set_num_threads(threads)
-        with threadpool_limits(threads):
-            for name in args.pool_cases:
-                case = POOL_CASES[name]
-                for dtype in args.dtypes:
-                    candidates, naive = pool_candidates(case, dtype, torch, rng)
-                    steady = interleaved_medians(
-                        candidates, args.repeats, args.pause, args.steady_calls
-                    )
-                    cold = interleaved_medians(candidates, args.repeats, args.cold_pause, 1)
+                    steady, cold = time_regimes(candidates, args)
                     run_naive = args.naive == "all" or (
                         args.naive == "default" and name in NAIVE_BY_DEFAULT
                     )
@@ -431,59 +446,86 @@ def pool_regimes(args, torch, rng):
                     yield threads, name, case, dtype, steady, cold, naive_ms
 
 
-def pool_table(args, torch, rng) -> list[str]:
-    header = (
-        "| case | dtype | thr | window/stride | naive f+b | copy x | steady: fast | torch "
-        "| fast/torch | cold: fast | torch | fast/torch | naive/fast |"
+def _print_table(header: str, rows) -> list[str]:
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    print("\n".join(lines), flush=True)
+    for row in rows:
+        lines.append(row)
+        print(row, flush=True)
+    return lines
+
+
+REGIME_HEADER = (
+    "steady: fast f+b | torch f+b | fast/torch | cold: fast f+b | torch f+b | fast/torch"
+)
+
+
+def _regime_cells(steady: dict[str, float], cold: dict[str, float]) -> str:
+    return " | ".join(
+        f"{_ms(times['fast f+b'])} | {_ms(times.get('torch f+b'))} "
+        f"| {_ratio(times['fast f+b'], times.get('torch f+b'))}"
+        for times in (steady, cold)
     )
+
+
+def conv_table(args, torch, rng) -> list[str]:
+    header = (
+        "| case | dtype | thr | algorithm | naive f+b | GEMM f+b | fast fwd | torch fwd "
+        f"| {REGIME_HEADER} | steady f+b/GEMM | GFLOP/s |"
+    )
+    rows = (
+        f"| {name} | {dtype.name} | {threads} | {conv_algorithm_label(case)} "
+        f"| {_ms(naive_ms)} | {_ms(steady.get('GEMM f+b'))} | {_ms(steady['fast fwd'])} "
+        f"| {_ms(steady.get('torch fwd'))} | {_regime_cells(steady, cold)} "
+        f"| {_ratio(steady['fast f+b'], steady.get('GEMM f+b'))} "
+        f"| {3 * case.forward_flops() / (steady['fast f+b'] * 1e6):.0f} |"
+        for threads, name, case, dtype, steady, cold, naive_ms in measurements(
+            args, torch, rng, args.conv_cases, CONV_CASES, conv_candidates
+        )
+    )
+    return _print_table(header, rows)
+
+
+def pool_table(args, torch, rng) -> list[str]:
+    header = f"| case | dtype | thr | window/stride | naive f+b | copy x | {REGIME_HEADER} |"
     rows = (
         f"| {name} {case.x_shape} | {dtype.name} | {threads} "
         f"| {case.window}x{case.window}/{case.stride} | {_ms(naive_ms)} "
-        f"| {_ms(steady['copy x'])} | {_ms(steady['fast f+b'])} "
-        f"| {_ms(steady.get('torch f+b'))} "
-        f"| {_ratio(steady['fast f+b'], steady.get('torch f+b'))} "
-        f"| {_ms(cold['fast f+b'])} | {_ms(cold.get('torch f+b'))} "
-        f"| {_ratio(cold['fast f+b'], cold.get('torch f+b'))} "
-        f"| {_ratio(naive_ms, steady['fast f+b'])} |"
-        for threads, name, case, dtype, steady, cold, naive_ms in pool_regimes(args, torch, rng)
+        f"| {_ms(steady['copy x'])} | {_regime_cells(steady, cold)} |"
+        for threads, name, case, dtype, steady, cold, naive_ms in measurements(
+            args, torch, rng, args.pool_cases, POOL_CASES, pool_candidates
+        )
     )
-    return _print_table(header, 13, rows)
+    return _print_table(header, rows)
 
 
 def transpose_table(args, torch, rng) -> list[str]:
     header = (
         "| case | dtype | thr | x, w (C, F, kh, kw), stride, pad | naive f+b | fast fwd "
-        "| torch fwd | fast f+b | torch f+b | f+b/torch | naive/fast |"
+        f"| torch fwd | {REGIME_HEADER} |"
     )
     rows = (
         f"| {name} | {dtype.name} | {threads} | {case.x_shape} {case.w_shape} s{case.stride} "
-        f"p{case.pad} | {_ms(naive_ms)} | {_ms(times['fast fwd'])} "
-        f"| {_ms(times.get('torch fwd'))} | {_ms(times['fast f+b'])} "
-        f"| {_ms(times.get('torch f+b'))} | {_ratio(times['fast f+b'], times.get('torch f+b'))} "
-        f"| {_ratio(naive_ms, times['fast f+b'])} |"
-        for threads, name, case, dtype, times, naive_ms in measurements(
+        f"p{case.pad} | {_ms(naive_ms)} | {_ms(steady['fast fwd'])} "
+        f"| {_ms(steady.get('torch fwd'))} | {_regime_cells(steady, cold)} |"
+        for threads, name, case, dtype, steady, cold, naive_ms in measurements(
             args, torch, rng, args.transpose_cases, TRANSPOSE_CASES, transpose_candidates
         )
     )
-    return _print_table(header, 11, rows)
+    return _print_table(header, rows)
 
 
 def avg_pool_table(args, torch, rng) -> list[str]:
-    header = (
-        "| case | dtype | thr | window/stride | naive f+b | fast f+b | torch f+b | copy x "
-        "| fast/torch | naive/fast |"
-    )
+    header = f"| case | dtype | thr | window/stride | naive f+b | copy x | {REGIME_HEADER} |"
     rows = (
         f"| {name} {case.x_shape} | {dtype.name} | {threads} "
         f"| {case.window}x{case.window}/{case.stride} | {_ms(naive_ms)} "
-        f"| {_ms(times['fast f+b'])} | {_ms(times.get('torch f+b'))} "
-        f"| {_ms(times['copy x'])} | {_ratio(times['fast f+b'], times.get('torch f+b'))} "
-        f"| {_ratio(naive_ms, times['fast f+b'])} |"
-        for threads, name, case, dtype, times, naive_ms in measurements(
+        f"| {_ms(steady['copy x'])} | {_regime_cells(steady, cold)} |"
+        for threads, name, case, dtype, steady, cold, naive_ms in measurements(
             args, torch, rng, args.avg_pool_cases, AVG_POOL_CASES, avg_pool_candidates
         )
     )
-    return _print_table(header, 10, rows)
+    return _print_table(header, rows)
 
 
 def memory_table(args) -> list[str]:
@@ -494,9 +536,7 @@ def memory_table(args) -> list[str]:
         for dtype in args.dtypes
         for peak, beyond in [peak_extra_mib(case, batch, dtype)]
     )
-    return _print_table(
-        "| case b, batch | dtype | peak extra MiB | beyond out + grads MiB |", 4, rows
-    )
+    return _print_table("| case b, batch | dtype | peak extra MiB | beyond out + grads MiB |", rows)
 
 
 def _names(text: str, known: dict) -> list[str]:
@@ -505,6 +545,35 @@ def _names(text: str, known: dict) -> list[str]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown case(s) {unknown}; known: {list(known)}")
     return names
+
+
+def _train_steps(text: str) -> list[tuple[str, int]]:
+    steps = []
+    for item in filter(None, text.split(",")):
+        network, _, batch = item.partition(":")
+        if network not in TRAIN_STEPS:
+            raise argparse.ArgumentTypeError(
+                f"unknown network {network!r}; known: {list(TRAIN_STEPS)}"
+            )
+        steps.append((network, int(batch) if batch else TRAIN_STEPS[network]))
+    return steps
+
+
+def cpu_name() -> str:
+    """The CPU's model name and the CPUs this process may use (Linux), else the platform's."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            names = [
+                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
+            ]
+    except OSError:
+        names = []
+    name = names[0] if names else platform.processor() or platform.machine()
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    return f"{name}, {cpus} CPUs"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -550,24 +619,24 @@ def build_parser() -> argparse.ArgumentParser:
         type=lambda text: [int(count) for count in text.split(",")],
         help="thread counts to run, e.g. 1,2 (default 2)",
     )
-    parser.add_argument("--repeats", type=int, default=9, help="samples per candidate")
+    parser.add_argument("--repeats", type=int, default=7, help="samples per candidate")
     parser.add_argument(
-        "--calls", type=int, default=5, help="back-to-back calls timed in each sample"
-    )
-    parser.add_argument(
-        "--pause", type=float, default=0.1, help="seconds of pause before each timed call"
+        "--pause",
+        type=float,
+        default=0.1,
+        help="seconds of pause before each steady-state sample (default 0.1)",
     )
     parser.add_argument(
         "--steady-calls",
         type=int,
         default=20,
-        help="back-to-back calls per steady-state pooling sample (default 20)",
+        help="back-to-back calls timed in each steady-state sample (default 20)",
     )
     parser.add_argument(
         "--cold-pause",
         type=float,
         default=0.25,
-        help="seconds of idle before each cold pooling call (default 0.25)",
+        help="seconds of idle before each cold call (default 0.25)",
     )
     parser.add_argument(
         "--naive",
@@ -577,9 +646,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--train-step",
-        default="64",
-        type=lambda text: [int(count) for count in text.split(",") if count],
-        help="batch sizes for a residual-net training step on 3x32x32 ('' for none)",
+        dest="train_steps",
+        default="3layer,resnet",
+        type=_train_steps,
+        help="training steps on 3x32x32 images: 3layer (ThreeLayerConvNet, batch "
+        f"{TRAIN_STEPS['3layer']}) and resnet (convnet.models.resnet, batch "
+        f"{TRAIN_STEPS['resnet']}), NAME:BATCH for another batch ('' for none)",
     )
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     parser.add_argument(
@@ -602,36 +674,33 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"convnet backend {_backend.BACKEND}; numpy {np.__version__} "
         f"(OpenBLAS core {','.join(openblas_cores()) or '-'}); "
-        f"torch {getattr(torch, '__version__', 'absent')}; {platform.machine()}, "
-        f"{platform.processor() or 'cpu'}; ms per call, median of {args.repeats} interleaved "
-        f"samples of {args.calls} back-to-back calls"
+        f"torch {getattr(torch, '__version__', 'absent')}; {cpu_name()}\n"
+        f"ms per call, median of {args.repeats} interleaved samples; steady: a sample is "
+        f"{args.steady_calls} back-to-back calls after a {args.pause} s pause and an untimed "
+        f"call; cold: one call after a {args.cold_pause} s pause and an untimed call"
     )
     if args.conv_cases:
-        print("\nConvolution (fwd = forward; f+b = forward + backward, input gradient included)")
+        print(
+            "\nConvolution (fwd = forward, steady; f+b = forward + backward, input gradient "
+            "included; GEMM = the algorithm's matrix products alone, on the whole batch)"
+        )
         conv_table(args, torch, rng)
     if args.pool_cases:
-        print(
-            f"\nMax pool, forward + backward: steady = {args.steady_calls} back-to-back "
-            f"calls; cold = one call after a {args.cold_pause} s pause and an untimed call"
-        )
+        print("\nMax pool, forward + backward")
         pool_table(args, torch, rng)
     if args.transpose_cases:
-        print("\nTransposed convolution (fwd = forward; f+b = forward + backward)")
+        print("\nTransposed convolution (fwd = forward, steady; f+b = forward + backward)")
         transpose_table(args, torch, rng)
     if args.avg_pool_cases:
         print("\nAverage pool, forward + backward")
         avg_pool_table(args, torch, rng)
-    if args.train_step:
-        print("\nResidual net (convnet.models.resnet) training step: forward, loss, backward, SGD")
+    if args.train_steps:
+        print("\nTraining step: forward, softmax loss, backward, SGD update")
         train_step_table(args, torch, rng)
     if args.memory_batches:
         print("\nPeak memory of a fast conv forward+backward (tracemalloc)")
         memory_table(args)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 def torch_network(net: Module, torch) -> Any:
@@ -705,15 +774,48 @@ def torch_network(net: Module, torch) -> Any:
     return convert(net).to(torch_dtype)
 
 
-def train_step_candidates(
-    batch: int, dtype: np.dtype, torch, rng: np.random.Generator
-) -> dict[str, Callable[[], object]]:
-    """One SGD training step of the residual net (``convnet.models.resnet``) on CIFAR-10
-    sized images, in convnet and (when installed) in PyTorch with the same weights."""
-    from convnet.models import resnet
-    from convnet.optim import sgd
+TRAIN_STEPS = {"3layer": 50, "resnet": 64}
 
-    model = resnet((3, 32, 32), dtype=dtype, seed=0)
+
+def torch_three_layer_net(model: ThreeLayerConvNet, torch) -> Any:
+    """ThreeLayerConvNet as a ``torch.nn.Module`` (conv - relu - 2x2 max pool - affine -
+    relu - affine), with a copy of ``model``'s parameters."""
+    from torch import nn as tnn
+
+    w1 = model.params["W1"]
+    filters, channels, size = w1.shape[0], w1.shape[1], w1.shape[2]
+    hidden, classes = model.params["W3"].shape
+    net = tnn.Sequential(
+        tnn.Conv2d(channels, filters, size, padding=model.conv_param["pad"]),
+        tnn.ReLU(),
+        tnn.MaxPool2d(2),
+        tnn.Flatten(),
+        tnn.Linear(model.params["W2"].shape[0], hidden),
+        tnn.ReLU(),
+        tnn.Linear(hidden, classes),
+    ).to({np.float32: torch.float32, np.float64: torch.float64}[w1.dtype.type])
+    with torch.no_grad():
+        for layer, weight, bias, transpose in (
+            (0, "W1", "b1", False),
+            (4, "W2", "b2", True),
+            (6, "W3", "b3", True),
+        ):
+            w = model.params[weight]
+            net[layer].weight.copy_(torch.from_numpy(np.ascontiguousarray(w.T if transpose else w)))
+            net[layer].bias.copy_(torch.from_numpy(model.params[bias]))
+    return net
+
+
+def train_step_candidates(
+    network: str, batch: int, dtype: np.dtype, torch, rng: np.random.Generator
+) -> dict[str, Callable[[], object]]:
+    """One SGD training step (forward, softmax loss, backward, update) of ``network`` on
+    CIFAR-10 sized images, in convnet and (when installed) in PyTorch with the same
+    weights: ThreeLayerConvNet's defaults (``3layer``) or ``convnet.models.resnet()``."""
+    if network == "3layer":
+        model = ThreeLayerConvNet(dtype=dtype, seed=0)
+    else:
+        model = resnet((3, 32, 32), dtype=dtype, seed=0)
     X = rng.standard_normal((batch, 3, 32, 32)).astype(dtype)
     y = rng.integers(0, 10, size=batch)
     config = {"learning_rate": 1e-3}
@@ -723,9 +825,12 @@ def train_step_candidates(
         for name, value in model.params.items():
             model.params[name], _ = sgd(value, grads[name], config)
 
-    candidates: dict[str, Callable[[], object]] = {"convnet": convnet_step}
+    candidates: dict[str, Callable[[], object]] = {"fast f+b": convnet_step}
     if torch is not None:
-        net = torch_network(model.net, torch).train()
+        if network == "3layer":
+            net = torch_three_layer_net(model, torch).train()
+        else:
+            net = torch_network(model.net, torch).train()
         optimizer = torch.optim.SGD(net.parameters(), lr=1e-3)
         images, labels = torch.from_numpy(X), torch.from_numpy(y)
 
@@ -734,26 +839,42 @@ def train_step_candidates(
             torch.nn.functional.cross_entropy(net(images), labels).backward()
             optimizer.step()
 
-        candidates["torch"] = torch_step
+        candidates["torch f+b"] = torch_step
     return candidates
 
 
+def _images_per_second(batch: int, times: dict[str, float]) -> str:
+    ours, theirs = times["fast f+b"], times.get("torch f+b")
+    speed = f"{batch / ours * 1e3:.0f}"
+    return f"{speed} | -" if theirs is None else f"{speed} | {theirs / ours:.2f}"
+
+
 def train_step_table(args, torch, rng) -> list[str]:
+    header = (
+        "| training step | dtype | thr | steady: convnet ms | torch ms | images/s "
+        "| images/s vs torch | cold: convnet ms | torch ms | images/s | images/s vs torch |"
+    )
     rows = []
     for threads in args.threads:
         set_num_threads(threads)
         if torch is not None:
             torch.set_num_threads(threads)
         with threadpool_limits(threads):
-            for batch in args.train_step:
+            for network, batch in args.train_steps:
                 for dtype in args.dtypes:
-                    candidates = train_step_candidates(batch, dtype, torch, rng)
-                    times = interleaved_medians(candidates, args.repeats, args.pause, args.calls)
+                    candidates = train_step_candidates(network, batch, dtype, torch, rng)
+                    steady, cold = time_regimes(candidates, args)
                     rows.append(
-                        f"| resnet ({batch},3,32,32) | {dtype.name} | {threads} "
-                        f"| {_ms(times['convnet'])} | {_ms(times.get('torch'))} "
-                        f"| {_ratio(times['convnet'], times.get('torch'))} "
-                        f"| {batch / times['convnet'] * 1e3:.0f} |"
+                        f"| {network} ({batch},3,32,32) | {dtype.name} | {threads} | "
+                        + " | ".join(
+                            f"{_ms(times['fast f+b'])} | {_ms(times.get('torch f+b'))} "
+                            f"| {_images_per_second(batch, times)}"
+                            for times in (steady, cold)
+                        )
+                        + " |"
                     )
-    header = "| training step | dtype | thr | convnet ms | torch ms | convnet/torch | images/s |"
-    return _print_table(header, 7, rows)
+    return _print_table(header, rows)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

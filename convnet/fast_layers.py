@@ -25,7 +25,7 @@ from types import ModuleType
 import numpy as np
 
 from convnet import _backend, winograd
-from convnet._parallel import get_num_threads, map_groups
+from convnet._parallel import blas_on_one_thread, get_num_threads, map_groups
 from convnet._validation import (
     ConvGeometry,
     PoolGeometry,
@@ -173,12 +173,24 @@ def conv_algorithm_choice(
 
     Returns
     -------
-    (name, tile) : ('im2col', 0) or ('winograd', m) for Winograd F(m x m, 3x3)
+    (name, tile) : ('im2col', 0); ('direct', 0), a grouped convolution with one input
+        channel per group (depthwise), run by a compiled direct loop; ('winograd', m) for
+        Winograd F(m x m, 3x3); or ('winograd-phases', m), a dilated 3x3 stride-1
+        convolution run, under ``'auto'``, as Winograd F(m x m, 3x3) on the phases of its
+        input (see ``_phases``).
     """
     # Validation needs arrays of these shapes, not their memory: zero-stride views.
     x, w, b = (np.broadcast_to(np.float32(0), shape) for shape in (x_shape, w_shape, w_shape[:1]))
     _, _, _, geo = check_conv_arrays(x, w, b, conv_param)
-    return _choose_algorithm(conv_algorithm(conv_param), x_shape, w_shape, geo)
+    requested = conv_algorithm(conv_param)
+    choice = _choose_algorithm(requested, x_shape, w_shape, geo)
+    if _depthwise(w_shape, geo):
+        return "direct", 0
+    dilation = _phases(requested, x_shape, w_shape, geo) if choice[0] == "im2col" else 0
+    if not dilation:
+        return choice
+    phase_geo = ConvGeometry(1, 1, 0, 0, geo.out_h // dilation, geo.out_w // dilation)
+    return "winograd-phases", _winograd_tile(phase_geo)
 
 
 def _choose_algorithm(
@@ -585,6 +597,7 @@ def _phase_input(
     return _split_phases(padded, dilation), ConvGeometry(1, 1, 0, 0, out_h, out_w), False
 
 
+@blas_on_one_thread
 def conv_forward_fast(
     x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict
 ) -> tuple[np.ndarray, ConvCache]:
@@ -650,6 +663,7 @@ def conv_forward_fast(
     return out, cache
 
 
+@blas_on_one_thread
 def conv_backward_fast(
     dout: np.ndarray, cache: ConvCache, *, compute_dx: bool = True
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
@@ -728,6 +742,7 @@ def conv_backward_fast(
     )
 
 
+@blas_on_one_thread
 def conv_transpose_forward_fast(
     x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict
 ) -> tuple[np.ndarray, ConvTransposeCache]:
@@ -766,6 +781,7 @@ def conv_transpose_forward_fast(
     return out, ConvTransposeCache(x, w, b, geo)
 
 
+@blas_on_one_thread
 def conv_transpose_backward_fast(
     dout: np.ndarray, cache: ConvTransposeCache
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -799,6 +815,7 @@ def conv_transpose_backward_fast(
     return dx, dw, _channel_sums(dout_c)
 
 
+@blas_on_one_thread
 def affine_forward_fast(
     x: np.ndarray, w: np.ndarray, b: np.ndarray
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -833,6 +850,7 @@ def affine_forward_fast(
     return out, (x, w, b)
 
 
+@blas_on_one_thread
 def affine_backward_fast(
     dout: np.ndarray, cache: tuple[np.ndarray, np.ndarray, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -54,6 +54,10 @@ from convnet.fast_layers import (
     max_pool_backward_fast,
     max_pool_forward_fast,
 )
+from convnet.fast_normalization import (
+    spatial_batchnorm_backward_fast,
+    spatial_batchnorm_forward_fast,
+)
 from convnet.layers import (
     batchnorm_backward,
     batchnorm_forward,
@@ -64,8 +68,6 @@ from convnet.layers import (
     relu_backward,
     relu_forward,
     softmax_loss,
-    spatial_batchnorm_backward,
-    spatial_batchnorm_forward,
 )
 
 Shape = tuple[int, ...]
@@ -637,10 +639,10 @@ class BatchNorm2d(_BatchNorm):
 
     def _run(self, x: np.ndarray, bn_param: dict) -> tuple[np.ndarray, Any]:
         p = self._params
-        return spatial_batchnorm_forward(x, p["gamma"], p["beta"], bn_param)
+        return spatial_batchnorm_forward_fast(x, p["gamma"], p["beta"], bn_param)
 
     def _run_backward(self, dout: np.ndarray, cache: Any) -> tuple[np.ndarray, ...]:
-        return spatial_batchnorm_backward(dout, cache)
+        return spatial_batchnorm_backward_fast(dout, cache)
 
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
         shape = _check_shape(input_shape, 3, "(C, H, W)", self)

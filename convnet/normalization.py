@@ -122,10 +122,21 @@ def _running_stat(bn_param: dict, key: str, channels: int, fill: float, dtype: A
     return value
 
 
-def _batchnorm(
+class BatchNormSetup(NamedTuple):
+    """Batch norm's validated parameters: what ``bn_param`` asks for."""
+
+    mode: str
+    eps: float
+    momentum: float
+    dtype: np.dtype
+    running_mean: np.ndarray
+    running_var: np.ndarray
+
+
+def batchnorm_setup(
     x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, bn_param: Any, layout: tuple[int, int, int]
-) -> tuple[np.ndarray, NormCache]:
-    """Batch norm of ``x`` viewed as ``layout`` (N, C, M): statistics over axes 0 and 2."""
+) -> BatchNormSetup:
+    """Check ``bn_param`` for a batch norm of ``x`` viewed as ``layout`` (N, C, M)."""
     mode = check_mode(bn_param, "bn_param")
     eps = _eps(bn_param, "bn_param")
     momentum = real_param(
@@ -135,27 +146,52 @@ def _batchnorm(
     num, channels, size = layout
     running_mean = _running_stat(bn_param, "running_mean", channels, 0.0, dtype)
     running_var = _running_stat(bn_param, "running_var", channels, 1.0, dtype)
+    if mode == "train" and num * size < 2:
+        raise ValueError(
+            f"batch norm in train mode needs more than one value per feature, got x of "
+            f"shape {x.shape}: the batch variance of a single value is undefined"
+        )
+    return BatchNormSetup(mode, eps, momentum, dtype, running_mean, running_var)
+
+
+def update_running_statistics(
+    bn_param: dict, setup: BatchNormSetup, mean: np.ndarray, var: np.ndarray, count: int
+) -> None:
+    """Store ``momentum * running + (1 - momentum) * batch`` in ``bn_param`` (train mode),
+    from the batch ``mean`` and biased ``var`` (C,) over ``count`` values; or keep the
+    running statistics as they are (test mode)."""
+    if setup.mode != "train":
+        bn_param.setdefault("running_mean", setup.running_mean)
+        bn_param.setdefault("running_var", setup.running_var)
+        return
+    momentum = setup.momentum
+    unbiased = var * (count / (count - 1))
+    bn_param["running_mean"] = momentum * setup.running_mean + (1 - momentum) * mean
+    bn_param["running_var"] = momentum * setup.running_var + (1 - momentum) * unbiased
+
+
+def _batchnorm(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, bn_param: Any, layout: tuple[int, int, int]
+) -> tuple[np.ndarray, NormCache]:
+    """Batch norm of ``x`` viewed as ``layout`` (N, C, M): statistics over axes 0 and 2."""
+    setup = batchnorm_setup(x, gamma, beta, bn_param, layout)
+    dtype = setup.dtype
+    num, channels, size = layout
     work = x.astype(dtype, copy=False).reshape(layout)
     stat_shape = (1, channels, 1)
-    if mode == "train":
-        count = num * size
-        if count < 2:
-            raise ValueError(
-                f"batch norm in train mode needs more than one value per feature, got x of "
-                f"shape {x.shape}: the batch variance of a single value is undefined"
-            )
-        xhat, mean, var, inv_std = _standardize(work, (0, 2), eps)
-        unbiased = var.reshape(channels) * (count / (count - 1))
-        bn_param["running_mean"] = momentum * running_mean + (1 - momentum) * mean.reshape(channels)
-        bn_param["running_var"] = momentum * running_var + (1 - momentum) * unbiased
+    if setup.mode == "train":
+        xhat, mean, var, inv_std = _standardize(work, (0, 2), setup.eps)
+        update_running_statistics(
+            bn_param, setup, mean.reshape(channels), var.reshape(channels), num * size
+        )
         kind = "batch"
     else:
-        mean = running_mean.astype(dtype, copy=False).reshape(stat_shape)
-        inv_std = 1 / np.sqrt(running_var.astype(dtype, copy=False).reshape(stat_shape) + eps)
+        mean = setup.running_mean.astype(dtype, copy=False).reshape(stat_shape)
+        running_var = setup.running_var.astype(dtype, copy=False).reshape(stat_shape)
+        inv_std = 1 / np.sqrt(running_var + setup.eps)
         xhat = work - mean
         xhat *= inv_std
-        bn_param.setdefault("running_mean", running_mean)
-        bn_param.setdefault("running_var", running_var)
+        update_running_statistics(bn_param, setup, mean, running_var, num * size)
         kind = "fixed"
     gamma_work = gamma.astype(dtype, copy=False).reshape(stat_shape)
     out = _scale_shift(xhat, gamma_work, beta.astype(dtype, copy=False).reshape(stat_shape))
@@ -314,14 +350,23 @@ def spatial_batchnorm_forward(
     out : ndarray, shape (N, C, H, W)
     cache : NormCache
     """
+    x, gamma, beta = spatial_batchnorm_inputs(x, gamma, beta)
+    num, channels, height, width = x.shape
+    return _batchnorm(x, gamma, beta, bn_param, (num, channels, height * width))
+
+
+def spatial_batchnorm_inputs(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``x`` (N, C, H, W), ``gamma`` and ``beta`` (C,) or (1, C, 1, 1), checked."""
     x = check_float_array(x, "x")
     check_ndim(x, 4, "x", "(N, C, H, W)")
-    num, channels, height, width = x.shape
+    channels = x.shape[1]
     shapes = ((channels,), (1, channels, 1, 1))
     what = f"spatial batch norm of x with shape {x.shape}"
     gamma = check_scale_shift(gamma, "gamma", shapes, what)
     beta = check_scale_shift(beta, "beta", shapes, what)
-    return _batchnorm(x, gamma, beta, bn_param, (num, channels, height * width))
+    return x, gamma, beta
 
 
 def spatial_batchnorm_backward(

@@ -623,11 +623,17 @@ def test_winograd_is_refused_for_dilated_or_grouped_convolution(extra, rng):
 
 
 def test_auto_never_sends_a_dilated_or_grouped_convolution_to_winograd(rng):
+    """A dilated one may run as Winograd on its phases (named so); a grouped one by
+    im2col, a depthwise one by the direct loop."""
     x = rng.standard_normal((4, 64, 16, 16))
-    for extra in ({"dilation": 2}, {"groups": 2}):
-        param = {"stride": 1, "pad": 2, **extra}
-        w_shape = (64, 64 // extra.get("groups", 1), 3, 3)
-        assert fast_layers.conv_algorithm_choice(x.shape, w_shape, param)[0] == "im2col"
+    choices = {"dilation": 2, "groups": 2}
+    expected = {"dilation": ("winograd-phases", "im2col"), "groups": ("im2col",)}
+    for key, value in choices.items():
+        param = {"stride": 1, "pad": 2, key: value}
+        w_shape = (64, 64 // param.get("groups", 1), 3, 3)
+        assert fast_layers.conv_algorithm_choice(x.shape, w_shape, param)[0] in expected[key]
+    depthwise = {"stride": 1, "pad": 1, "groups": 64}
+    assert fast_layers.conv_algorithm_choice(x.shape, (64, 1, 3, 3), depthwise) == ("direct", 0)
 
 
 # --- dilated 3x3 stride-1 convolution as Winograd on its phases ---------------------------------

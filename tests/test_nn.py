@@ -680,14 +680,15 @@ def test_convnet_train_builds_the_presets(tmp_path):
     assert json.loads((out / "summary.json").read_text())["epochs"] == 2
 
 
-def test_the_benchmarked_training_steps_run():
+@pytest.mark.parametrize("network", ["3layer", "resnet"])
+def test_the_benchmarked_training_steps_run(network: str) -> None:
     try:
         import torch
     except ImportError:
         torch = None
     candidates = bench.train_step_candidates(
-        2, np.dtype(np.float32), torch, np.random.default_rng(0)
+        network, 2, np.dtype(np.float32), torch, np.random.default_rng(0)
     )
-    assert set(candidates) == ({"convnet", "torch"} if torch else {"convnet"})
+    assert set(candidates) == ({"fast f+b", "torch f+b"} if torch else {"fast f+b"})
     for step in candidates.values():
         step()

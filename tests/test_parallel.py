@@ -182,7 +182,7 @@ needs_affinity = pytest.mark.skipif(
 
 
 @needs_affinity
-def test_workers_keep_off_the_callers_cpu_and_the_caller_is_never_pinned(
+def test_workers_keep_off_the_callers_cpu_and_the_caller_stays_only_during_the_call(
     restore_num_threads: None,
 ) -> None:
     _parallel.set_num_threads(2)
@@ -192,6 +192,7 @@ def test_workers_keep_off_the_callers_cpu_and_the_caller_is_never_pinned(
     def work(start: int, stop: int) -> None:
         if threading.current_thread() is threading.main_thread():
             seen["caller_cpu"] = _parallel._sched_getcpu()
+            seen["caller_affinity"] = os.sched_getaffinity(0)
             time.sleep(0.01)
         else:
             seen["worker_affinity"] = os.sched_getaffinity(0)
@@ -202,7 +203,9 @@ def test_workers_keep_off_the_callers_cpu_and_the_caller_is_never_pinned(
         assert seen["worker_affinity"] <= allowed
         assert len(seen["worker_affinity"]) == len(allowed) - 1
         assert seen["worker_cpu"] in seen["worker_affinity"]
-    assert os.sched_getaffinity(0) == allowed
+        assert seen["caller_affinity"] == {seen["caller_cpu"]}
+        assert seen["caller_cpu"] not in seen["worker_affinity"]
+        assert os.sched_getaffinity(0) == allowed
 
 
 @needs_affinity
@@ -280,3 +283,34 @@ def test_the_solver_leaves_malloc_alone_and_convnet_train_sets_it(
     quick = ["--num-train", "20", "--epochs", "1", "--no-progress", "--quiet"]
     assert cli.main(["train", *quick, "--out", str(tmp_path)]) == 0
     assert calls == ["cli"]
+
+
+def test_a_fast_layer_runs_every_product_on_one_blas_thread(
+    blas: list[int], restore_num_threads: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The filter transform runs outside the workers: a multi-threaded GEMM there would
+    leave OpenBLAS's threads spinning on the workers' cores."""
+    import numpy as np
+
+    from convnet import winograd
+    from convnet.fast_layers import conv_forward_fast
+
+    if blas[0] < 2:
+        pytest.skip("needs a multi-threaded BLAS")
+    _parallel.set_num_threads(2)
+    seen: list[list[int]] = []
+    transform = winograd.filter_transform
+
+    def recording_transform(*args, **kwargs):
+        seen.append(blas_threads())
+        return transform(*args, **kwargs)
+
+    monkeypatch.setattr(winograd, "filter_transform", recording_transform)
+    x = np.ones((4, 8, 6, 6))
+    w = np.ones((8, 8, 3, 3))
+    conv_forward_fast(x, w, np.zeros(8), {"stride": 1, "pad": 1, "algorithm": "winograd"})
+    assert seen and all(threads == [1] * len(blas) for threads in seen)
+    _parallel.set_num_threads(1)
+    restore_blas_threads()
+    conv_forward_fast(x, w, np.zeros(8), {"stride": 1, "pad": 1, "algorithm": "winograd"})
+    assert seen[-1] == blas

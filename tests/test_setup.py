@@ -99,7 +99,7 @@ def test_the_readme_and_the_description_name_every_extension() -> None:
         )
     )
     extensions = list(ast.literal_eval(assigned))
-    assert extensions == ["_im2col", "_winograd"]
+    assert extensions == ["_im2col", "_winograd", "_batchnorm"]
     readme = " ".join((ROOT / "README.md").read_text().split())  # lines joined
     for name in extensions:
         assert f"convnet/{name}.pyx" in readme, name

@@ -318,6 +318,14 @@ def test_auto_choice_follows_the_rule():
         conv_algorithm_choice((8, 3, 6, 6), (4, 3, 3, 3), {**param, "algorithm": "winograd"})[0]
         == "winograd"
     )
+    dilated = {"stride": 1, "pad": 2, "dilation": 2}
+    assert conv_algorithm_choice((32, wide, 16, 16), (wide, wide, 3, 3), dilated) == (
+        "winograd-phases",
+        4,
+    )
+    assert conv_algorithm_choice(
+        (32, wide, 16, 16), (wide, wide, 3, 3), {**dilated, "algorithm": "im2col"}
+    ) == ("im2col", 0)
 
 
 @needs_winograd
