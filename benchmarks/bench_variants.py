@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from convnet._blas_core import use_fast_core
 from convnet._memory import keep_freed_memory
-from convnet._parallel import set_num_threads
+from convnet._parallel import restore_blas_threads, set_num_threads
 from convnet.bench import CONV_CASES, TRANSPOSE_CASES, conv_candidates, transpose_candidates
 
 
@@ -68,13 +68,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("|---|---|---|---|")
     measured = list(cases(torch, rng, names))
-    for _, runs in measured:  # warm up: the first case measured used to read 2-3x slow
+    for _, runs in measured:  # warm up
         for run in runs.values():
             for _ in range(10):
                 run()
     for name, runs in measured:
         torch.set_num_threads(1)
         set_num_threads(1)
+        # Give BLAS its threads back first: the delayed restore of a two-thread call would
+        # otherwise raise the one-thread limit below to two in mid-measurement.
+        restore_blas_threads()
         with threadpool_limits(1):
             one = medians(runs, args.repeats)
         torch.set_num_threads(2)
