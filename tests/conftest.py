@@ -81,6 +81,7 @@ def restore_num_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(fast_layers, "SMALL_POOL_ELEMENTS", 0)
     monkeypatch.setattr(fast_layers, "SMALL_VECTORIZED_POOL_ELEMENTS", 0)
     monkeypatch.setattr(fast_layers, "SMALL_GEMM", 0)
+    monkeypatch.setattr(fast_layers, "SMALL_PHASE_COPY_ELEMENTS", 0)
     previous = _parallel.get_num_threads()
     yield
     _parallel.set_num_threads(previous)

@@ -600,6 +600,8 @@ PHASE_CASES = [
     (2, 8, 9, 8, 10, (1, 3), 2, np.float64),
     (2, 9, 8, 5, 7, (2, 1), 3, np.float64),
     (3, 8, 8, 6, 6, 2, 2, np.float32),
+    (2, 8, 8, 9, 6, 3, 3, np.float64),
+    (2, 8, 9, 6, 8, (4, 2), 2, np.float32),
 ]
 
 
@@ -639,6 +641,42 @@ def test_dilated_conv_by_phases_only_when_the_phases_share_one_shape(
     assert fast_layers._phases("auto", x.shape, w.shape, cache.geometry) == 0
     _, cache = conv_forward_fast(x, w, b, {**param, "algorithm": "im2col"})
     assert fast_layers._phases("im2col", x.shape, w.shape, cache.geometry) == 0
+
+
+@pytest.mark.parametrize(
+    ("shape", "pad", "dilation", "pads"),
+    [
+        ((6, 6), 2, 2, (1, 1)),
+        ((9, 6), (3, 6), 3, (1, 2)),
+        ((6, 6), 0, 2, (0, 0)),
+        ((8, 10), (1, 3), 2, None),
+        ((7, 6), 2, 2, None),
+        ((6, 6), (2, 1), 2, None),
+    ],
+)
+def test_dilated_conv_phases_come_from_x_when_sizes_and_pads_are_multiples_of_d(
+    shape, pad, dilation, pads
+):
+    x, w, b = np.zeros((1, 1, *shape)), np.zeros((1, 1, 3, 3)), np.zeros(1)
+    _, cache = conv_forward_naive(x, w, b, {"stride": 1, "pad": pad, "dilation": dilation})
+    assert fast_layers._phase_pads(x.shape, cache.geometry, dilation) == pads
+
+
+@pytest.mark.skipif(fast_layers._backend.kernel is None, reason="no compiled kernel")
+@pytest.mark.parametrize("dilation", [2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_phase_split_and_merge_match_strided_slices(dilation, dtype, threads, restore_num_threads):
+    set_num_threads(threads)
+    num, channels, height, width = 3, 2, 2 * dilation, 3 * dilation
+    images = np.random.default_rng(4).standard_normal((num, channels, height, width)).astype(dtype)
+    phases = fast_layers._split_phases(images, dilation)
+    expected = np.concatenate(
+        [images[:, :, r::dilation, s::dilation] for r in range(dilation) for s in range(dilation)]
+    )
+    assert phases.dtype == dtype
+    np.testing.assert_array_equal(phases, expected)
+    np.testing.assert_array_equal(fast_layers._merge_phases(phases, dilation, images.shape), images)
 
 
 @pytest.mark.parametrize("where", ["x", "w", "dout"])
