@@ -20,9 +20,12 @@ NET_GRAD_TOL = 1e-7
 
 
 def scaled_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
-    """``max |analytic - numeric|`` relative to ``max(|analytic| + |numeric|)``."""
+    """``max |analytic - numeric|`` relative to ``max(|analytic| + |numeric|)``, or to
+    1e-3 for smaller gradients: centered differences of a loss of order 1 carry ~1e-11 of
+    rounding noise (a bias before batch norm, whose gradient is exactly 0, reads 4e-11
+    with numpy 1.25), so below that scale the check is absolute (1e-10)."""
     assert analytic.shape == numeric.shape
-    scale = max(float(np.max(np.abs(analytic) + np.abs(numeric))), 1e-8)
+    scale = max(float(np.max(np.abs(analytic) + np.abs(numeric))), 1e-3)
     return float(np.max(np.abs(analytic - numeric))) / scale
 
 
