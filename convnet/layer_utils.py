@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from convnet.fast_activation import relu_backward_fast, relu_forward_fast
 from convnet.fast_layers import (
     affine_backward_fast,
     affine_forward_fast,
@@ -22,6 +23,10 @@ from convnet.fast_layers import (
     conv_forward_fast,
     max_pool_backward_fast,
     max_pool_forward_fast,
+)
+from convnet.fast_normalization import (
+    spatial_batchnorm_backward_fast,
+    spatial_batchnorm_forward_fast,
 )
 from convnet.layers import (
     ConvCache,
@@ -31,10 +36,6 @@ from convnet.layers import (
     batchnorm_forward,
     layernorm_backward,
     layernorm_forward,
-    relu_backward,
-    relu_forward,
-    spatial_batchnorm_backward,
-    spatial_batchnorm_forward,
 )
 
 
@@ -93,7 +94,7 @@ def affine_relu_forward(
     cache : AffineReluCache
     """
     scores, affine_cache = affine_forward_fast(x, w, b)
-    out, relu_cache = relu_forward(scores)
+    out, relu_cache = relu_forward_fast(scores)
     return out, AffineReluCache(affine_cache, relu_cache)
 
 
@@ -113,7 +114,7 @@ def affine_relu_backward(
     dw : ndarray, shape (D, M)
     db : ndarray, shape (M,)
     """
-    return affine_backward_fast(relu_backward(dout, cache.relu), cache.affine)
+    return affine_backward_fast(relu_backward_fast(dout, cache.relu), cache.affine)
 
 
 def _affine_norm_relu_forward(
@@ -128,7 +129,7 @@ def _affine_norm_relu_forward(
     """Affine layer, ``norm_forward(scores, gamma, beta, norm_param)``, then ReLU."""
     scores, affine_cache = affine_forward_fast(x, w, b)
     normalized, norm_cache = norm_forward(scores, gamma, beta, norm_param)
-    out, relu_cache = relu_forward(normalized)
+    out, relu_cache = relu_forward_fast(normalized)
     return out, AffineNormReluCache(affine_cache, norm_cache, relu_cache)
 
 
@@ -138,7 +139,7 @@ def _affine_norm_relu_backward(
     norm_backward: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of :func:`_affine_norm_relu_forward`, given its norm's backward."""
-    dnormalized = relu_backward(dout, cache.relu)
+    dnormalized = relu_backward_fast(dout, cache.relu)
     dscores, dgamma, dbeta = norm_backward(dnormalized, cache.norm)
     dx, dw, db = affine_backward_fast(dscores, cache.affine)
     return dx, dw, db, dgamma, dbeta
@@ -262,8 +263,8 @@ def conv_bn_relu_forward(
     cache : ConvNormReluCache
     """
     conv_out, conv_cache = conv_forward_fast(x, w, b, conv_param)
-    normalized, norm_cache = spatial_batchnorm_forward(conv_out, gamma, beta, bn_param)
-    out, relu_cache = relu_forward(normalized)
+    normalized, norm_cache = spatial_batchnorm_forward_fast(conv_out, gamma, beta, bn_param)
+    out, relu_cache = relu_forward_fast(normalized)
     return out, ConvNormReluCache(conv_cache, norm_cache, relu_cache)
 
 
@@ -285,8 +286,8 @@ def conv_bn_relu_backward(
     dw : ndarray, shape (F, C, HH, WW)
     db, dgamma, dbeta : ndarray, shape (F,)
     """
-    dnormalized = relu_backward(dout, cache.relu)
-    dconv, dgamma, dbeta = spatial_batchnorm_backward(dnormalized, cache.norm)
+    dnormalized = relu_backward_fast(dout, cache.relu)
+    dconv, dgamma, dbeta = spatial_batchnorm_backward_fast(dnormalized, cache.norm)
     dx, dw, db = conv_backward_fast(dconv, cache.conv, compute_dx=compute_dx)
     return dx, dw, db, dgamma, dbeta
 
@@ -310,7 +311,7 @@ def conv_relu_forward(
     cache : ConvReluCache
     """
     conv_out, conv_cache = conv_forward_fast(x, w, b, conv_param)
-    out, relu_cache = relu_forward(conv_out)
+    out, relu_cache = relu_forward_fast(conv_out)
     return out, ConvReluCache(conv_cache, relu_cache)
 
 
@@ -332,7 +333,7 @@ def conv_relu_backward(
     dw : ndarray, shape (F, C, HH, WW)
     db : ndarray, shape (F,)
     """
-    dconv = relu_backward(dout, cache.relu)
+    dconv = relu_backward_fast(dout, cache.relu)
     return conv_backward_fast(dconv, cache.conv, compute_dx=compute_dx)
 
 
@@ -364,7 +365,7 @@ def conv_relu_pool_forward(
     """
     conv_out, conv_cache = conv_forward_fast(x, w, b, conv_param)
     pooled, pool_cache = max_pool_forward_fast(conv_out, pool_param)
-    out, relu_cache = relu_forward(pooled)
+    out, relu_cache = relu_forward_fast(pooled)
     return out, ConvReluPoolCache(conv_cache, pool_cache, relu_cache)
 
 
@@ -386,6 +387,6 @@ def conv_relu_pool_backward(
     dw : ndarray, shape (F, C, HH, WW)
     db : ndarray, shape (F,)
     """
-    dpooled = relu_backward(dout, cache.relu)
+    dpooled = relu_backward_fast(dout, cache.relu)
     dconv = max_pool_backward_fast(dpooled, cache.pool)
     return conv_backward_fast(dconv, cache.conv, compute_dx=compute_dx)
