@@ -1,10 +1,12 @@
-"""Normalization and dropout benchmark: convnet's vectorized numpy against PyTorch.
+"""Normalization, ReLU and dropout benchmark: convnet against PyTorch.
 
 Forward + backward (train mode) on one activation shape, float32 by default: the median
 and the minimum of interleaved samples (the minimum is the steadier figure on a loaded
 machine). The "copy of x" row times one ``x.copy()``, a single pass over memory, to read
-the other rows against. It answers whether compiling a normalization would pay: a numpy
-layer makes several passes over its arrays, a fused compiled loop could make about two.
+the other rows against. Spatial batch norm and ReLU run twice: the numpy layers
+(``convnet.normalization``, ``convnet.layers``) and the compiled ones
+(``convnet.fast_normalization``, ``convnet.fast_activation``), which make one or two
+passes over each array where numpy makes several.
 
     python benchmarks/bench_norm.py [--shape 64,64,16,16] [--dtype float32] [--threads 2]
 """
@@ -12,13 +14,19 @@ layer makes several passes over its arrays, a fused compiled loop could make abo
 from __future__ import annotations
 
 import argparse
-import platform
 
 import numpy as np
 
 from convnet._memory import keep_freed_memory
-from convnet.bench import interleaved_medians
+from convnet._parallel import get_num_threads
+from convnet.bench import cpu_name, interleaved_medians
 from convnet.dropout import dropout_backward, dropout_forward
+from convnet.fast_activation import relu_backward_fast, relu_forward_fast
+from convnet.fast_normalization import (
+    spatial_batchnorm_backward_fast,
+    spatial_batchnorm_forward_fast,
+)
+from convnet.layers import relu_backward, relu_forward
 from convnet.normalization import (
     layernorm_backward,
     layernorm_forward,
@@ -43,6 +51,18 @@ def convnet_candidates(x, dout, groups):
         _, cache = spatial_batchnorm_forward(x, gamma, beta, bn_param)
         return spatial_batchnorm_backward(dout, cache)
 
+    def batchnorm_compiled():
+        _, cache = spatial_batchnorm_forward_fast(x, gamma, beta, bn_param)
+        return spatial_batchnorm_backward_fast(dout, cache)
+
+    def relu():
+        _, cache = relu_forward(x)
+        return relu_backward(dout, cache)
+
+    def relu_compiled():
+        _, cache = relu_forward_fast(x)
+        return relu_backward_fast(dout, cache)
+
     def groupnorm():
         _, cache = spatial_groupnorm_forward(x, gamma, beta, groups, {})
         return spatial_groupnorm_backward(dout, cache)
@@ -57,8 +77,11 @@ def convnet_candidates(x, dout, groups):
 
     return {
         "spatial batch norm": batchnorm,
+        "spatial batch norm, compiled": batchnorm_compiled,
         f"group norm G={groups}": groupnorm,
         "layer norm (N, C*H*W)": layernorm,
+        "ReLU": relu,
+        "ReLU, compiled": relu_compiled,
         "dropout p=0.5": dropout,
         "copy of x": x.copy,
     }
@@ -94,10 +117,14 @@ def torch_candidates(torch, x, dout, groups):
     def dropout():
         backward(functional.dropout(x_t, 0.5, training=True))
 
+    def relu():
+        backward(functional.relu(x_t))
+
     return {
         "spatial batch norm": batchnorm,
         f"group norm G={groups}": groupnorm,
         "layer norm (N, C*H*W)": layernorm,
+        "ReLU": relu,
         "dropout p=0.5": dropout,
         "copy of x": x_t.detach().clone,
     }
@@ -137,13 +164,16 @@ def main(argv: list[str] | None = None) -> int:
         candidates.update({f"torch {name}": run for name, run in theirs.items()})
     samples = interleaved_samples(candidates, args.repeats, pause=0.2, calls=args.calls)
 
-    print(f"{platform.processor() or platform.machine()}; x {shape} {args.dtype}; f+b, ms")
-    print("median (min) of the samples; numpy runs on one thread")
+    print(f"{cpu_name()}; x {shape} {args.dtype}; f+b, ms")
+    print(
+        f"median (min) of the samples; numpy runs on one thread, the compiled layers on "
+        f"{get_num_threads()}"
+    )
     print(f"| layer | convnet | PyTorch ({args.threads} threads) | ratio of medians |")
     print("|---|---|---|---|")
     for name in ours:
         mine = samples[f"convnet {name}"]
-        other = samples.get(f"torch {name}")
+        other = samples.get(f"torch {name.removesuffix(', compiled')}")
         row = f"| {name} | {np.median(mine):.2f} ({min(mine):.2f}) |"
         if other:
             ratio = np.median(mine) / np.median(other)
