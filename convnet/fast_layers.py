@@ -67,6 +67,7 @@ SMALL_PHASE_COPY_ELEMENTS = 2**18
 WINOGRAD_MIN_CHANNELS = 8
 WINOGRAD_MIN_PIXELS = 256
 WINOGRAD_MIN_PIXEL_CHANNELS = 2**14
+WINOGRAD_MIN_PIXELS_PER_CHANNEL = 2
 # The weight gradient's GEMMs sum over the tiles of a chunk into an (alpha^2, F, C) array:
 # larger chunks than the forward pass's make them longer and the sums fewer (measured).
 WINOGRAD_BACKWARD_CHUNK_BYTES = 4 * 2**20
@@ -146,13 +147,18 @@ def _auto_prefers_winograd(
     Winograd needs at least ``WINOGRAD_MIN_CHANNELS`` input channels and filters (with
     fewer its transforms cost more than the multiplies they save), and enough output
     pixels in the batch to repay its per-call work (transforming the filters):
-    ``WINOGRAD_MIN_PIXEL_CHANNELS / min(C, F)`` and at least ``WINOGRAD_MIN_PIXELS``.
-    ``python benchmarks/bench_algorithms.py`` prints the measurements behind both.
+    ``WINOGRAD_MIN_PIXEL_CHANNELS / min(C, F)``, at least ``WINOGRAD_MIN_PIXELS``, and
+    for wide layers ``WINOGRAD_MIN_PIXELS_PER_CHANNEL * min(C, F)`` (their transformed
+    filters, 4 times the filters' size, outgrow the caches: 256 channels broke even at
+    300-400 pixels, 512 at about 480). ``python benchmarks/bench_algorithms.py`` prints
+    the measurements behind the rule (``--by-batch`` the batch-size table).
     """
     narrowest = min(x_shape[1], w_shape[0])
     pixels = x_shape[0] * geo.out_h * geo.out_w
     return narrowest >= WINOGRAD_MIN_CHANNELS and pixels >= max(
-        WINOGRAD_MIN_PIXELS, WINOGRAD_MIN_PIXEL_CHANNELS // narrowest
+        WINOGRAD_MIN_PIXELS,
+        WINOGRAD_MIN_PIXEL_CHANNELS // narrowest,
+        WINOGRAD_MIN_PIXELS_PER_CHANNEL * narrowest,
     )
 
 

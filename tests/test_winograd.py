@@ -314,6 +314,9 @@ def test_auto_choice_follows_the_rule():
     assert conv_algorithm_choice((1, wide, 4, 4), (wide, wide, 3, 3), param)[0] == "im2col"
     assert conv_algorithm_choice((4, 8, 16, 16), (8, 8, 3, 3), param)[0] == "im2col"
     assert conv_algorithm_choice((16, 8, 16, 16), (8, 8, 3, 3), param)[0] == "winograd"
+    # Wide layers need 2 * min(C, F) output pixels: 256 channels, 512 pixels.
+    assert conv_algorithm_choice((1, 256, 16, 16), (256, 256, 3, 3), param)[0] == "im2col"
+    assert conv_algorithm_choice((2, 256, 16, 16), (256, 256, 3, 3), param)[0] == "winograd"
     assert conv_algorithm_choice((8, wide, 16, 16), (wide, wide, 5, 5), {**param, "pad": 2}) == (
         "im2col",
         0,
