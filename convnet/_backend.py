@@ -73,6 +73,21 @@ kernel, naive_reason = _load_kernel()
 winograd_kernel = _load_companion("_winograd")
 batchnorm_kernel = _load_companion("_batchnorm")
 relu_kernel = _load_companion("_relu")
+# What each compiled kernel runs, and what runs instead without it (for `convnet info`).
+KERNELS = {
+    "_im2col": ("convolution, pooling", "every fast layer runs the naive layers"),
+    "_winograd": ("Winograd 3x3 convolution", "every convolution runs by im2col"),
+    "_batchnorm": ("spatial batch norm", "batch norm runs in numpy"),
+    "_relu": ("ReLU", "ReLU runs in numpy"),
+}
+
+
+def loaded_kernels() -> dict[str, bool]:
+    """Whether each compiled kernel of ``KERNELS`` was loaded."""
+    modules = (kernel, winograd_kernel, batchnorm_kernel, relu_kernel)
+    return {name: module is not None for name, module in zip(KERNELS, modules, strict=True)}
+
+
 BACKEND = "naive" if kernel is None else "cython"
 unbuilt_checkout = kernel is None and "source tree" in naive_reason
 _warned = False

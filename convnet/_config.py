@@ -37,6 +37,7 @@ def config_info() -> dict[str, Any]:
         "convnet": __version__,
         "backend": _backend.BACKEND,
         "naive_reason": _backend.naive_reason,
+        "kernels": _backend.loaded_kernels(),
         "threads": threads,
         "mpi": launch_info(),
         "numpy": np.__version__,
@@ -51,9 +52,9 @@ def config_info() -> dict[str, Any]:
 
 
 def show_config() -> None:
-    """Print the convnet version, the backend, the worker threads (and under an MPI
-    launcher, this process's rank), numpy's BLAS, the GEMM kernels OpenBLAS runs, whether
-    the CPU has AVX-512, and how to get faster kernels."""
+    """Print the convnet version, the backend and its compiled kernels, the worker threads
+    (and under an MPI launcher, this process's rank), numpy's BLAS, the GEMM kernels
+    OpenBLAS runs, whether the CPU has AVX-512, and how to get faster kernels."""
     info = config_info()
     print(f"convnet {info['convnet']}")
     backend = info["backend"]
@@ -63,6 +64,13 @@ def show_config() -> None:
     not_built = info["naive_reason"].startswith("the compiled")
     if not_built and not _backend.unbuilt_checkout:  # (a checkout's reason names its fix)
         print(f"  WARNING:  every fast layer runs the slow naive layers; {_backend.BUILD_HINT}")
+    if info["backend"] == "cython":
+        kernels = info["kernels"]
+        print(f"  kernels:  {', '.join(name for name, loaded in kernels.items() if loaded)}")
+        for name, loaded in kernels.items():
+            if not loaded:
+                what, instead = _backend.KERNELS[name]
+                print(f"  WARNING:  {name} ({what}) did not load: {instead}")
     threads = f"{info['threads']} worker threads, single-threaded BLAS inside each"
     if info["backend"] == "naive":
         threads += " (unused by the naive backend)"

@@ -1,4 +1,4 @@
-"""Spatial batch normalization by compiled per-channel loops, channels split over threads.
+"""Spatial batch normalization by compiled per-channel loops (``convnet._batchnorm``).
 
 Computes what :func:`convnet.normalization.spatial_batchnorm_forward` and its backward
 compute (the numpy reference), in fewer passes over memory: the forward pass reads ``x``
@@ -8,7 +8,8 @@ backward pass reads ``dout`` and ``x`` twice (the two sums per channel, then ``d
 
     dx = a * dout - a * inv_std * (dgamma / M) * (x - mean) - a * (dbeta / M)
 
-in train mode, and ``dx = a * dout`` in test mode. Statistics add up in double. Without
+in train mode, and ``dx = a * dout`` in test mode. Statistics add up in double. The
+channels go to the worker threads from ``MEMORY_BOUND_MIN_ELEMENTS`` values on. Without
 the compiled kernel the numpy layers run instead.
 """
 

@@ -291,3 +291,18 @@ def test_python_m_convnet_in_an_unbuilt_checkout_fails_with_the_fix(unbuilt_chec
     info = run_in(unbuilt_checkout, "-m", "convnet", "info")
     assert info.returncode == 0
     assert "backend:  naive (the compiled kernel convnet._im2col is not installed" in info.stdout
+
+
+def test_info_names_every_compiled_kernel_and_warns_about_a_missing_one(monkeypatch, capsys):
+    import convnet
+    from convnet import _backend
+
+    if _backend.BACKEND != "cython":
+        pytest.skip("needs the compiled kernels")
+    convnet.show_config()
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "kernels:" in line]
+    assert all(name in line for name in _backend.KERNELS)
+    monkeypatch.setattr(_backend, "relu_kernel", None)
+    convnet.show_config()
+    out = capsys.readouterr().out
+    assert "_relu (ReLU) did not load: ReLU runs in numpy" in out
