@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 from convnet import _backend, nn
 from convnet._blas_core import openblas_cores
 from convnet._memory import keep_freed_memory
-from convnet._parallel import set_num_threads
+from convnet._parallel import restore_blas_threads, set_num_threads
 from convnet.fast_layers import (
     avg_pool_backward_fast,
     avg_pool_forward_fast,
@@ -433,6 +433,7 @@ def measurements(args, torch, rng, names: list[str], cases: dict, make_candidate
         set_num_threads(threads)
         if torch is not None:
             torch.set_num_threads(threads)
+        restore_blas_threads()  # else a pending restore could lift the limit below
         with threadpool_limits(threads):
             for name in names:
                 case = cases[name]
@@ -859,6 +860,7 @@ def train_step_table(args, torch, rng) -> list[str]:
         set_num_threads(threads)
         if torch is not None:
             torch.set_num_threads(threads)
+        restore_blas_threads()  # else a pending restore could lift the limit below
         with threadpool_limits(threads):
             for network, batch in args.train_steps:
                 for dtype in args.dtypes:
