@@ -209,6 +209,23 @@ def test_workers_keep_off_the_callers_cpu_and_the_caller_stays_only_during_the_c
 
 
 @needs_affinity
+def test_the_caller_gets_its_affinity_back_when_a_group_raises(
+    restore_num_threads: None,
+) -> None:
+    _parallel.set_num_threads(2)
+    allowed = os.sched_getaffinity(0)
+
+    def work(start: int, stop: int) -> None:
+        if threading.current_thread() is threading.main_thread():
+            raise RuntimeError("the caller's group failed")
+        time.sleep(0.01)
+
+    with pytest.raises(RuntimeError, match="caller's group failed"):
+        map_groups(work, 2)
+    assert os.sched_getaffinity(0) == allowed
+
+
+@needs_affinity
 def test_placement_off_gives_workers_every_allowed_cpu(
     restore_num_threads: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
