@@ -136,33 +136,31 @@ _sched_getcpu = _load_sched_getcpu()
 _placement = threading.local()
 
 
-def _worker_cpus(workers: int) -> frozenset[int] | None:
+def _worker_cpus(workers: int, caller_cpu: int | None = None) -> frozenset[int] | None:
     """The CPUs the ``workers`` workers of a call starting now should use: those the
-    calling thread may use, minus the one it runs on; all of them when that leaves fewer
-    CPUs than workers (more threads than cores: let the scheduler spread them) or with
-    ``PLACE_WORKERS`` off; None where the platform cannot say."""
+    calling thread may use, minus ``caller_cpu`` (by default the one it runs on); all of
+    them when that leaves fewer CPUs than workers (more threads than cores: let the
+    scheduler spread them) or with ``PLACE_WORKERS`` off; None where the platform cannot
+    say."""
     if _sched_getcpu is None:
         return None
     allowed = os.sched_getaffinity(0)
     if not PLACE_WORKERS or workers >= len(allowed):
         return frozenset(allowed)
-    return frozenset(allowed - {_sched_getcpu()})
+    return frozenset(allowed - {_sched_getcpu() if caller_cpu is None else caller_cpu})
 
 
 @contextmanager
-def _caller_stays(worker_cpus: frozenset[int] | None) -> Iterator[None]:
-    """Keep the calling thread on its current CPU while its workers run, when they were
-    placed off that CPU; its own affinity comes back afterwards."""
-    if _sched_getcpu is None or not PLACE_WORKERS:
-        yield
-        return
-    cpu = _sched_getcpu()
-    if worker_cpus is None or cpu in worker_cpus:
+def _caller_stays(caller_cpu: int | None, worker_cpus: frozenset[int] | None) -> Iterator[None]:
+    """Keep the calling thread on ``caller_cpu`` (the CPU its workers were placed off,
+    read once for both: the caller may have moved since) while its workers run; its own
+    affinity comes back afterwards."""
+    if caller_cpu is None or worker_cpus is None or caller_cpu in worker_cpus:
         yield
         return
     allowed = os.sched_getaffinity(0)
     try:
-        os.sched_setaffinity(0, {cpu})
+        os.sched_setaffinity(0, {caller_cpu})
     except OSError:
         yield
         return
@@ -419,8 +417,9 @@ def map_groups(
     if len(groups) <= 1:
         return [work(start, stop) for start, stop in groups]
     workers = _workers(threads - 1)
-    cpus = _worker_cpus(len(groups) - 1)
-    with single_threaded_blas(), _caller_stays(cpus):
+    caller_cpu = None if _sched_getcpu is None else _sched_getcpu()
+    cpus = _worker_cpus(len(groups) - 1, caller_cpu)
+    with single_threaded_blas(), _caller_stays(caller_cpu, cpus):
         futures = [
             workers.submit(_run_placed, cpus, work, start, stop) for start, stop in groups[1:]
         ]
