@@ -436,15 +436,17 @@ def _conv_gradients(
     *,
     compute_dx: bool,
     compute_dw: bool,
+    compute_db: bool = True,
     dx_bias: np.ndarray | None = None,
-) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """A convolution's gradients dx (shape ``x_shape``), dw and db from contiguous
     ``dout_c``; ``x_c`` (contiguous, dout's dtype) is needed only for dw.
 
     dW is a GEMM per group with the columns, recomputed chunk by chunk rather than kept
     from the forward pass, so memory stays bounded; dX is a GEMM per group and col2im,
-    plus ``dx_bias`` (C,) if given (a transposed convolution's bias). Each worker zeroes
-    and finishes its own images of dx. Deterministic for a given thread count and
+    plus ``dx_bias`` (C,) if given (a transposed convolution's bias); db is None without
+    ``compute_db`` (a transposed convolution's forward pass). Each worker zeroes and
+    finishes its own images of dx. Deterministic for a given thread count and
     workspace limit.
     """
     dtype = dout_c.dtype
@@ -469,13 +471,14 @@ def _conv_gradients(
                 )
                 if bias_planes is not None:
                     dx[start:stop] += bias_planes
-            return dw_taps, _channel_sums(dout_c[start:stop])
+            return dw_taps, _channel_sums(dout_c[start:stop]) if compute_db else None
 
         results = map_groups(depthwise_group, num, columns.worker_count(num_filters))
-        db = np.zeros(num_filters, dtype=dtype)
+        db = np.zeros(num_filters, dtype=dtype) if compute_db else None
         dw = np.zeros(w_taps.shape, dtype=dtype) if compute_dw else None
         for dw_group, db_group in results:
-            db += db_group
+            if db is not None:
+                db += db_group
             if dw is not None:
                 dw += dw_group
         return dx, (None if dw is None else dw.reshape(w.shape)), db
@@ -499,13 +502,14 @@ def _conv_gradients(
                 columns.add_input_gradient(w_groups, dout_chunk, buffer, dx, first, last)
         if bias_planes is not None:
             dx[start:stop] += bias_planes
-        return dw_by_column, _channel_sums(dout_c[start:stop])
+        return dw_by_column, _channel_sums(dout_c[start:stop]) if compute_db else None
 
     dw_by_column = np.zeros((geo.groups, columns.depth, w_groups.shape[1]), dtype=dtype)
-    db = np.zeros(num_filters, dtype=dtype)
+    db = np.zeros(num_filters, dtype=dtype) if compute_db else None
     for dw_group, db_group in map_groups(backward_group, num, columns.worker_count(num_filters)):
         dw_by_column += dw_group
-        db += db_group
+        if db is not None:
+            db += db_group
     dw = np.ascontiguousarray(dw_by_column.transpose(0, 2, 1)).reshape(w.shape)
     return dx, (dw if compute_dw else None), db
 
@@ -782,7 +786,16 @@ def conv_transpose_forward_fast(
     out_shape = (x.shape[0], b.shape[0], geo.out_h, geo.out_w)
     x_c = np.ascontiguousarray(x, dtype=dtype)
     out, _, _ = _conv_gradients(
-        kernel, geo.conv, out_shape, None, w, x_c, compute_dx=True, compute_dw=False, dx_bias=b
+        kernel,
+        geo.conv,
+        out_shape,
+        None,
+        w,
+        x_c,
+        compute_dx=True,
+        compute_dw=False,
+        compute_db=False,
+        dx_bias=b,
     )
     return out, ConvTransposeCache(x, w, b, geo)
 
