@@ -21,7 +21,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from convnet import keep_freed_memory, set_num_threads
-from convnet.bench import cpu_name
+from convnet._blas_core import cpu_name
 from convnet.fast_layers import conv_backward_fast, conv_forward_fast
 
 CHANNELS = (4, 8, 16, 32, 64, 128, 256)

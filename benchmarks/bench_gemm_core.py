@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from convnet._blas_core import cpu_name
+
 PROBE = "probe"
 GEMM_SHAPES = {"64x576x256": (64, 576, 256), "1024^3": (1024, 1024, 1024)}
 
@@ -103,17 +105,6 @@ def main(argv: list[str] | None = None) -> None:
     for core, runs in results.items():
         medians = [float(np.median([run[key] for run in runs])) for key in keys]
         print(f"| {core} | {runs[0]['core']} | " + " | ".join(f"{v:.1f}" for v in medians) + " |")
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

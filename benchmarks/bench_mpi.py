@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from convnet import distributed, keep_freed_memory
+from convnet._blas_core import cpu_name
 from convnet.models import ThreeLayerConvNet
 from convnet.optim import sgd
 
@@ -99,16 +100,6 @@ def _run(ranks: int, threads: int, options: list[str]) -> dict:
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def _paper_model(batch: int, step_seconds: float, param_bytes: int) -> None:
     """Steps on P machines of this kind. The Allreduce costs 2 log2(P) alpha + 2 (P-1)/P
     n/beta (Rabenseifner's reduce-scatter + allgather, what MPICH and Open MPI use for large
@@ -171,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
             sizes["bytes"] = max(sizes.get("bytes", 0), run["bytes"])
             sizes["params"] = run["param_bytes"]
     print(
-        f"ThreeLayerConvNet float32, global batch {args.batch}, 3x32x32; {_cpu_name()}, "
+        f"ThreeLayerConvNet float32, global batch {args.batch}, 3x32x32; {cpu_name()}, "
         f"{os.cpu_count()} logical CPUs (load average {os.getloadavg()[0]:.1f} at the end); "
         f"medians of {args.rounds * args.samples} samples of {args.steps} steps"
     )

@@ -17,9 +17,10 @@ import argparse
 
 import numpy as np
 
+from convnet._blas_core import cpu_name
 from convnet._memory import keep_freed_memory
 from convnet._parallel import get_num_threads
-from convnet.bench import cpu_name, interleaved_medians
+from convnet.bench import interleaved_medians
 from convnet.dropout import dropout_backward, dropout_forward
 from convnet.fast_activation import relu_backward_fast, relu_forward_fast
 from convnet.fast_normalization import (

@@ -19,6 +19,7 @@ environment; :func:`blas_core_advice` tells a library user what to set.
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -33,12 +34,8 @@ AVX512_FLAGS = ("avx512f", "avx512dq", "avx512bw", "avx512vl")
 AVX2_CORES = frozenset({"haswell", "zen"})
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str] | None:
-    """The CPU's feature flags as the Linux kernel reports them, or None where unknown.
-
-    The kernel lists a flag only when the CPU has it and the kernel enabled it (saving
-    the AVX-512 registers on a context switch), so a listed flag is safe to use.
-    """
+def _cpuinfo_value(key: str, cpuinfo: Path) -> str | None:
+    """The value of the first ``key`` line of ``cpuinfo`` (Linux), or None where unknown."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -46,10 +43,31 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str] | None:
     except OSError:
         return None
     for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return frozenset(value.split())
+        name, _, value = line.partition(":")
+        if name.strip() == key:
+            return value.strip()
     return None
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str] | None:
+    """The CPU's feature flags as the Linux kernel reports them, or None where unknown.
+
+    The kernel lists a flag only when the CPU has it and the kernel enabled it (saving
+    the AVX-512 registers on a context switch), so a listed flag is safe to use.
+    """
+    flags = _cpuinfo_value("flags", cpuinfo)
+    return None if flags is None else frozenset(flags.split())
+
+
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name (Linux; else the platform's) and the CPUs this process may
+    use, as benchmarks print it: ``"AMD EPYC, 2 CPUs"``."""
+    name = _cpuinfo_value("model name", cpuinfo) or platform.processor() or platform.machine()
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    return f"{name}, {cpus} CPUs"
 
 
 def has_avx512(flags: Iterable[str] | None) -> bool | None:

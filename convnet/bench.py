@@ -14,8 +14,6 @@ next candidate.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -26,7 +24,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from convnet import _backend, nn
-from convnet._blas_core import openblas_cores
+from convnet._blas_core import cpu_name, openblas_cores
 from convnet._memory import keep_freed_memory
 from convnet._parallel import restore_blas_threads, set_num_threads
 from convnet.fast_layers import (
@@ -558,23 +556,6 @@ def _train_steps(text: str) -> list[tuple[str, int]]:
             )
         steps.append((network, int(batch) if batch else TRAIN_STEPS[network]))
     return steps
-
-
-def cpu_name() -> str:
-    """The CPU's model name and the CPUs this process may use (Linux), else the platform's."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            names = [
-                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
-            ]
-    except OSError:
-        names = []
-    name = names[0] if names else platform.processor() or platform.machine()
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    return f"{name}, {cpus} CPUs"
 
 
 def build_parser() -> argparse.ArgumentParser:

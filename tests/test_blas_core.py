@@ -15,6 +15,7 @@ from convnet._blas_core import (
     blas_core_advice,
     core_to_set,
     cpu_flags,
+    cpu_name,
     has_avx512,
     runs_avx2_core,
 )
@@ -78,6 +79,16 @@ def test_cpu_flags_reads_the_flags_line(tmp_path: Path, monkeypatch: pytest.Monk
     assert cpu_flags(tmp_path / "absent") is None
     monkeypatch.setattr(sys, "platform", "darwin")
     assert cpu_flags(cpuinfo) is None
+
+
+def test_cpu_name_reads_the_model_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "platform", "linux")
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu\n")
+    name, _, cpus = cpu_name(cpuinfo).rpartition(", ")
+    assert name == "AMD EPYC"
+    assert cpus.endswith(" CPUs") and int(cpus.split()[0]) >= 1
+    assert cpu_name(tmp_path / "absent").endswith(cpus)
 
 
 def test_importing_convnet_leaves_the_environment_alone() -> None:
