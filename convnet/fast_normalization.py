@@ -92,8 +92,8 @@ def spatial_batchnorm_forward_fast(
         channels,
         memory_bound_groups(work.size),
     )
-    batch_var = var.astype(dtype) if train else setup.running_var
-    update_running_statistics(bn_param, setup, center, batch_var, num * height * width)
+    if train:
+        update_running_statistics(bn_param, setup, center, var.astype(dtype), num * height * width)
     cache = BatchNormCache(work, center, inv_std, gamma_c, train, x.shape, gamma.shape, beta.shape)
     return out.reshape(x.shape), cache
 

@@ -161,7 +161,8 @@ class BatchNormSetup(NamedTuple):
 def batchnorm_setup(
     x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, bn_param: Any, layout: tuple[int, int, int]
 ) -> BatchNormSetup:
-    """Check ``bn_param`` for a batch norm of ``x`` viewed as ``layout`` (N, C, M)."""
+    """Check ``bn_param`` for a batch norm of ``x`` viewed as ``layout`` (N, C, M); in test
+    mode, store the running statistics it uses in it (zeros and ones when absent)."""
     mode = check_mode(bn_param, "bn_param")
     eps = _eps(bn_param, "bn_param")
     momentum = real_param(
@@ -176,6 +177,9 @@ def batchnorm_setup(
             f"batch norm in train mode needs more than one value per feature, got x of "
             f"shape {x.shape}: the batch variance of a single value is undefined"
         )
+    if mode != "train":  # test mode keeps the running statistics (the defaults if absent)
+        bn_param.setdefault("running_mean", running_mean)
+        bn_param.setdefault("running_var", running_var)
     return BatchNormSetup(mode, eps, momentum, dtype, running_mean, running_var)
 
 
@@ -183,12 +187,7 @@ def update_running_statistics(
     bn_param: dict, setup: BatchNormSetup, mean: np.ndarray, var: np.ndarray, count: int
 ) -> None:
     """Store ``momentum * running + (1 - momentum) * batch`` in ``bn_param`` (train mode),
-    from the batch ``mean`` and biased ``var`` (C,) over ``count`` values; or keep the
-    running statistics as they are (test mode)."""
-    if setup.mode != "train":
-        bn_param.setdefault("running_mean", setup.running_mean)
-        bn_param.setdefault("running_var", setup.running_var)
-        return
+    from the batch ``mean`` and biased ``var`` (C,) over ``count`` values."""
     momentum = setup.momentum
     unbiased = var * (count / (count - 1))
     bn_param["running_mean"] = momentum * setup.running_mean + (1 - momentum) * mean
@@ -216,7 +215,6 @@ def _batchnorm(
         inv_std = 1 / np.sqrt(running_var + setup.eps)
         xhat = work - mean
         xhat *= inv_std
-        update_running_statistics(bn_param, setup, mean, running_var, num * size)
         kind = "fixed"
     gamma_work = gamma.astype(dtype, copy=False).reshape(stat_shape)
     out = _scale_shift(xhat, gamma_work, beta.astype(dtype, copy=False).reshape(stat_shape))
