@@ -84,8 +84,13 @@ KERNELS = {
 
 def loaded_kernels() -> dict[str, bool]:
     """Whether each compiled kernel of ``KERNELS`` was loaded."""
-    modules = (kernel, winograd_kernel, batchnorm_kernel, relu_kernel)
-    return {name: module is not None for name, module in zip(KERNELS, modules, strict=True)}
+    modules = {
+        "_im2col": kernel,
+        "_winograd": winograd_kernel,
+        "_batchnorm": batchnorm_kernel,
+        "_relu": relu_kernel,
+    }
+    return {name: modules[name] is not None for name in KERNELS}
 
 
 BACKEND = "naive" if kernel is None else "cython"
