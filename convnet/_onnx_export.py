@@ -1,0 +1,298 @@
+"""A :class:`convnet.nn.Classifier` as an ONNX graph: one node (or two) per layer.
+
+The graph is the model in test mode: batch norm on its running statistics, no dropout
+nodes. Parameter arrays become initializers under their ``params`` names; every node is
+named after its module's dotted path. Imported only by :mod:`convnet.onnx`, which imports
+onnx first.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from convnet._onnx_common import (
+    BATCH_NAME,
+    ELEMENT_TYPE_OF,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    dotted,
+    running_statistics,
+)
+from convnet._version import __version__
+from convnet.nn import (
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Classifier,
+    Conv2d,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    Linear,
+    MaxPool2d,
+    Module,
+    ReLU,
+    Residual,
+    Sequential,
+)
+
+# LayerNormalization, the newest operator the exporter may write, came with opset 17;
+# every other one it writes has meant the same since opset 9 (Flatten, Gemm without the
+# broadcast attribute, BatchNormalization without spatial).
+MIN_OPSET = 9
+
+Shape = tuple[int, ...]
+
+
+class _GraphBuilder:
+    """Collects the nodes and initializers of one graph, with unique value names."""
+
+    def __init__(self, onnx: Any, model: Classifier) -> None:
+        self.onnx = onnx
+        self.model = model
+        self.dtype = model.dtype
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+        self._taken: set[str] = {INPUT_NAME, OUTPUT_NAME}
+
+    def _unique(self, name: str) -> str:
+        candidate, count = name, 1
+        while candidate in self._taken:
+            count += 1
+            candidate = f"{name}_{count}"
+        self._taken.add(candidate)
+        return candidate
+
+    def constant(self, name: str, array: np.ndarray) -> str:
+        """An initializer holding ``array`` (a copy, cast to the model dtype if float)."""
+        array = np.asarray(array)
+        if array.dtype.kind == "f":
+            array = array.astype(self.dtype)
+        unique = self._unique(name)
+        self.initializers.append(self.onnx.numpy_helper.from_array(array, unique))
+        return unique
+
+    def param(self, prefix: str, local: str) -> str:
+        """An initializer holding the model's parameter ``local`` of the layer at ``prefix``."""
+        name = dotted(prefix, local)
+        return self.constant(name, self.model.params[name])
+
+    def node(self, op: str, inputs: list[str], name: str, **attributes: Any) -> str:
+        """Append a node named ``name``; returns the name of its one output."""
+        node_name = self._unique(name or op)
+        output = self._unique(f"{node_name}.out")
+        self.nodes.append(
+            self.onnx.helper.make_node(op, inputs, [output], name=node_name, **attributes)
+        )
+        return output
+
+
+def _pads(pad: tuple[int, int]) -> list[int]:
+    """An (h, w) pad on both sides as ONNX's [top, left, bottom, right]."""
+    return [pad[0], pad[1], pad[0], pad[1]]
+
+
+def _conv(graph: _GraphBuilder, layer: Conv2d, prefix: str, value: str, shape: Shape) -> str:
+    inputs = [value, graph.param(prefix, "w")]
+    if layer.bias:
+        inputs.append(graph.param(prefix, "b"))
+    return graph.node(
+        "Conv",
+        inputs,
+        prefix,
+        kernel_shape=list(layer.kernel_size),
+        strides=list(layer.stride),
+        pads=_pads(layer.pad),
+        dilations=list(layer.dilation),
+        group=layer.groups,
+    )
+
+
+def _linear(graph: _GraphBuilder, layer: Linear, prefix: str, value: str, shape: Shape) -> str:
+    if len(shape) != 1:
+        value = graph.node("Flatten", [value], f"{prefix}.flatten", axis=1)
+    inputs = [value, graph.param(prefix, "w"), graph.param(prefix, "b")]
+    return graph.node("Gemm", inputs, prefix)
+
+
+def _max_pool(graph: _GraphBuilder, layer: MaxPool2d, prefix: str, value: str, shape: Shape) -> str:
+    return graph.node(
+        "MaxPool",
+        [value],
+        prefix,
+        kernel_shape=list(layer.kernel_size),
+        strides=list(layer.stride),
+        pads=[0, 0, 0, 0],
+    )
+
+
+def _avg_pool(graph: _GraphBuilder, layer: AvgPool2d, prefix: str, value: str, shape: Shape) -> str:
+    return graph.node(
+        "AveragePool",
+        [value],
+        prefix,
+        kernel_shape=list(layer.kernel_size),
+        strides=list(layer.stride),
+        pads=[0, 0, 0, 0],
+    )
+
+
+def _global_avg_pool(
+    graph: _GraphBuilder, layer: GlobalAvgPool, prefix: str, value: str, shape: Shape
+) -> str:
+    pooled = graph.node("GlobalAveragePool", [value], prefix)
+    # ONNX keeps (N, C, 1, 1); the layer gives (N, C)
+    return graph.node("Flatten", [pooled], f"{prefix}.flatten", axis=1)
+
+
+def _batch_norm(
+    graph: _GraphBuilder, layer: BatchNorm1d | BatchNorm2d, prefix: str, value: str, shape: Shape
+) -> str:
+    mean, var = running_statistics(graph.model, prefix)
+    # ONNX's epsilon is a float32 attribute: what it cannot hold of a float64 model's eps
+    # goes into the variance, so var + epsilon stays var + eps
+    epsilon = float(np.float32(layer.eps))
+    var = var + var.dtype.type(layer.eps - epsilon)
+    inputs = [
+        value,
+        graph.param(prefix, "gamma"),
+        graph.param(prefix, "beta"),
+        graph.constant(dotted(prefix, "running_mean"), mean),
+        graph.constant(dotted(prefix, "running_var"), var),
+    ]
+    return graph.node(
+        "BatchNormalization", inputs, prefix, epsilon=epsilon, momentum=layer.momentum
+    )
+
+
+def _relu(graph: _GraphBuilder, layer: ReLU, prefix: str, value: str, shape: Shape) -> str:
+    return graph.node("Relu", [value], prefix)
+
+
+def _flatten(graph: _GraphBuilder, layer: Flatten, prefix: str, value: str, shape: Shape) -> str:
+    return graph.node("Flatten", [value], prefix, axis=1)
+
+
+def _dropout(graph: _GraphBuilder, layer: Dropout, prefix: str, value: str, shape: Shape) -> str:
+    return value  # the identity in test mode
+
+
+def _sequential(
+    graph: _GraphBuilder, module: Sequential, prefix: str, value: str, shape: Shape
+) -> str:
+    for name, child in module.children():
+        value, shape = _emit(graph, child, dotted(prefix, name), value, shape)
+    return value
+
+
+def _residual(graph: _GraphBuilder, module: Residual, prefix: str, value: str, shape: Shape) -> str:
+    body, _ = _emit(graph, module.body, dotted(prefix, "body"), value, shape)
+    skip = value
+    if module.shortcut is not None:
+        skip, _ = _emit(graph, module.shortcut, dotted(prefix, "shortcut"), value, shape)
+    return graph.node("Add", [body, skip], dotted(prefix, "add"))
+
+
+Emitter = Callable[[_GraphBuilder, Any, str, str, Shape], str]
+EMITTERS: dict[type[Module], Emitter] = {
+    Conv2d: _conv,
+    Linear: _linear,
+    MaxPool2d: _max_pool,
+    AvgPool2d: _avg_pool,
+    GlobalAvgPool: _global_avg_pool,
+    BatchNorm1d: _batch_norm,
+    BatchNorm2d: _batch_norm,
+    ReLU: _relu,
+    Flatten: _flatten,
+    Dropout: _dropout,
+    Sequential: _sequential,
+    Residual: _residual,
+}
+
+
+def _emit(
+    graph: _GraphBuilder, module: Module, prefix: str, value: str, shape: Shape
+) -> tuple[str, Shape]:
+    """The nodes of ``module`` (at ``prefix``) applied to ``value`` of sample ``shape``;
+    returns the output value and its sample shape."""
+    emitter = EMITTERS.get(type(module))
+    if emitter is None:
+        raise ValueError(
+            f"cannot export the module {prefix or 'net'} ({type(module).__name__}): ONNX export "
+            f"knows {', '.join(cls.__name__ for cls in EMITTERS)}"
+        )
+    return emitter(graph, module, prefix, value, shape), module.output_shape(shape)
+
+
+def check_opset(opset: Any, newest: int) -> int:
+    """``opset`` as an int from :data:`MIN_OPSET` to ``newest`` (onnx's newest)."""
+    if isinstance(opset, (bool, np.bool_)) or not isinstance(opset, numbers.Integral):
+        raise TypeError(f"opset must be an integer, got {opset!r}")
+    if not MIN_OPSET <= opset <= newest:
+        raise ValueError(
+            f"opset must be from {MIN_OPSET} to {newest} (the newest this onnx knows), got {opset}"
+        )
+    return int(opset)
+
+
+def _preprocessing(
+    graph: _GraphBuilder, scale: float | None, mean: np.ndarray | None, input_dim: Shape
+) -> str:
+    """Nodes computing ``input * scale - mean`` (either part optional) from the input."""
+    value = INPUT_NAME
+    if scale is not None:
+        if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
+            raise TypeError(f"input_scale must be a real number, got {scale!r}")
+        if not np.isfinite(scale):
+            raise ValueError(f"input_scale must be finite, got {scale}")
+        factor = graph.constant("preprocessing.scale", np.asarray(scale, dtype=graph.dtype))
+        value = graph.node("Mul", [value, factor], "preprocessing.scale")
+    if mean is not None:
+        mean = np.asarray(mean)
+        if mean.dtype.kind not in "iuf" or mean.shape != input_dim:
+            raise ValueError(
+                f"input_mean must be a real array of the sample shape {input_dim}, got "
+                f"{mean.dtype} {mean.shape}"
+            )
+        if not np.all(np.isfinite(mean)):
+            raise ValueError("input_mean must be finite")
+        offset = graph.constant("preprocessing.mean", mean.astype(graph.dtype))
+        value = graph.node("Sub", [value, offset], "preprocessing.mean")
+    return value
+
+
+def build_model(
+    onnx: Any,
+    model: Classifier,
+    opset: int,
+    input_scale: float | None = None,
+    input_mean: np.ndarray | None = None,
+) -> Any:
+    """The ONNX ``ModelProto`` of ``model`` (see :func:`convnet.onnx.to_onnx`)."""
+    helper = onnx.helper
+    graph = _GraphBuilder(onnx, model)
+    value = _preprocessing(graph, input_scale, input_mean, model.input_dim)
+    value, shape = _emit(graph, model.net, "", value, model.input_dim)
+    if value == INPUT_NAME or not graph.nodes or graph.nodes[-1].output[0] != value:
+        graph.node("Identity", [value], "output")
+    graph.nodes[-1].output[0] = OUTPUT_NAME
+    element_type = ELEMENT_TYPE_OF[model.dtype]
+    inputs = [
+        helper.make_tensor_value_info(INPUT_NAME, element_type, [BATCH_NAME, *model.input_dim])
+    ]
+    outputs = [helper.make_tensor_value_info(OUTPUT_NAME, element_type, [BATCH_NAME, *shape])]
+    proto = helper.make_graph(graph.nodes, "convnet", inputs, outputs, graph.initializers)
+    opsets = [helper.make_opsetid("", opset)]
+    result = helper.make_model(
+        proto,
+        opset_imports=opsets,
+        ir_version=helper.find_min_ir_version_for(opsets),
+        producer_name="convnet",
+        producer_version=__version__,
+    )
+    onnx.checker.check_model(result, full_check=True)
+    return result

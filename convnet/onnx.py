@@ -1,0 +1,176 @@
+"""Models that travel: ONNX export and import.
+
+:func:`export` writes a convnet model as an ONNX graph (the model in test mode), which
+ONNX Runtime, PyTorch's tools and other runtimes read; :func:`load` reads a graph that
+convnet or ``torch.onnx.export`` wrote back as a :class:`convnet.nn.Classifier`, which
+predicts, evaluates and trains like any other convnet model.
+
+The ``onnx`` package (``pip install "convnet[onnx]"``) is imported when one of these
+functions runs, never by ``import convnet``.
+
+The graph: input ``"input"`` of shape (N, C, H, W) or (N, D) with a symbolic batch size
+``N``, output ``"logits"`` (N, classes), float32 or float64 as the model; one node per
+layer (Conv, Gemm, MaxPool, AveragePool, GlobalAveragePool + Flatten,
+BatchNormalization, Relu, Flatten, Add for a residual connection), parameters as
+initializers named like ``model.params``. Dropout layers write no node.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convnet._io import atomic_open
+from convnet._onnx_common import DEFAULT_OPSET
+from convnet._validation import _positive_int
+from convnet.nn import Classifier
+
+
+def _import_onnx() -> Any:
+    try:
+        import onnx
+    except ImportError as error:
+        raise ImportError(
+            'convnet.onnx needs the onnx package: pip install "convnet[onnx]" (or pip install onnx)'
+        ) from error
+    return onnx
+
+
+def to_onnx(
+    model: Classifier,
+    *,
+    opset: int = DEFAULT_OPSET,
+    input_scale: float | None = None,
+    input_mean: np.ndarray | None = None,
+) -> Any:
+    """The ONNX graph of ``model`` in test mode, as an ``onnx.ModelProto``.
+
+    Parameters
+    ----------
+    model : convnet.nn.Classifier
+    opset : int, default 17
+        ONNX operator set version, from 9 to the newest the installed onnx knows.
+    input_scale : float, optional
+        Put ``input * input_scale`` in front of the network (the scaling of a
+        ``convnet train`` run).
+    input_mean : ndarray, shape ``model.input_dim``, optional
+        Then subtract ``input_mean`` (the run's mean image), so the graph takes raw images.
+
+    Returns
+    -------
+    onnx.ModelProto
+        Checked by ``onnx.checker.check_model(..., full_check=True)``.
+
+    Raises
+    ------
+    TypeError
+        For a model that is not a Classifier, or a non-integer opset.
+    ValueError
+        For a module convnet cannot export, an opset out of range, or preprocessing
+        arrays of the wrong shape.
+    """
+    from convnet._onnx_export import build_model, check_opset
+
+    if not isinstance(model, Classifier):
+        raise TypeError(f"model must be a convnet.nn.Classifier, got {type(model).__name__}")
+    onnx = _import_onnx()
+    opset = check_opset(opset, onnx.defs.onnx_opset_version())
+    return build_model(onnx, model, opset, input_scale, input_mean)
+
+
+def export(
+    model: Classifier,
+    path: str | os.PathLike,
+    *,
+    opset: int = DEFAULT_OPSET,
+    input_scale: float | None = None,
+    input_mean: np.ndarray | None = None,
+) -> Path:
+    """Write ``model`` in test mode as an ONNX file at ``path`` (atomically).
+
+    Parameters are those of :func:`to_onnx`; ``path`` is used as given.
+
+    Returns
+    -------
+    Path
+        Where the graph was written.
+    """
+    proto = to_onnx(model, opset=opset, input_scale=input_scale, input_mean=input_mean)
+    path = Path(path)
+    with atomic_open(path) as handle:
+        handle.write(proto.SerializeToString())
+    return path
+
+
+def load(path: str | os.PathLike, *, input_dim: tuple[int, ...] | None = None) -> Classifier:
+    """Read an ONNX graph as a :class:`convnet.nn.Classifier` (float32 or float64 as the
+    graph).
+
+    The graph may come from :func:`export` or from ``torch.onnx.export`` (either exporter)
+    of an equivalent network in eval mode: Conv, MaxPool, AveragePool,
+    GlobalAveragePool, GlobalMaxPool, ReduceMean over (H, W), BatchNormalization, Relu,
+    Add (a residual connection, or a bias), Flatten, Reshape to (N, -1), Gemm, MatMul,
+    Identity, Dropout; shape arithmetic (Shape, Gather, Unsqueeze, Concat, Slice, Cast,
+    Constant, ...) is folded where it is static. A graph may branch only into the two
+    paths of a residual connection.
+
+    Parameters
+    ----------
+    path : str or path-like
+        An ``.onnx`` file. External data must lie in files inside its folder.
+    input_dim : tuple of int, optional
+        The sample shape (C, H, W) or (D,), for a graph whose input leaves it symbolic.
+
+    Returns
+    -------
+    convnet.nn.Classifier
+        Its ``loss(X)`` gives the graph's output; it can be trained, saved with
+        :func:`convnet.models.save_model` and exported again.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no file at ``path``.
+    ValueError
+        If the file is not a valid ONNX model, is tampered (data that does not match
+        the declared shapes), or uses an operator, attribute or topology convnet cannot
+        compute exactly: the message names the node and what is unsupported.
+    """
+    from convnet._onnx_import import import_model
+    from convnet._onnx_read import read_model
+
+    onnx = _import_onnx()
+    path = Path(path)
+    model = read_model(onnx, path)
+    return import_model(onnx, model, path.parent, _input_dim(input_dim))
+
+
+def from_onnx(model: Any, *, input_dim: tuple[int, ...] | None = None) -> Classifier:
+    """:func:`load` for an ``onnx.ModelProto`` in memory (which holds no external data).
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not an ``onnx.ModelProto``.
+    ValueError
+        As :func:`load`.
+    """
+    from convnet._onnx_import import import_model
+    from convnet._onnx_read import check_model
+
+    onnx = _import_onnx()
+    if not isinstance(model, onnx.ModelProto):
+        raise TypeError(f"model must be an onnx.ModelProto, got {type(model).__name__}")
+    check_model(onnx, model, None)
+    return import_model(onnx, model, None, _input_dim(input_dim))
+
+
+def _input_dim(input_dim: Any) -> tuple[int, ...] | None:
+    if input_dim is None:
+        return None
+    if isinstance(input_dim, (str, bytes)) or not isinstance(input_dim, (tuple, list)):
+        raise TypeError(f"input_dim must be a tuple of ints, got {input_dim!r}")
+    return tuple(_positive_int(d, "input_dim", 1) for d in input_dim)

@@ -1,0 +1,167 @@
+"""What the ONNX tests share: random convnet networks (hypothesis), runners for ONNX
+Runtime and onnx's reference evaluator, and the comparison the bars of issue 17 set."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from convnet import nn
+
+# ONNX Runtime's (or the reference evaluator's) scores against convnet's, relative to
+# the largest score
+SCORE_TOLERANCE = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
+
+
+def assert_scores_close(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Same shape, equal within the dtype's tolerance relative to max |expected|."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape
+    tol = SCORE_TOLERANCE[np.dtype(expected.dtype)]
+    scale = float(np.max(np.abs(expected), initial=0.0))
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=tol * max(scale, 1e-30))
+
+
+def randomize_statistics(model: Any, rng: np.random.Generator) -> None:
+    """Batch norms with scales, shifts and running statistics far from 1 and 0."""
+    for name, value in model.params.items():
+        if name.endswith("running_var"):
+            model.params[name] = rng.uniform(0.3, 3.0, value.shape)
+        elif name.endswith(("running_mean", "beta")) or name.endswith(".b"):
+            model.params[name] = rng.normal(0.0, 0.5, value.shape)
+        elif name.endswith("gamma"):
+            model.params[name] = rng.uniform(0.5, 2.0, value.shape)
+
+
+def run_graph(proto: Any, x: np.ndarray) -> np.ndarray:
+    """The graph's output for ``x``: ONNX Runtime's CPU provider in float32, onnx's
+    reference evaluator in float64 (ONNX Runtime has no float64 Conv on the CPU)."""
+    if x.dtype == np.float64:
+        from onnx.reference import ReferenceEvaluator
+
+        return ReferenceEvaluator(proto).run(None, {"input": x})[0]
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(
+        proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    return session.run(None, {"input": x})[0]
+
+
+def _conv(
+    draw: Any, channels: int, size: tuple[int, int], shape_rule: str = "any"
+) -> tuple[nn.Conv2d, tuple]:
+    """A convolution that fits (channels, *size). ``shape_rule``: "any"; "same": the
+    output (F, ceil(H / s), ceil(W / s)) of a 1x1 convolution of stride s (odd kernels,
+    half-kernel pads), so a projection shortcut fits; "identity": also stride 1 and F = C."""
+    groups = draw(st.sampled_from([g for g in (1, 2, 3) if channels % g == 0]))
+    filters = channels if shape_rule == "identity" else groups * draw(st.integers(1, 3))
+    kernel, dilation, pad, stride = [], [], [], []
+    for length in size:
+        d = draw(st.integers(1, 2))
+        if shape_rule == "any":
+            k, p, s = draw(st.integers(1, 3)), draw(st.integers(0, 2)), draw(st.integers(1, 2))
+            if d * (k - 1) + 1 > length + 2 * p:
+                k, d = 1, 1
+        else:
+            k = draw(st.sampled_from([1, 3]))
+            p = d * (k - 1) // 2
+            s = 1 if shape_rule == "identity" else draw(st.integers(1, 2))
+        kernel.append(k)
+        dilation.append(d)
+        pad.append(p)
+        stride.append(s)
+    layer = nn.Conv2d(
+        channels,
+        filters,
+        tuple(kernel),
+        stride=tuple(stride),
+        pad=tuple(pad),
+        dilation=tuple(dilation),
+        groups=groups,
+        bias=draw(st.booleans()),
+    )
+    return layer, layer.output_shape((channels, *size))
+
+
+def _block(draw: Any, shape: tuple[int, int, int], depth: int) -> tuple[nn.Module, tuple]:
+    """One random image layer (or a residual block of them) for samples of ``shape``."""
+    channels, height, width = shape
+    kinds = ["conv", "relu", "bn", "maxpool", "avgpool", "dropout"]
+    if depth < 2:
+        kinds += ["identity", "projection"]
+    kind = draw(st.sampled_from(kinds))
+    if kind == "conv":
+        return _conv(draw, channels, (height, width))
+    if kind == "relu":
+        return nn.ReLU(), shape
+    if kind == "bn":
+        return nn.BatchNorm2d(channels, eps=draw(st.sampled_from([1e-5, 1e-3]))), shape
+    if kind == "dropout":
+        return nn.Dropout(draw(st.sampled_from([0.5, 0.9]))), shape
+    if kind in ("maxpool", "avgpool"):
+        kernel = (draw(st.integers(1, min(3, height))), draw(st.integers(1, min(3, width))))
+        stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+        layer = (nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d)(kernel, stride)
+        return layer, layer.output_shape(shape)
+    first, body_shape = _conv(
+        draw, channels, (height, width), kind if kind == "identity" else "same"
+    )
+    body_layers: list[nn.Module] = [first]
+    for _ in range(draw(st.integers(0, 2))):
+        inner, inner_shape = _block(draw, body_shape, depth + 1)
+        if inner_shape == body_shape:
+            body_layers.append(inner)
+    body = body_layers[0] if len(body_layers) == 1 else nn.Sequential(*body_layers)
+    if kind == "identity" and draw(st.booleans()):
+        return nn.Residual(body), shape
+    shortcut: nn.Module = nn.Conv2d(channels, body_shape[0], 1, stride=first.stride)
+    if draw(st.booleans()):
+        shortcut = nn.Sequential(shortcut, nn.BatchNorm2d(body_shape[0]))
+    return nn.Residual(body, shortcut), body_shape
+
+
+@st.composite
+def networks(draw: Any) -> nn.Classifier:
+    """A random classifier of images or of vectors, every layer kind and attribute."""
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    modules: list[nn.Module] = []
+    if draw(st.booleans()):
+        shape: tuple[int, ...] = (
+            draw(st.integers(1, 4)),
+            draw(st.integers(1, 9)),
+            draw(st.integers(1, 9)),
+        )
+        input_dim = shape
+        for _ in range(draw(st.integers(0, 4))):
+            module, shape = _block(draw, shape, 0)
+            modules.append(module)
+        if draw(st.booleans()):
+            modules.append(nn.GlobalAvgPool())
+            shape = (shape[0],)
+        elif draw(st.booleans()):
+            modules.append(nn.Flatten())
+            shape = (int(np.prod(shape)),)
+    else:
+        input_dim = shape = (draw(st.integers(1, 12)),)
+    features = int(np.prod(shape))
+    for _ in range(draw(st.integers(0, 2))):
+        width = draw(st.integers(1, 8))
+        modules.append(nn.Linear(features, width))
+        features = width
+        if draw(st.booleans()):
+            modules.append(nn.BatchNorm1d(width))
+        modules.append(nn.ReLU())
+        if draw(st.booleans()):
+            modules.append(nn.Dropout(0.5))
+    modules.append(nn.Linear(features, draw(st.integers(1, 5))))
+    model = nn.Classifier(
+        nn.Sequential(*modules), input_dim, dtype=dtype, seed=draw(st.integers(0, 99))
+    )
+    randomize_statistics(model, np.random.default_rng(draw(st.integers(0, 2**32 - 1))))
+    return model

@@ -1,0 +1,313 @@
+"""What convnet cannot import is one clear ValueError naming the node and what is
+unsupported; files that are not ONNX or were tampered with are refused, and loading
+costs memory in proportion to the file, never to what it claims."""
+
+from __future__ import annotations
+
+import os
+import tracemalloc
+from typing import Any
+
+import numpy as np
+import pytest
+from onnx_cases import assert_scores_close
+
+onnx = pytest.importorskip("onnx")
+convnet_onnx = pytest.importorskip("convnet.onnx")
+helper, numpy_helper, TensorProto = onnx.helper, onnx.numpy_helper, onnx.TensorProto
+
+
+def make_model(
+    nodes: list[Any],
+    initializers: dict[str, np.ndarray] | None = None,
+    input_shape: tuple[Any, ...] = ("N", 2, 4, 4),
+    output: str = "y",
+    output_shape: tuple[Any, ...] = ("N", 3),
+    opset: int = 17,
+    element_type: int = TensorProto.FLOAT,
+) -> Any:
+    """A model of ``nodes`` with input ``x`` and the one output ``output``."""
+    tensors = [numpy_helper.from_array(v, k) for k, v in (initializers or {}).items()]
+    graph = helper.make_graph(
+        nodes,
+        "test",
+        [helper.make_tensor_value_info("x", element_type, list(input_shape))],
+        [helper.make_tensor_value_info(output, element_type, list(output_shape))],
+        tensors,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def dense(features: int = 32, classes: int = 3) -> tuple[list[Any], dict[str, np.ndarray]]:
+    """Flatten and a Gemm to ``classes`` scores, from ``h`` to ``y``."""
+    nodes = [
+        helper.make_node("Flatten", ["h"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "W", "B"], ["y"], name="fc", transB=1),
+    ]
+    rng = np.random.default_rng(0)
+    weights = {
+        "W": rng.standard_normal((classes, features)).astype(np.float32),
+        "B": rng.standard_normal(classes).astype(np.float32),
+    }
+    return nodes, weights
+
+
+def image_model(node: Any, **initializers: np.ndarray) -> Any:
+    """``node`` from ``x`` (N, 2, 4, 4) to ``h`` (N, 2, 4, 4), then the dense head."""
+    nodes, weights = dense()
+    return make_model([node, *nodes], {**initializers, **weights})
+
+
+def refuses(model: Any, *fragments: str, **options: Any) -> str:
+    with pytest.raises(ValueError) as caught:
+        convnet_onnx.from_onnx(model, **options)
+    message = str(caught.value)
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_a_working_hand_made_graph(rng: np.random.Generator) -> None:
+    model = convnet_onnx.from_onnx(image_model(helper.make_node("Relu", ["x"], ["h"])))
+    x = rng.standard_normal((3, 2, 4, 4)).astype(np.float32)
+    _, weights = dense()
+    expected = np.maximum(x, 0).reshape(3, -1) @ weights["W"].T + weights["B"]
+    assert_scores_close(model.loss(x), expected)
+
+
+@pytest.mark.parametrize("op", ["Sigmoid", "Tanh", "Softmax", "LeakyRelu"])
+def test_unsupported_operators_are_named(op: str) -> None:
+    node = helper.make_node(op, ["x"], ["h"], name="mystery")
+    refuses(image_model(node), "node 'mystery'", f"operator {op} is not supported")
+
+
+def test_lstm_is_refused() -> None:
+    w = np.zeros((1, 8, 3), np.float32)
+    r = np.zeros((1, 8, 2), np.float32)
+    node = helper.make_node("LSTM", ["x", "W", "R"], ["y"], name="rnn", hidden_size=2)
+    model = make_model([node], {"W": w, "R": r}, input_shape=(5, "N", 3))
+    refuses(model, "node 'rnn'", "LSTM")
+
+
+@pytest.mark.parametrize(
+    ("op", "attributes", "fragment"),
+    [
+        ("MaxPool", {"kernel_shape": [2, 2], "dilations": [2, 2]}, "dilations"),
+        ("MaxPool", {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1}, None),
+        ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}, "ceil_mode"),
+        ("MaxPool", {"kernel_shape": [2, 2], "auto_pad": "SAME_UPPER"}, "pads"),
+    ],
+)
+def test_pooling_attributes(op: str, attributes: dict, fragment: str | None) -> None:
+    pool = helper.make_node(op, ["x"], ["p"], name="pool", **attributes)
+    relu = helper.make_node("Relu", ["p"], ["h"])
+    if fragment is None:  # ceil_mode that does not change the output size is accepted
+        nodes, weights = dense(features=2 * 2 * 2)
+        model = convnet_onnx.from_onnx(make_model([pool, relu, *nodes], weights))
+        assert model.input_dim == (2, 4, 4)
+        return
+    nodes, weights = dense(features=8)
+    refuses(make_model([pool, relu, *nodes], weights), "node 'pool'", fragment)
+
+
+def test_gemm_transa_is_refused() -> None:
+    node = helper.make_node("Gemm", ["x", "W"], ["y"], name="fc", transA=1)
+    model = make_model([node], {"W": np.zeros((4, 3), np.float32)}, input_shape=("N", 4))
+    refuses(model, "node 'fc'", "transA")
+
+
+def test_weights_computed_from_the_input_are_refused() -> None:
+    node = helper.make_node("Conv", ["x", "x"], ["h"], name="self_conv")
+    refuses(image_model(node), "node 'self_conv'", "constant")
+
+
+def test_reshape_other_than_flatten_is_refused() -> None:
+    shape = np.array([0, 8, 4], dtype=np.int64)
+    node = helper.make_node("Reshape", ["x", "s"], ["h"], name="fold")
+    head = helper.make_node("Flatten", ["h"], ["y"])
+    model = make_model([node, head], {"s": shape})
+    refuses(model, "node 'fold'", "Reshape to [N, 8, 4]")
+
+
+def test_an_add_that_is_no_bias_is_refused() -> None:
+    offset = np.ones((1, 2, 4, 4), np.float32)
+    node = helper.make_node("Add", ["x", "c"], ["h"], name="shift")
+    refuses(image_model(node, c=offset), "node 'shift'", "bias")
+
+
+def test_branches_other_than_residual_are_refused() -> None:
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"], name="a"),
+        helper.make_node("Relu", ["x"], ["b"], name="b"),
+        helper.make_node("Relu", ["x"], ["c"], name="c"),
+        helper.make_node("Add", ["a", "b"], ["ab"]),
+        helper.make_node("Add", ["ab", "c"], ["h"]),
+    ]
+    head, weights = dense()
+    refuses(make_model(nodes + head, weights), "feeds 3 uses", "residual")
+
+
+def test_two_inputs_or_outputs_are_refused() -> None:
+    nodes, weights = dense()
+    model = make_model([helper.make_node("Relu", ["x"], ["h"]), *nodes], weights)
+    model.graph.input.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 3]))
+    refuses(model, "one input")
+    model = make_model([helper.make_node("Relu", ["x"], ["h"]), *nodes], weights)
+    model.graph.output.append(helper.make_tensor_value_info("h", TensorProto.FLOAT, ["N", 2]))
+    refuses(model, "one output")
+
+
+def test_old_opsets_and_other_domains_are_refused() -> None:
+    nodes, weights = dense()
+    refuses(
+        make_model([helper.make_node("Relu", ["x"], ["h"]), *nodes], weights, opset=6), "opset 6"
+    )
+    model = make_model([helper.make_node("Relu", ["x"], ["h"]), *nodes], weights)
+    model.graph.node[0].domain = "com.example"
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    refuses(model, "domain 'com.example'")
+
+
+def test_symbolic_sample_sizes_need_input_dim(rng: np.random.Generator) -> None:
+    nodes, weights = dense()
+    model = make_model(
+        [helper.make_node("Relu", ["x"], ["h"]), *nodes], weights, input_shape=("N", 2, "H", "W")
+    )
+    refuses(model, "input_dim")
+    loaded = convnet_onnx.from_onnx(model, input_dim=(2, 4, 4))
+    assert loaded.input_dim == (2, 4, 4)
+    refuses(model, "does not fit", input_dim=(3, 4, 4))
+
+
+def test_float16_graphs_are_refused() -> None:
+    model = make_model(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        input_shape=("N", 3),
+        element_type=TensorProto.FLOAT16,
+    )
+    refuses(model, "float or double")
+
+
+# -- files that are not ONNX, or were tampered with
+def load_bytes(tmp_path: Any, data: bytes) -> str:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(data)
+    with pytest.raises(ValueError) as caught:
+        convnet_onnx.load(path)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"not an onnx file at all\n", os.urandom(1000), b"\x08\x07"], ids=repr
+)
+def test_not_onnx(tmp_path: Any, data: bytes) -> None:
+    assert "not an ONNX model" in load_bytes(tmp_path, data)
+
+
+def test_truncated_file(tmp_path: Any) -> None:
+    data = image_model(helper.make_node("Relu", ["x"], ["h"])).SerializeToString()
+    message = load_bytes(tmp_path, data[: len(data) // 2])
+    assert "ONNX model" in message
+
+
+def test_missing_file(tmp_path: Any) -> None:
+    with pytest.raises(FileNotFoundError):
+        convnet_onnx.load(tmp_path / "absent.onnx")
+
+
+def tampered(dims: list[int]) -> Any:
+    model = image_model(helper.make_node("Relu", ["x"], ["h"]))
+    weight = next(t for t in model.graph.initializer if t.name == "W")
+    del weight.dims[:]
+    weight.dims.extend(dims)
+    return model
+
+
+@pytest.mark.parametrize("dims", [[10**6, 10**6], [3, 33], [2**40, 2**40], [0, 32]])
+def test_tampered_sizes_are_refused_without_allocating(dims: list[int]) -> None:
+    model = tampered(dims)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError) as caught:
+            convnet_onnx.from_onnx(model)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20
+    assert "'W'" in str(caught.value) or "W" in str(caught.value)
+
+
+def test_typed_data_of_the_wrong_length_is_refused() -> None:
+    model = image_model(helper.make_node("Relu", ["x"], ["h"]))
+    weight = next(t for t in model.graph.initializer if t.name == "W")
+    values = numpy_helper.to_array(weight).ravel()[:-1]
+    weight.ClearField("raw_data")
+    weight.float_data.extend(values.tolist())
+    refuses(model, "W", "95")
+
+
+def test_folding_cannot_blow_up(tmp_path: Any) -> None:
+    nodes = [helper.make_node("Shape", ["x"], ["s0"])]
+    for step in range(60):  # each Concat doubles: 4 * 2**60 entries if nothing stopped it
+        nodes.append(helper.make_node("Concat", [f"s{step}", f"s{step}"], [f"s{step + 1}"], axis=0))
+    nodes.append(helper.make_node("Reshape", ["x", "s60"], ["h"], name="reshape"))
+    head, weights = dense()
+    message = refuses(make_model(nodes + head, weights), "elements")
+    assert "Concat" in message
+
+
+# -- external data
+def external_model(tmp_path: Any, location: str, **entries: str) -> Any:
+    model = image_model(helper.make_node("Relu", ["x"], ["h"]))
+    weight = next(t for t in model.graph.initializer if t.name == "W")
+    data = weight.raw_data
+    (tmp_path / "weights.bin").write_bytes(data)
+    weight.ClearField("raw_data")
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in {"location": location, **entries}.items():
+        weight.external_data.add(key=key, value=value)
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_external_data_inside_the_folder_loads(tmp_path: Any, rng: np.random.Generator) -> None:
+    model = convnet_onnx.load(external_model(tmp_path, "weights.bin"))
+    plain = convnet_onnx.from_onnx(image_model(helper.make_node("Relu", ["x"], ["h"])))
+    x = rng.standard_normal((2, 2, 4, 4)).astype(np.float32)
+    np.testing.assert_array_equal(model.loss(x), plain.loss(x))
+
+
+@pytest.mark.parametrize(
+    ("location", "entries", "fragment"),
+    [
+        ("../weights.bin", {}, "inside"),
+        ("/etc/passwd", {}, "inside"),
+        ("absent.bin", {}, "not a regular file"),
+        ("weights.bin", {"offset": "8"}, "has 384 bytes"),
+        ("weights.bin", {"length": "10"}, "needs 384 bytes"),
+        ("weights.bin", {"offset": "x"}, "malformed"),
+    ],
+)
+def test_external_data_is_bounded(
+    tmp_path: Any, location: str, entries: dict, fragment: str
+) -> None:
+    path = external_model(tmp_path, location, **entries)
+    with pytest.raises(ValueError, match="initializer 'W'") as caught:
+        convnet_onnx.load(path)
+    assert fragment in str(caught.value)
+
+
+def test_external_data_through_a_symlink_out_of_the_folder(tmp_path: Any) -> None:
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    path = external_model(tmp_path, "weights.bin")
+    (inner / "model.onnx").write_bytes(path.read_bytes())
+    (inner / "weights.bin").symlink_to(tmp_path / "weights.bin")
+    with pytest.raises(ValueError, match="not a regular file inside"):
+        convnet_onnx.load(inner / "model.onnx")
+
+
+def test_in_memory_models_have_no_external_data(tmp_path: Any) -> None:
+    model = onnx.load(external_model(tmp_path, "weights.bin"), load_external_data=False)
+    refuses(model, "external data")

@@ -1,0 +1,250 @@
+"""Graphs that PyTorch's exporters write (TorchScript: ``dynamo=False``; ``dynamo=True``)
+load into convnet and give PyTorch's eval-mode outputs within 1e-5 (float32), batch
+norms' running statistics far from 0 and 1 included."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx_cases import assert_scores_close
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+convnet_onnx = pytest.importorskip("convnet.onnx")
+tnn = torch.nn
+
+
+def randomize(module: Any, seed: int) -> Any:
+    """Eval mode, with every batch norm's statistics, scale and shift far from 0 and 1."""
+    generator = torch.Generator().manual_seed(seed)
+    for layer in module.modules():
+        if isinstance(layer, (tnn.BatchNorm1d, tnn.BatchNorm2d)):
+            count = layer.num_features
+            with torch.no_grad():
+                layer.running_mean.copy_(torch.randn(count, generator=generator) * 0.5)
+                layer.running_var.copy_(torch.rand(count, generator=generator) * 2.7 + 0.3)
+                layer.weight.copy_(torch.rand(count, generator=generator) * 1.5 + 0.5)
+                layer.bias.copy_(torch.randn(count, generator=generator) * 0.5)
+    return module.eval()
+
+
+def export(module: Any, x: Any, dynamo: bool) -> Any:
+    """``torch.onnx.export`` of ``module`` with a symbolic batch size, as a ModelProto."""
+    names = {"input_names": ["input"], "output_names": ["logits"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            pytest.importorskip("onnxscript")
+            program = torch.onnx.export(
+                module,
+                (x,),
+                dynamo=True,
+                dynamic_shapes=({0: torch.export.Dim("N")},),
+                verbose=False,
+                **names,
+            )
+            return program.model_proto
+        buffer = io.BytesIO()
+        torch.onnx.export(
+            module,
+            (x,),
+            buffer,
+            dynamo=False,
+            dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
+            **names,
+        )
+        return onnx.load_from_string(buffer.getvalue())
+
+
+def check_against_torch(module: Any, x: Any, dynamo: bool) -> Any:
+    """Export ``module``, load the graph into convnet, compare the scores; returns the
+    graph."""
+    proto = export(module, x, dynamo)
+    model = convnet_onnx.from_onnx(proto)
+    with torch.no_grad():
+        expected = module(x).numpy()
+    assert_scores_close(model.loss(x.numpy()), expected)
+    with torch.no_grad():  # a batch size other than the exported one
+        other = torch.randn(1, *x.shape[1:], generator=torch.Generator().manual_seed(9))
+        assert_scores_close(model.loss(other.numpy()), module(other).numpy())
+    return proto
+
+
+class BasicBlock(tnn.Module):
+    """ResNet's basic block; a 1x1 projection when the shape changes."""
+
+    def __init__(self, channels: int, filters: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = tnn.Conv2d(channels, filters, 3, stride, 1, bias=False)
+        self.bn1 = tnn.BatchNorm2d(filters)
+        self.conv2 = tnn.Conv2d(filters, filters, 3, 1, 1, bias=False)
+        self.bn2 = tnn.BatchNorm2d(filters)
+        self.shortcut = tnn.Identity()
+        if stride != 1 or channels != filters:
+            self.shortcut = tnn.Sequential(
+                tnn.Conv2d(channels, filters, 1, stride, bias=False), tnn.BatchNorm2d(filters)
+            )
+
+    def forward(self, x: Any) -> Any:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ViewFlatten(tnn.Module):
+    """``x.view(x.size(0), -1)``: the exporters' Shape -> Gather -> ... -> Reshape chain."""
+
+    def forward(self, x: Any) -> Any:
+        return x.view(x.size(0), -1)
+
+
+class SpatialMean(tnn.Module):
+    """``x.mean((2, 3))``: ReduceMean over H and W."""
+
+    def forward(self, x: Any) -> Any:
+        return x.mean((2, 3))
+
+
+def resnet_style() -> Any:
+    return tnn.Sequential(
+        tnn.Conv2d(3, 8, 3, 1, 1, bias=False),
+        tnn.BatchNorm2d(8),
+        tnn.ReLU(),
+        BasicBlock(8, 8, 1),
+        BasicBlock(8, 16, 2),
+        BasicBlock(16, 16, 1),
+        BasicBlock(16, 32, 2),
+        tnn.AdaptiveAvgPool2d((1, 1)),
+        tnn.Flatten(),
+        tnn.Linear(32, 10),
+    )
+
+
+def vgg_style() -> Any:
+    return tnn.Sequential(
+        tnn.Conv2d(3, 8, 3, padding=1),
+        tnn.BatchNorm2d(8),
+        tnn.ReLU(),
+        tnn.Conv2d(8, 8, 3, padding=1),
+        tnn.ReLU(),
+        tnn.BatchNorm2d(8),  # after the ReLU: the exporters cannot fold it into the Conv
+        tnn.MaxPool2d(2),
+        tnn.Conv2d(8, 16, 3, padding=1, bias=False),
+        tnn.BatchNorm2d(16),
+        tnn.ReLU(),
+        tnn.MaxPool2d(2),
+        ViewFlatten(),
+        tnn.Linear(16 * 4 * 4, 32),
+        tnn.ReLU(),
+        tnn.BatchNorm1d(32),
+        tnn.Dropout(0.5),
+        tnn.Linear(32, 10),
+    )
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+@pytest.mark.parametrize("build", [resnet_style, vgg_style])
+def test_pytorch_nets_load_and_match(build: Any, dynamo: bool) -> None:
+    torch.manual_seed(0)
+    module = randomize(build(), seed=1)
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    proto = check_against_torch(module, x, dynamo)
+    operators = {node.op_type for node in proto.graph.node}
+    assert {"Conv", "Gemm"} <= operators
+    if build is vgg_style:
+        assert "BatchNormalization" in operators  # the one after a ReLU stays a node
+
+
+@st.composite
+def torch_networks(draw: Any) -> tuple[Any, tuple[int, int, int]]:
+    """A random torch.nn network of every layer kind convnet imports, and its input shape."""
+    channels, height, width = (
+        draw(st.integers(1, 4)),
+        draw(st.integers(3, 9)),
+        draw(st.integers(3, 9)),
+    )
+    input_dim = (channels, height, width)
+    layers: list[Any] = []
+    for _ in range(draw(st.integers(0, 4))):
+        kind = draw(st.sampled_from(["conv", "bn", "relu", "maxpool", "avgpool", "block"]))
+        if kind == "conv":
+            groups = draw(st.sampled_from([g for g in (1, 2) if channels % g == 0]))
+            filters = groups * draw(st.integers(1, 3))
+            kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+            dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+            pad = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+            spans = [d * (k - 1) + 1 for d, k in zip(dilation, kernel, strict=True)]
+            if spans[0] > height + 2 * pad[0] or spans[1] > width + 2 * pad[1]:
+                continue
+            stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+            layer = tnn.Conv2d(
+                channels, filters, kernel, stride, pad, dilation, groups, bias=draw(st.booleans())
+            )
+            channels = filters
+        elif kind == "bn":
+            layer = tnn.BatchNorm2d(channels, eps=draw(st.sampled_from([1e-5, 1e-3])))
+        elif kind == "relu":
+            layer = tnn.ReLU()
+        elif kind in ("maxpool", "avgpool"):
+            kernel = (draw(st.integers(1, min(3, height))), draw(st.integers(1, min(3, width))))
+            stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+            pool = tnn.MaxPool2d if kind == "maxpool" else tnn.AvgPool2d
+            layer = pool(kernel, stride)
+        else:
+            filters = draw(st.integers(1, 4))
+            stride = draw(st.integers(1, 2))
+            layer = BasicBlock(channels, filters, stride)
+            channels = filters
+        layers.append(layer)
+        with torch.no_grad():
+            probe = tnn.Sequential(*layers).eval()
+            _, channels, height, width = probe(torch.zeros(1, *input_dim)).shape
+    tail = draw(st.sampled_from(["adaptive", "flatten", "view", "mean"]))
+    if tail == "adaptive":
+        layers += [tnn.AdaptiveAvgPool2d(1), tnn.Flatten()]
+        features = channels
+    elif tail == "mean":
+        layers.append(SpatialMean())
+        features = channels
+    else:
+        layers.append(tnn.Flatten() if tail == "flatten" else ViewFlatten())
+        features = channels * height * width
+    if draw(st.booleans()):
+        hidden = draw(st.integers(1, 8))
+        layers += [tnn.Linear(features, hidden), tnn.ReLU()]
+        if draw(st.booleans()):
+            layers.append(tnn.BatchNorm1d(hidden))
+        layers.append(tnn.Dropout(draw(st.sampled_from([0.1, 0.5]))))
+        features = hidden
+    layers.append(tnn.Linear(features, draw(st.integers(1, 5)), bias=draw(st.booleans())))
+    torch.manual_seed(draw(st.integers(0, 2**16)))
+    return randomize(tnn.Sequential(*layers), draw(st.integers(0, 2**16))), input_dim
+
+
+@given(case=torch_networks())
+@settings(max_examples=40)
+def test_random_torchscript_exports_match(case: tuple[Any, tuple[int, int, int]]) -> None:
+    module, input_dim = case
+    x = torch.randn(3, *input_dim, generator=torch.Generator().manual_seed(0))
+    check_against_torch(module, x, dynamo=False)
+
+
+@given(case=torch_networks())
+@settings(max_examples=3)
+def test_random_dynamo_exports_match(case: tuple[Any, tuple[int, int, int]]) -> None:
+    module, input_dim = case
+    x = torch.randn(3, *input_dim, generator=torch.Generator().manual_seed(0))
+    check_against_torch(module, x, dynamo=True)
+
+
+def test_round_trip_through_convnet_keeps_pytorch_outputs(tmp_path) -> None:
+    module = randomize(resnet_style(), seed=3)
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    model = convnet_onnx.from_onnx(export(module, x, dynamo=False))
+    again = convnet_onnx.load(convnet_onnx.export(model, tmp_path / "again.onnx"))
+    with torch.no_grad():
+        assert_scores_close(again.loss(x.numpy()), module(x).numpy())
