@@ -6,11 +6,9 @@ values, fixed by the format.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-
 import numpy as np
 
-from convnet.nn import BatchNorm1d, BatchNorm2d, Classifier, Module
+from convnet.nn import BatchNorm1d, BatchNorm2d
 
 # TensorProto.DataType: FLOAT = 1, DOUBLE = 11 (the model dtypes), INT64 = 7, INT32 = 6,
 # BOOL = 9 (shape arithmetic and flags)
@@ -27,16 +25,7 @@ OUTPUT_NAME = "logits"
 BATCH_NAME = "N"
 DEFAULT_OPSET = 17
 
-BATCH_NORMS = (BatchNorm1d, BatchNorm2d)
 STATISTICS = ("running_mean", "running_var")
-
-
-def named_modules(module: Module, prefix: str = "") -> Iterator[tuple[str, Module]]:
-    """Every module of the subtree with its dotted path (``""`` for ``module`` itself),
-    parents before children, in forward order."""
-    yield prefix, module
-    for name, child in module.children():
-        yield from named_modules(child, f"{prefix}.{name}" if prefix else name)
 
 
 def dotted(prefix: str, local: str) -> str:
@@ -44,16 +33,15 @@ def dotted(prefix: str, local: str) -> str:
     return f"{prefix}.{local}" if prefix else local
 
 
-def running_statistics(model: Classifier, prefix: str) -> tuple[np.ndarray, np.ndarray]:
-    """The running mean and variance of the batch norm at ``prefix`` in ``model.net``.
-
-    The one place that knows where a Classifier keeps them (today: ``params``).
-    """
-    mean, var = (model.params[dotted(prefix, name)] for name in STATISTICS)
-    return mean, var
+def running_statistics(layer: BatchNorm1d | BatchNorm2d) -> tuple[np.ndarray, np.ndarray]:
+    """A batch norm's running mean and variance: the one place that knows where a layer
+    keeps them (with :func:`set_running_statistics`)."""
+    return layer.params["running_mean"], layer.params["running_var"]
 
 
-def set_running_statistics(model: Classifier, values: Mapping[str, np.ndarray]) -> None:
-    """Store running statistics by their dotted names (``"3.running_mean"``) in ``model``."""
-    for name, value in values.items():
-        model.params[name] = value
+def set_running_statistics(
+    layer: BatchNorm1d | BatchNorm2d, mean: np.ndarray, var: np.ndarray
+) -> None:
+    """Replace a batch norm's running mean and variance (cast to its dtype)."""
+    layer.params["running_mean"] = mean
+    layer.params["running_var"] = var

@@ -76,10 +76,9 @@ class _GraphBuilder:
         self.initializers.append(self.onnx.numpy_helper.from_array(array, unique))
         return unique
 
-    def param(self, prefix: str, local: str) -> str:
-        """An initializer holding the model's parameter ``local`` of the layer at ``prefix``."""
-        name = dotted(prefix, local)
-        return self.constant(name, self.model.params[name])
+    def param(self, layer: Module, prefix: str, local: str) -> str:
+        """An initializer holding the parameter ``local`` of ``layer`` (at ``prefix``)."""
+        return self.constant(dotted(prefix, local), layer.params[local])
 
     def node(self, op: str, inputs: list[str], name: str, **attributes: Any) -> str:
         """Append a node named ``name``; returns the name of its one output."""
@@ -97,9 +96,9 @@ def _pads(pad: tuple[int, int]) -> list[int]:
 
 
 def _conv(graph: _GraphBuilder, layer: Conv2d, prefix: str, value: str, shape: Shape) -> str:
-    inputs = [value, graph.param(prefix, "w")]
+    inputs = [value, graph.param(layer, prefix, "w")]
     if layer.bias:
-        inputs.append(graph.param(prefix, "b"))
+        inputs.append(graph.param(layer, prefix, "b"))
     return graph.node(
         "Conv",
         inputs,
@@ -115,7 +114,7 @@ def _conv(graph: _GraphBuilder, layer: Conv2d, prefix: str, value: str, shape: S
 def _linear(graph: _GraphBuilder, layer: Linear, prefix: str, value: str, shape: Shape) -> str:
     if len(shape) != 1:
         value = graph.node("Flatten", [value], f"{prefix}.flatten", axis=1)
-    inputs = [value, graph.param(prefix, "w"), graph.param(prefix, "b")]
+    inputs = [value, graph.param(layer, prefix, "w"), graph.param(layer, prefix, "b")]
     return graph.node("Gemm", inputs, prefix)
 
 
@@ -152,15 +151,15 @@ def _global_avg_pool(
 def _batch_norm(
     graph: _GraphBuilder, layer: BatchNorm1d | BatchNorm2d, prefix: str, value: str, shape: Shape
 ) -> str:
-    mean, var = running_statistics(graph.model, prefix)
+    mean, var = running_statistics(layer)
     # ONNX's epsilon is a float32 attribute: what it cannot hold of a float64 model's eps
     # goes into the variance, so var + epsilon stays var + eps
     epsilon = float(np.float32(layer.eps))
     var = var + var.dtype.type(layer.eps - epsilon)
     inputs = [
         value,
-        graph.param(prefix, "gamma"),
-        graph.param(prefix, "beta"),
+        graph.param(layer, prefix, "gamma"),
+        graph.param(layer, prefix, "beta"),
         graph.constant(dotted(prefix, "running_mean"), mean),
         graph.constant(dotted(prefix, "running_var"), var),
     ]

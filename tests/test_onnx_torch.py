@@ -33,8 +33,9 @@ def randomize(module: Any, seed: int) -> Any:
     return module.eval()
 
 
-def export(module: Any, x: Any, dynamo: bool) -> Any:
-    """``torch.onnx.export`` of ``module`` with a symbolic batch size, as a ModelProto."""
+def export(module: Any, x: Any, dynamo: bool, **options: Any) -> Any:
+    """``torch.onnx.export`` of ``module`` with a symbolic batch size, as a ModelProto
+    (``options`` go to the TorchScript exporter)."""
     names = {"input_names": ["input"], "output_names": ["logits"]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -57,14 +58,15 @@ def export(module: Any, x: Any, dynamo: bool) -> Any:
             dynamo=False,
             dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
             **names,
+            **options,
         )
         return onnx.load_from_string(buffer.getvalue())
 
 
-def check_against_torch(module: Any, x: Any, dynamo: bool) -> Any:
+def check_against_torch(module: Any, x: Any, dynamo: bool, **options: Any) -> Any:
     """Export ``module``, load the graph into convnet, compare the scores; returns the
     graph."""
-    proto = export(module, x, dynamo)
+    proto = export(module, x, dynamo, **options)
     model = convnet_onnx.from_onnx(proto)
     with torch.no_grad():
         expected = module(x).numpy()
@@ -157,6 +159,19 @@ def test_pytorch_nets_load_and_match(build: Any, dynamo: bool) -> None:
     assert {"Conv", "Gemm"} <= operators
     if build is vgg_style:
         assert "BatchNormalization" in operators  # the one after a ReLU stays a node
+
+
+@pytest.mark.parametrize("opset", [9, 11, 13])
+@pytest.mark.parametrize("build", [resnet_style, vgg_style])
+def test_older_opsets_with_initializers_as_inputs(build: Any, opset: int) -> None:
+    """Unsqueeze's axes and Slice's bounds as attributes, initializers listed as inputs."""
+    module = randomize(build(), seed=5)
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    proto = check_against_torch(
+        module, x, dynamo=False, opset_version=opset, keep_initializers_as_inputs=True
+    )
+    assert proto.opset_import[0].version == opset
+    assert len(proto.graph.input) > 1
 
 
 @st.composite
