@@ -16,11 +16,12 @@ SCORE_TOLERANCE = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
 
 
 def assert_scores_close(actual: np.ndarray, expected: np.ndarray) -> None:
-    """Same shape, equal within the dtype's tolerance relative to max |expected|."""
+    """Same shape, equal within the dtype's tolerance relative to the largest finite
+    |expected|; NaN and infinities in the same places."""
     actual, expected = np.asarray(actual), np.asarray(expected)
     assert actual.shape == expected.shape
     tol = SCORE_TOLERANCE[np.dtype(expected.dtype)]
-    scale = float(np.max(np.abs(expected), initial=0.0))
+    scale = float(np.max(np.abs(expected[np.isfinite(expected)]), initial=0.0))
     np.testing.assert_allclose(actual, expected, rtol=0, atol=tol * max(scale, 1e-30))
 
 

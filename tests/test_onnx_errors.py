@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx_cases import assert_scores_close
 
 onnx = pytest.importorskip("onnx")
@@ -311,3 +313,88 @@ def test_external_data_through_a_symlink_out_of_the_folder(tmp_path: Any) -> Non
 def test_in_memory_models_have_no_external_data(tmp_path: Any) -> None:
     model = onnx.load(external_model(tmp_path, "weights.bin"), load_external_data=False)
     refuses(model, "external data")
+
+
+# -- tampering anywhere: refused, or computed exactly as ONNX Runtime does
+MUTATED_VALUES = [0, 1, -1, 2, 3, -7, 2**31, 2**40, 10**6]
+OPERATORS = ["Relu", "Conv", "Add", "Flatten", "Reshape", "Gemm", "MaxPool", "AveragePool"]
+
+
+def _base_models() -> list[Any]:
+    from convnet.models import resnet, vgg
+
+    return [
+        convnet_onnx.to_onnx(resnet((2, 6, 6), seed=0)),
+        convnet_onnx.to_onnx(vgg((1, 8, 8), seed=0)),
+    ]
+
+
+BASES = _base_models()
+
+
+@st.composite
+def tampered_models(draw: Any) -> Any:
+    """An exported model with one to three fields changed: an attribute, an operator, an
+    input, a dimension, a byte of data, an element type, the input's shape; or a node gone."""
+    model = onnx.ModelProto()
+    model.CopyFrom(draw(st.sampled_from(BASES)))
+    graph = model.graph
+    for _ in range(draw(st.integers(1, 3))):
+        kind = draw(st.integers(0, 7))
+        node = graph.node[draw(st.integers(0, len(graph.node) - 1))]
+        tensor = graph.initializer[draw(st.integers(0, len(graph.initializer) - 1))]
+        if kind == 0 and node.attribute:
+            attribute = node.attribute[draw(st.integers(0, len(node.attribute) - 1))]
+            if attribute.type == onnx.AttributeProto.INTS and attribute.ints:
+                position = draw(st.integers(0, len(attribute.ints) - 1))
+                attribute.ints[position] = draw(st.sampled_from(MUTATED_VALUES))
+            elif attribute.type == onnx.AttributeProto.INT:
+                attribute.i = draw(st.sampled_from(MUTATED_VALUES))
+            elif attribute.type == onnx.AttributeProto.FLOAT:
+                attribute.f = draw(st.sampled_from([0.0, -1.0, 1e30, float("nan"), 2.0]))
+        elif kind == 1:
+            node.op_type = draw(st.sampled_from(OPERATORS))
+        elif kind == 2 and node.input:
+            names = [name for other in graph.node for name in other.output] + ["input"]
+            node.input[draw(st.integers(0, len(node.input) - 1))] = draw(st.sampled_from(names))
+        elif kind == 3 and tensor.dims:
+            tensor.dims[draw(st.integers(0, len(tensor.dims) - 1))] = draw(
+                st.sampled_from(MUTATED_VALUES)
+            )
+        elif kind == 4 and len(graph.node) > 1:
+            del graph.node[draw(st.integers(0, len(graph.node) - 1))]
+        elif kind == 5 and tensor.raw_data:
+            data = bytearray(tensor.raw_data)
+            data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+            tensor.raw_data = bytes(data)
+        elif kind == 6:
+            tensor.data_type = draw(st.sampled_from([1, 2, 6, 7, 9, 10, 11]))
+        elif kind == 7:
+            dims = graph.input[0].type.tensor_type.shape.dim
+            dims[draw(st.integers(1, len(dims) - 1))].dim_value = draw(
+                st.sampled_from([1, 2, 3, 7, 100000])
+            )
+    return model
+
+
+@given(model=tampered_models())
+@settings(max_examples=80)
+def test_tampered_graphs_are_refused_or_computed_right(model: Any) -> None:
+    onnxruntime = pytest.importorskip("onnxruntime")
+    try:
+        loaded = convnet_onnx.from_onnx(model)
+    except ValueError:
+        return
+    if np.prod(loaded.input_dim) > 10**5:
+        return
+    x = np.random.default_rng(0).standard_normal((2, *loaded.input_dim)).astype(np.float32)
+    try:
+        session = onnxruntime.InferenceSession(
+            model.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        expected = session.run(None, {"input": x})[0]
+    except Exception:  # a graph ONNX Runtime refuses: no reference to hold it to
+        return
+    with np.errstate(all="ignore"):  # tampered weights may be NaN or huge
+        scores = loaded.loss(x)
+    assert_scores_close(scores, expected)

@@ -4,14 +4,16 @@ norms' running statistics far from 0 and 1 included."""
 
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnx_cases import assert_scores_close
+from onnx_cases import SCORE_TOLERANCE
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
@@ -68,13 +70,46 @@ def check_against_torch(module: Any, x: Any, dynamo: bool, **options: Any) -> An
     graph."""
     proto = export(module, x, dynamo, **options)
     model = convnet_onnx.from_onnx(proto)
+    other = torch.randn(1, *x.shape[1:], generator=torch.Generator().manual_seed(9))
+    for images in (x, other):  # and a batch size other than the exported one
+        assert_matches_torch(model.loss(images.numpy()), module, images)
+    return proto
+
+
+def float32_sensitivity(module: Any, x: Any, trials: int = 3) -> np.ndarray:
+    """How far the exact outputs (float64) move when every weight, statistic and input
+    moves by float32's rounding (relative 2**-24): the error a float32 implementation may
+    carry, large where a small output is the difference of large terms."""
+    exact = copy.deepcopy(module).double()
+    generator = torch.Generator().manual_seed(0)
+
+    def jitter(tensor: Any) -> Any:
+        noise = torch.rand(tensor.shape, generator=generator, dtype=torch.float64)
+        return tensor * (1 + (2 * noise - 1) * 2.0**-24)
+
+    with torch.no_grad():
+        reference = exact(x.double())
+        spread = torch.zeros_like(reference)
+        for _ in range(trials):
+            moved = copy.deepcopy(exact)
+            for tensor in [*moved.parameters(), *moved.buffers()]:
+                if tensor.is_floating_point():
+                    tensor.copy_(jitter(tensor))
+            spread = torch.maximum(spread, (moved(jitter(x.double())) - reference).abs())
+    return spread.numpy()
+
+
+def assert_matches_torch(scores: Any, module: Any, x: Any) -> None:
+    """``scores`` equal PyTorch's float32 outputs within 1e-5 relative to the largest,
+    give or take a few times the outputs' float32 sensitivity (:func:`float32_sensitivity`;
+    seen: a score of 1.8e-4 left by a batch norm subtracting its mean from a value close to
+    it, which both libraries round at the size of the terms)."""
     with torch.no_grad():
         expected = module(x).numpy()
-    assert_scores_close(model.loss(x.numpy()), expected)
-    with torch.no_grad():  # a batch size other than the exported one
-        other = torch.randn(1, *x.shape[1:], generator=torch.Generator().manual_seed(9))
-        assert_scores_close(model.loss(other.numpy()), module(other).numpy())
-    return proto
+    assert scores.shape == expected.shape and scores.dtype == expected.dtype
+    scale = float(np.max(np.abs(expected)))
+    allowed = SCORE_TOLERANCE[np.dtype(np.float32)] * scale + 8 * float32_sensitivity(module, x)
+    assert np.all(np.abs(scores - expected) <= allowed), (scores, expected, allowed)
 
 
 class BasicBlock(tnn.Module):
@@ -177,6 +212,7 @@ def test_older_opsets_with_initializers_as_inputs(build: Any, opset: int) -> Non
 @st.composite
 def torch_networks(draw: Any) -> tuple[Any, tuple[int, int, int]]:
     """A random torch.nn network of every layer kind convnet imports, and its input shape."""
+    torch.manual_seed(draw(st.integers(0, 2**16)))  # the layers' initial weights
     channels, height, width = (
         draw(st.integers(1, 4)),
         draw(st.integers(3, 9)),
@@ -236,7 +272,6 @@ def torch_networks(draw: Any) -> tuple[Any, tuple[int, int, int]]:
         layers.append(tnn.Dropout(draw(st.sampled_from([0.1, 0.5]))))
         features = hidden
     layers.append(tnn.Linear(features, draw(st.integers(1, 5)), bias=draw(st.booleans())))
-    torch.manual_seed(draw(st.integers(0, 2**16)))
     return randomize(tnn.Sequential(*layers), draw(st.integers(0, 2**16))), input_dim
 
 
@@ -261,5 +296,4 @@ def test_round_trip_through_convnet_keeps_pytorch_outputs(tmp_path) -> None:
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
     model = convnet_onnx.from_onnx(export(module, x, dynamo=False))
     again = convnet_onnx.load(convnet_onnx.export(model, tmp_path / "again.onnx"))
-    with torch.no_grad():
-        assert_scores_close(again.loss(x.numpy()), module(x).numpy())
+    assert_matches_torch(again.loss(x.numpy()), module, x)
