@@ -17,7 +17,7 @@ parameters of its whole subtree as one flat ``params`` mapping with unique dotte
 Batch norm's running statistics (``running_mean``, ``running_var``) travel in ``params``
 too, with a zero gradient: every update rule leaves a parameter with zero gradient exactly
 as it is, and so the Solver's best-parameter snapshot, its checkpoints and
-:func:`convnet.models.save_model` keep each network's statistics together with the weights
+:func:`convnet.serialization.save_model` keep each network's statistics together with the weights
 they belong to. They are not regularized.
 
 Modules start in training mode; :meth:`Module.eval` selects test mode (dropout off, batch
@@ -976,7 +976,7 @@ class Classifier:
     ``loss(X)`` gives class scores (test mode), ``loss(X, y)`` the regularized softmax loss
     and the gradients of every entry of ``params`` (training mode), so the
     :class:`convnet.solver.Solver` trains it like :class:`convnet.models.ThreeLayerConvNet`;
-    :func:`convnet.models.save_model` / ``load_model`` store and rebuild it.
+    :func:`convnet.serialization.save_model` / ``load_model`` store and rebuild it.
 
     Parameters
     ----------

@@ -1,7 +1,7 @@
 """Ready-made composed networks: a small residual net and a VGG-style net, any input size.
 
 Both return a :class:`convnet.nn.Classifier`, which the Solver trains and
-:func:`convnet.models.save_model` stores like the other models (``convnet train --model
+:func:`convnet.serialization.save_model` stores like the other models (``convnet train --model
 resnet`` / ``--model vgg``).
 """
 

@@ -455,6 +455,15 @@ def test_load_missing_file(tmp_path):
         load_model(tmp_path / "absent.npz")
 
 
+def test_save_and_load_live_in_serialization_and_models_still_exports_them():
+    from convnet import models, serialization
+
+    for name in ("save_model", "load_model", "ARCHITECTURES", "FORMAT_VERSION"):
+        assert getattr(models, name) is getattr(serialization, name)
+    with pytest.raises(AttributeError, match="no attribute 'saved_model'"):
+        _ = models.saved_model
+
+
 def test_save_refuses_unknown_models(tmp_path):
     with pytest.raises(TypeError, match="ThreeLayerConvNet"):
         save_model(object(), tmp_path / "x.npz")
