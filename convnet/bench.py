@@ -736,8 +736,9 @@ def torch_network(net: Module, torch) -> Any:
             kind = tnn.BatchNorm2d if isinstance(module, nn.BatchNorm2d) else tnn.BatchNorm1d
             layer = kind(module.num_features, module.eps, 1 - module.momentum, dtype=torch_dtype)
             layer.weight, layer.bias = tensor(p["gamma"]), tensor(p["beta"])
-            layer.running_mean.copy_(torch.from_numpy(p["running_mean"]))
-            layer.running_var.copy_(torch.from_numpy(p["running_var"]))
+            statistics = module.buffers()
+            layer.running_mean.copy_(torch.from_numpy(statistics["running_mean"]))
+            layer.running_var.copy_(torch.from_numpy(statistics["running_var"]))
             return layer
         if isinstance(module, nn.AvgPool2d):
             return tnn.AvgPool2d(module.kernel_size, module.stride)
@@ -765,7 +766,7 @@ def torch_three_layer_net(model: ThreeLayerConvNet, torch) -> Any:
     filters, channels, size = w1.shape[0], w1.shape[1], w1.shape[2]
     hidden, classes = model.params["W3"].shape
     net = tnn.Sequential(
-        tnn.Conv2d(channels, filters, size, padding=model.conv_param["pad"]),
+        tnn.Conv2d(channels, filters, size, padding=model.net["conv"].pad),
         tnn.ReLU(),
         tnn.MaxPool2d(2),
         tnn.Flatten(),

@@ -27,15 +27,15 @@ from convnet.nn import Classifier
 FORMAT_VERSION = 1
 _META_KEY = "__convnet_meta__"
 
-Model = ThreeLayerConvNet | FullyConnectedNet | Classifier
-ARCHITECTURES: dict[str, type[Model]] = {
+# The classes a file may hold, by the name it records.
+ARCHITECTURES: dict[str, type[Classifier]] = {
     "ThreeLayerConvNet": ThreeLayerConvNet,
     "FullyConnectedNet": FullyConnectedNet,
     "Classifier": Classifier,
 }
 
 
-def save_model(model: Model, path: str | os.PathLike) -> Path:
+def save_model(model: Classifier, path: str | os.PathLike) -> Path:
     """Write a model's parameters and configuration to one ``.npz`` file at ``path``.
 
     The archive holds every array of ``model.params`` and of ``model.buffers()`` (batch
@@ -43,8 +43,7 @@ def save_model(model: Model, path: str | os.PathLike) -> Path:
     ``"__convnet_meta__"``, the JSON string
     ``{"architecture": <class name>, "config": model.config(), "format_version": 1}``.
     A :class:`convnet.nn.Classifier`'s config holds its network as nested JSON (layer
-    types and arguments); its parameters, batch-norm running statistics included, are
-    stored under their dotted names.
+    types and arguments); its parameters and buffers are stored under their dotted names.
     The file is written atomically (:func:`convnet._io.atomic_open`), so an existing file at
     ``path`` is replaced whole or not at all. ``path`` is used as given (no suffix added).
 
@@ -69,9 +68,9 @@ def save_model(model: Model, path: str | os.PathLike) -> Path:
     return path
 
 
-def _model_arrays(model: Model) -> dict[str, np.ndarray]:
+def _model_arrays(model: Classifier) -> dict[str, np.ndarray]:
     """The parameters and buffers of ``model``, which share the archive's names."""
-    buffers = model.buffers() if hasattr(model, "buffers") else {}
+    buffers = model.buffers()
     clash = sorted(buffers.keys() & model.params.keys())
     if clash:
         raise ValueError(f"{type(model).__name__} has buffers named like parameters: {clash}")
@@ -120,7 +119,7 @@ def _read_meta(path: Path, raw: np.ndarray | None) -> dict[str, Any]:
     return meta
 
 
-def load_model(path: str | os.PathLike, expected: str | type | None = None) -> Model:
+def load_model(path: str | os.PathLike, expected: str | type | None = None) -> Classifier:
     """Rebuild the model that :func:`save_model` wrote to ``path``.
 
     Parameters
@@ -174,6 +173,5 @@ def load_model(path: str | os.PathLike, expected: str | type | None = None) -> M
             )
     for name in model.params:
         model.params[name] = arrays[name].astype(model.dtype, copy=False)
-    if hasattr(model, "set_buffers"):
-        model.set_buffers({name: arrays[name] for name in model.buffers()})
+    model.set_buffers({name: arrays[name] for name in model.buffers()})
     return model

@@ -274,13 +274,14 @@ def test_resume_with_another_number_of_ranks(
 @needs_mpi
 def test_solver_over_three_ranks() -> None:
     """Uneven and empty slices, sharded accuracy, shape checks, dropout streams, running
-    statistics of batch norm: see tests/mpi_programs.py."""
+    statistics of batch norm, a resumed run's best state: see tests/mpi_programs.py."""
     checks = [
         "uneven_slices",
         "disagreeing_data",
         "dropout_streams",
         "cs231n_running_statistics",
         "batch_norm_statistics",
+        "resumed_best_statistics",
     ]
     result, _ = _mpiexec(3, sys.executable, PROGRAMS, *checks)
     assert result.returncode == 0, result.stdout + result.stderr

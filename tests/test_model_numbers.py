@@ -1,12 +1,14 @@
-"""The models compute what they computed before they were rebuilt on convnet.nn (see
-tests/model_fixtures.py for how the numbers were recorded)."""
+"""The models compute what they computed before they were rebuilt on convnet.nn, and read
+the model files written then (see tests/model_fixtures.py for how both were recorded)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from model_fixtures import MODELS, NUMBERS, numbers
+from model_fixtures import MODELS, NUMBERS, OLD_MODELS, SAVED, batch, numbers
 from tolerances import assert_matches
+
+from convnet.models import load_model
 
 
 @pytest.fixture(scope="module")
@@ -32,3 +34,15 @@ def test_same_initial_parameters_scores_loss_gradients_and_statistics(pinned, na
             np.testing.assert_array_equal(actual[key], value, err_msg=key)
         else:
             assert_matches(np.asarray(actual[key]), value)
+
+
+@pytest.mark.parametrize("name", SAVED)
+def test_model_files_written_before_still_load(pinned, name):
+    model = load_model(OLD_MODELS / f"{name}.npz")
+    assert type(model) is type(MODELS[name][0]())
+    with np.load(OLD_MODELS / f"{name}.npz") as archive:
+        statistics = {k: archive[k] for k in archive.files if "running_" in k}
+    assert set(model.buffers()) == set(statistics)
+    for key, value in statistics.items():
+        np.testing.assert_array_equal(model.buffers()[key], value)
+    assert_matches(model.loss(batch(name)[0]), pinned[f"{name}/saved_scores"])
