@@ -1,8 +1,9 @@
-"""Programs that tests/test_distributed.py runs under ``mpiexec``: ``python mpi_programs.py NAME``.
+"""Programs that tests/test_distributed.py runs under ``mpiexec``:
+``python -m mpi4py mpi_programs.py NAME ...``.
 
-Each check asserts on every rank; a failed assertion ends every rank with a non-zero exit
-(the Solver's abort on error, or mpiexec noticing the dead rank), and a passing rank prints
-``ok <rank>``.
+Each check asserts on every rank; a failed assertion on any rank ends every rank at once
+with a non-zero exit (the Solver's abort on error inside ``train``, ``python -m mpi4py``'s
+``MPI_Abort`` anywhere else), and a passing rank prints ``ok <rank>``.
 """
 
 from __future__ import annotations
