@@ -266,3 +266,37 @@ def test_layer_norm_bn_params_and_dropout_param():
     assert dropping.dropout_param["mode"] == "train"
     unseeded = FullyConnectedNet([5], input_dim=6, dropout_keep_ratio=0.6)
     assert unseeded.dropout_param == {"mode": "train", "p": 0.6}
+
+
+def test_layer_norm_net_matches_the_same_net_in_torch():
+    """FullyConnectedNet's network translates to PyTorch (layer norm and batch norm
+    included), with the same scores, loss and gradients."""
+    torch = pytest.importorskip("torch")
+    from convnet.bench import torch_network
+
+    rng = np.random.default_rng(5)
+    X, y = rng.standard_normal((6, 7)), rng.integers(0, 3, 6)
+    for normalization in ("layernorm", "batchnorm"):
+        model = FullyConnectedNet(
+            [5, 4], input_dim=7, num_classes=3, normalization=normalization, reg=0.1,
+            weight_scale=0.5, dtype=np.float64, seed=0,
+        )  # fmt: skip
+        for name, value in model.params.items():
+            if name.startswith(("gamma", "beta", "b")):
+                model.params[name] = rng.standard_normal(value.shape)
+        net = torch_network(model.net, torch)
+        np.testing.assert_allclose(
+            model.loss(X), net.eval()(torch.from_numpy(X)).detach().numpy(), rtol=1e-10
+        )
+        loss, grads = model.loss(X, y)
+        reference = torch.nn.functional.cross_entropy(
+            net.train()(torch.from_numpy(X)), torch.tensor(y)
+        )
+        reference.backward()
+        penalty = sum(float(np.sum(model.params[f"W{i}"] ** 2)) for i in (1, 2, 3))
+        assert loss == pytest.approx(reference.item() + 0.05 * penalty, rel=1e-10)
+        for name, converted in zip(model.params, net.parameters(), strict=True):
+            grad = converted.grad.numpy()
+            grad = grad.T if grad.ndim == 2 else grad
+            extra = 0.1 * model.params[name] if name.startswith("W") else 0
+            np.testing.assert_allclose(grads[name], grad + extra, rtol=1e-8, atol=1e-12)
