@@ -657,7 +657,8 @@ class _Normalization(Layer):
         self._grads = {"gamma": dgamma, "beta": dbeta}
         return dx if compute_dx else None
 
-    def _check_features(self, input_shape: Sequence[int]) -> Shape:
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        """(D,) features, D = num_features."""
         shape = _check_shape(input_shape, 1, "(D,)", self)
         if shape[0] != self.num_features:
             raise ValueError(f"{self.describe()} expects {self.num_features} features, got {shape}")
@@ -752,9 +753,6 @@ class BatchNorm1d(_BatchNorm):
     def _run_backward(self, dout: np.ndarray, cache: Any) -> tuple[np.ndarray, ...]:
         return batchnorm_backward(dout, cache)
 
-    def output_shape(self, input_shape: Sequence[int]) -> Shape:
-        return self._check_features(input_shape)
-
 
 class LayerNorm(_Normalization):
     """Layer norm of (N, D) features: each sample normalized over its own D features,
@@ -782,9 +780,6 @@ class LayerNorm(_Normalization):
 
     def _run_backward(self, dout: np.ndarray, cache: Any) -> tuple[np.ndarray, ...]:
         return layernorm_backward(dout, cache)
-
-    def output_shape(self, input_shape: Sequence[int]) -> Shape:
-        return self._check_features(input_shape)
 
 
 class Dropout(Layer):

@@ -512,18 +512,18 @@ def test_every_update_rule_leaves_a_zero_gradient_parameter_unchanged():
             np.testing.assert_array_equal(statistic_next, statistic)
 
 
-def test_solver_resumes_a_batch_norm_and_dropout_net_exactly(tmp_path):
+def small_net_solver(epochs: int, **options) -> Solver:
+    """A Solver of a seeded small_net (batch norm and fresh dropout masks) on fixed data."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((40, 2, 6, 6)).astype(np.float32)
     data = {"X_train": X[:30], "y_train": rng.integers(0, 3, 30), "X_val": X[30:]}
     data["y_val"] = rng.integers(0, 3, 10)
+    model = nn.Classifier(small_net(), (2, 6, 6), seed=4, fresh_masks=True)
+    return Solver(model, data, batch_size=10, num_epochs=epochs, progress=False, seed=1, **options)
 
-    def solver(epochs: int, **options) -> Solver:
-        model = nn.Classifier(small_net(), (2, 6, 6), seed=4, fresh_masks=True)
-        return Solver(
-            model, data, batch_size=10, num_epochs=epochs, progress=False, seed=1, **options
-        )
 
+def test_solver_resumes_a_batch_norm_and_dropout_net_exactly(tmp_path):
+    solver = small_net_solver
     straight = solver(2)
     straight.train()
     first = solver(1, checkpoint_dir=tmp_path)
@@ -642,17 +642,7 @@ def test_a_dropout_generator_only_where_there_are_dropout_layers():
 def test_solver_resumes_a_checkpoint_that_kept_running_statistics_in_params(tmp_path):
     """Checkpoints written while convnet.nn kept batch norm's running statistics among the
     parameters (with optimizer state) resume on the same trajectory."""
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((40, 2, 6, 6)).astype(np.float32)
-    data = {"X_train": X[:30], "y_train": rng.integers(0, 3, 30), "X_val": X[30:]}
-    data["y_val"] = rng.integers(0, 3, 10)
-
-    def solver(epochs: int, **options) -> Solver:
-        model = nn.Classifier(small_net(), (2, 6, 6), seed=4, fresh_masks=True)
-        return Solver(
-            model, data, batch_size=10, num_epochs=epochs, progress=False, seed=1, **options
-        )
-
+    solver = small_net_solver
     straight = solver(2)
     straight.train()
     solver(1, checkpoint_dir=tmp_path).train()
