@@ -683,7 +683,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def torch_network(net: Module, torch) -> Any:
-    """The same network as a ``torch.nn.Module``, with a copy of ``net``'s parameters.
+    """The same network as a ``torch.nn.Module``, with a copy of ``net``'s parameters and
+    buffers (every convnet model's ``model.net``: ThreeLayerConvNet's, resnet's, ...).
 
     Every layer of :mod:`convnet.nn` maps to its PyTorch counterpart (batch norm's momentum
     ``m`` to PyTorch's ``1 - m``, dropout's keep probability ``p`` to ``1 - p``, a linear
@@ -736,8 +737,13 @@ def torch_network(net: Module, torch) -> Any:
             kind = tnn.BatchNorm2d if isinstance(module, nn.BatchNorm2d) else tnn.BatchNorm1d
             layer = kind(module.num_features, module.eps, 1 - module.momentum, dtype=torch_dtype)
             layer.weight, layer.bias = tensor(p["gamma"]), tensor(p["beta"])
-            layer.running_mean.copy_(torch.from_numpy(p["running_mean"]))
-            layer.running_var.copy_(torch.from_numpy(p["running_var"]))
+            statistics = module.buffers()
+            layer.running_mean.copy_(torch.from_numpy(statistics["running_mean"]))
+            layer.running_var.copy_(torch.from_numpy(statistics["running_var"]))
+            return layer
+        if isinstance(module, nn.LayerNorm):
+            layer = tnn.LayerNorm(module.num_features, module.eps, dtype=torch_dtype)
+            layer.weight, layer.bias = tensor(p["gamma"]), tensor(p["beta"])
             return layer
         if isinstance(module, nn.AvgPool2d):
             return tnn.AvgPool2d(module.kernel_size, module.stride)
@@ -754,35 +760,6 @@ def torch_network(net: Module, torch) -> Any:
 
 
 TRAIN_STEPS = {"3layer": 50, "resnet": 64}
-
-
-def torch_three_layer_net(model: ThreeLayerConvNet, torch) -> Any:
-    """ThreeLayerConvNet as a ``torch.nn.Module`` (conv - relu - 2x2 max pool - affine -
-    relu - affine), with a copy of ``model``'s parameters."""
-    from torch import nn as tnn
-
-    w1 = model.params["W1"]
-    filters, channels, size = w1.shape[0], w1.shape[1], w1.shape[2]
-    hidden, classes = model.params["W3"].shape
-    net = tnn.Sequential(
-        tnn.Conv2d(channels, filters, size, padding=model.conv_param["pad"]),
-        tnn.ReLU(),
-        tnn.MaxPool2d(2),
-        tnn.Flatten(),
-        tnn.Linear(model.params["W2"].shape[0], hidden),
-        tnn.ReLU(),
-        tnn.Linear(hidden, classes),
-    ).to({np.float32: torch.float32, np.float64: torch.float64}[w1.dtype.type])
-    with torch.no_grad():
-        for layer, weight, bias, transpose in (
-            (0, "W1", "b1", False),
-            (4, "W2", "b2", True),
-            (6, "W3", "b3", True),
-        ):
-            w = model.params[weight]
-            net[layer].weight.copy_(torch.from_numpy(np.ascontiguousarray(w.T if transpose else w)))
-            net[layer].bias.copy_(torch.from_numpy(model.params[bias]))
-    return net
 
 
 def train_step_candidates(
@@ -806,10 +783,7 @@ def train_step_candidates(
 
     candidates: dict[str, Callable[[], object]] = {"fast f+b": convnet_step}
     if torch is not None:
-        if network == "3layer":
-            net = torch_three_layer_net(model, torch).train()
-        else:
-            net = torch_network(model.net, torch).train()
+        net = torch_network(model.net, torch).train()
         optimizer = torch.optim.SGD(net.parameters(), lr=1e-3)
         images, labels = torch.from_numpy(X), torch.from_numpy(y)
 

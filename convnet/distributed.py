@@ -123,9 +123,10 @@ def shard(total: int, rank: int, size: int) -> slice:
 def running_statistics(model: Any) -> dict[str, np.ndarray]:
     """The state a model trains without gradients (batch norm's running statistics).
 
-    ``model.buffers()`` when the model has it (convnet's models), else every
-    ``running_*`` array of the dicts in ``model.bn_params`` (CS231n's attribute), named
-    ``<key><layer>`` from layer 1; ``{}`` for a model with neither.
+    ``model.buffers()`` when the model has it (every convnet model: a
+    :class:`convnet.nn.Classifier`), else every ``running_*`` array of the dicts in
+    ``model.bn_params`` (a CS231n-style model of your own), named ``<key><layer>`` from
+    layer 1; ``{}`` for a model with neither.
     """
     if callable(getattr(model, "buffers", None)):
         return dict(model.buffers())
