@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convnet.nn import BatchNorm1d, BatchNorm2d
+from convnet.nn import BatchNorm1d, BatchNorm2d, Classifier
 
 # TensorProto.DataType: FLOAT = 1, DOUBLE = 11 (the model dtypes), INT64 = 7, INT32 = 6,
 # BOOL = 9 (shape arithmetic and flags)
@@ -33,15 +33,24 @@ def dotted(prefix: str, local: str) -> str:
     return f"{prefix}.{local}" if prefix else local
 
 
+def sample_shape(model: Classifier) -> tuple[int, ...]:
+    """The shape of one input sample: ``model.input_dim`` as a tuple (FullyConnectedNet
+    gives the course's int D)."""
+    shape = model.input_dim
+    return (shape,) if isinstance(shape, int) else tuple(shape)
+
+
 def running_statistics(layer: BatchNorm1d | BatchNorm2d) -> tuple[np.ndarray, np.ndarray]:
     """A batch norm's running mean and variance: the one place that knows where a layer
-    keeps them (with :func:`set_running_statistics`)."""
-    return layer.params["running_mean"], layer.params["running_var"]
+    keeps them (with :func:`set_running_statistics`): its buffers."""
+    buffers = layer.buffers()
+    return buffers["running_mean"], buffers["running_var"]
 
 
 def set_running_statistics(
     layer: BatchNorm1d | BatchNorm2d, mean: np.ndarray, var: np.ndarray
 ) -> None:
     """Replace a batch norm's running mean and variance (cast to its dtype)."""
-    layer.params["running_mean"] = mean
-    layer.params["running_var"] = var
+    buffers = layer.buffers()
+    buffers["running_mean"] = mean
+    buffers["running_var"] = var

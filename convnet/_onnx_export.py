@@ -21,6 +21,7 @@ from convnet._onnx_common import (
     OUTPUT_NAME,
     dotted,
     running_statistics,
+    sample_shape,
 )
 from convnet._version import __version__
 from convnet.nn import (
@@ -32,6 +33,7 @@ from convnet.nn import (
     Dropout,
     Flatten,
     GlobalAvgPool,
+    LayerNorm,
     Linear,
     MaxPool2d,
     Module,
@@ -44,6 +46,7 @@ from convnet.nn import (
 # every other one it writes has meant the same since opset 9 (Flatten, Gemm without the
 # broadcast attribute, BatchNormalization without spatial).
 MIN_OPSET = 9
+LAYER_NORM_OPSET = 17
 
 Shape = tuple[int, ...]
 
@@ -51,10 +54,13 @@ Shape = tuple[int, ...]
 class _GraphBuilder:
     """Collects the nodes and initializers of one graph, with unique value names."""
 
-    def __init__(self, onnx: Any, model: Classifier) -> None:
+    def __init__(self, onnx: Any, model: Classifier, opset: int) -> None:
         self.onnx = onnx
-        self.model = model
         self.dtype = model.dtype
+        self.opset = opset
+        # the model's own names of its arrays (W1 for ThreeLayerConvNet's "conv.w")
+        arrays = [*model.params.items(), *model.buffers().items()]
+        self._public = {id(array): name for name, array in arrays}
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self._taken: set[str] = {INPUT_NAME, OUTPUT_NAME}
@@ -76,9 +82,17 @@ class _GraphBuilder:
         self.initializers.append(self.onnx.numpy_helper.from_array(array, unique))
         return unique
 
+    def array(
+        self, array: np.ndarray, prefix: str, local: str, value: np.ndarray | None = None
+    ) -> str:
+        """An initializer holding ``value`` (default ``array``), named as the model names
+        ``array``, else by the dotted path of the layer at ``prefix`` and ``local``."""
+        name = self._public.get(id(array), dotted(prefix, local))
+        return self.constant(name, array if value is None else value)
+
     def param(self, layer: Module, prefix: str, local: str) -> str:
         """An initializer holding the parameter ``local`` of ``layer`` (at ``prefix``)."""
-        return self.constant(dotted(prefix, local), layer.params[local])
+        return self.array(layer.params[local], prefix, local)
 
     def node(self, op: str, inputs: list[str], name: str, **attributes: Any) -> str:
         """Append a node named ``name``; returns the name of its one output."""
@@ -155,17 +169,36 @@ def _batch_norm(
     # ONNX's epsilon is a float32 attribute: what it cannot hold of a float64 model's eps
     # goes into the variance, so var + epsilon stays var + eps
     epsilon = float(np.float32(layer.eps))
-    var = var + var.dtype.type(layer.eps - epsilon)
     inputs = [
         value,
         graph.param(layer, prefix, "gamma"),
         graph.param(layer, prefix, "beta"),
-        graph.constant(dotted(prefix, "running_mean"), mean),
-        graph.constant(dotted(prefix, "running_var"), var),
+        graph.array(mean, prefix, "running_mean"),
+        graph.array(var, prefix, "running_var", var + var.dtype.type(layer.eps - epsilon)),
     ]
     return graph.node(
         "BatchNormalization", inputs, prefix, epsilon=epsilon, momentum=layer.momentum
     )
+
+
+def _layer_norm(
+    graph: _GraphBuilder, layer: LayerNorm, prefix: str, value: str, shape: Shape
+) -> str:
+    if graph.opset < LAYER_NORM_OPSET:
+        raise ValueError(
+            f"cannot export the module {prefix or 'net'} (LayerNorm) at opset {graph.opset}: "
+            f"LayerNormalization needs opset {LAYER_NORM_OPSET} or newer"
+        )
+    epsilon = float(np.float32(layer.eps))
+    if epsilon != layer.eps and graph.dtype == np.float64:
+        # epsilon is a float32 attribute: LayerNorm(k x) with epsilon = k**2 * eps is
+        # LayerNorm(x) with eps, exactly, so a float64 model keeps its eps. One k per
+        # feature: ONNX Runtime folds a scalar factor into a Gemm's float32 alpha (k = 1)
+        factor = np.sqrt(np.float64(epsilon) / layer.eps)
+        scale = graph.constant(dotted(prefix, "eps_scale"), np.full(shape, factor))
+        value = graph.node("Mul", [value, scale], dotted(prefix, "eps_scale"))
+    inputs = [value, graph.param(layer, prefix, "gamma"), graph.param(layer, prefix, "beta")]
+    return graph.node("LayerNormalization", inputs, prefix, axis=-1, epsilon=epsilon)
 
 
 def _relu(graph: _GraphBuilder, layer: ReLU, prefix: str, value: str, shape: Shape) -> str:
@@ -205,6 +238,7 @@ EMITTERS: dict[type[Module], Emitter] = {
     GlobalAvgPool: _global_avg_pool,
     BatchNorm1d: _batch_norm,
     BatchNorm2d: _batch_norm,
+    LayerNorm: _layer_norm,
     ReLU: _relu,
     Flatten: _flatten,
     Dropout: _dropout,
@@ -273,16 +307,15 @@ def build_model(
 ) -> Any:
     """The ONNX ``ModelProto`` of ``model`` (see :func:`convnet.onnx.to_onnx`)."""
     helper = onnx.helper
-    graph = _GraphBuilder(onnx, model)
-    value = _preprocessing(graph, input_scale, input_mean, model.input_dim)
-    value, shape = _emit(graph, model.net, "", value, model.input_dim)
+    graph = _GraphBuilder(onnx, model, opset)
+    input_dim = sample_shape(model)
+    value = _preprocessing(graph, input_scale, input_mean, input_dim)
+    value, shape = _emit(graph, model.net, "", value, input_dim)
     if value == INPUT_NAME or not graph.nodes or graph.nodes[-1].output[0] != value:
         graph.node("Identity", [value], "output")
     graph.nodes[-1].output[0] = OUTPUT_NAME
     element_type = ELEMENT_TYPE_OF[model.dtype]
-    inputs = [
-        helper.make_tensor_value_info(INPUT_NAME, element_type, [BATCH_NAME, *model.input_dim])
-    ]
+    inputs = [helper.make_tensor_value_info(INPUT_NAME, element_type, [BATCH_NAME, *input_dim])]
     outputs = [helper.make_tensor_value_info(OUTPUT_NAME, element_type, [BATCH_NAME, *shape])]
     proto = helper.make_graph(graph.nodes, "convnet", inputs, outputs, graph.initializers)
     opsets = [helper.make_opsetid("", opset)]

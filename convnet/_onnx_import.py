@@ -56,6 +56,8 @@ class Step:
     inputs: list[str]
     output: str
     modules: list[Module] = field(default_factory=list)
+    # a positive factor a LayerNormalization right after must absorb (Mul by a scalar)
+    pending_scale: float | None = None
 
     @property
     def is_join(self) -> bool:
@@ -244,6 +246,12 @@ class Importer:
                         f"{label}: {node.op_type} on the network's values is not supported"
                     )
                 handler(self, node, label, attributes, data)
+        for step in self.steps.values():
+            if step.pending_scale is not None:
+                raise ValueError(
+                    f"{step.label}: multiplies by a constant; convnet folds that only into a "
+                    "LayerNormalization right after it"
+                )
         return self._classifier()
 
     def _needed_nodes(self) -> list[int]:

@@ -23,6 +23,7 @@ from convnet.nn import (
     Dropout,
     Flatten,
     GlobalAvgPool,
+    LayerNorm,
     Linear,
     MaxPool2d,
     Module,
@@ -54,6 +55,7 @@ ATTRIBUTES: dict[str, frozenset[str]] = {
     "GlobalAveragePool": frozenset(),
     "GlobalMaxPool": frozenset(),
     "BatchNormalization": frozenset({"epsilon", "momentum", "spatial", "training_mode"}),
+    "LayerNormalization": frozenset({"axis", "epsilon", "stash_type"}),
     "Relu": frozenset(),
     "Add": frozenset(),
     "Flatten": frozenset({"axis"}),
@@ -76,7 +78,7 @@ ATTRIBUTES: dict[str, frozenset[str]] = {
     "Div": frozenset(),
 }
 # operators that only fold (on constants and shapes), never run on the network's values
-FOLD_ONLY = frozenset({"Sub", "Mul", "Div"})
+FOLD_ONLY = frozenset({"Sub", "Div"})
 
 
 @dataclass
@@ -96,6 +98,12 @@ def _decimal(value: float) -> float:
 def _exact(value: float) -> float:
     """A float attribute that changes the outputs, exactly as ONNX defines it: a float32."""
     return float(np.float32(value))
+
+
+def _epsilon(value: float, dtype: np.dtype) -> float:
+    """A normalization's epsilon: in a float64 graph exactly the float32 the attribute
+    holds; in a float32 graph, which rounds it to float32 anyway, the decimal (1e-05)."""
+    return _exact(value) if dtype == np.float64 else _decimal(value)
 
 
 def _text(value: Any) -> str:
@@ -298,7 +306,7 @@ def _batch_norm(
             f"{label}: scale, bias, mean and var must have {channels} entries, got "
             f"{[array.shape for array in arrays.values()]}"
         )
-    eps = _exact(attributes.get("epsilon", 1e-5))
+    eps = _epsilon(attributes.get("epsilon", 1e-5), importer.dtype)
     if not (math.isfinite(eps) and eps > 0):
         raise ValueError(f"{label}: epsilon={eps} is not supported (convnet needs eps > 0)")
     if not np.all(arrays["running_var"] + eps > 0):
@@ -315,6 +323,33 @@ def _batch_norm(
         )
     importer.arrays[id(layer)] = arrays
     importer.add_step(label, [source], node.output[0], value, [layer])
+
+
+def _layer_norm(
+    importer: Importer, node: Any, label: str, attributes: dict, data: list[str]
+) -> None:
+    source = _only_data(label, data)
+    features = _dense_input(importer, source, label)
+    axis = int(attributes.get("axis", -1))
+    if axis not in (-1, 1):
+        raise ValueError(f"{label}: LayerNormalization over axis {axis} of (N, D) is not supported")
+    gamma = importer.weight(node, 1, label)
+    beta = importer.weight(node, 2, label) if importer.has_input(node, 2) else np.zeros_like(gamma)
+    if gamma.shape != (features,) or beta.shape != (features,):
+        raise ValueError(
+            f"{label}: scale {gamma.shape} and bias {beta.shape} for {features} features"
+        )
+    eps = _epsilon(attributes.get("epsilon", 1e-5), importer.dtype)
+    step = importer.steps.get(source)
+    if step is not None and step.pending_scale is not None and importer.consumers[source] == 1:
+        # LayerNorm(k x) with epsilon is LayerNorm(x) with epsilon / k**2 (convnet's own
+        # float64 export writes it so)
+        eps /= step.pending_scale**2
+        step.pending_scale = None
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"{label}: epsilon={eps} is not supported (convnet needs eps > 0)")
+    layer = LayerNorm(features, eps=eps)
+    importer.layer(label, node, source, layer, {"gamma": gamma, "beta": beta})
 
 
 def _relu(importer: Importer, node: Any, label: str, attributes: dict, data: list[str]) -> None:
@@ -482,6 +517,28 @@ def _add(importer: Importer, node: Any, label: str, attributes: dict, data: list
     importer.alias(label, node, source)
 
 
+def _mul(importer: Importer, node: Any, label: str, attributes: dict, data: list[str]) -> None:
+    source = _only_data(label, data)
+    factor = importer.weight(node, 1 - list(node.input).index(source), label)
+    value = importer.values[source]
+    first = factor.ravel()[:1]
+    if (
+        factor.ndim > len(value.logical) + 1
+        or first.size != 1
+        or not (np.isfinite(first).all() and first[0] > 0 and np.all(factor == first[0]))
+    ):
+        raise ValueError(
+            f"{label}: Mul by a constant of shape {factor.shape} is not supported (convnet "
+            "folds one positive factor into a LayerNormalization right after it)"
+        )
+    try:
+        np.broadcast_shapes(factor.shape, (1, *value.logical))
+    except ValueError as error:
+        raise ValueError(f"{label}: {error}") from error
+    step = importer.add_step(label, [source], node.output[0], value, [])
+    step.pending_scale = float(first[0])
+
+
 def _identity(importer: Importer, node: Any, label: str, attributes: dict, data: list[str]) -> None:
     importer.alias(label, node, _only_data(label, data))
 
@@ -543,12 +600,14 @@ HANDLERS: dict[str, Handler] = {
     "GlobalMaxPool": _global_max_pool,
     "ReduceMean": _reduce_mean,
     "BatchNormalization": _batch_norm,
+    "LayerNormalization": _layer_norm,
     "Relu": _relu,
     "Add": _add,
     "Flatten": _flatten,
     "Reshape": _reshape,
     "Gemm": _gemm,
     "MatMul": _matmul,
+    "Mul": _mul,
     "Identity": _identity,
     "Dropout": _dropout,
     "Squeeze": _squeeze,

@@ -56,7 +56,7 @@ def to_onnx(
     input_scale : float, optional
         Put ``input * input_scale`` in front of the network (the scaling of a
         ``convnet train`` run).
-    input_mean : ndarray, shape ``model.input_dim``, optional
+    input_mean : ndarray, of the sample shape (``model.input_dim``), optional
         Then subtract ``input_mean`` (the run's mean image), so the graph takes raw images.
 
     Returns

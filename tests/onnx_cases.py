@@ -26,20 +26,35 @@ def assert_scores_close(actual: np.ndarray, expected: np.ndarray) -> None:
 
 
 def randomize_statistics(model: Any, rng: np.random.Generator) -> None:
-    """Batch norms with scales, shifts and running statistics far from 1 and 0."""
-    for name, value in model.params.items():
-        if name.endswith("running_var"):
-            model.params[name] = rng.uniform(0.3, 3.0, value.shape)
-        elif name.endswith(("running_mean", "beta")) or name.endswith(".b"):
-            model.params[name] = rng.normal(0.0, 0.5, value.shape)
-        elif name.endswith("gamma"):
-            model.params[name] = rng.uniform(0.5, 2.0, value.shape)
+    """Normalizations with scales, shifts and running statistics far from 1 and 0, and
+    biases far from 0."""
+    for arrays in (model.params, model.buffers()):
+        for name, value in arrays.items():
+            local = name.rsplit(".", 1)[-1].rstrip("0123456789")
+            if local == "running_var":
+                arrays[name] = rng.uniform(0.3, 3.0, value.shape)
+            elif local in ("running_mean", "beta", "b"):
+                arrays[name] = rng.normal(0.0, 0.5, value.shape)
+            elif local == "gamma":
+                arrays[name] = rng.uniform(0.5, 2.0, value.shape)
+
+
+def sample_shape(model: Any) -> tuple[int, ...]:
+    """One input sample's shape (FullyConnectedNet's input_dim is an int)."""
+    shape = model.input_dim
+    return (shape,) if isinstance(shape, int) else tuple(shape)
+
+
+# what ONNX Runtime's CPU provider cannot run in float64
+NO_FLOAT64_KERNEL = {"Conv", "ConvTranspose", "AveragePool", "GlobalAveragePool"}
 
 
 def run_graph(proto: Any, x: np.ndarray) -> np.ndarray:
-    """The graph's output for ``x``: ONNX Runtime's CPU provider in float32, onnx's
-    reference evaluator in float64 (ONNX Runtime has no float64 Conv on the CPU)."""
-    if x.dtype == np.float64:
+    """The graph's output for ``x``: ONNX Runtime's CPU provider (default optimizations),
+    or onnx's reference evaluator for float64 graphs with operators ONNX Runtime has no
+    float64 kernel for (Conv, AveragePool, ...)."""
+    operators = {node.op_type for node in proto.graph.node}
+    if x.dtype == np.float64 and operators & NO_FLOAT64_KERNEL:
         from onnx.reference import ReferenceEvaluator
 
         return ReferenceEvaluator(proto).run(None, {"input": x})[0]
@@ -160,6 +175,8 @@ def networks(draw: Any) -> nn.Classifier:
         modules.append(nn.ReLU())
         if draw(st.booleans()):
             modules.append(nn.Dropout(0.5))
+        if draw(st.booleans()):
+            modules.append(nn.LayerNorm(width, eps=draw(st.sampled_from([1e-5, 1e-3]))))
     modules.append(nn.Linear(features, draw(st.integers(1, 5))))
     model = nn.Classifier(
         nn.Sequential(*modules), input_dim, dtype=dtype, seed=draw(st.integers(0, 99))

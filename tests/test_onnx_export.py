@@ -10,10 +10,16 @@ import sys
 import numpy as np
 import pytest
 from hypothesis import given, settings
-from onnx_cases import assert_scores_close, networks, randomize_statistics, run_graph
+from onnx_cases import (
+    assert_scores_close,
+    networks,
+    randomize_statistics,
+    run_graph,
+    sample_shape,
+)
 
 from convnet import nn
-from convnet.models import resnet, vgg
+from convnet.models import FullyConnectedNet, ThreeLayerConvNet, resnet, vgg
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -42,6 +48,40 @@ def test_presets_match_the_runtime(preset: str, dtype: type, rng: np.random.Gene
     assert_scores_close(run_graph(proto, x), model.loss(x))
 
 
+COURSE_MODELS = {
+    "three-layer": lambda dtype: ThreeLayerConvNet((3, 12, 10), 6, 5, 16, dtype=dtype, seed=1),
+    "fc": lambda dtype: FullyConnectedNet([16, 8], 30, dtype=dtype, seed=1),
+    "fc-batchnorm-dropout": lambda dtype: FullyConnectedNet(
+        [16, 8], 30, dropout_keep_ratio=0.5, normalization="batchnorm", dtype=dtype, seed=1
+    ),
+    "fc-layernorm": lambda dtype: FullyConnectedNet(
+        [16, 8], 30, normalization="layernorm", dtype=dtype, seed=1
+    ),
+    "softmax": lambda dtype: FullyConnectedNet([], 30, dtype=dtype, seed=1),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", list(COURSE_MODELS))
+def test_course_models_match_the_runtime(name: str, dtype: type, rng: np.random.Generator) -> None:
+    model = COURSE_MODELS[name](dtype)
+    randomize_statistics(model, rng)
+    x = rng.standard_normal((5, *sample_shape(model))).astype(dtype)
+    scores = model.loss(x)
+    proto = convnet_onnx.to_onnx(model)
+    assert {t.name for t in proto.graph.initializer} >= {*model.params, *model.buffers()}
+    assert_scores_close(run_graph(proto, x), scores)
+    imported = convnet_onnx.from_onnx(proto)
+    assert_scores_close(imported.loss(x), scores)
+    assert_scores_close(run_graph(convnet_onnx.to_onnx(imported), x), scores)
+
+
+def test_layer_norm_needs_opset_17() -> None:
+    model = COURSE_MODELS["fc-layernorm"](np.float32)
+    with pytest.raises(ValueError, match=r"norm1 \(LayerNorm\) at opset 16"):
+        convnet_onnx.to_onnx(model, opset=16)
+
+
 def test_graph_interface(rng: np.random.Generator) -> None:
     model = resnet((1, 8, 8), num_classes=7, seed=0)
     proto = convnet_onnx.to_onnx(model)
@@ -56,7 +96,7 @@ def test_graph_interface(rng: np.random.Generator) -> None:
     assert output_dims[0].dim_param == "N" and output_dims[1].dim_value == 7
     assert graph_input.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert [entry.version for entry in proto.opset_import] == [17]
-    assert {t.name for t in proto.graph.initializer} == set(model.params)
+    assert {t.name for t in proto.graph.initializer} == {*model.params, *model.buffers()}
     assert "Dropout" not in {node.op_type for node in proto.graph.node}
     for batch in (1, 3):  # the batch size is symbolic
         x = rng.standard_normal((batch, 1, 8, 8)).astype(np.float32)
@@ -96,7 +136,7 @@ def test_preprocessing_in_front(rng: np.random.Generator) -> None:
 @given(model=networks())
 @settings(max_examples=60)
 def test_random_networks_match_the_runtime_and_round_trip(model: nn.Classifier) -> None:
-    x = np.random.default_rng(0).standard_normal((3, *model.input_dim)).astype(model.dtype)
+    x = np.random.default_rng(0).standard_normal((3, *sample_shape(model))).astype(model.dtype)
     scores = model.loss(x)
     proto = convnet_onnx.to_onnx(model)
     assert_scores_close(run_graph(proto, x), scores)

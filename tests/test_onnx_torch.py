@@ -25,6 +25,10 @@ def randomize(module: Any, seed: int) -> Any:
     """Eval mode, with every batch norm's statistics, scale and shift far from 0 and 1."""
     generator = torch.Generator().manual_seed(seed)
     for layer in module.modules():
+        if isinstance(layer, tnn.LayerNorm):
+            with torch.no_grad():
+                layer.weight.copy_(torch.rand(layer.weight.shape, generator=generator) + 0.5)
+                layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator) * 0.5)
         if isinstance(layer, (tnn.BatchNorm1d, tnn.BatchNorm2d)):
             count = layer.num_features
             with torch.no_grad():
@@ -267,8 +271,9 @@ def torch_networks(draw: Any) -> tuple[Any, tuple[int, int, int]]:
     if draw(st.booleans()):
         hidden = draw(st.integers(1, 8))
         layers += [tnn.Linear(features, hidden), tnn.ReLU()]
-        if draw(st.booleans()):
-            layers.append(tnn.BatchNorm1d(hidden))
+        norm = draw(st.sampled_from([None, tnn.BatchNorm1d, tnn.LayerNorm]))
+        if norm is not None:
+            layers.append(norm(hidden))
         layers.append(tnn.Dropout(draw(st.sampled_from([0.1, 0.5]))))
         features = hidden
     layers.append(tnn.Linear(features, draw(st.integers(1, 5)), bias=draw(st.booleans())))
