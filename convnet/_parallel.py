@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from convnet.distributed import ranks_on_this_node
+from convnet._launcher import ranks_on_this_node
 
 Result = TypeVar("Result")
 
