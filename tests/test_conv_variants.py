@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from layer_pairs import CONV, TRANSPOSE
 from tolerances import assert_matches
 
-from convnet import fast_layers
+from convnet import _backend, _phases, conv_plan, fast_layers
 from convnet._parallel import set_num_threads
 from convnet.fast_layers import (
     conv_backward_fast,
@@ -568,7 +568,7 @@ def test_conv_cache_keeps_groups_and_dilation(impl, rng):
         )
 
 
-@pytest.mark.skipif(fast_layers._backend.winograd_kernel is None, reason="no Winograd kernel")
+@pytest.mark.skipif(_backend.winograd_kernel is None, reason="no Winograd kernel")
 @pytest.mark.parametrize("extra", [{"dilation": 2}, {"groups": 2}])
 def test_winograd_is_refused_for_dilated_or_grouped_convolution(extra, rng):
     x, w, b = np.zeros((1, 2, 7, 7)), np.zeros((2, 2 // extra.get("groups", 1), 3, 3)), np.zeros(2)
@@ -607,10 +607,10 @@ PHASE_CASES = [
 
 @pytest.fixture
 def winograd_for_small_convolutions(monkeypatch: pytest.MonkeyPatch) -> None:
-    if fast_layers._backend.winograd_kernel is None:
+    if _backend.winograd_kernel is None:
         pytest.skip("no Winograd kernel")
-    monkeypatch.setattr(fast_layers, "WINOGRAD_MIN_PIXELS", 0)
-    monkeypatch.setattr(fast_layers, "WINOGRAD_MIN_PIXEL_CHANNELS", 0)
+    monkeypatch.setattr(conv_plan, "WINOGRAD_MIN_PIXELS", 0)
+    monkeypatch.setattr(conv_plan, "WINOGRAD_MIN_PIXEL_CHANNELS", 0)
 
 
 @pytest.mark.parametrize("case", PHASE_CASES, ids=[str(case[:7]) for case in PHASE_CASES])
@@ -629,7 +629,7 @@ def test_dilated_conv_by_phases_matches_naive(
     out_shape = (num, filters, height + 2 * pad_h - span, width + 2 * pad_w - span)
     dout = rng.standard_normal(out_shape).astype(dtype)
     cache = check_conv_matches_naive(x, w, b, dout, param)
-    assert fast_layers._phases("auto", x.shape, w.shape, cache.geometry) == dilation
+    assert conv_plan.phase_dilation("auto", x.shape, w.shape, cache.geometry) == dilation
 
 
 def test_dilated_conv_by_phases_only_when_the_phases_share_one_shape(
@@ -638,9 +638,9 @@ def test_dilated_conv_by_phases_only_when_the_phases_share_one_shape(
     param = {"stride": 1, "pad": 2, "dilation": 2}
     x, w, b = np.zeros((2, 8, 7, 6)), np.zeros((8, 8, 3, 3)), np.zeros(8)
     _, cache = conv_forward_fast(x, w, b, param)
-    assert fast_layers._phases("auto", x.shape, w.shape, cache.geometry) == 0
+    assert conv_plan.phase_dilation("auto", x.shape, w.shape, cache.geometry) == 0
     _, cache = conv_forward_fast(x, w, b, {**param, "algorithm": "im2col"})
-    assert fast_layers._phases("im2col", x.shape, w.shape, cache.geometry) == 0
+    assert conv_plan.phase_dilation("im2col", x.shape, w.shape, cache.geometry) == 0
 
 
 @pytest.mark.parametrize(
@@ -659,10 +659,10 @@ def test_dilated_conv_phases_come_from_x_when_sizes_and_pads_are_multiples_of_d(
 ):
     x, w, b = np.zeros((1, 1, *shape)), np.zeros((1, 1, 3, 3)), np.zeros(1)
     _, cache = conv_forward_naive(x, w, b, {"stride": 1, "pad": pad, "dilation": dilation})
-    assert fast_layers._phase_pads(x.shape, cache.geometry, dilation) == pads
+    assert _phases.phase_pads(x.shape, cache.geometry, dilation) == pads
 
 
-@pytest.mark.skipif(fast_layers._backend.kernel is None, reason="no compiled kernel")
+@pytest.mark.skipif(_backend.kernel is None, reason="no compiled kernel")
 @pytest.mark.parametrize("dilation", [2, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("threads", [1, 2])
@@ -670,13 +670,13 @@ def test_phase_split_and_merge_match_strided_slices(dilation, dtype, threads, re
     set_num_threads(threads)
     num, channels, height, width = 3, 2, 2 * dilation, 3 * dilation
     images = np.random.default_rng(4).standard_normal((num, channels, height, width)).astype(dtype)
-    phases = fast_layers._split_phases(images, dilation)
+    phases = _phases.split_phases(images, dilation)
     expected = np.concatenate(
         [images[:, :, r::dilation, s::dilation] for r in range(dilation) for s in range(dilation)]
     )
     assert phases.dtype == dtype
     np.testing.assert_array_equal(phases, expected)
-    np.testing.assert_array_equal(fast_layers._merge_phases(phases, dilation, images.shape), images)
+    np.testing.assert_array_equal(_phases.merge_phases(phases, dilation, images.shape), images)
 
 
 @pytest.mark.parametrize("where", ["x", "w", "dout"])
