@@ -36,7 +36,7 @@ from convnet import _im2col_conv, _parallel, _phases
 from convnet._blas_core import use_fast_core
 from convnet._memory import keep_freed_memory
 from convnet._parallel import set_num_threads, single_threaded_blas, split
-from convnet.bench import CONV_CASES, TRANSPOSE_CASES, conv_candidates, transpose_candidates
+from convnet.bench.cases import CONV_CASES, TRANSPOSE_CASES, conv_candidates, transpose_candidates
 
 # The modules whose map_groups the schedules below replace.
 SCHEDULED = (_im2col_conv, _phases)
