@@ -1,11 +1,11 @@
-"""A convolution by im2col and one GEMM per group, or by the direct depthwise loops, on
-cache-sized chunks of images over the worker threads.
+"""A convolution by im2col and one GEMM per group, on cache-sized chunks of images over
+the worker threads.
 
 The convolution copies receptive fields into a column matrix (im2col) and multiplies it by
 the filters with numpy's BLAS, one GEMM per group; its gradients multiply the same columns
 (recomputed chunk by chunk) and scatter the input gradient back by col2im. A 1x1
-convolution with stride 1 and no padding needs no im2col at all; a depthwise convolution
-(one input channel per group) runs compiled direct loops.
+convolution with stride 1 and no padding needs no im2col at all.
+:mod:`convnet._depthwise_conv` offers the same two functions for the depthwise loops.
 """
 
 from __future__ import annotations
@@ -116,15 +116,6 @@ class Columns:
             )
 
 
-def is_depthwise(w_shape: tuple[int, ...], geo: ConvGeometry) -> bool:
-    """A grouped convolution with one input channel per group runs straight from x."""
-    return geo.groups > 1 and w_shape[1] == 1
-
-
-def depthwise_args(geo: ConvGeometry) -> tuple[int, ...]:
-    return geo.stride_h, geo.stride_w, geo.pad_h, geo.pad_w, geo.dilation_h, geo.dilation_w
-
-
 def correlate(
     kernel: ModuleType,
     x_c: np.ndarray,
@@ -137,8 +128,7 @@ def correlate(
     dtype; and, given an ``upstream`` gradient of the output's shape, the filter gradient
     for it from the same columns (a transposed convolution's backward pass needs both).
 
-    Im2col and one GEMM per group on cache-sized chunks of images; with one input
-    channel per group, the compiled depthwise loops.
+    Im2col and one GEMM per group on cache-sized chunks of images.
     """
     dtype = x_c.dtype
     num, num_filters = x_c.shape[0], w.shape[0]
@@ -146,26 +136,6 @@ def correlate(
     bias = np.zeros(num_filters, dtype) if b is None else b.astype(dtype, copy=False)
     columns = Columns(kernel, x_c.shape, dtype, w.shape, geo, x_c)
     workers = conv_workers(x_c.shape, w.shape, geo)
-    if is_depthwise(w.shape, geo):
-        w_taps = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, *w.shape[2:])
-        bias_c = np.ascontiguousarray(bias)
-
-        def depthwise_group(start: int, stop: int) -> np.ndarray | None:
-            kernel.depthwise_forward(
-                x_c[start:stop], w_taps, bias_c, out[start:stop], *depthwise_args(geo)
-            )
-            if upstream is None:
-                return None
-            dw_taps = np.zeros(w_taps.shape, dtype=dtype)
-            kernel.depthwise_backward_weight(
-                x_c[start:stop], upstream[start:stop], dw_taps, *depthwise_args(geo)
-            )
-            return dw_taps
-
-        parts = map_groups(depthwise_group, num, workers)
-        if upstream is None:
-            return out, None
-        return out, sum(parts, np.zeros(w_taps.shape, dtype=dtype)).reshape(w.shape)
     per_group = num_filters // geo.groups
     w_groups = np.ascontiguousarray(w, dtype=dtype).reshape(geo.groups, per_group, columns.depth)
     out_rows = out.reshape(num, geo.groups, per_group, columns.pixels)
@@ -195,7 +165,7 @@ def correlate(
     return out, np.ascontiguousarray(dw_by_column.transpose(0, 2, 1)).reshape(w.shape)
 
 
-def conv_gradients(
+def gradients(
     kernel: ModuleType,
     geo: ConvGeometry,
     x_shape: tuple[int, ...],
@@ -224,35 +194,6 @@ def conv_gradients(
     workers = conv_workers(x_shape, w.shape, geo)
     dx = np.empty(x_shape, dtype=dtype) if compute_dx else None
     bias_planes = None if dx_bias is None else dx_bias.astype(dtype)[:, None, None]
-    if is_depthwise(w.shape, geo):
-        w_taps = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, *w.shape[2:])
-        finite = bool(np.isfinite(w_taps).all())
-
-        def depthwise_group(start: int, stop: int) -> tuple[np.ndarray | None, np.ndarray]:
-            dw_taps = None
-            if compute_dw:
-                dw_taps = np.zeros(w_taps.shape, dtype=dtype)
-                kernel.depthwise_backward_weight(
-                    x_c[start:stop], dout_c[start:stop], dw_taps, *depthwise_args(geo)
-                )
-            if dx is not None:
-                kernel.depthwise_backward_input(
-                    dout_c[start:stop], w_taps, dx[start:stop], *depthwise_args(geo), finite
-                )
-                if bias_planes is not None:
-                    dx[start:stop] += bias_planes
-            return dw_taps, channel_sums(dout_c[start:stop]) if compute_db else None
-
-        results = map_groups(depthwise_group, num, workers)
-        db = np.zeros(num_filters, dtype=dtype) if compute_db else None
-        dw = np.zeros(w_taps.shape, dtype=dtype) if compute_dw else None
-        for dw_group, db_group in results:
-            if db is not None:
-                db += db_group
-            if dw is not None:
-                dw += dw_group
-        return dx, (None if dw is None else dw.reshape(w.shape)), db
-
     per_group = num_filters // geo.groups
     w_groups = np.ascontiguousarray(w, dtype=dtype).reshape(geo.groups, per_group, columns.depth)
     dout_rows = dout_c.reshape(num, geo.groups, per_group, columns.pixels)

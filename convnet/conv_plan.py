@@ -6,7 +6,10 @@ dilated input) or the direct depthwise loops, and the measured rule of ``'auto'`
 
 from __future__ import annotations
 
-from convnet import _backend, winograd
+from types import ModuleType
+from typing import NamedTuple
+
+from convnet import _backend, _depthwise_conv, _im2col_conv, winograd
 from convnet._phases import phase_pads
 from convnet._validation import ConvGeometry
 
@@ -59,11 +62,44 @@ def auto_prefers_winograd(
     )
 
 
-def choose_algorithm(
+def is_depthwise(w_shape: tuple[int, ...], geo: ConvGeometry) -> bool:
+    """A grouped convolution with one input channel per group runs straight from x."""
+    return geo.groups > 1 and w_shape[1] == 1
+
+
+class ConvPlan(NamedTuple):
+    """How a convolution runs: ``name`` is ``'im2col'``, ``'direct'`` (the depthwise loops),
+    ``'winograd'`` or ``'winograd-phases'`` (Winograd on the phases of a dilated input);
+    ``tile`` is the m of Winograd's F(m x m, 3x3), 0 for the others."""
+
+    name: str
+    tile: int
+
+
+def plan_convolution(
     requested: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: ConvGeometry
-) -> tuple[str, int]:
-    """('winograd', m) or ('im2col', 0) for the ``requested`` algorithm; a request
-    Winograd cannot serve is a ``ValueError``."""
+) -> ConvPlan:
+    """The one place the order of the algorithms is decided: what the forward and backward
+    passes run and :func:`convnet.fast_layers.conv_algorithm_choice` reports.
+
+    Parameters
+    ----------
+    requested : str
+        ``'auto'``, ``'im2col'`` or ``'winograd'`` (validated already).
+    x_shape : (N, C, H, W)
+    w_shape : (F, C // groups, HH, WW)
+    geo : ConvGeometry
+        The convolution's validated geometry.
+
+    Returns
+    -------
+    ConvPlan
+        A request for Winograd gets it or a ``ValueError``. Otherwise a depthwise
+        convolution runs the direct loops, whatever the request; under ``'auto'``,
+        Winograd where it applies and :func:`auto_prefers_winograd` expects it to be
+        faster, then Winograd on the phases of a dilated input (:func:`phase_dilation`);
+        im2col for everything else.
+    """
     applies = winograd_applies(w_shape, geo)
     if requested == "winograd":
         if not applies:
@@ -75,15 +111,32 @@ def choose_algorithm(
             )
         if _backend.winograd_kernel is None:
             raise ValueError("algorithm 'winograd' needs the compiled kernel convnet._winograd")
-        return "winograd", winograd_tile(geo)
+        return ConvPlan("winograd", winograd_tile(geo))
+    if is_depthwise(w_shape, geo):
+        return ConvPlan("direct", 0)
     if (
         requested == "auto"
         and applies
         and _backend.winograd_kernel is not None
         and auto_prefers_winograd(x_shape, w_shape, geo)
     ):
-        return "winograd", winograd_tile(geo)
-    return "im2col", 0
+        return ConvPlan("winograd", winograd_tile(geo))
+    dilation = phase_dilation(requested, x_shape, w_shape, geo)
+    if dilation:
+        return ConvPlan("winograd-phases", winograd_tile(_phase_geometry(geo, dilation)))
+    return ConvPlan("im2col", 0)
+
+
+def direct_or_im2col(plan: ConvPlan) -> ModuleType:
+    """The passes (``correlate``, ``gradients``) of the depthwise loops for a ``'direct'``
+    plan, else of im2col: they run every plan but Winograd's, and recompute a Winograd
+    call that met a value that is not finite."""
+    return _depthwise_conv if plan.name == "direct" else _im2col_conv
+
+
+def _phase_geometry(geo: ConvGeometry, dilation: int) -> ConvGeometry:
+    """One phase's convolution as far as the plan looks at it: its output size."""
+    return ConvGeometry(1, 1, 0, 0, geo.out_h // dilation, geo.out_w // dilation)
 
 
 def phase_dilation(
@@ -111,6 +164,6 @@ def phase_dilation(
         or _backend.winograd_kernel is None
     ):
         return 0
-    phase_geo = ConvGeometry(1, 1, 0, 0, geo.out_h // dilation, geo.out_w // dilation)
+    phase_geo = _phase_geometry(geo, dilation)
     stacked = (x_shape[0] * dilation**2, x_shape[1], padded_h // dilation, padded_w // dilation)
     return dilation if auto_prefers_winograd(stacked, w_shape, phase_geo) else 0

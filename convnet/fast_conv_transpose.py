@@ -1,6 +1,6 @@
 """Fast transposed convolution: the convolution's input-gradient pass, and its backward
 pass the convolution's forward and filter-gradient passes, on the same code
-(:mod:`convnet._im2col_conv`: im2col, GEMM and col2im, or the depthwise loops).
+(:mod:`convnet._im2col_conv`: im2col, GEMM and col2im, or :mod:`convnet._depthwise_conv`).
 
 Without the compiled kernel every function falls back to the naive layers of
 :mod:`convnet.layers` and warns once.
@@ -12,13 +12,13 @@ import numpy as np
 
 from convnet import _backend
 from convnet._channel_sums import channel_sums
-from convnet._im2col_conv import conv_gradients, correlate
 from convnet._parallel import blas_on_one_thread
 from convnet._validation import (
     check_conv_transpose_arrays,
     check_conv_transpose_backward,
     common_dtype,
 )
+from convnet.conv_plan import direct_or_im2col, plan_convolution
 from convnet.layers import (
     ConvTransposeCache,
     conv_transpose_backward_naive,
@@ -59,7 +59,8 @@ def conv_transpose_forward_fast(
     dtype = common_dtype(x, w, b)
     out_shape = (x.shape[0], b.shape[0], geo.out_h, geo.out_w)
     x_c = np.ascontiguousarray(x, dtype=dtype)
-    out, _, _ = conv_gradients(
+    plan = plan_convolution("im2col", out_shape, w.shape, geo.conv)  # it has no Winograd path
+    out, _, _ = direct_or_im2col(plan).gradients(
         kernel,
         geo.conv,
         out_shape,
@@ -103,5 +104,6 @@ def conv_transpose_backward_fast(
     dtype = common_dtype(x, w, b, dout)
     dout_c = np.ascontiguousarray(dout, dtype=dtype)
     x_c = np.ascontiguousarray(x, dtype=dtype)
-    dx, dw = correlate(kernel, dout_c, w, None, geo.conv, upstream=x_c)
+    plan = plan_convolution("im2col", dout_c.shape, w.shape, geo.conv)
+    dx, dw = direct_or_im2col(plan).correlate(kernel, dout_c, w, None, geo.conv, upstream=x_c)
     return dx, dw, channel_sums(dout_c)
