@@ -27,7 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import convnet
-from convnet import _parallel, cli, distributed
+from convnet import _launcher, _parallel, cli, distributed
 from convnet.distributed import (
     Ranks,
     launch_info,
@@ -48,7 +48,7 @@ needs_mpi = pytest.mark.skipif(
     importlib.util.find_spec("mpi4py") is None or not MPIEXEC.is_file(),
     reason='needs mpi4py and mpiexec in the environment (pip install ".[mpi]")',
 )
-LAUNCHER_NAMES = [name for names in distributed.LAUNCHER_VARIABLES for name in names]
+LAUNCHER_NAMES = [name for names in _launcher.LAUNCHER_VARIABLES for name in names]
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def no_launcher(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
-@pytest.mark.parametrize("names", distributed.LAUNCHER_VARIABLES)
+@pytest.mark.parametrize("names", _launcher.LAUNCHER_VARIABLES)
 def test_launch_info_reads_each_launchers_variables(
     no_launcher: pytest.MonkeyPatch, names: tuple[str, str, str]
 ) -> None:

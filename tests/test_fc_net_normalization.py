@@ -272,7 +272,7 @@ def test_layer_norm_net_matches_the_same_net_in_torch():
     """FullyConnectedNet's network translates to PyTorch (layer norm and batch norm
     included), with the same scores, loss and gradients."""
     torch = pytest.importorskip("torch")
-    from convnet.bench import torch_network
+    from convnet.bench.torch_reference import torch_network
 
     rng = np.random.default_rng(5)
     X, y = rng.standard_normal((6, 7)), rng.integers(0, 3, 6)

@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from convnet import bench, checkpoint, nn
+from convnet import checkpoint, nn
+from convnet.bench.torch_reference import torch_network
+from convnet.bench.train_step import train_step_candidates
 from convnet.gradient_check import numerical_gradient, numerical_gradient_array
 from convnet.layers import layernorm_forward
 from convnet.models import load_model, resnet, save_model, vgg
@@ -790,7 +792,7 @@ def test_networks_match_the_same_network_in_torch(build):
     for layer in model.net.layers():
         if isinstance(layer, nn.Dropout):
             layer.p = 1.0  # no masks, so both libraries compute the same training loss
-    net = bench.torch_network(model.net, torch)
+    net = torch_network(model.net, torch)
     scores = model.loss(X)
     np.testing.assert_allclose(
         scores, net.eval()(torch.from_numpy(X)).detach().numpy(), rtol=1e-10, atol=1e-12
@@ -840,7 +842,7 @@ def test_the_benchmarked_training_steps_run(network: str) -> None:
         import torch
     except ImportError:
         torch = None
-    candidates = bench.train_step_candidates(
+    candidates = train_step_candidates(
         network, 2, np.dtype(np.float32), torch, np.random.default_rng(0)
     )
     assert set(candidates) == ({"fast f+b", "torch f+b"} if torch else {"fast f+b"})
