@@ -44,7 +44,7 @@ class ConvTransposeGeometry(NamedTuple):
 
 
 class PoolGeometry(NamedTuple):
-    """Normalized pooling arguments and output size."""
+    """Normalized pooling arguments and output size (new fields go at the end)."""
 
     pool_h: int
     pool_w: int
@@ -52,6 +52,9 @@ class PoolGeometry(NamedTuple):
     stride_w: int
     out_h: int
     out_w: int
+    pad_h: int = 0
+    pad_w: int = 0
+    count_include_pad: int = 1  # 1: an average divides by the window's size; 0: by its inputs
 
 
 def check_float_array(array: Any, name: str) -> np.ndarray:
@@ -368,28 +371,49 @@ def check_conv_transpose_arrays(
 
 
 def pool_geometry(x: np.ndarray, pool_param: dict) -> PoolGeometry:
-    """Check a max-pool's arguments and return its normalized geometry.
+    """Check a pool's arguments and return its normalized geometry.
 
     Parameters
     ----------
     x : ndarray, shape (N, C, H, W)
     pool_param : dict
-        ``'pool_height'``, ``'pool_width'`` (ints >= 1) and ``'stride'`` (int >= 1 or pair).
+        ``'pool_height'``, ``'pool_width'`` (ints >= 1) and ``'stride'`` (int >= 1 or
+        pair); optional ``'pad'`` (int or pair, default 0: that many rows and columns on
+        each side, smaller than the window, so every window holds an input element) and,
+        for average pooling, ``'count_include_pad'`` (bool, default True: divide by the
+        window's size; False: by the input elements it holds), as PyTorch's pools.
     """
     check_ndim(x, 4, "x", "(N, C, H, W)")
     pool_h = _layer_int(_param(pool_param, "pool_height", "pool_param"), "pool_height", 1)
     pool_w = _layer_int(_param(pool_param, "pool_width", "pool_param"), "pool_width", 1)
     stride_h, stride_w = int_pair(_param(pool_param, "stride", "pool_param"), "stride", 1)
+    pad_h, pad_w = int_pair(pool_param.get("pad", 0), "pad", 0)
+    count_include_pad = pool_param.get("count_include_pad", True)
+    if not isinstance(count_include_pad, (bool, np.bool_)):
+        raise TypeError(
+            f"pool_param['count_include_pad'] must be True or False, got {count_include_pad!r}"
+        )
+    if pad_h >= pool_h or pad_w >= pool_w:
+        raise ValueError(
+            f"pool_param['pad'] ({pad_h}, {pad_w}) must be smaller than the window "
+            f"{pool_h}x{pool_w}, so that every window holds an input element"
+        )
     _, _, height, width = x.shape
-    if pool_h > height or pool_w > width:
-        raise ValueError(f"pool window {pool_h}x{pool_w} is larger than the input {height}x{width}")
+    if pool_h > height + 2 * pad_h or pool_w > width + 2 * pad_w:
+        raise ValueError(
+            f"pool window {pool_h}x{pool_w} is larger than the input {height}x{width}"
+            + (f" padded by ({pad_h}, {pad_w})" if pad_h or pad_w else "")
+        )
     return PoolGeometry(
         pool_h,
         pool_w,
         stride_h,
         stride_w,
-        output_size(height, pool_h, stride_h, 0),
-        output_size(width, pool_w, stride_w, 0),
+        output_size(height, pool_h, stride_h, pad_h),
+        output_size(width, pool_w, stride_w, pad_w),
+        pad_h,
+        pad_w,
+        int(count_include_pad),
     )
 
 
@@ -600,6 +624,8 @@ def _check_pool_fits(x: np.ndarray, geo: PoolGeometry, layer: str) -> None:
         "pool_height": geo.pool_h,
         "pool_width": geo.pool_w,
         "stride": (geo.stride_h, geo.stride_w),
+        "pad": (geo.pad_h, geo.pad_w),
+        "count_include_pad": bool(geo.count_include_pad),
     }
     expected = pool_geometry(x, pool_param)
     if expected != geo:

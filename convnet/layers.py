@@ -423,17 +423,36 @@ def conv_transpose_backward_naive(
     return dx, dw, dout.sum(axis=(0, 2, 3))
 
 
+def _pool_window(geo: PoolGeometry, i: int, j: int, height: int, width: int) -> tuple[slice, slice]:
+    """The rows and columns of the input that output (i, j)'s window covers: the window
+    of the padded input, clipped to the input (never empty: pads are below the window)."""
+    top, left = i * geo.stride_h - geo.pad_h, j * geo.stride_w - geo.pad_w
+    rows = slice(max(top, 0), min(top + geo.pool_h, height))
+    cols = slice(max(left, 0), min(left + geo.pool_w, width))
+    return rows, cols
+
+
+def _pool_divisor(geo: PoolGeometry, rows: slice, cols: slice) -> int:
+    """What an average divides by: the window's size, or with ``count_include_pad``
+    False the input elements it holds."""
+    if geo.count_include_pad:
+        return geo.pool_h * geo.pool_w
+    return (rows.stop - rows.start) * (cols.stop - cols.start)
+
+
 def max_pool_forward_naive(x: np.ndarray, pool_param: dict) -> tuple[np.ndarray, PoolCache]:
     """Max pooling by explicit loops over every output element.
 
-    Windows need not tile the input: ``H_out = (H - pool_height) // sh + 1`` and likewise
-    for the width; rows and columns no window reaches get zero gradient.
+    Windows need not tile the input: ``H_out = (H + 2 * pad - pool_height) // sh + 1`` and
+    likewise for the width; rows and columns no window reaches get zero gradient. Padding
+    counts as -inf: a window's maximum is over the input elements it holds.
 
     Parameters
     ----------
     x : ndarray, shape (N, C, H, W)
     pool_param : dict
-        ``'pool_height'``, ``'pool_width'``: ints >= 1; ``'stride'``: int or pair, >= 1.
+        ``'pool_height'``, ``'pool_width'``: ints >= 1; ``'stride'``: int or pair, >= 1;
+        optional ``'pad'``: int or pair, below the window (default 0).
 
     Returns
     -------
@@ -442,15 +461,14 @@ def max_pool_forward_naive(x: np.ndarray, pool_param: dict) -> tuple[np.ndarray,
     """
     x = check_float_array(x, "x")
     geo = pool_geometry(x, pool_param)
-    num, channels = x.shape[:2]
+    num, channels, height, width = x.shape
     out = np.empty((num, channels, geo.out_h, geo.out_w), dtype=x.dtype)
     for n in range(num):
         for c in range(channels):
             for i in range(geo.out_h):
-                top = i * geo.stride_h
                 for j in range(geo.out_w):
-                    left = j * geo.stride_w
-                    window = x[n, c, top : top + geo.pool_h, left : left + geo.pool_w]
+                    rows, cols = _pool_window(geo, i, j, height, width)
+                    window = x[n, c, rows, cols]
                     out[n, c, i, j] = window.flat[np.argmax(window)]
     return out, PoolCache(x, geo, None)
 
@@ -460,7 +478,8 @@ def max_pool_backward_naive(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
 
     "First" is in row-major order within the window (PyTorch's rule among numbers); a NaN
     counts as the maximum of any window it is in, and the first NaN takes the gradient
-    (PyTorch gives it to the last NaN).
+    (PyTorch gives it to the last NaN). Padding never takes it: a window of -inf inputs
+    sends it to its first input element, as PyTorch does.
 
     Parameters
     ----------
@@ -472,32 +491,35 @@ def max_pool_backward_naive(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     dx : ndarray, shape (N, C, H, W)
     """
     x, geo, _ = check_pool_cache(cache)
-    num, channels = x.shape[:2]
+    num, channels, height, width = x.shape
     dout = check_dout(dout, (num, channels, geo.out_h, geo.out_w))
     dx = np.zeros(x.shape, dtype=common_dtype(x, dout))
     for n in range(num):
         for c in range(channels):
             for i in range(geo.out_h):
-                top = i * geo.stride_h
                 for j in range(geo.out_w):
-                    left = j * geo.stride_w
-                    window = x[n, c, top : top + geo.pool_h, left : left + geo.pool_w]
+                    rows, cols = _pool_window(geo, i, j, height, width)
+                    window = x[n, c, rows, cols]
                     row, col = np.unravel_index(np.argmax(window), window.shape)
-                    dx[n, c, top + row, left + col] += dout[n, c, i, j]
+                    dx[n, c, rows.start + row, cols.start + col] += dout[n, c, i, j]
     return dx
 
 
 def avg_pool_forward_naive(x: np.ndarray, pool_param: dict) -> tuple[np.ndarray, PoolCache]:
     """Average pooling by explicit loops over every output element.
 
-    Windows lie entirely inside the input (no padding): ``H_out = (H - pool_height) // sh
-    + 1`` and likewise for the width, as ``torch.nn.functional.avg_pool2d``.
+    ``H_out = (H + 2 * pad - pool_height) // sh + 1`` and likewise for the width, as
+    ``torch.nn.functional.avg_pool2d``: padding adds zeros, and each average divides by
+    the window's size (``count_include_pad``, the default) or by the input elements the
+    window holds.
 
     Parameters
     ----------
     x : ndarray, shape (N, C, H, W)
     pool_param : dict
-        ``'pool_height'``, ``'pool_width'``: ints >= 1; ``'stride'``: int or pair, >= 1.
+        ``'pool_height'``, ``'pool_width'``: ints >= 1; ``'stride'``: int or pair, >= 1;
+        optional ``'pad'`` (int or pair, below the window, default 0) and
+        ``'count_include_pad'`` (default True).
 
     Returns
     -------
@@ -506,22 +528,22 @@ def avg_pool_forward_naive(x: np.ndarray, pool_param: dict) -> tuple[np.ndarray,
     """
     x = check_float_array(x, "x")
     geo = pool_geometry(x, pool_param)
-    num, channels = x.shape[:2]
+    num, channels, height, width = x.shape
     out = np.empty((num, channels, geo.out_h, geo.out_w), dtype=x.dtype)
     for n in range(num):
         for c in range(channels):
             for i in range(geo.out_h):
-                top = i * geo.stride_h
                 for j in range(geo.out_w):
-                    left = j * geo.stride_w
-                    window = x[n, c, top : top + geo.pool_h, left : left + geo.pool_w]
-                    out[n, c, i, j] = np.sum(window) / (geo.pool_h * geo.pool_w)
+                    rows, cols = _pool_window(geo, i, j, height, width)
+                    divisor = _pool_divisor(geo, rows, cols)
+                    out[n, c, i, j] = np.sum(x[n, c, rows, cols]) / divisor
     return out, PoolCache(x, geo, None)
 
 
 def avg_pool_backward_naive(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
-    """Gradient of average pooling: each window spreads ``dout / (pool_height * pool_width)``
-    over its elements (overlapping windows add up).
+    """Gradient of average pooling: each window spreads ``dout`` divided by its divisor
+    (see :func:`avg_pool_forward_naive`) over its input elements (overlapping windows add
+    up).
 
     Parameters
     ----------
@@ -533,17 +555,15 @@ def avg_pool_backward_naive(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     dx : ndarray, shape (N, C, H, W)
     """
     x, geo = check_avg_pool_cache(cache)
-    num, channels = x.shape[:2]
+    num, channels, height, width = x.shape
     dout = check_dout(dout, (num, channels, geo.out_h, geo.out_w))
     dx = np.zeros(x.shape, dtype=common_dtype(x, dout))
     for n in range(num):
         for c in range(channels):
             for i in range(geo.out_h):
-                top = i * geo.stride_h
                 for j in range(geo.out_w):
-                    left = j * geo.stride_w
-                    share = dout[n, c, i, j] / (geo.pool_h * geo.pool_w)
-                    dx[n, c, top : top + geo.pool_h, left : left + geo.pool_w] += share
+                    rows, cols = _pool_window(geo, i, j, height, width)
+                    dx[n, c, rows, cols] += dout[n, c, i, j] / _pool_divisor(geo, rows, cols)
     return dx
 
 

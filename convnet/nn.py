@@ -51,6 +51,7 @@ from convnet._parallel import single_threaded_blas
 from convnet._validation import (
     _positive_int,
     check_dtype,
+    check_float_array,
     check_labels,
     check_real,
     check_seed,
@@ -66,6 +67,8 @@ from convnet.fast_layers import (
     avg_pool_forward_fast,
     conv_backward_fast,
     conv_forward_fast,
+    conv_transpose_backward_fast,
+    conv_transpose_forward_fast,
     max_pool_backward_fast,
     max_pool_forward_fast,
 )
@@ -483,6 +486,182 @@ class Conv2d(Layer):
         }
 
 
+class ConvTranspose2d(Conv2d):
+    """Transposed 2-D convolution (the input gradient of a convolution), as PyTorch's
+    ``ConvTranspose2d``: ``w`` (in_channels, out_channels // groups, kh, kw), ``b``
+    (out_channels,); output size ``(H - 1) * stride - 2 * pad + dilation * (k - 1) +
+    output_pad + 1`` per axis.
+
+    Parameters
+    ----------
+    in_channels, out_channels, kernel_size, stride, pad, dilation, groups, bias
+        As for :class:`Conv2d` (``pad`` is removed from the output's border).
+    output_pad : int or pair, default 0
+        Added to one side of the output; each smaller than the stride or the dilation.
+
+    He initialization draws ``w`` with fan_in = in_channels // groups * kh * kw.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] = 1,
+        pad: int | Sequence[int] = 0,
+        output_pad: int | Sequence[int] = 0,
+        dilation: int | Sequence[int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+    ) -> None:
+        self.output_pad = int_pair(output_pad, "output_pad", 0)
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, pad, dilation, groups, bias
+        )
+        for axis in (0, 1):
+            if self.output_pad[axis] >= max(self.stride[axis], self.dilation[axis]):
+                raise ValueError(
+                    f"output_pad {self.output_pad} must be smaller than the stride "
+                    f"{self.stride} or the dilation {self.dilation} on each axis"
+                )
+        if self.output_pad != (0, 0):
+            self.conv_param["output_pad"] = self.output_pad
+
+    def _initial_params(
+        self, rng: np.random.Generator, init: str, weight_scale: float, dtype: np.dtype
+    ) -> dict[str, np.ndarray]:
+        shape = (self.in_channels, self.out_channels // self.groups, *self.kernel_size)
+        fan_in = self.in_channels // self.groups * math.prod(self.kernel_size)
+        params = {"w": _normal(rng, shape, fan_in, init, weight_scale, dtype)}
+        if self.bias:
+            params["b"] = np.zeros(self.out_channels, dtype=dtype)
+        return params
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        w = self._params["w"]
+        b = self._params["b"] if self.bias else np.zeros(self.out_channels, dtype=w.dtype)
+        out, self._cache = conv_transpose_forward_fast(x, w, b, self.conv_param)
+        return out
+
+    def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
+        dx, dw, db = conv_transpose_backward_fast(dout, self._cached())
+        self._grads = {"w": dw, "b": db} if self.bias else {"w": dw}
+        return dx if compute_dx else None
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        channels, height, width = _check_shape(input_shape, 3, "(C, H, W)", self)
+        if channels != self.in_channels:
+            raise ValueError(
+                f"{self.describe()} expects {self.in_channels} input channels, got {channels}"
+            )
+        sizes = tuple(
+            (size - 1) * stride - 2 * pad + dilation * (kernel - 1) + extra + 1
+            for size, kernel, stride, pad, dilation, extra in zip(
+                (height, width),
+                self.kernel_size,
+                self.stride,
+                self.pad,
+                self.dilation,
+                self.output_pad,
+                strict=True,
+            )
+        )
+        if min(sizes) < 1:
+            raise ValueError(
+                f"{self.describe()}: the output of input {height}x{width} would be "
+                f"{sizes[0]}x{sizes[1]}"
+            )
+        return (self.out_channels, *sizes)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            **super().config(),
+            "type": "ConvTranspose2d",
+            "output_pad": _compact(self.output_pad),
+        }
+
+
+def _side(value: Any) -> int:
+    """A padding side: any integer within 2**31 - 1 of zero (negative crops)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"pad must hold integers, got {value!r}")
+    if abs(int(value)) > 2**31 - 1:
+        raise ValueError(f"pad must lie within 2**31 - 1 of 0, got {value}")
+    return int(value)
+
+
+class Pad2d(Layer):
+    """Constant padding of (N, C, H, W): ``pad`` rows and columns of ``value`` around
+    every plane, as PyTorch's ``ConstantPad2d`` and ONNX's ``Pad``; a negative side crops.
+
+    Parameters
+    ----------
+    pad : int, pair (h, w) or 4-tuple (top, left, bottom, right)
+        ONNX's order for four; an int or a pair pads both sides alike. A negative side
+        removes that many rows or columns (at least one of each must remain).
+    value : float, default 0.0
+        May be -inf (in front of a max pool) or any finite number.
+    """
+
+    def __init__(self, pad: int | Sequence[int], value: float = 0.0) -> None:
+        super().__init__()
+        if isinstance(pad, (tuple, list)) and len(pad) in (2, 4):
+            sides = tuple(_side(p) for p in pad)
+        elif isinstance(pad, (tuple, list)):
+            raise ValueError(f"pad must be an int, a pair or four ints, got {pad!r}")
+        else:
+            sides = (_side(pad),)
+        self.pad = (sides * 4)[:4] if len(sides) == 1 else (sides * 2)[:4]
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise TypeError(f"value must be a real number, got {value!r}")
+        if math.isnan(value) or value == math.inf:
+            raise ValueError(f"value must be a number or -inf, got {value}")
+        self.value = float(value)
+
+    def _kept(self, height: int, width: int) -> tuple[slice, slice]:
+        """The rows and columns of the input that remain after cropping."""
+        top, left, bottom, right = self.pad
+        return (
+            slice(max(-top, 0), height - max(-bottom, 0)),
+            slice(max(-left, 0), width - max(-right, 0)),
+        )
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = check_float_array(x, "x")
+        self.output_shape(x.shape[1:])
+        top, left, bottom, right = self.pad
+        self._cache = x.shape
+        rows, cols = self._kept(*x.shape[2:])
+        widths = ((0, 0), (0, 0), (max(top, 0), max(bottom, 0)), (max(left, 0), max(right, 0)))
+        return np.pad(x[:, :, rows, cols], widths, constant_values=x.dtype.type(self.value))
+
+    def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
+        shape = self._cached()
+        expected = (*shape[:2], *self.output_shape(shape[1:])[1:])
+        dout = check_float_array(dout, "dout")
+        if dout.shape != expected:
+            raise ValueError(f"dout has shape {dout.shape}, Pad2d produced {expected}")
+        if not compute_dx:
+            return None
+        rows, cols = self._kept(*shape[2:])
+        top, left = max(self.pad[0], 0), max(self.pad[1], 0)
+        kept = dout[:, :, top : top + rows.stop - rows.start, left : left + cols.stop - cols.start]
+        dx = np.zeros(shape, dtype=dout.dtype)
+        dx[:, :, rows, cols] = kept
+        return dx
+
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        channels, height, width = _check_shape(input_shape, 3, "(C, H, W)", self)
+        rows, cols = self._kept(height, width)
+        if rows.stop <= rows.start or cols.stop <= cols.start:
+            raise ValueError(f"{self.describe()} crops all of an input {height}x{width}")
+        top, left, bottom, right = self.pad
+        return (channels, height + top + bottom, width + left + right)
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "Pad2d", "pad": list(self.pad), "value": self.value}
+
+
 class Linear(Layer):
     """Fully connected layer ``x.reshape(N, in_features) @ w + b``.
 
@@ -551,19 +730,34 @@ class ReLU(Layer):
 
 
 class MaxPool2d(Layer):
-    """Max pooling over ``kernel_size`` windows (int or pair), ``stride`` defaulting to it."""
+    """Max pooling over ``kernel_size`` windows (int or pair), ``stride`` defaulting to it.
+
+    ``pad`` (int or pair, below the window) pads each side with -inf, as PyTorch's
+    ``padding``: a window's maximum is over the inputs it holds.
+    """
 
     def __init__(
-        self, kernel_size: int | Sequence[int], stride: int | Sequence[int] | None = None
+        self,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] | None = None,
+        pad: int | Sequence[int] = 0,
     ) -> None:
         super().__init__()
         self.kernel_size = int_pair(kernel_size, "kernel_size", 1)
         self.stride = self.kernel_size if stride is None else int_pair(stride, "stride", 1)
-        self.pool_param = {
+        self.pad = int_pair(pad, "pad", 0)
+        if self.pad[0] >= self.kernel_size[0] or self.pad[1] >= self.kernel_size[1]:
+            raise ValueError(
+                f"pad {self.pad} must be smaller than the window {self.kernel_size}, so that "
+                "every window holds an input element"
+            )
+        self.pool_param: dict[str, Any] = {
             "pool_height": self.kernel_size[0],
             "pool_width": self.kernel_size[1],
             "stride": self.stride,
         }
+        if self.pad != (0, 0):
+            self.pool_param["pad"] = self.pad
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         out, self._cache = max_pool_forward_fast(x, self.pool_param)
@@ -575,17 +769,23 @@ class MaxPool2d(Layer):
 
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
         channels, height, width = _check_shape(input_shape, 3, "(C, H, W)", self)
-        if self.kernel_size[0] > height or self.kernel_size[1] > width:
-            raise ValueError(f"{self.describe()}: the window exceeds the input {height}x{width}")
-        out_h = output_size(height, self.kernel_size[0], self.stride[0], 0)
-        out_w = output_size(width, self.kernel_size[1], self.stride[1], 0)
+        padded = (height + 2 * self.pad[0], width + 2 * self.pad[1])
+        if self.kernel_size[0] > padded[0] or self.kernel_size[1] > padded[1]:
+            raise ValueError(
+                f"{self.describe()}: the window exceeds the input {height}x{width}"
+                + (f" padded to {padded[0]}x{padded[1]}" if self.pad != (0, 0) else "")
+            )
+        out_h = output_size(height, self.kernel_size[0], self.stride[0], self.pad[0])
+        out_w = output_size(width, self.kernel_size[1], self.stride[1], self.pad[1])
         return (channels, out_h, out_w)
 
     def config(self) -> dict[str, Any]:
+        pad = {"pad": _compact(self.pad)} if self.pad != (0, 0) else {}
         return {
             "type": type(self).__name__,
             "kernel_size": _compact(self.kernel_size),
             "stride": _compact(self.stride),
+            **pad,
         }
 
 
@@ -839,7 +1039,26 @@ class Dropout(Layer):
 
 
 class AvgPool2d(MaxPool2d):
-    """Average pooling over ``kernel_size`` windows, ``stride`` defaulting to the window."""
+    """Average pooling over ``kernel_size`` windows, ``stride`` defaulting to the window.
+
+    ``pad`` (int or pair, below the window) pads each side with zeros, as PyTorch's
+    ``padding``; ``count_include_pad`` (default True, PyTorch's default) divides every
+    average by the window's size, False by the inputs the window holds.
+    """
+
+    def __init__(
+        self,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int] | None = None,
+        pad: int | Sequence[int] = 0,
+        count_include_pad: bool = True,
+    ) -> None:
+        super().__init__(kernel_size, stride, pad)
+        if not isinstance(count_include_pad, (bool, np.bool_)):
+            raise TypeError(f"count_include_pad must be True or False, got {count_include_pad!r}")
+        self.count_include_pad = bool(count_include_pad)
+        if not self.count_include_pad:
+            self.pool_param["count_include_pad"] = False
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         out, self._cache = avg_pool_forward_fast(x, self.pool_param)
@@ -848,6 +1067,10 @@ class AvgPool2d(MaxPool2d):
     def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
         cache = self._cached()
         return avg_pool_backward_fast(dout, cache) if compute_dx else None
+
+    def config(self) -> dict[str, Any]:
+        divisor = {} if self.count_include_pad else {"count_include_pad": False}
+        return {**super().config(), **divisor}
 
 
 class GlobalAvgPool(Layer):
@@ -1027,6 +1250,8 @@ MODULES: dict[str, type[Module]] = {
     cls.__name__: cls
     for cls in (
         Conv2d,
+        ConvTranspose2d,
+        Pad2d,
         Linear,
         ReLU,
         MaxPool2d,

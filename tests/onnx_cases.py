@@ -105,12 +105,64 @@ def _conv(
     return layer, layer.output_shape((channels, *size))
 
 
-def _block(draw: Any, shape: tuple[int, int, int], depth: int) -> tuple[nn.Module, tuple]:
+def _pool(draw: Any, kind: str, shape: tuple[int, int, int], float64: bool) -> nn.Module:
+    """A max or average pool (padded or not) that fits ``shape``. In float64 a max pool
+    pads its two axes alike: onnx's reference evaluator, the only float64 runtime for
+    convolutions, miscomputes MaxPool with unequal pads (onnx 1.23)."""
+    _, height, width = shape
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    # the smallest pads that let the window fit, up to the largest the layers take
+    low = [max(0, (k - size + 1) // 2) for k, size in zip(kernel, (height, width), strict=True)]
+    if float64 and kind == "maxpool":
+        if max(low) > min(kernel) - 1:
+            kernel, pad = (min(kernel[0], height), min(kernel[1], width)), (0, 0)
+        else:
+            pad = (draw(st.integers(max(low), min(kernel) - 1)),) * 2
+    else:
+        pad = tuple(draw(st.integers(lo, k - 1)) for lo, k in zip(low, kernel, strict=True))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    if kind == "maxpool":
+        return nn.MaxPool2d(kernel, stride, pad)
+    return nn.AvgPool2d(kernel, stride, pad, count_include_pad=draw(st.booleans()))
+
+
+def _transpose(draw: Any, channels: int, float64: bool) -> nn.ConvTranspose2d:
+    """A transposed convolution; one group in float64 (the reference evaluator's grouped
+    ConvTranspose fails, onnx 1.23)."""
+    groups = 1 if float64 else draw(st.sampled_from([g for g in (1, 2) if channels % g == 0]))
+    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    pad = tuple(
+        draw(st.integers(0, (d * (k - 1)) // 2)) for k, d in zip(kernel, dilation, strict=True)
+    )
+    # output padding up to the dilation; at or above the stride only within the pad (what
+    # ONNX Runtime can take: see convnet.onnx.graph_writer)
+    output_pad = tuple(
+        min(draw(st.integers(0, max(s, d) - 1)), max(s - 1, p))
+        for s, d, p in zip(stride, dilation, pad, strict=True)
+    )
+    return nn.ConvTranspose2d(
+        channels,
+        groups * draw(st.integers(1, 2)),
+        kernel,
+        stride,
+        pad,
+        output_pad,
+        dilation,
+        groups,
+        bias=draw(st.booleans()),
+    )
+
+
+def _block(
+    draw: Any, shape: tuple[int, int, int], depth: int, float64: bool
+) -> tuple[nn.Module, tuple]:
     """One random image layer (or a residual block of them) for samples of ``shape``."""
     channels, height, width = shape
-    kinds = ["conv", "relu", "bn", "maxpool", "avgpool", "dropout"]
+    kinds = ["conv", "relu", "bn", "maxpool", "avgpool", "dropout", "transpose", "pad"]
     if depth < 2:
-        kinds += ["identity", "projection"]
+        kinds += ["identity", "projection", "pad-maxpool"]
     kind = draw(st.sampled_from(kinds))
     if kind == "conv":
         return _conv(draw, channels, (height, width))
@@ -121,16 +173,27 @@ def _block(draw: Any, shape: tuple[int, int, int], depth: int) -> tuple[nn.Modul
     if kind == "dropout":
         return nn.Dropout(draw(st.sampled_from([0.5, 0.9]))), shape
     if kind in ("maxpool", "avgpool"):
-        kernel = (draw(st.integers(1, min(3, height))), draw(st.integers(1, min(3, width))))
-        stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-        layer = (nn.MaxPool2d if kind == "maxpool" else nn.AvgPool2d)(kernel, stride)
+        layer = _pool(draw, kind, shape, float64)
         return layer, layer.output_shape(shape)
+    if kind in ("transpose", "pad"):
+        sides = tuple(draw(st.integers(0, 2)) for _ in range(4))
+        value = draw(st.sampled_from([0.0, 0.5]))
+        layer = (
+            _transpose(draw, channels, float64) if kind == "transpose" else nn.Pad2d(sides, value)
+        )
+        if min(layer.output_shape(shape)[1:]) > 12:  # keep the graphs small
+            return nn.ReLU(), shape
+        return layer, layer.output_shape(shape)
+    if kind == "pad-maxpool":  # -inf padding in front of a max pool (ceil_mode's import)
+        padding = nn.Pad2d(tuple(draw(st.integers(0, 1)) for _ in range(4)), -np.inf)
+        pool = nn.MaxPool2d(2, 2) if min(padding.output_shape(shape)[1:]) >= 2 else nn.ReLU()
+        return nn.Sequential(padding, pool), pool.output_shape(padding.output_shape(shape))
     first, body_shape = _conv(
         draw, channels, (height, width), kind if kind == "identity" else "same"
     )
     body_layers: list[nn.Module] = [first]
     for _ in range(draw(st.integers(0, 2))):
-        inner, inner_shape = _block(draw, body_shape, depth + 1)
+        inner, inner_shape = _block(draw, body_shape, depth + 1, float64)
         if inner_shape == body_shape:
             body_layers.append(inner)
     body = body_layers[0] if len(body_layers) == 1 else nn.Sequential(*body_layers)
@@ -155,7 +218,7 @@ def networks(draw: Any) -> nn.Classifier:
         )
         input_dim = shape
         for _ in range(draw(st.integers(0, 4))):
-            module, shape = _block(draw, shape, 0)
+            module, shape = _block(draw, shape, 0, dtype == np.float64)
             modules.append(module)
         if draw(st.booleans()):
             modules.append(nn.GlobalAvgPool())

@@ -97,7 +97,16 @@ def test_lstm_is_refused() -> None:
         ("MaxPool", {"kernel_shape": [2, 2], "dilations": [2, 2]}, "dilations"),
         ("MaxPool", {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1}, None),
         ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}, "ceil_mode"),
-        ("MaxPool", {"kernel_shape": [2, 2], "auto_pad": "SAME_UPPER"}, "pads"),
+        (
+            "AveragePool",
+            {"kernel_shape": [2, 2], "pads": [0, 0, 1, 1], "count_include_pad": 0},
+            "asymmetric pads [0, 0, 1, 1] with count_include_pad=0",
+        ),
+        (
+            "MaxPool",
+            {"kernel_shape": [1, 1], "strides": [4, 4], "auto_pad": "SAME_UPPER"},
+            "stride",
+        ),
     ],
 )
 def test_pooling_attributes(op: str, attributes: dict, fragment: str | None) -> None:

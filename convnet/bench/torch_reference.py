@@ -47,6 +47,13 @@ def torch_network(net: Module, torch) -> Any:
     def tensor(array: np.ndarray) -> Any:
         return tnn.Parameter(torch.from_numpy(np.array(array)))
 
+    def with_filters(layer: Any, p: Any) -> Any:
+        """A torch convolution given convnet's filters ``w`` and bias ``b`` (if any)."""
+        layer.weight = tensor(p["w"])
+        if "b" in p:
+            layer.bias = tensor(p["b"])
+        return layer
+
     def convert(module: Module) -> Any:
         if isinstance(module, nn.Sequential):
             return tnn.Sequential(*(convert(child) for _, child in module.children()))
@@ -54,6 +61,22 @@ def torch_network(net: Module, torch) -> Any:
             shortcut = None if module.shortcut is None else convert(module.shortcut)
             return TorchResidual(convert(module.body), shortcut)
         p = module.params
+        if isinstance(module, nn.ConvTranspose2d):
+            layer = tnn.ConvTranspose2d(
+                module.in_channels,
+                module.out_channels,
+                module.kernel_size,
+                module.stride,
+                module.pad,
+                module.output_pad,
+                module.groups,
+                module.bias,
+                module.dilation,
+            )
+            return with_filters(layer, p)
+        if isinstance(module, nn.Pad2d):
+            top, left, bottom, right = module.pad
+            return tnn.ConstantPad2d((left, right, top, bottom), module.value)
         if isinstance(module, nn.Conv2d):
             layer = tnn.Conv2d(
                 module.in_channels,
@@ -65,10 +88,7 @@ def torch_network(net: Module, torch) -> Any:
                 module.groups,
                 module.bias,
             )
-            layer.weight = tensor(p["w"])
-            if module.bias:
-                layer.bias = tensor(p["b"])
-            return layer
+            return with_filters(layer, p)
         if isinstance(module, nn.Linear):
             layer = tnn.Linear(module.in_features, module.out_features)
             layer.weight, layer.bias = tensor(p["w"].T), tensor(p["b"])
@@ -86,9 +106,14 @@ def torch_network(net: Module, torch) -> Any:
             layer.weight, layer.bias = tensor(p["gamma"]), tensor(p["beta"])
             return layer
         if isinstance(module, nn.AvgPool2d):
-            return tnn.AvgPool2d(module.kernel_size, module.stride)
+            return tnn.AvgPool2d(
+                module.kernel_size,
+                module.stride,
+                module.pad,
+                count_include_pad=module.count_include_pad,
+            )
         if isinstance(module, nn.MaxPool2d):
-            return tnn.MaxPool2d(module.kernel_size, module.stride)
+            return tnn.MaxPool2d(module.kernel_size, module.stride, module.pad)
         if isinstance(module, nn.GlobalAvgPool):
             return tnn.Sequential(tnn.AdaptiveAvgPool2d(1), tnn.Flatten())
         if isinstance(module, nn.Dropout):

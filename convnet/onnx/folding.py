@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from convnet._onnx_common import BOOL, DOUBLE, FLOAT, INT32, INT64
+from convnet.onnx.common import BOOL, DOUBLE, FLOAT, INT32, INT64
 
 
 class _Batch:
@@ -303,6 +303,26 @@ def _constant(folder: Folder, inputs: list, attributes: dict, label: str) -> np.
     )
 
 
+def _constant_of_shape(folder: Folder, inputs: list, attributes: dict, label: str) -> np.ndarray:
+    shape = _ints(_input(inputs, 0, label), "shape", label)
+    if any(d < 0 for d in shape):
+        raise ValueError(f"{label}: ConstantOfShape to negative sizes {shape}")
+    fill = attributes.get("value", np.zeros(1, dtype=np.float32))
+    if fill.size != 1:
+        raise ValueError(f"{label}: ConstantOfShape's value must hold one element")
+    folder.charge(math.prod(shape), label)
+    return np.full(shape, fill.ravel()[0], dtype=fill.dtype)
+
+
+def _transpose(folder: Folder, inputs: list, attributes: dict, label: str) -> np.ndarray:
+    value = _input(inputs, 0, label)
+    perm = attributes.get("perm")
+    perm = list(range(value.ndim))[::-1] if perm is None else [int(a) for a in perm]
+    if sorted(perm) != list(range(value.ndim)):
+        raise ValueError(f"{label}: perm {perm} is not a permutation of {value.ndim} axes")
+    return np.transpose(value, perm)
+
+
 FOLDERS: dict[str, Callable[[Folder, list, dict, str], np.ndarray]] = {
     "Constant": _constant,
     "Identity": _identity,
@@ -314,6 +334,8 @@ FOLDERS: dict[str, Callable[[Folder, list, dict, str], np.ndarray]] = {
     "Concat": _concat,
     "Slice": _slice,
     "Reshape": _reshape,
+    "ConstantOfShape": _constant_of_shape,
+    "Transpose": _transpose,
     "Add": _arithmetic(np.add),
     "Sub": _arithmetic(np.subtract),
     "Mul": _arithmetic(np.multiply),

@@ -10,9 +10,16 @@ functions runs, never by ``import convnet``.
 
 The graph: input ``"input"`` of shape (N, C, H, W) or (N, D) with a symbolic batch size
 ``N``, output ``"logits"`` (N, classes), float32 or float64 as the model; one node per
-layer (Conv, Gemm, MaxPool, AveragePool, GlobalAveragePool + Flatten,
-BatchNormalization, Relu, Flatten, Add for a residual connection), parameters as
-initializers named like ``model.params``. Dropout layers write no node.
+layer (Conv, ConvTranspose, Pad, MaxPool, AveragePool, GlobalAveragePool + Flatten,
+BatchNormalization, LayerNormalization, Relu, Flatten, Gemm, Add for a residual
+connection), parameters and running statistics as initializers named as the model names
+them (``model.params``, ``model.buffers()``). Dropout layers write no node.
+
+Inside: :mod:`~convnet.onnx.graph_writer` builds graphs; :mod:`~convnet.onnx.files`
+reads files without trusting them; :mod:`~convnet.onnx.folding` folds shape arithmetic;
+:mod:`~convnet.onnx.operators` turns nodes into layers and
+:mod:`~convnet.onnx.graph_reader` the graph into a network; :mod:`~convnet.onnx.common`
+holds what both directions share.
 """
 
 from __future__ import annotations
@@ -24,9 +31,9 @@ from typing import Any
 import numpy as np
 
 from convnet._io import atomic_open
-from convnet._onnx_common import DEFAULT_OPSET
 from convnet._validation import _positive_int
 from convnet.nn import Classifier
+from convnet.onnx.common import DEFAULT_OPSET
 
 
 def _import_onnx() -> Any:
@@ -72,7 +79,7 @@ def to_onnx(
         For a module convnet cannot export, an opset out of range, or preprocessing
         arrays of the wrong shape.
     """
-    from convnet._onnx_export import build_model, check_opset
+    from convnet.onnx.graph_writer import build_model, check_opset
 
     if not isinstance(model, Classifier):
         raise TypeError(f"model must be a convnet.nn.Classifier, got {type(model).__name__}")
@@ -139,8 +146,8 @@ def load(path: str | os.PathLike, *, input_dim: tuple[int, ...] | None = None) -
         the declared shapes), or uses an operator, attribute or topology convnet cannot
         compute exactly: the message names the node and what is unsupported.
     """
-    from convnet._onnx_import import import_model
-    from convnet._onnx_read import read_model
+    from convnet.onnx.files import read_model
+    from convnet.onnx.graph_reader import import_model
 
     onnx = _import_onnx()
     path = Path(path)
@@ -158,8 +165,8 @@ def from_onnx(model: Any, *, input_dim: tuple[int, ...] | None = None) -> Classi
     ValueError
         As :func:`load`.
     """
-    from convnet._onnx_import import import_model
-    from convnet._onnx_read import check_model
+    from convnet.onnx.files import check_model
+    from convnet.onnx.graph_reader import import_model
 
     onnx = _import_onnx()
     if not isinstance(model, onnx.ModelProto):

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from convnet._onnx_common import BOOL, DOUBLE, FLOAT, INT32, INT64
+from convnet.onnx.common import BOOL, DOUBLE, FLOAT, INT32, INT64
 
 # the element types a graph convnet can run may hold, and the field of TensorProto that
 # holds them when they are not raw bytes

@@ -14,15 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from convnet._onnx_common import (
-    BATCH_NAME,
-    ELEMENT_TYPE_OF,
-    INPUT_NAME,
-    OUTPUT_NAME,
-    dotted,
-    running_statistics,
-    sample_shape,
-)
 from convnet._version import __version__
 from convnet.nn import (
     AvgPool2d,
@@ -30,6 +21,7 @@ from convnet.nn import (
     BatchNorm2d,
     Classifier,
     Conv2d,
+    ConvTranspose2d,
     Dropout,
     Flatten,
     GlobalAvgPool,
@@ -37,9 +29,19 @@ from convnet.nn import (
     Linear,
     MaxPool2d,
     Module,
+    Pad2d,
     ReLU,
     Residual,
     Sequential,
+)
+from convnet.onnx.common import (
+    BATCH_NAME,
+    ELEMENT_TYPE_OF,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    dotted,
+    running_statistics,
+    sample_shape,
 )
 
 # LayerNormalization, the newest operator the exporter may write, came with opset 17;
@@ -109,20 +111,68 @@ def _pads(pad: tuple[int, int]) -> list[int]:
     return [pad[0], pad[1], pad[0], pad[1]]
 
 
-def _conv(graph: _GraphBuilder, layer: Conv2d, prefix: str, value: str, shape: Shape) -> str:
+def _convolution(
+    graph: _GraphBuilder, op: str, layer: Conv2d, prefix: str, value: str, **attributes: Any
+) -> str:
+    """A Conv or ConvTranspose node of ``layer`` (weights, optional bias, geometry)."""
     inputs = [value, graph.param(layer, prefix, "w")]
     if layer.bias:
         inputs.append(graph.param(layer, prefix, "b"))
     return graph.node(
-        "Conv",
+        op,
         inputs,
         prefix,
         kernel_shape=list(layer.kernel_size),
         strides=list(layer.stride),
-        pads=_pads(layer.pad),
         dilations=list(layer.dilation),
         group=layer.groups,
+        **attributes,
     )
+
+
+def _conv(graph: _GraphBuilder, layer: Conv2d, prefix: str, value: str, shape: Shape) -> str:
+    return _convolution(graph, "Conv", layer, prefix, value, pads=_pads(layer.pad))
+
+
+def _conv_transpose(
+    graph: _GraphBuilder, layer: ConvTranspose2d, prefix: str, value: str, shape: Shape
+) -> str:
+    # ONNX Runtime takes output padding only below the stride; the rest of it becomes a
+    # smaller pad at the end, which adds the same rows and columns
+    begin, end, extra = list(layer.pad), list(layer.pad), list(layer.output_pad)
+    for axis in (0, 1):
+        if extra[axis] < layer.stride[axis]:
+            continue
+        if extra[axis] > begin[axis]:
+            raise ValueError(
+                f"cannot export the module {prefix or 'net'} (ConvTranspose2d): its output_pad "
+                f"{layer.output_pad} reaches the stride {layer.stride} and exceeds the pad "
+                f"{layer.pad}, which ONNX Runtime's ConvTranspose cannot express"
+            )
+        end[axis] -= extra[axis]
+        extra[axis] = 0
+    return _convolution(
+        graph,
+        "ConvTranspose",
+        layer,
+        prefix,
+        value,
+        pads=[*begin, *end],
+        output_padding=extra,
+    )
+
+
+def _pad(graph: _GraphBuilder, layer: Pad2d, prefix: str, value: str, shape: Shape) -> str:
+    top, left, bottom, right = layer.pad
+    pads = [0, 0, top, left, 0, 0, bottom, right]
+    if graph.opset < 11:  # pads and value were attributes before opset 11
+        return graph.node("Pad", [value], prefix, mode="constant", pads=pads, value=layer.value)
+    inputs = [
+        value,
+        graph.constant(dotted(prefix, "pads"), np.array(pads, dtype=np.int64)),
+        graph.constant(dotted(prefix, "value"), np.asarray(layer.value, dtype=graph.dtype)),
+    ]
+    return graph.node("Pad", inputs, prefix, mode="constant")
 
 
 def _linear(graph: _GraphBuilder, layer: Linear, prefix: str, value: str, shape: Shape) -> str:
@@ -132,25 +182,28 @@ def _linear(graph: _GraphBuilder, layer: Linear, prefix: str, value: str, shape:
     return graph.node("Gemm", inputs, prefix)
 
 
-def _max_pool(graph: _GraphBuilder, layer: MaxPool2d, prefix: str, value: str, shape: Shape) -> str:
+def _pool(
+    graph: _GraphBuilder, op: str, layer: MaxPool2d, prefix: str, value: str, **extra: Any
+) -> str:
+    """A MaxPool or AveragePool node of ``layer`` (window, strides, pads)."""
     return graph.node(
-        "MaxPool",
+        op,
         [value],
         prefix,
         kernel_shape=list(layer.kernel_size),
         strides=list(layer.stride),
-        pads=[0, 0, 0, 0],
+        pads=_pads(layer.pad),
+        **extra,
     )
 
 
+def _max_pool(graph: _GraphBuilder, layer: MaxPool2d, prefix: str, value: str, shape: Shape) -> str:
+    return _pool(graph, "MaxPool", layer, prefix, value)
+
+
 def _avg_pool(graph: _GraphBuilder, layer: AvgPool2d, prefix: str, value: str, shape: Shape) -> str:
-    return graph.node(
-        "AveragePool",
-        [value],
-        prefix,
-        kernel_shape=list(layer.kernel_size),
-        strides=list(layer.stride),
-        pads=[0, 0, 0, 0],
+    return _pool(
+        graph, "AveragePool", layer, prefix, value, count_include_pad=int(layer.count_include_pad)
     )
 
 
@@ -232,6 +285,8 @@ def _residual(graph: _GraphBuilder, module: Residual, prefix: str, value: str, s
 Emitter = Callable[[_GraphBuilder, Any, str, str, Shape], str]
 EMITTERS: dict[type[Module], Emitter] = {
     Conv2d: _conv,
+    ConvTranspose2d: _conv_transpose,
+    Pad2d: _pad,
     Linear: _linear,
     MaxPool2d: _max_pool,
     AvgPool2d: _avg_pool,

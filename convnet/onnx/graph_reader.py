@@ -3,7 +3,7 @@
 Two passes over the nodes that the output depends on:
 
 1. In graph order, every node either folds (all its inputs static: see
-   :mod:`convnet._onnx_fold`) or becomes a *step*: the convnet modules that compute it
+   :mod:`convnet.onnx.folding`) or becomes a *step*: the convnet modules that compute it
    from one run-time value (Conv -> Conv2d, Gemm -> Linear, ...), or a *join* (Add of
    two run-time values). Each run-time value keeps two sample shapes: what the modules
    give and what ONNX says (they differ only where ONNX keeps a global pool's (C, 1, 1)
@@ -24,20 +24,21 @@ from typing import Any
 
 import numpy as np
 
-from convnet._onnx_common import (
+from convnet.nn import (
+    Classifier,
+    Module,
+    Pad2d,
+    Residual,
+    Sequential,
+)
+from convnet.onnx.common import (
     MODEL_ELEMENT_TYPES,
     STATISTICS,
     set_running_statistics,
 )
-from convnet._onnx_fold import Folder, shape_vector, slice_shape
-from convnet._onnx_operators import ATTRIBUTES, FOLD_ONLY, HANDLERS, Value
-from convnet._onnx_read import node_label, tensor_to_array
-from convnet.nn import (
-    Classifier,
-    Module,
-    Residual,
-    Sequential,
-)
+from convnet.onnx.files import node_label, tensor_to_array
+from convnet.onnx.folding import Folder, shape_vector, slice_shape
+from convnet.onnx.operators import ATTRIBUTES, FOLD_ONLY, HANDLERS, Value
 
 Shape = tuple[int, ...]
 # operator semantics this importer implements hold from opset 7 (numpy-style broadcasting
@@ -296,9 +297,12 @@ class Importer:
         module: Module,
         arrays: dict[str, np.ndarray],
         logical: Shape | None = None,
+        padding: Pad2d | None = None,
+        cropping: Pad2d | None = None,
     ) -> None:
-        """A step of one module with its arrays; the output's shape is the module's, and
-        ONNX's shape of it ``logical`` if that differs (a global pool's (C, 1, 1))."""
+        """A step of one module with its arrays, between ``padding`` and ``cropping`` if
+        given; the output's shape is the modules', and ONNX's shape of it ``logical`` if
+        that differs (a global pool's (C, 1, 1))."""
         value = self.values[source]
         if value.shape != value.logical:
             raise ValueError(
@@ -306,13 +310,16 @@ class Importer:
                 f"output, which convnet holds as {(None, *value.shape)}; {node.op_type} on it "
                 "is not supported"
             )
+        modules = [part for part in (padding, module, cropping) if part is not None]
+        shape = value.shape
         try:
-            shape = module.output_shape(value.shape)
+            for part in modules:
+                shape = part.output_shape(shape)
         except ValueError as error:
             raise ValueError(f"{label}: {error}") from error
         self.arrays[id(module)] = arrays
         value = Value(shape, shape if logical is None else logical)
-        self.add_step(label, [source], node.output[0], value, [module])
+        self.add_step(label, [source], node.output[0], value, modules)
 
     def alias(self, label: str, node: Any, source: str, value: Value | None = None) -> None:
         """A step with no modules (Identity, test-mode Dropout, a no-op reshape)."""
