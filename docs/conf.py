@@ -52,3 +52,15 @@ html_theme_options = {
     "show_toc_level": 2,
 }
 html_static_path: list[str] = []
+
+
+def _skip_named_tuple_fields(app, what, name, obj, skip, options):
+    """Leave out the fields of the caches (NamedTuples): their docstring is only
+    "Alias for field number N", and the class signature already lists them."""
+    if what == "class" and (getattr(obj, "__doc__", None) or "").startswith("Alias for field"):
+        return True
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_named_tuple_fields)
