@@ -7,7 +7,19 @@ import pytest
 from convnet import bench
 from convnet.bench.torch_reference import torch_network
 
-QUICK = ["--conv", "", "--memory", "", "--repeats", "1", "--naive", "none", "--no-torch"]
+QUICK = [
+    "--conv",
+    "",
+    "--memory",
+    "",
+    "--predict",
+    "",
+    "--repeats",
+    "1",
+    "--naive",
+    "none",
+    "--no-torch",
+]
 
 
 def test_pool_table_prints_steady_and_cold_for_each_dtype(

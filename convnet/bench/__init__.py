@@ -8,8 +8,9 @@ applies to every library in the process (PyTorch included).
 The package's modules: :mod:`~convnet.bench.harness` (interleaved medians in the steady
 and cold regimes), :mod:`~convnet.bench.cases` (the layer cases and what is timed for
 each), :mod:`~convnet.bench.train_step`, :mod:`~convnet.bench.tables` (the markdown
-tables) and :mod:`~convnet.bench.torch_reference` (convnet's networks in PyTorch); this
-one parses the arguments and prints the tables.
+tables), :mod:`~convnet.bench.torch_reference` (convnet's networks in PyTorch) and
+:mod:`~convnet.bench.predict` (inference beside ONNX Runtime); this one parses the
+arguments and prints the tables.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from convnet import _backend
 from convnet._blas_core import cpu_name, openblas_cores
 from convnet._memory import keep_freed_memory
 from convnet.bench.cases import AVG_POOL_CASES, CONV_CASES, POOL_CASES, TRANSPOSE_CASES
+from convnet.bench.predict import PREDICT_BATCHES, PREDICT_NETWORKS, predict_table
 from convnet.bench.tables import (
     avg_pool_table,
     conv_table,
@@ -131,6 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
         f"{TRAIN_STEPS['3layer']}) and resnet (convnet.models.resnet, batch "
         f"{TRAIN_STEPS['resnet']}), NAME:BATCH for another batch ('' for none)",
     )
+    parser.add_argument(
+        "--predict",
+        default=",".join(PREDICT_NETWORKS),
+        type=lambda text: _names(text, PREDICT_NETWORKS),
+        help="predict time beside ONNX Runtime running the exported graph: "
+        f"{', '.join(PREDICT_NETWORKS)} (default all; '' for none)",
+    )
+    parser.add_argument(
+        "--predict-batches",
+        default=",".join(map(str, PREDICT_BATCHES)),
+        type=lambda text: [int(count) for count in text.split(",") if count],
+        help="batch sizes of the predict table (default 1,64)",
+    )
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     parser.add_argument(
         "--memory",
@@ -175,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_steps:
         print("\nTraining step: forward, softmax loss, backward, SGD update")
         train_step_table(args, torch, rng)
+    if args.predict and args.predict_batches:
+        print("\nPredict (class scores, test mode): convnet beside ONNX Runtime's CPU provider")
+        predict_table(args, rng)
     if args.memory_batches:
         print("\nPeak memory of a fast conv forward+backward (tracemalloc)")
         memory_table(args)

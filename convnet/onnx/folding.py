@@ -47,7 +47,7 @@ def has_batch(array: np.ndarray) -> bool:
 
 
 def shape_vector(shape: Sequence[int]) -> np.ndarray:
-    """A run-time value's shape (N, *shape) as a static int64 vector with :data:`BATCH`."""
+    """A run-time value's shape ``(N, *shape)`` as a static vector with :data:`BATCH`."""
     return np.array([BATCH, *(int(d) for d in shape)], dtype=object)
 
 
