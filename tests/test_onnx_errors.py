@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx_cases import assert_scores_close
 
@@ -326,15 +326,19 @@ def test_in_memory_models_have_no_external_data(tmp_path: Any) -> None:
 
 # -- tampering anywhere: refused, or computed exactly as ONNX Runtime does
 MUTATED_VALUES = [0, 1, -1, 2, 3, -7, 2**31, 2**40, 10**6]
-OPERATORS = ["Relu", "Conv", "Add", "Flatten", "Reshape", "Gemm", "MaxPool", "AveragePool"]
+OPERATORS = ["Relu", "Conv", "Add", "Flatten", "Reshape", "Gemm", "MaxPool", "AveragePool", "Pad"]
 
 
 def _base_models() -> list[Any]:
+    from test_nn_padding_layers import padded_net
+
+    from convnet import nn
     from convnet.models import resnet, vgg
 
     return [
         convnet_onnx.to_onnx(resnet((2, 6, 6), seed=0)),
         convnet_onnx.to_onnx(vgg((1, 8, 8), seed=0)),
+        convnet_onnx.to_onnx(nn.Classifier(padded_net(), (2, 5, 4), seed=0)),
     ]
 
 
@@ -387,7 +391,7 @@ def tampered_models(draw: Any) -> Any:
 
 
 @given(model=tampered_models())
-@settings(max_examples=80)
+@settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow])
 def test_tampered_graphs_are_refused_or_computed_right(model: Any) -> None:
     onnxruntime = pytest.importorskip("onnxruntime")
     try:

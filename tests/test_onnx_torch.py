@@ -224,14 +224,30 @@ def test_pytorch_nets_load_and_match(build: Any, dynamo: bool) -> None:
         assert "BatchNormalization" in operators  # the one after a ReLU stays a node
 
 
-@pytest.mark.parametrize("opset", [9, 11, 13])
-@pytest.mark.parametrize("build", [resnet_style, vgg_style])
-def test_older_opsets_with_initializers_as_inputs(build: Any, opset: int) -> None:
-    """Unsqueeze's axes and Slice's bounds as attributes, initializers listed as inputs."""
+@pytest.mark.parametrize(
+    ("build", "opset", "folding"),
+    [
+        (resnet_style, 9, True),
+        (vgg_style, 9, True),
+        (resnet_style, 11, False),
+        (vgg_style, 11, False),
+        (padded_style, 11, False),
+        (resnet_style, 13, True),
+        (vgg_style, 13, True),
+        (padded_style, 13, True),
+    ],
+)
+def test_older_opsets_unfolded_graphs_and_initializers_as_inputs(
+    build: Any, opset: int, folding: bool
+) -> None:
+    """Unsqueeze's axes, Slice's bounds and Pad's pads as attributes (before opset 13 and
+    11), initializers listed as inputs, and graphs the exporter left unfolded (batch norms
+    after convolutions; the pads computed by Shape, ConstantOfShape, Transpose, Sub, Mul)."""
     module = randomize(build(), seed=5)
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    options = {"opset_version": opset, "do_constant_folding": folding}
     proto = check_against_torch(
-        module, x, dynamo=False, opset_version=opset, keep_initializers_as_inputs=True
+        module, x, dynamo=False, keep_initializers_as_inputs=True, **options
     )
     assert proto.opset_import[0].version == opset
     assert len(proto.graph.input) > 1

@@ -284,6 +284,12 @@ def _conv_transpose(
     stride = _pair(attributes.get("strides"), "strides", label, 1)
     dilation = _pair(attributes.get("dilations"), "dilations", label, 1)
     output_pad = tuple(int(p) for p in attributes.get("output_padding", (0, 0)))
+    if len(output_pad) != 2 or any(p >= s for p, s in zip(output_pad, stride, strict=True)):
+        raise ValueError(
+            f"{label}: output_padding {list(output_pad)} at or above the strides "
+            f"{list(stride)} is not supported (ONNX Runtime refuses it, older versions "
+            "computed it otherwise)"
+        )
     pads = _explicit_pads({"pads": attributes.get("pads")}, (height, width), (1, 1), (1, 1), label)
     # the pads both sides share, then a crop of what one side has more
     shared, extra = _split_pads(pads, 0.0)
