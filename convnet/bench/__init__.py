@@ -254,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         f"(OpenBLAS core {','.join(openblas_cores()) or '-'}); "
         f"torch {getattr(torch, '__version__', 'absent')}; {cpu_name()}\n"
         f"ms per call, median of {args.repeats} interleaved samples; steady: a sample is "
-        f"{args.steady_calls} back-to-back calls after a {args.pause} s pause and an untimed "
+        f"{args.steady_calls} back-to-back calls ({args.step_calls} training steps) after a "
+        f"{args.pause} s pause and an untimed "
         f"call; cold: one call after a {args.cold_pause} s pause and an untimed call"
     )
     if args.conv_cases:
@@ -286,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"({batch},3,32,32), {threads} threads, {cpu}. ms per layer inside real steps "
                 f"(median of {args.repeats} samples, each the mean of {args.layer_calls} "
                 "steps); the whole step: fwd until the network's forward pass returned, bwd "
-                "the rest (loss, backward, update); f+b vs faster PyTorch is a time ratio "
-                "(below 1: convnet is faster)"
+                "the rest (loss, backward, update); f+b vs faster PyTorch: convnet's forward + "
+                "backward over the faster layout's, row by row (below 1: convnet is faster)"
             )
             layer_table(args, torch, rng, network, batch, threads)
         for network, batch in args.precision_steps:
