@@ -7,8 +7,7 @@ import pytest
 
 from convnet import bench
 
-QUICK = ["--conv", "", "--pool", "", "--transpose", "", "--avg-pool", "", "--train-step", ""]
-QUICK += ["--memory", "", "--repeats", "1", "--steady-calls", "1", "--no-torch"]
+QUICK = ["--only", "predict", "--repeats", "1", "--steady-calls", "1", "--no-torch"]
 QUICK += ["--pause", "0", "--cold-pause", "0"]
 
 
