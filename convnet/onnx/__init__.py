@@ -17,7 +17,8 @@ them (``model.params``, ``model.buffers()``). Dropout layers write no node.
 
 Inside: :mod:`~convnet.onnx.graph_writer` builds graphs; :mod:`~convnet.onnx.files`
 reads files without trusting them; :mod:`~convnet.onnx.folding` folds shape arithmetic;
-:mod:`~convnet.onnx.operators` turns nodes into layers and
+:mod:`~convnet.onnx.spatial_operators` and :mod:`~convnet.onnx.feature_operators` turn
+nodes into layers (with what they share in :mod:`~convnet.onnx.operators`) and
 :mod:`~convnet.onnx.graph_reader` the graph into a network; :mod:`~convnet.onnx.common`
 holds what both directions share.
 """

@@ -36,9 +36,13 @@ from convnet.onnx.common import (
     STATISTICS,
     set_running_statistics,
 )
+from convnet.onnx.feature_operators import FEATURE_HANDLERS
 from convnet.onnx.files import node_label, tensor_to_array
 from convnet.onnx.folding import Folder, shape_vector, slice_shape
-from convnet.onnx.operators import ATTRIBUTES, FOLD_ONLY, HANDLERS, Value
+from convnet.onnx.operators import ATTRIBUTES, FOLD_ONLY, Value
+from convnet.onnx.spatial_operators import SPATIAL_HANDLERS
+
+HANDLERS = {**SPATIAL_HANDLERS, **FEATURE_HANDLERS}
 
 Shape = tuple[int, ...]
 # operator semantics this importer implements hold from opset 7 (numpy-style broadcasting
