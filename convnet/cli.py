@@ -38,7 +38,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from convnet import distributed, optim
+from convnet import _environment, distributed, optim
 from convnet._io import atomic_open, write_text
 from convnet._memory import keep_freed_memory
 from convnet._version import __version__
@@ -906,6 +906,14 @@ def _bench(argv: Sequence[str]) -> int:
     return int(result or 0)
 
 
+def _check_environment() -> None:
+    """Every CONVNET_* variable holds a value it accepts, else a one-line UsageError."""
+    try:
+        _environment.check_all()
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+
+
 def _load_backend() -> ModuleType:
     """The backend module, or a one-line UsageError for a bad CONVNET_BACKEND."""
     try:
@@ -920,6 +928,7 @@ def _run(argv: list[str]) -> int:
     if not argv:
         parser.print_help()
         return 0
+    _check_environment()
     backend = _load_backend()
     if argv[0] == "bench":
         return _bench(argv[1:])

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from convnet import _environment
 from convnet._io import atomic_open, fsync_directory, stderr_is_interactive
 
 CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{index}" for index in range(1, 6))
@@ -43,8 +44,8 @@ CIFAR10_CLASSES = (
 _CIFAR10_SUBDIRECTORY = "cifar-10-batches-py"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"  # published beside the archive
-CIFAR10_URL_VARIABLE = "CONVNET_CIFAR10_URL"  # a mirror of the same archive
-DATA_DIR_VARIABLE = "CONVNET_DATA_DIR"
+CIFAR10_URL_VARIABLE = _environment.CIFAR10_URL  # a mirror of the same archive
+DATA_DIR_VARIABLE = _environment.DATA_DIR
 DIGITS_SCALE = 1 / 16  # the digits' pixels are 0..16; load_digits_dataset scales them to [0, 1]
 _DOWNLOAD_CHUNK = 2**20
 _CIFAR10_PIXELS = 3 * 32 * 32
@@ -306,9 +307,9 @@ def default_data_dir() -> Path:
     ``$CONVNET_DATA_DIR`` if set, else ``convnet`` in the user's cache directory
     (``$XDG_CACHE_HOME``, else ``~/.cache``; ``%LOCALAPPDATA%`` on Windows).
     """
-    chosen = os.environ.get(DATA_DIR_VARIABLE)
-    if chosen:
-        return Path(chosen).expanduser()
+    chosen = _environment.data_dir()
+    if chosen is not None:
+        return Path(chosen)
     if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
         return Path(os.environ["LOCALAPPDATA"]) / "convnet"
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -423,7 +424,7 @@ def download_cifar10(
     target = root / _CIFAR10_SUBDIRECTORY
     if cifar10_is_cached(root):
         return target
-    url = url or os.environ.get(CIFAR10_URL_VARIABLE) or CIFAR10_URL
+    url = url or _environment.cifar10_url() or CIFAR10_URL
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as error:

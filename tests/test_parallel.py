@@ -262,7 +262,7 @@ if sys.platform.startswith("linux"):
     def test_place_workers_can_be_switched_off_by_environment() -> None:
         import subprocess
 
-        code = "from convnet import _parallel; print(_parallel.PLACE_WORKERS)"
+        code = "from convnet import _parallel; print(_parallel._place_workers())"
         env = {**os.environ, "CONVNET_PLACE_WORKERS": "0"}
         result = subprocess.run(
             [sys.executable, "-c", code],
