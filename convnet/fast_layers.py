@@ -31,6 +31,7 @@ from convnet._validation import (
     PoolGeometry,
     check_affine_arrays,
     check_affine_cache,
+    check_allocation,
     check_avg_pool_cache,
     check_conv_arrays,
     check_conv_cache,
@@ -64,6 +65,8 @@ SMALL_POOL_ELEMENTS = 2**16
 SMALL_VECTORIZED_POOL_ELEMENTS = 2**21
 SMALL_GEMM = 2**20
 SMALL_PHASE_COPY_ELEMENTS = 2**18
+DEPTHWISE_SCRATCH_RATIO = 4
+SMALL_DEPTHWISE_SCRATCH = 2**16
 WINOGRAD_MIN_CHANNELS = 8
 WINOGRAD_MIN_PIXELS = 256
 WINOGRAD_MIN_PIXEL_CHANNELS = 2**14
@@ -190,7 +193,7 @@ def conv_algorithm_choice(
     _, _, _, geo = check_conv_arrays(x, w, b, conv_param)
     requested = conv_algorithm(conv_param)
     choice = _choose_algorithm(requested, x_shape, w_shape, geo)
-    if _depthwise(w_shape, geo):
+    if _depthwise(x_shape, w_shape, geo):
         return "direct", 0
     dilation = _phases(requested, x_shape, w_shape, geo) if choice[0] == "im2col" else 0
     if not dilation:
@@ -292,6 +295,14 @@ class _Columns:
         self.per_chunk = _images_per_chunk(self.rows * self.pixels * np.dtype(dtype).itemsize)
         self.dtype = dtype
 
+    def check_image_fits(self) -> None:
+        """Refuse (``ValueError``) columns of one image (the smallest chunk) that no
+        allocation here could hold, before any worker starts."""
+        if not self.pointwise:
+            check_allocation(
+                (self.rows, self.pixels), self.dtype, "the im2col columns of one image"
+            )
+
     def worker_count(self, num_filters: int) -> int | None:
         """One worker for a convolution too small to repay handing out work."""
         work = self.num * num_filters * self.depth * self.pixels
@@ -347,9 +358,31 @@ class _Columns:
             )
 
 
-def _depthwise(w_shape: tuple[int, ...], geo: ConvGeometry) -> bool:
-    """A grouped convolution with one input channel per group runs straight from x."""
-    return geo.groups > 1 and w_shape[1] == 1
+def _depthwise_scratch(
+    x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: ConvGeometry
+) -> int:
+    """Values of scratch the compiled depthwise loops allocate (``_FlatPlanes`` in
+    ``_im2col.pyx``: a zero-padded plane, a flat output plane and a shifted gradient
+    plane), computed here with Python's integers, which cannot overflow."""
+    kernel_h, kernel_w = w_shape[2:]
+    padded_width = x_shape[3] + 2 * geo.pad_w
+    padded = (x_shape[2] + 2 * geo.pad_h) * padded_width + geo.dilation_w * (kernel_w - 1) + 1
+    flat_out = geo.out_h * padded_width + 1
+    max_shift = (kernel_h - 1) * geo.dilation_h * padded_width + (kernel_w - 1) * geo.dilation_w
+    return 2 * padded + max_shift + flat_out
+
+
+def _depthwise(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: ConvGeometry) -> bool:
+    """A grouped convolution with one input channel per group runs straight from x, by
+    loops over zero-padded copies of whole planes; unless those copies would be more
+    than ``DEPTHWISE_SCRATCH_RATIO`` times the input and output planes (pads far beyond
+    the image, up to 2**31 - 1 by the rules): im2col, whose padding is virtual, runs
+    those."""
+    if not (geo.groups > 1 and w_shape[1] == 1):
+        return False
+    planes = x_shape[2] * x_shape[3] + geo.out_h * geo.out_w
+    bound = DEPTHWISE_SCRATCH_RATIO * planes + SMALL_DEPTHWISE_SCRATCH
+    return _depthwise_scratch(x_shape, w_shape, geo) <= bound
 
 
 def _depthwise_args(geo: ConvGeometry) -> tuple[int, ...]:
@@ -377,7 +410,7 @@ def _correlate(
     bias = np.zeros(num_filters, dtype) if b is None else b.astype(dtype, copy=False)
     columns = _Columns(kernel, x_c.shape, dtype, w.shape, geo, x_c)
     workers = columns.worker_count(num_filters)
-    if _depthwise(w.shape, geo):
+    if _depthwise(x_c.shape, w.shape, geo):
         w_taps = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, *w.shape[2:])
         bias_c = np.ascontiguousarray(bias)
 
@@ -397,6 +430,7 @@ def _correlate(
         if upstream is None:
             return out, None
         return out, sum(parts, np.zeros(w_taps.shape, dtype=dtype)).reshape(w.shape)
+    columns.check_image_fits()
     per_group = num_filters // geo.groups
     w_groups = np.ascontiguousarray(w, dtype=dtype).reshape(geo.groups, per_group, columns.depth)
     out_rows = out.reshape(num, geo.groups, per_group, columns.pixels)
@@ -454,7 +488,7 @@ def _conv_gradients(
     columns = _Columns(kernel, x_shape, dtype, w.shape, geo, x_c)
     dx = np.empty(x_shape, dtype=dtype) if compute_dx else None
     bias_planes = None if dx_bias is None else dx_bias.astype(dtype)[:, None, None]
-    if _depthwise(w.shape, geo):
+    if _depthwise(x_shape, w.shape, geo):
         w_taps = np.ascontiguousarray(w, dtype=dtype).reshape(num_filters, *w.shape[2:])
         finite = bool(np.isfinite(w_taps).all())
 
@@ -483,6 +517,7 @@ def _conv_gradients(
                 dw += dw_group
         return dx, (None if dw is None else dw.reshape(w.shape)), db
 
+    columns.check_image_fits()
     per_group = num_filters // geo.groups
     w_groups = np.ascontiguousarray(w, dtype=dtype).reshape(geo.groups, per_group, columns.depth)
     dout_rows = dout_c.reshape(num, geo.groups, per_group, columns.pixels)
