@@ -643,7 +643,7 @@ class Solver:
         rng = np.random.default_rng()
         try:
             rng.bit_generator.state = state["rng_state"]
-        except (TypeError, ValueError, KeyError) as error:
+        except (TypeError, ValueError, KeyError, OverflowError) as error:
             raise ValueError(f"checkpoint {path} holds an unusable generator state") from error
         generators = _model_generators(self.model)
         if set(state["model_rng_states"]) != set(generators):
@@ -651,7 +651,7 @@ class Solver:
         try:
             for name, saved in state["model_rng_states"].items():
                 generators[name].bit_generator.state = saved
-        except (TypeError, ValueError, KeyError) as error:
+        except (TypeError, ValueError, KeyError, OverflowError) as error:
             raise ValueError(f"checkpoint {path} holds an unusable generator state") from error
         self.rng = rng
         self.model.params.update(state["params"])
