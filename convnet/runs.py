@@ -1,6 +1,6 @@
 """The run folders ``convnet train`` writes, and predictions from raw images in Python.
 
-A run folder holds ``model.npz`` (:func:`convnet.models.save_model`),
+A run folder holds ``model.npz`` (:func:`convnet.serialization.save_model`),
 ``preprocessing.npz`` (the scaling and the mean image training applied to the raw images:
 :class:`Preprocessing`), ``options.json``, ``summary.json``, ``curves.png``,
 ``filters.png`` and ``checkpoint.npz``. :func:`load_run` gives Python what
@@ -169,7 +169,7 @@ class TrainedRun:
     ----------
     folder : Path
     model
-        What :func:`convnet.models.load_model` returns.
+        What :func:`convnet.serialization.load_model` returns.
     preprocessing : Preprocessing or None
         None when the folder holds no ``preprocessing.npz`` (models trained outside
         ``convnet train``): pass ``preprocessed=True`` with images prepared as in training.
@@ -258,7 +258,7 @@ def load_run(path: str | os.PathLike) -> TrainedRun:
     ValueError
         When the model or preprocessing file is damaged.
     """
-    from convnet.models import load_model
+    from convnet.serialization import load_model
 
     path = follow_latest(path)
     model_path = path / MODEL_FILE if path.is_dir() else path

@@ -21,7 +21,7 @@ import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from convnet import fast_layers, layers
+from convnet import conv_plan, fast_layers, layers
 from convnet.fast_activation import relu_backward_fast, relu_forward_fast
 from convnet.fast_normalization import (
     spatial_batchnorm_backward_fast,
@@ -438,7 +438,7 @@ def _every_algorithm_for_small_problems() -> None:
         "WINOGRAD_MIN_PIXEL_CHANNELS",
         "WINOGRAD_MIN_PIXELS_PER_CHANNEL",
     ):
-        setattr(fast_layers, name, 0)
+        setattr(conv_plan, name, 0)
 
 
 if __name__ == "__main__":

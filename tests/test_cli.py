@@ -16,7 +16,10 @@ import pytest
 from fake_cifar import write_archive
 
 import convnet
-from convnet import _cli_errors, _cli_options, _run_folder, cli, plots
+from convnet import cli, plots
+from convnet.cli import errors as cli_errors
+from convnet.cli import options as cli_options
+from convnet.cli import run_folder
 from convnet.models import load_model
 from convnet.plots import normalize_filters, plot_curves, plot_filters
 from convnet.solver import CHECKPOINT_NAME, Solver
@@ -242,15 +245,15 @@ def test_options_of_the_resumed_model_are_checked(
 def test_user_errors_turns_only_user_errors_into_usage_errors() -> None:
     with (
         pytest.raises(cli.UsageError, match=r"^reading x: bad value$"),
-        _cli_errors.user_errors("reading x: "),
+        cli_errors.user_errors("reading x: "),
     ):
         raise ValueError("bad value")
-    with pytest.raises(cli.UsageError, match="no such file"), _cli_errors.user_errors():
+    with pytest.raises(cli.UsageError, match="no such file"), cli_errors.user_errors():
         raise FileNotFoundError("no such file")
     for bug in (TypeError("bug"), KeyError("bug"), AttributeError("bug"), ZeroDivisionError()):
-        with pytest.raises(type(bug)), _cli_errors.user_errors():
+        with pytest.raises(type(bug)), cli_errors.user_errors():
             raise bug
-    with pytest.raises(cli.UsageError), _cli_errors.user_errors(kinds=(KeyError,)):
+    with pytest.raises(cli.UsageError), cli_errors.user_errors(kinds=(KeyError,)):
         raise KeyError("asked for")
 
 
@@ -319,14 +322,14 @@ def test_train_help_states_every_default_truthfully(capsys: pytest.CaptureFixtur
     common = flags(common_line)
     assert (common.pop("--dataset"), common.pop("--model")) == ("digits", "three-layer-convnet")
     assert common["--reg"] == "0"
-    for (dataset, model), listed in _cli_options.DEFAULTS.items():
+    for (dataset, model), listed in cli_options.DEFAULTS.items():
         shown = {**common, **flags(":" + lines[lines.index(f"{dataset}, {model}:") + 1])}
-        args = _cli_options.build_parser().parse_args(
+        args = cli_options.build_parser().parse_args(
             ["train", "--dataset", dataset, "--model", model]
         )
-        options, _ = _cli_options.resolve_options(args, {})
+        options, _ = cli_options.resolve_options(args, {})
         for flag, text in shown.items():
-            assert _cli_options.format_default(options[flag[2:].replace("-", "_")]) == text, flag
+            assert cli_options.format_default(options[flag[2:].replace("-", "_")]) == text, flag
         assert set(listed) <= {flag[2:].replace("-", "_") for flag in shown}
 
 
@@ -610,7 +613,7 @@ def test_runs_go_to_new_folders_and_latest_points_at_the_newest(
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(_run_folder, "timestamp", lambda seconds=None: "2026-11-30_22-31-05")
+    monkeypatch.setattr(run_folder, "timestamp", lambda seconds=None: "2026-11-30_22-31-05")
     small = [*QUICK, "--num-filters", "2"]
     assert run_cli("train", *small) == 0
     assert "1 epoch in" in capsys.readouterr().out

@@ -128,7 +128,7 @@ def test_every_convnet_variable_the_package_reads_has_a_reader() -> None:
     """A grep of the sources: a CONVNET_ name read anywhere but through _environment would
     escape the rule."""
     names = set()
-    for path in [*(ROOT / "convnet").glob("*.py"), ROOT / "setup.py"]:
+    for path in [*(ROOT / "convnet").rglob("*.py"), ROOT / "setup.py"]:
         names |= set(re.findall(r"CONVNET_[A-Z0-9_]*[A-Z0-9]", path.read_text()))
     assert names and names <= set(_environment.READERS)
 

@@ -280,13 +280,14 @@ def test_the_solver_leaves_malloc_alone_and_convnet_train_sets_it(
 ) -> None:
     import numpy as np
 
-    from convnet import _cli_train, _memory, cli
+    from convnet import _memory, cli
+    from convnet.cli import train as cli_train
     from convnet.models import ThreeLayerConvNet
     from convnet.solver import Solver
 
     calls: list[str] = []
     monkeypatch.setattr(_memory, "keep_freed_memory", lambda: calls.append("library") or True)
-    monkeypatch.setattr(_cli_train, "keep_freed_memory", lambda: calls.append("cli") or True)
+    monkeypatch.setattr(cli_train, "keep_freed_memory", lambda: calls.append("cli") or True)
     rng = np.random.default_rng(0)
     data = {
         "X_train": rng.standard_normal((4, 1, 8, 8)),

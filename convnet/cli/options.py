@@ -14,9 +14,9 @@ from typing import Any, NoReturn
 import numpy as np
 
 from convnet import distributed, optim
-from convnet._cli_errors import USER_ERRORS, UsageError, user_errors
 from convnet._version import __version__
 from convnet.checkpoint import CHECKPOINT_NAME
+from convnet.cli.errors import USER_ERRORS, UsageError, user_errors
 from convnet.runs import LATEST, PREPROCESSING_FILE
 
 MODELS = ("three-layer-convnet", "fc-net", "resnet", "vgg")

@@ -3,7 +3,7 @@
 ``convnet train`` trains a model on the bundled digits (default) or on CIFAR-10 and writes
 ``summary.json``, ``model.npz``, ``preprocessing.npz``, ``curves.png``, ``filters.png``,
 ``options.json`` and the epoch checkpoint ``checkpoint.npz`` into a new folder per run,
-``runs/<date>_<time>/`` (:mod:`convnet._cli_train`); ``runs/latest`` points at the newest
+``runs/<date>_<time>/`` (:mod:`convnet.cli.train`); ``runs/latest`` points at the newest
 run that produced a model (a symlink; where symlinks cannot be made, a small file holding
 the folder's name, which every convnet command follows). ``--out DIR`` names the folder
 instead. ``--resume`` continues a run from its checkpoint with its saved options, or
@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from convnet import _environment, distributed
-from convnet._cli_errors import (
+from convnet._io import atomic_open
+from convnet.cli.errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
@@ -45,7 +46,7 @@ from convnet._cli_errors import (
     plural,
     user_errors,
 )
-from convnet._cli_options import (
+from convnet.cli.options import (
     ACCURACY_SAMPLES,
     build_parser,
     load_data,
@@ -53,12 +54,11 @@ from convnet._cli_options import (
     resolve_options,
     score,
 )
-from convnet._io import atomic_open
 from convnet.runs import OPTIONS_FILE, PREPROCESSING_FILE, follow_latest, load_run
 
 
 def _train(args: argparse.Namespace) -> int:
-    from convnet._cli_train import run_train
+    from convnet.cli.train import run_train
 
     ranks = distributed.Ranks(distributed.world())
     with ranks.abort_on_error(quiet=(UsageError,)):
@@ -74,7 +74,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from convnet.models import load_model
+    from convnet.serialization import load_model
 
     with user_errors():
         model_path = follow_latest(args.model_file)

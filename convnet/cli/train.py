@@ -24,15 +24,20 @@ from typing import Any
 
 import numpy as np
 
-from convnet import _run_folder, distributed
-from convnet._cli_errors import (
+from convnet import distributed
+from convnet._io import write_text
+from convnet._memory import keep_freed_memory
+from convnet._version import __version__
+from convnet.checkpoint import CHECKPOINT_NAME, checkpoint_epoch
+from convnet.cli import run_folder
+from convnet.cli.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     UsageError,
     plural,
     user_errors,
 )
-from convnet._cli_options import (
+from convnet.cli.options import (
     ACCURACY_SAMPLES,
     RUNS_DIR,
     build_model,
@@ -43,10 +48,6 @@ from convnet._cli_options import (
     resolve_options,
     score,
 )
-from convnet._io import write_text
-from convnet._memory import keep_freed_memory
-from convnet._version import __version__
-from convnet.checkpoint import CHECKPOINT_NAME, checkpoint_epoch
 from convnet.runs import (
     CURVES_FILE,
     FILTERS_FILE,
@@ -117,7 +118,7 @@ def _checkpoint_to_resume(args: argparse.Namespace) -> Path | None:
         elif args.out is not None:
             checkpoint = follow_latest(args.out) / CHECKPOINT_NAME
         else:
-            newest = _run_folder.newest_checkpoint(RUNS_DIR)
+            newest = run_folder.newest_checkpoint(RUNS_DIR)
             if newest is None:
                 raise UsageError(
                     f"no run in {RUNS_DIR}/ has a checkpoint to resume: give --resume "
@@ -143,9 +144,9 @@ def _claim_folder(folder: Path, checkpoint: Path | None, held: contextlib.ExitSt
     if not folder.is_dir():
         raise UsageError(f"the run folder {folder} exists and is not a folder")
     with user_errors(f"cannot use the run folder {folder}: "):
-        held.enter_context(_run_folder.locked(folder))
+        held.enter_context(run_folder.locked(folder))
     own = checkpoint is not None and checkpoint.parent.resolve() == folder.resolve()
-    present = _run_folder.run_files(folder)
+    present = run_folder.run_files(folder)
     if present and not own:
         instead = (
             "resume it into its own folder or an empty one"
@@ -198,7 +199,7 @@ def open_run_folder(
     created = plan.folder is None or not plan.folder.exists()
     with user_errors("cannot create the run folder: "):
         if plan.folder is None:
-            path = _run_folder.unique_folder(RUNS_DIR, _run_folder.timestamp()).absolute()
+            path = run_folder.unique_folder(RUNS_DIR, run_folder.timestamp()).absolute()
         else:
             path = plan.folder
             path.mkdir(parents=True, exist_ok=True)
@@ -206,7 +207,7 @@ def open_run_folder(
     try:
         if created:
             with user_errors(f"cannot use the run folder {path}: "):
-                held.enter_context(_run_folder.locked(path))
+                held.enter_context(run_folder.locked(path))
         with user_errors(f"cannot write the run folder {path}: "):
             write_text(path / OPTIONS_FILE, json.dumps(plan.options, indent=2) + "\n")
             preprocessing = Preprocessing(float(dataset["scale"]), dataset["mean_image"])
@@ -353,8 +354,8 @@ def write_outputs(
     image_shape: tuple[int, ...],
 ) -> list[str]:
     """Write the outputs ``names`` of ``OUTPUTS`` into ``folder``; return those written."""
-    from convnet.models import save_model
     from convnet.plots import plot_curves, plot_filters
+    from convnet.serialization import save_model
 
     written = []
     for name in names:
@@ -380,7 +381,7 @@ def _point_latest(folder: Path) -> None:
     if folder.parent.resolve() != RUNS_DIR.resolve():
         return
     try:
-        _run_folder.point_latest(RUNS_DIR, folder)
+        run_folder.point_latest(RUNS_DIR, folder)
     except OSError as error:
         print(
             f"convnet: warning: cannot point {RUNS_DIR}/latest at {folder}: {error}",
