@@ -316,6 +316,15 @@ def default_data_dir() -> Path:
     return Path(cache) / "convnet"
 
 
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, innermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
 def cifar10_is_cached(directory: str | os.PathLike | None = None) -> bool:
     """Whether ``directory`` (default :func:`default_data_dir`) holds the extracted batches."""
     root = Path(directory).expanduser() if directory is not None else default_data_dir()
@@ -418,18 +427,23 @@ def download_cifar10(
     Raises
     ------
     DownloadError
-        When the download fails, the checksum differs or the archive is not CIFAR-10's.
+        When the download fails, the checksum differs or the archive is not CIFAR-10's;
+        the folders it created for the cache are removed again.
+    ValueError
+        When ``$CONVNET_CIFAR10_URL`` is set to something that is not a URL.
     """
     root = Path(directory).expanduser() if directory is not None else default_data_dir()
     target = root / _CIFAR10_SUBDIRECTORY
     if cifar10_is_cached(root):
         return target
     url = url or _environment.cifar10_url() or CIFAR10_URL
+    created = _missing_folders(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DownloadError(f"cannot create the data folder {root}: {error}") from error
     workspace = Path(tempfile.mkdtemp(prefix=".cifar-10-download.", dir=root))
+    succeeded = False
     try:
         archive_path = workspace / "cifar-10-python.tar.gz"
         try:
@@ -460,6 +474,11 @@ def download_cifar10(
                     f"cannot put the CIFAR-10 batches at {target}: {error}"
                 ) from error
         fsync_directory(root)
+        succeeded = True
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
+        if not succeeded:
+            for folder in created:  # innermost first; only those still empty
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
     return target

@@ -215,8 +215,8 @@ class TrainedRun:
                 f"{_name_images(bad, len(images))} hold NaN or infinite values: no prediction "
                 "is made for a batch holding them"
             )
-        prepared = images if preprocessed else self.prepare(images)
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"):  # values too large become inf, caught below
+            prepared = images if preprocessed else self.prepare(images)
             scores = class_scores(self.model, prepared, batch_size).astype(np.float64)
         if len(bad := _not_finite(scores)):
             raise ValueError(

@@ -410,7 +410,7 @@ class Solver:
         images = 0
         started = time.perf_counter()
         with contextlib.ExitStack() as stack:
-            stack.enter_context(self.ranks.abort_on_error(self._checkpoint_hint))
+            stack.enter_context(self.ranks.abort_on_error(self._checkpoint_hint, quiet=(OSError,)))
             stack.callback(self._finish_training, bar, started)
             while self.epoch < self.num_epochs:
                 epoch = self.epoch + 1

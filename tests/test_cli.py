@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import stat
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_cifar import write_archive
+from fake_cifar import write_archive, write_batches
 
 import convnet
 from convnet import cli, plots
@@ -140,13 +139,7 @@ def test_fc_net_trains_and_plots_its_first_layer(tmp_path: Path) -> None:
 
 def test_train_on_cifar10_batches(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    rng = np.random.default_rng(0)
-    batches = tmp_path / "cifar-10-batches-py"
-    batches.mkdir()
-    names = [*(f"data_batch_{index}" for index in range(1, 6)), "test_batch"]
-    for name in names:
-        batch = {b"data": rng.integers(0, 256, (8, 3072), dtype=np.uint8), b"labels": [1] * 8}
-        (batches / name).write_bytes(pickle.dumps(batch))
+    write_batches(tmp_path, label=1)
     options = ["--num-train", "30", "--num-val", "5", "--filter-size", "3", "--num-filters", "2"]
     code = run_cli(
         "train",

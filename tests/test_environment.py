@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_cli import run_module
 
 import convnet
 from convnet import _environment, _parallel
@@ -34,25 +35,11 @@ BAD_VALUES = [
 ]
 
 
-def run_convnet(*argv: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    child_env = {key: value for key, value in os.environ.items() if not key.startswith("CONVNET_")}
-    child_env.update(env, PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", "convnet", *argv],
-        capture_output=True,
-        text=True,
-        env=child_env,
-        cwd=cwd,
-        timeout=120,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize(("name", "value", "accepted"), BAD_VALUES)
 def test_a_bad_value_is_one_line_naming_the_variable_and_the_accepted_values(
     tmp_path: Path, name: str, value: str, accepted: str
 ) -> None:
-    result = run_convnet("info", cwd=tmp_path, **{name: value})
+    result = run_module("info", cwd=tmp_path, **{name: value})
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr == f"convnet: error: {name} must be {accepted}, got {value!r}\n"
 
@@ -139,6 +126,6 @@ def test_every_convnet_variable_the_package_reads_has_a_reader() -> None:
 def test_info_counts_the_threads_in_words_that_agree(
     tmp_path: Path, threads: str, shown: str
 ) -> None:
-    result = run_convnet("info", cwd=tmp_path, CONVNET_NUM_THREADS=threads)
+    result = run_module("info", cwd=tmp_path, CONVNET_NUM_THREADS=threads)
     assert result.returncode == 0, result.stderr
     assert f"threads:  {shown}" in result.stdout

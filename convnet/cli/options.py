@@ -145,24 +145,23 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _integer_from(low: int, expected: str) -> Any:
+    """An argparse type: an integer of at least ``low`` (``expected`` says so in errors)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+_positive_int = _integer_from(1, "a positive integer")
+_non_negative_int = _integer_from(0, "an integer >= 0")
 
 
 def _number(low: float, high: float = math.inf, *, low_inclusive: bool = False) -> Any:
@@ -478,11 +477,11 @@ def _split_sizes(options: dict[str, Any], given: set[str], available: int) -> tu
     if "num_train" in given:
         need = f"{named('num_train', num_train)} and {named('num_val', num_val)} need "
         need += str(num_train + num_val)
+        lower = "lower --num-train or --num-val"
     else:  # all the training images but the validation ones: at least one
         need = f"{named('num_val', num_val)} and one training image need {num_val + 1}"
-    raise UsageError(
-        f"{need} CIFAR-10 training images, there are {available}: lower --num-train or --num-val"
-    )
+        lower = "lower --num-val"
+    raise UsageError(f"{need} CIFAR-10 training images, there are {available}: {lower}")
 
 
 def load_data(

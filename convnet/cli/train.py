@@ -358,9 +358,10 @@ def write_outputs(
     from convnet.serialization import save_model
 
     written = []
+    later = f" (`convnet train --out {folder} --resume` writes it once possible)"
     for name in names:
         path = folder / name
-        with user_errors(f"cannot write {path}: ", kinds=(OSError, ImportError)):
+        with user_errors(f"cannot write {path}{later}: ", kinds=(OSError, ImportError)):
             if name == MODEL_FILE:
                 save_model(model, path)
             elif name == SUMMARY_FILE:
