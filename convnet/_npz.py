@@ -13,11 +13,13 @@ Nothing is unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tokenize
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -106,6 +108,13 @@ class NpzReader:
             )
         return entries
 
+    def header(self, name: str, kinds: str = PLAIN_KINDS) -> tuple[tuple[int, ...], np.dtype]:
+        """The shape and dtype entry ``name`` announces, checked against ``kinds`` and the
+        entry's size; no data is read."""
+        with self._open(name) as (info, handle):
+            shape, _, dtype = _read_header(info, handle, kinds)
+        return shape, dtype
+
     def read(self, name: str, kinds: str = PLAIN_KINDS) -> np.ndarray:
         """The array of entry ``name``, its header checked before its data is read.
 
@@ -121,14 +130,22 @@ class NpzReader:
         ndarray
             A new, writable array in native byte order.
         """
+        with self._open(name) as (info, handle):
+            return _read_data(handle, *_read_header(info, handle, kinds))
+
+    @contextlib.contextmanager
+    def _open(self, name: str) -> Iterator[tuple[zipfile.ZipInfo, IO[bytes]]]:
+        """Entry ``name`` opened; what damage raises inside becomes a ValueError."""
         info = self._entries.get(name)
         if info is None:
             raise self._damaged(f"it has no entry {name!r}")
         try:
             with self._zip.open(info) as handle:
-                return _read_entry(info, handle, kinds)
+                yield info, handle
         except _DAMAGE as error:
-            raise self._damaged(f"entry {name!r}: {error}") from error
+            raise ValueError(
+                f"{self.path} is a corrupt {self.what} (entry {name!r}: {error})"
+            ) from error
 
     def close(self) -> None:
         """Close the archive."""
@@ -146,9 +163,11 @@ class NpzReader:
         self.close()
 
 
-def _read_entry(info: zipfile.ZipInfo, handle: IO[bytes], kinds: str) -> np.ndarray:
-    """One ``.npy`` entry: its header checked against ``kinds`` and the entry's size, then
-    exactly the bytes it announces."""
+def _read_header(
+    info: zipfile.ZipInfo, handle: IO[bytes], kinds: str
+) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """A ``.npy`` entry's shape, order and dtype, checked against ``kinds`` and against
+    the entry's size (the data must be exactly what the header announces)."""
     version = np.lib.format.read_magic(handle)
     if version == (1, 0):
         shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(handle)
@@ -165,6 +184,14 @@ def _read_entry(info: zipfile.ZipInfo, handle: IO[bytes], kinds: str) -> np.ndar
             f"it claims shape {shape} of {dtype} ({nbytes} bytes) but holds "
             f"{info.file_size - header}"
         )
+    return shape, fortran_order, dtype
+
+
+def _read_data(
+    handle: IO[bytes], shape: tuple[int, ...], fortran_order: bool, dtype: np.dtype
+) -> np.ndarray:
+    """Exactly the bytes the header announced, as a new array in native byte order."""
+    nbytes = math.prod(shape) * dtype.itemsize
     data = bytearray(nbytes)
     view = memoryview(data)
     filled = 0

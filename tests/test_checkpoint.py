@@ -3,16 +3,14 @@ at load, never accepted to fail mid-epoch, and reading one costs at most its own
 
 from __future__ import annotations
 
-import io
 import json
-import tracemalloc
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from forged_npz import add_deflated_zeros, claim_huge_shape, peak_bytes
 
 from convnet import checkpoint as checkpoint_module
 from convnet.models import FullyConnectedNet
@@ -152,16 +150,6 @@ def test_forged_metadata_is_refused(saved: Path, text: str) -> None:
         checkpoint_module.load_checkpoint(_raw_meta(saved, text))
 
 
-def _peak_bytes(function: Callable[[], Any]) -> int:
-    tracemalloc.start()
-    try:
-        function()
-    finally:
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    return peak
-
-
 def test_an_extra_deflated_entry_is_refused_before_it_is_inflated(
     saved: Path, tmp_path: Path
 ) -> None:
@@ -169,19 +157,14 @@ def test_an_extra_deflated_entry_is_refused_before_it_is_inflated(
     --resume; here 256 MiB of them, a few hundred KiB on disk."""
     bomb = tmp_path / CHECKPOINT_NAME
     bomb.write_bytes(saved.read_bytes())
-    with zipfile.ZipFile(bomb, "a", compression=zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("zeros.npy", "w", force_zip64=True) as entry:
-            entry.write(np.lib.format.magic(1, 0))
-            chunk = bytes(2**24)
-            for _ in range(16):
-                entry.write(chunk)
+    add_deflated_zeros(bomb)
     assert bomb.stat().st_size < 2**20
 
     def load() -> None:
         with pytest.raises(ValueError, match=r"inflate to .* more than the file"):
             checkpoint_module.load_checkpoint(bomb)
 
-    assert _peak_bytes(load) < 2**20
+    assert peak_bytes(load) < 2**20
 
 
 def test_an_entry_whose_header_claims_a_huge_array_is_refused_before_allocation(
@@ -189,24 +172,14 @@ def test_an_entry_whose_header_claims_a_huge_array_is_refused_before_allocation(
 ) -> None:
     meta, arrays = _contents(saved)
     forged = tmp_path / CHECKPOINT_NAME
-    key = meta["params"]["W1"]
     np.savez(forged, meta=np.array(json.dumps(meta)), **arrays)
-    with zipfile.ZipFile(forged) as archive:
-        entries = {info.filename: archive.read(info) for info in archive.infolist()}
-    header = np.lib.format.header_data_from_array_1_0(np.zeros(1))
-    header["shape"] = (10**12,)
-    buffer = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buffer, header)
-    entries[f"{key}.npy"] = buffer.getvalue() + bytes(8)
-    with zipfile.ZipFile(forged, "w") as archive:
-        for name, content in entries.items():
-            archive.writestr(name, content)
+    claim_huge_shape(forged, meta["params"]["W1"])
 
     def load() -> None:
         with pytest.raises(ValueError, match=r"claims shape \(1000000000000,\)"):
             checkpoint_module.load_checkpoint(forged)
 
-    assert _peak_bytes(load) < 2**20
+    assert peak_bytes(load) < 2**20
 
 
 @pytest.mark.parametrize(
