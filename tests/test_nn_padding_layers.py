@@ -114,3 +114,9 @@ def test_shapes_that_do_not_fit_are_refused_when_the_classifier_is_built() -> No
             nn.Sequential(nn.ConvTranspose2d(1, 1, 1, pad=1), nn.Flatten(), nn.Linear(1, 2)),
             (1, 1, 1),
         )
+
+
+def test_padding_that_would_exhaust_memory_is_refused_before_any_allocation() -> None:
+    layer = nn.Pad2d((2**31 - 1, 0, 2**31 - 1, 0))
+    with pytest.raises(ValueError, match=r"padded output .* would need"):
+        layer.forward(np.zeros((1, 1, 1, 1)))

@@ -167,3 +167,12 @@ def test_pool_padding_arguments_are_checked(layers, impl, update, error, message
         return
     with pytest.raises(error, match=message):
         forward(x, param)
+
+
+@pytest.mark.parametrize("layers", [MAX_POOL, AVG_POOL], ids=["max", "avg"])
+@pytest.mark.parametrize("impl", ["naive", "fast"])
+def test_padding_that_would_exhaust_memory_is_refused_before_any_allocation(layers, impl):
+    forward, _ = layers[impl]
+    param = {"pool_height": 2**31 - 1, "pool_width": 2**31 - 1, "stride": 1, "pad": 2**30}
+    with pytest.raises(ValueError, match=r"padded input of the pooling .* would need"):
+        forward(np.zeros((1, 1, 1, 1)), param)
