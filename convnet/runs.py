@@ -245,7 +245,9 @@ def load_run(path: str | os.PathLike) -> TrainedRun:
     ----------
     path : str or path-like
         A run folder (``runs/latest``, ``runs/2026-01-31_12-00-00``) or a model file in
-        one; a ``latest`` pointer file is followed.
+        one; a ``latest`` pointer file is followed. An ``.onnx`` file works too
+        (:func:`convnet.onnx.load_with_preprocessing`; needs onnx): its own preprocessing,
+        if it has any, else the ``preprocessing.npz`` beside it.
 
     Returns
     -------
@@ -256,15 +258,23 @@ def load_run(path: str | os.PathLike) -> TrainedRun:
     FileNotFoundError
         When there is no model file.
     ValueError
-        When the model or preprocessing file is damaged.
+        When the model or preprocessing file is damaged (or the ONNX graph one convnet
+        cannot run).
+    ImportError
+        For an ``.onnx`` file without the onnx package.
     """
     from convnet.serialization import load_model
 
     path = follow_latest(path)
     model_path = path / MODEL_FILE if path.is_dir() else path
-    model = load_model(model_path)
-    preprocessing_path = model_path.parent / PREPROCESSING_FILE
     preprocessing = None
-    if preprocessing_path.exists():
+    if model_path.suffix == ".onnx":
+        from convnet.onnx import load_with_preprocessing
+
+        model, preprocessing = load_with_preprocessing(model_path)
+    else:
+        model = load_model(model_path)
+    preprocessing_path = model_path.parent / PREPROCESSING_FILE
+    if preprocessing is None and preprocessing_path.exists():
         preprocessing = Preprocessing.load(preprocessing_path)
     return TrainedRun(model_path.parent, model, preprocessing)

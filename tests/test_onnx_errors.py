@@ -411,3 +411,17 @@ def test_tampered_graphs_are_refused_or_computed_right(model: Any) -> None:
     with np.errstate(all="ignore"):  # tampered weights may be NaN or huge
         scores = loaded.loss(x)
     assert_scores_close(scores, expected)
+
+
+def test_arithmetic_inside_the_network_is_refused() -> None:
+    """Mul and Sub are preprocessing on the graph input (see test_onnx_export) or refused."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Sub", ["r", "c"], ["h"], name="shift"),
+    ]
+    head, weights = dense()
+    offset = np.ones((2, 4, 4), np.float32)
+    refuses(make_model(nodes + head, {**weights, "c": offset}), "node 'shift'", "Sub")
+    nodes[1] = helper.make_node("Mul", ["r", "c"], ["h"], name="scale")
+    scalar = np.array(2.0, np.float32)
+    refuses(make_model(nodes + head, {**weights, "c": scalar}), "node 'scale'", "multiplies")

@@ -124,13 +124,36 @@ def test_opsets(opset: int, rng: np.random.Generator) -> None:
     assert_scores_close(convnet_onnx.from_onnx(proto).loss(x), model.loss(x))
 
 
-def test_preprocessing_in_front(rng: np.random.Generator) -> None:
+def test_preprocessing_in_front(tmp_path, rng: np.random.Generator) -> None:
     model = vgg((1, 8, 8), seed=0)
     mean = rng.uniform(0, 10, (1, 8, 8))
-    proto = convnet_onnx.to_onnx(model, input_scale=1 / 16, input_mean=mean)
+    path = convnet_onnx.export(model, tmp_path / "raw.onnx", input_scale=1 / 16, input_mean=mean)
     raw = rng.integers(0, 17, (4, 1, 8, 8)).astype(np.float32)
     prepared = raw * np.float32(1 / 16) - mean.astype(np.float32)
-    assert_scores_close(run_graph(proto, raw), model.loss(prepared))
+    assert_scores_close(run_graph(onnx.load(path), raw), model.loss(prepared))
+    with pytest.raises(ValueError, match="load_with_preprocessing"):
+        convnet_onnx.load(path)
+    network, preprocessing = convnet_onnx.load_with_preprocessing(path)
+    assert preprocessing.scale == np.float32(1 / 16)
+    np.testing.assert_array_equal(preprocessing.mean_image, mean.astype(np.float32))
+    assert_scores_close(network.loss(preprocessing.apply(raw, np.float32)), model.loss(prepared))
+    assert convnet_onnx.load_with_preprocessing(convnet_onnx.export(model, path))[1] is None
+
+
+def test_a_vector_model_can_take_images(rng: np.random.Generator) -> None:
+    """A FullyConnectedNet of 64 features exported for 1x8x8 raw images: the graph scales,
+    subtracts the mean image and flattens."""
+    model = FullyConnectedNet([16], 64, normalization="batchnorm", seed=2)
+    randomize_statistics(model, rng)
+    mean = rng.uniform(0, 1, (1, 8, 8))
+    proto = convnet_onnx.to_onnx(model, input_scale=0.5, input_mean=mean, input_dim=(1, 8, 8))
+    raw = rng.uniform(0, 16, (3, 1, 8, 8)).astype(np.float32)
+    prepared = raw * np.float32(0.5) - mean.astype(np.float32)
+    assert_scores_close(run_graph(proto, raw), model.loss(prepared.reshape(3, 64)))
+    with pytest.raises(ValueError, match="images of 64 values"):
+        convnet_onnx.to_onnx(model, input_dim=(1, 8, 7))
+    with pytest.raises(ValueError, match="input_scale must be finite and positive"):
+        convnet_onnx.to_onnx(model, input_scale=-1.0)
 
 
 @given(model=networks())

@@ -1,4 +1,5 @@
-"""The ``convnet`` command: ``train``, ``evaluate``, ``predict``, ``info`` and ``bench``.
+"""The ``convnet`` command: ``train``, ``evaluate``, ``predict``, ``export``, ``info`` and
+``bench``.
 
 ``convnet train`` trains a model on the bundled digits (default) or on CIFAR-10 and writes
 ``summary.json``, ``model.npz``, ``preprocessing.npz``, ``curves.png``, ``filters.png``,
@@ -9,7 +10,9 @@ the folder's name, which every convnet command follows). ``--out DIR`` names the
 instead. ``--resume`` continues a run from its checkpoint with its saved options, or
 finishes one whose training is done. ``convnet evaluate RUN/model.npz`` scores a saved
 model on the test split of its dataset; ``convnet predict RUN/model.npz IMAGES.npy``
-writes its labels (:func:`convnet.runs.load_run` does the same in Python).
+writes its labels (:func:`convnet.runs.load_run` does the same in Python); both take an
+``.onnx`` graph too. ``convnet export RUN/model.npz OUT.onnx`` writes the model as an ONNX
+graph (:mod:`convnet.onnx`), with ``--with-preprocessing`` one that takes raw images.
 
 A user error (a missing dataset, a bad option, a damaged file, a bad ``CONVNET_*``
 variable, a run folder in use) prints one line to stderr and exits with status 2; a bug
@@ -32,6 +35,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +46,7 @@ from convnet.cli.errors import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     NPY_READ_ERRORS,
+    ONNX_ERRORS,
     UsageError,
     plural,
     user_errors,
@@ -74,11 +79,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from convnet.serialization import load_model
-
     with user_errors():
         model_path = follow_latest(args.model_file)
-        model = load_model(model_path)
+    model = _load_network(model_path)
     saved = read_saved_options(model_path.parent / OPTIONS_FILE)
     if not saved and args.dataset is None:
         raise UsageError(
@@ -120,8 +123,21 @@ def _write_table(path: Path, values: np.ndarray, fmt: str) -> None:
             handle.write(text.getvalue().encode())
 
 
+def _load_network(path: Path) -> Any:
+    """A saved model, or the network of an ONNX graph (without any preprocessing it holds:
+    the dataset's images are prepared already)."""
+    with user_errors(kinds=ONNX_ERRORS):
+        if path.suffix == ".onnx":
+            from convnet.onnx import load_with_preprocessing
+
+            return load_with_preprocessing(path)[0]
+        from convnet.serialization import load_model
+
+        return load_model(path)
+
+
 def _predict(args: argparse.Namespace) -> int:
-    with user_errors():
+    with user_errors(kinds=ONNX_ERRORS):
         run = load_run(args.model_file)
     if run.preprocessing is None and not args.no_preprocessing:
         raise UsageError(
@@ -143,6 +159,29 @@ def _predict(args: argparse.Namespace) -> int:
         with user_errors("cannot write the labels: "):
             _write_table(args.out, labels, "%d")
         print(f"wrote {plural(len(labels), 'label')} to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    if args.model_file.suffix == ".onnx":
+        raise UsageError(f"{args.model_file} is an ONNX graph already; export takes a model.npz")
+    with user_errors():
+        run = load_run(args.model_file)
+    options: dict[str, Any] = {"opset": args.opset}
+    if args.with_preprocessing:
+        if run.preprocessing is None:
+            raise UsageError(
+                f"--with-preprocessing: no {PREPROCESSING_FILE} beside {args.model_file}"
+            )
+        options["input_scale"] = run.preprocessing.scale
+        options["input_mean"] = run.preprocessing.mean_image
+        options["input_dim"] = run.preprocessing.mean_image.shape
+    with user_errors(f"cannot export {args.model_file}: ", ONNX_ERRORS):
+        from convnet.onnx import export
+
+        path = export(run.model, args.out, **options)
+    takes = "raw images" if args.with_preprocessing else "images prepared as in training"
+    print(f"wrote {path} (opset {args.opset}, {run.model.dtype}; the graph takes {takes})")
     return 0
 
 
@@ -200,7 +239,7 @@ def _command(argv: list[str]) -> Callable[[], int]:
         _check_backend(unbuilt_checkout_allowed=True)  # info reports it itself
         return _info
     _check_backend()
-    commands = {"train": _train, "evaluate": _evaluate, "predict": _predict}
+    commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export}
     return lambda: commands[args.command](args)
 
 

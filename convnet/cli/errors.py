@@ -28,6 +28,8 @@ class RunFailed(Exception):
 USER_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError)
 # numpy's readers of .npy / .npz files also raise these on damaged or truncated files
 NPY_READ_ERRORS = (*USER_ERRORS, EOFError, zipfile.BadZipFile)
+# an .onnx model without the onnx package is the user's to fix, as a damaged file is
+ONNX_ERRORS = (*USER_ERRORS, ImportError)
 
 
 @contextlib.contextmanager

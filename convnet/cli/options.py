@@ -315,7 +315,9 @@ def build_parser() -> _Parser:
         "come from the options.json beside the model, so the accuracy is the test_accuracy "
         "of its summary.json.",
     )
-    evaluate.add_argument("model_file", type=Path, metavar="MODEL", help="a model.npz")
+    evaluate.add_argument(
+        "model_file", type=Path, metavar="MODEL", help="a model.npz, or an .onnx graph"
+    )
     _add_data_options(evaluate, for_training=False)
 
     predict = commands.add_parser(
@@ -326,7 +328,9 @@ def build_parser() -> _Parser:
         f"preprocessing ({PREPROCESSING_FILE} beside the model) is applied first. Labels go "
         "to stdout, one per line, unless --out is given.",
     )
-    predict.add_argument("model_file", type=Path, metavar="MODEL", help="a model.npz")
+    predict.add_argument(
+        "model_file", type=Path, metavar="MODEL", help="a model.npz, or an .onnx graph"
+    )
     predict.add_argument("images", type=Path, metavar="IMAGES", help="an .npy file (N, C, H, W)")
     predict.add_argument(
         "--out", type=Path, help="write the labels here (.npy: an int64 array; else text)"
@@ -343,6 +347,25 @@ def build_parser() -> _Parser:
         help="the images are already preprocessed (scaled and centred as in training)",
     )
     predict.add_argument("--batch-size", type=_positive_int, default=200, help="default: 200")
+
+    export = commands.add_parser(
+        "export",
+        help="write a saved model as an ONNX graph",
+        description="Write the model of MODEL (a run's model.npz) in test mode as an ONNX graph "
+        "at OUT (input 'input' (N, ...), output 'logits'), for ONNX Runtime and other "
+        'runtimes. Needs the onnx package (pip install "convnet[onnx]").',
+    )
+    export.add_argument("model_file", type=Path, metavar="MODEL", help="a model.npz")
+    export.add_argument("out", type=Path, metavar="OUT", help="the .onnx file to write")
+    export.add_argument(
+        "--with-preprocessing",
+        action="store_true",
+        help=f"put the run's scaling and mean subtraction ({PREPROCESSING_FILE} beside the "
+        "model) in front, so the graph takes raw images as the dataset has them",
+    )
+    export.add_argument(
+        "--opset", type=_positive_int, default=17, help="ONNX operator set (default: 17)"
+    )
     return parser
 
 

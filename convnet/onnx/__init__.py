@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from convnet._io import atomic_open
 from convnet._validation import _positive_int
 from convnet.nn import Classifier
 from convnet.onnx.common import DEFAULT_OPSET
+
+if TYPE_CHECKING:
+    from convnet.runs import Preprocessing
 
 
 def _import_onnx() -> Any:
@@ -53,6 +56,7 @@ def to_onnx(
     opset: int = DEFAULT_OPSET,
     input_scale: float | None = None,
     input_mean: np.ndarray | None = None,
+    input_dim: tuple[int, ...] | None = None,
 ) -> Any:
     """The ONNX graph of ``model`` in test mode, as an ``onnx.ModelProto``.
 
@@ -63,9 +67,13 @@ def to_onnx(
         ONNX operator set version, from 9 to the newest the installed onnx knows.
     input_scale : float, optional
         Put ``input * input_scale`` in front of the network (the scaling of a
-        ``convnet train`` run).
-    input_mean : ndarray, of the sample shape (``model.input_dim``), optional
-        Then subtract ``input_mean`` (the run's mean image), so the graph takes raw images.
+        ``convnet train`` run; positive).
+    input_mean : ndarray, of the graph's sample shape, optional
+        Then subtract ``input_mean`` (the run's mean image), so the graph takes raw images
+        (:func:`load_with_preprocessing` reads both back).
+    input_dim : tuple of int, optional
+        The graph's sample shape: the model's (default), or for a model of vectors (D,)
+        images of D values (C, H, W), which the graph flattens.
 
     Returns
     -------
@@ -86,7 +94,7 @@ def to_onnx(
         raise TypeError(f"model must be a convnet.nn.Classifier, got {type(model).__name__}")
     onnx = _import_onnx()
     opset = check_opset(opset, onnx.defs.onnx_opset_version())
-    return build_model(onnx, model, opset, input_scale, input_mean)
+    return build_model(onnx, model, opset, input_scale, input_mean, _input_dim(input_dim))
 
 
 def export(
@@ -96,6 +104,7 @@ def export(
     opset: int = DEFAULT_OPSET,
     input_scale: float | None = None,
     input_mean: np.ndarray | None = None,
+    input_dim: tuple[int, ...] | None = None,
 ) -> Path:
     """Write ``model`` in test mode as an ONNX file at ``path`` (atomically).
 
@@ -106,7 +115,9 @@ def export(
     Path
         Where the graph was written.
     """
-    proto = to_onnx(model, opset=opset, input_scale=input_scale, input_mean=input_mean)
+    proto = to_onnx(
+        model, opset=opset, input_scale=input_scale, input_mean=input_mean, input_dim=input_dim
+    )
     path = Path(path)
     with atomic_open(path) as handle:
         handle.write(proto.SerializeToString())
@@ -147,13 +158,60 @@ def load(path: str | os.PathLike, *, input_dim: tuple[int, ...] | None = None) -
         the declared shapes), or uses an operator, attribute or topology convnet cannot
         compute exactly: the message names the node and what is unsupported.
     """
+    model, preprocessing = load_with_preprocessing(path, input_dim=input_dim)
+    if preprocessing is not None:
+        raise ValueError(_WITH_PREPROCESSING.format(source=path))
+    return model
+
+
+_WITH_PREPROCESSING = (
+    "{source} begins with the preprocessing of raw images (input * scale - mean), which "
+    "is no layer: load_with_preprocessing gives the network and the preprocessing apart "
+    "(convnet.runs.load_run and convnet predict apply it)"
+)
+
+
+def load_with_preprocessing(
+    path: str | os.PathLike, *, input_dim: tuple[int, ...] | None = None
+) -> tuple[Classifier, Preprocessing | None]:
+    """:func:`load` for a graph that may take raw images: the network, and the scaling and
+    mean subtraction in front of it (as ``export(..., input_scale=, input_mean=)`` and
+    ``convnet export --with-preprocessing`` write them) or None.
+
+    Returns
+    -------
+    model : convnet.nn.Classifier
+        The network, taking prepared images.
+    preprocessing : convnet.runs.Preprocessing or None
+        ``raw * scale - mean_image`` gives what ``model`` takes.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        As :func:`load`; a ValueError too for preprocessing of inputs that are not images.
+    """
     from convnet.onnx.files import read_model
     from convnet.onnx.graph_reader import import_model
 
     onnx = _import_onnx()
     path = Path(path)
-    model = read_model(onnx, path)
-    return import_model(onnx, model, path.parent, _input_dim(input_dim))
+    proto = read_model(onnx, path)
+    model, preprocessing = import_model(onnx, proto, path.parent, _input_dim(input_dim))
+    return model, _preprocessing(preprocessing, path)
+
+
+def _preprocessing(found: tuple[float, np.ndarray] | None, source: Any) -> Preprocessing | None:
+    from convnet.runs import Preprocessing
+
+    if found is None:
+        return None
+    scale, mean = found
+    if mean.ndim != 3:
+        raise ValueError(
+            f"{source} begins with preprocessing of inputs {mean.shape}; convnet keeps "
+            "preprocessing of images (C, H, W) only"
+        )
+    return Preprocessing(scale, mean)
 
 
 def from_onnx(model: Any, *, input_dim: tuple[int, ...] | None = None) -> Classifier:
@@ -173,7 +231,10 @@ def from_onnx(model: Any, *, input_dim: tuple[int, ...] | None = None) -> Classi
     if not isinstance(model, onnx.ModelProto):
         raise TypeError(f"model must be an onnx.ModelProto, got {type(model).__name__}")
     check_model(onnx, model, None)
-    return import_model(onnx, model, None, _input_dim(input_dim))
+    network, preprocessing = import_model(onnx, model, None, _input_dim(input_dim))
+    if preprocessing is not None:
+        raise ValueError(_WITH_PREPROCESSING.format(source="the model"))
+    return network
 
 
 def _input_dim(input_dim: Any) -> tuple[int, ...] | None:

@@ -269,6 +269,9 @@ def _add(importer: Importer, node: Any, label: str, attributes: dict, data: list
 
 
 def _mul(importer: Importer, node: Any, label: str, attributes: dict, data: list[str]) -> None:
+    """A positive factor: the scaling of raw images (a scalar on the graph input, as
+    ``convnet export --with-preprocessing`` writes it) or one a LayerNormalization right
+    after absorbs (convnet's float64 export)."""
     source = only_data(label, data)
     factor = importer.weight(node, 1 - list(node.input).index(source), label)
     value = importer.values[source]
@@ -280,14 +283,43 @@ def _mul(importer: Importer, node: Any, label: str, attributes: dict, data: list
     ):
         raise ValueError(
             f"{label}: Mul by a constant of shape {factor.shape} is not supported (convnet "
-            "folds one positive factor into a LayerNormalization right after it)"
+            "takes a positive scalar on the input as preprocessing, and folds one positive "
+            "factor into a LayerNormalization right after it)"
         )
     try:
         np.broadcast_shapes(factor.shape, (1, *value.logical))
     except ValueError as error:
         raise ValueError(f"{label}: {error}") from error
     step = importer.add_step(label, [source], node.output[0], value, [])
-    step.pending_scale = float(first[0])
+    if factor.ndim == 0 and source == importer.input_name:
+        importer.preprocessing_scale = float(first[0])
+        importer.preprocessing_outputs.add(node.output[0])
+    else:
+        step.pending_scale = float(first[0])
+
+
+def _sub(importer: Importer, node: Any, label: str, attributes: dict, data: list[str]) -> None:
+    """The mean subtraction of raw images: the graph input (or its scaling) minus a
+    constant image, as ``convnet export --with-preprocessing`` writes it."""
+    source = only_data(label, data)
+    value = importer.values[source]
+    preprocessing = source == importer.input_name or source in importer.preprocessing_outputs
+    if node.input[0] != source or not preprocessing or importer.preprocessing_mean is not None:
+        raise ValueError(
+            f"{label}: Sub is not supported but as the mean subtraction of the raw images "
+            "(the graph input, or its scaling, minus a constant)"
+        )
+    mean = importer.weight(node, 1, label)
+    padded = (1,) * (len(value.logical) + 1 - mean.ndim) + mean.shape
+    if mean.ndim > len(value.logical) + 1 or padded[0] != 1:
+        raise ValueError(f"{label}: a mean of shape {mean.shape} varies over the batch")
+    try:
+        mean = np.broadcast_to(mean.reshape(padded[1:]), value.logical).copy()
+    except ValueError as error:
+        raise ValueError(f"{label}: a mean of shape {mean.shape}: {error}") from error
+    importer.preprocessing_mean = mean
+    importer.preprocessing_outputs.add(node.output[0])
+    importer.alias(label, node, source)
 
 
 def _identity(importer: Importer, node: Any, label: str, attributes: dict, data: list[str]) -> None:
@@ -349,6 +381,7 @@ FEATURE_HANDLERS: dict[str, Handler] = {
     "Gemm": _gemm,
     "MatMul": _matmul,
     "Mul": _mul,
+    "Sub": _sub,
     "Identity": _identity,
     "Dropout": _dropout,
     "Squeeze": _squeeze,

@@ -92,6 +92,10 @@ class Importer:
         self.arrays: dict[int, dict[str, np.ndarray]] = {}
         self.users: dict[str, list[Step]] = {}
         self.consumers: Counter[str] = Counter()
+        # raw images' preprocessing in front of the network: input * scale - mean
+        self.preprocessing_scale = 1.0
+        self.preprocessing_mean: np.ndarray | None = None
+        self.preprocessing_outputs: set[str] = set()
 
     # -- the graph's interface
     def _check_opset(self) -> None:
@@ -199,7 +203,9 @@ class Importer:
         return result
 
     # -- pass 1
-    def run(self) -> Classifier:
+    def run(self) -> tuple[Classifier, tuple[float, np.ndarray] | None]:
+        """The network, and the preprocessing in front of it: ``(scale, mean)`` (the
+        input is ``raw * scale - mean``), or None."""
         needed = self._needed_nodes()
         for index in needed:  # the operators first: the most telling refusal
             node = self.graph.node[index]
@@ -257,7 +263,13 @@ class Importer:
                     f"{step.label}: multiplies by a constant; convnet folds that only into a "
                     "LayerNormalization right after it"
                 )
-        return self._classifier()
+        preprocessing = None
+        if self.preprocessing_outputs:
+            mean = self.preprocessing_mean
+            if mean is None:
+                mean = np.zeros(self.input_dim, dtype=self.dtype)
+            preprocessing = (self.preprocessing_scale, mean)
+        return self._classifier(), preprocessing
 
     def _needed_nodes(self) -> list[int]:
         """Indices of the nodes the graph output depends on, in graph order."""
@@ -415,6 +427,6 @@ def _module(modules: list[Module]) -> Module:
 
 def import_model(
     onnx: Any, model: Any, base_dir: Path | None, input_dim: Shape | None
-) -> Classifier:
+) -> tuple[Classifier, tuple[float, np.ndarray] | None]:
     """The Classifier computing the graph of ``model`` (see :func:`convnet.onnx.load`)."""
     return Importer(onnx, model, base_dir, input_dim).run()

@@ -8,6 +8,7 @@ onnx first.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -335,8 +336,8 @@ def _preprocessing(
     if scale is not None:
         if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real):
             raise TypeError(f"input_scale must be a real number, got {scale!r}")
-        if not np.isfinite(scale):
-            raise ValueError(f"input_scale must be finite, got {scale}")
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"input_scale must be finite and positive, got {scale}")
         factor = graph.constant("preprocessing.scale", np.asarray(scale, dtype=graph.dtype))
         value = graph.node("Mul", [value, factor], "preprocessing.scale")
     if mean is not None:
@@ -353,19 +354,35 @@ def _preprocessing(
     return value
 
 
+def _graph_input(model: Classifier, input_dim: Shape | None) -> Shape:
+    """The sample shape the graph takes: the model's, or images it flattens."""
+    own = sample_shape(model)
+    if input_dim is None or tuple(input_dim) == own:
+        return own
+    if len(own) != 1 or math.prod(input_dim) != own[0]:
+        raise ValueError(
+            f"input_dim {tuple(input_dim)} must be the model's sample shape {own}, or images "
+            f"of {own[0]} values for a model of vectors (D,)"
+        )
+    return tuple(input_dim)
+
+
 def build_model(
     onnx: Any,
     model: Classifier,
     opset: int,
     input_scale: float | None = None,
     input_mean: np.ndarray | None = None,
+    input_dim: Shape | None = None,
 ) -> Any:
     """The ONNX ``ModelProto`` of ``model`` (see :func:`convnet.onnx.to_onnx`)."""
     helper = onnx.helper
     graph = _GraphBuilder(onnx, model, opset)
-    input_dim = sample_shape(model)
+    input_dim = _graph_input(model, input_dim)
     value = _preprocessing(graph, input_scale, input_mean, input_dim)
-    value, shape = _emit(graph, model.net, "", value, input_dim)
+    if input_dim != sample_shape(model):
+        value = graph.node("Flatten", [value], "input.flatten", axis=1)
+    value, shape = _emit(graph, model.net, "", value, sample_shape(model))
     if value == INPUT_NAME or not graph.nodes or graph.nodes[-1].output[0] != value:
         graph.node("Identity", [value], "output")
     graph.nodes[-1].output[0] = OUTPUT_NAME

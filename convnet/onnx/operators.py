@@ -83,7 +83,7 @@ ATTRIBUTES: dict[str, frozenset[str]] = {
     "Transpose": frozenset({"perm"}),
 }
 # operators that only fold (on constants and shapes), never run on the network's values
-FOLD_ONLY = frozenset({"Sub", "Div", "ConstantOfShape", "Transpose"})
+FOLD_ONLY = frozenset({"Div", "ConstantOfShape", "Transpose"})
 
 
 @dataclass
