@@ -129,12 +129,14 @@ def load(path: str | os.PathLike, *, input_dim: tuple[int, ...] | None = None) -
     graph).
 
     The graph may come from :func:`export` or from ``torch.onnx.export`` (either exporter)
-    of an equivalent network in eval mode: Conv, MaxPool, AveragePool,
-    GlobalAveragePool, GlobalMaxPool, ReduceMean over (H, W), BatchNormalization, Relu,
-    Add (a residual connection, or a bias), Flatten, Reshape to (N, -1), Gemm, MatMul,
-    Identity, Dropout; shape arithmetic (Shape, Gather, Unsqueeze, Concat, Slice, Cast,
-    Constant, ...) is folded where it is static. A graph may branch only into the two
-    paths of a residual connection.
+    of an equivalent network in eval mode, at opset 7 or newer: Conv, ConvTranspose, Pad,
+    MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean over (H, W),
+    BatchNormalization, LayerNormalization, Relu, Add (a residual connection, or a bias),
+    Flatten, Reshape to (N, -1), Squeeze, Gemm, MatMul, Identity, Dropout; unequal pads,
+    ``auto_pad`` and max pooling's ``ceil_mode`` become a :class:`convnet.nn.Pad2d` in
+    front. Shape arithmetic (Shape, Gather, Unsqueeze, Concat, Slice, Cast, Constant,
+    ConstantOfShape, Transpose, Add, Sub, Mul, Div) is folded where it is static. A graph
+    may branch only into the two paths of a residual connection.
 
     Parameters
     ----------
