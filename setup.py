@@ -91,6 +91,16 @@ EXTENSIONS = {
     "_winograd": ["convnet/_winograd_tiles.h", "convnet/_winograd_tiles_impl.h"],
     "_batchnorm": ["convnet/_batchnorm_channels.h", "convnet/_batchnorm_channels_impl.h"],
     "_relu": [],
+    "_channels_last": [
+        "convnet/_cl_kernels.h",
+        "convnet/_cl_gemm_impl.h",
+        "convnet/_cl_im2col_impl.h",
+        "convnet/_cl_norm_impl.h",
+        "convnet/_cl_pooling_impl.h",
+        "convnet/_cl_winograd_impl.h",
+        "convnet/_cl_im2col.h",
+        "convnet/_cl_threads.h",
+    ],
 }
 extensions = [
     Extension(
