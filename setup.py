@@ -99,6 +99,7 @@ EXTENSIONS = {
         "convnet/_cl_pooling_impl.h",
         "convnet/_cl_winograd_impl.h",
         "convnet/_cl_im2col.h",
+        "convnet/_cl_filters.h",
         "convnet/_cl_threads.h",
     ],
 }

@@ -23,6 +23,7 @@
 #include <immintrin.h>
 #endif
 
+#include "_cl_filters.h"
 #include "_cl_im2col.h"
 #include "_cl_threads.h"
 

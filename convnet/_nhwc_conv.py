@@ -65,7 +65,8 @@ def winograd_forward(
     ``w`` (F, C, 3, 3), or None if some output is not finite."""
     num, height, width, channels = x.shape
     filters = w.shape[0]
-    u = _padded_columns(winograd.filter_transform(w, 4, np.float32), _round_up(filters))
+    u = np.empty((36, channels, _round_up(filters)), np.float32)
+    kernel.winograd_filters(np.ascontiguousarray(w, dtype=np.float32), u, False)
     out = np.empty((num, height + 2 * pad[0] - 2, width + 2 * pad[1] - 2, filters), np.float32)
     bias = None if b is None else np.ascontiguousarray(b, dtype=np.float32)
     work, block = _workspace(kernel, channels, filters, parts)
@@ -88,9 +89,8 @@ def winograd_backward(
     filters = w.shape[0]
     dx = None
     if compute_dx:
-        flipped = _padded_columns(
-            winograd.flipped_filter_transform(w, 4, np.float32), _round_up(channels)
-        )
+        flipped = np.empty((36, filters, _round_up(channels)), np.float32)
+        kernel.winograd_filters(np.ascontiguousarray(w, dtype=np.float32), flipped, True)
         dx = np.empty(x.shape, dtype=np.float32)
         work, block = _workspace(kernel, filters, channels, parts)
         if not kernel.winograd4_forward(
@@ -100,10 +100,8 @@ def winograd_backward(
     du = np.zeros((parts, 36, channels, _round_up(filters)), dtype=np.float32)
     work, block = _workspace(kernel, channels, filters, parts)
     kernel.winograd4_filter_gradient(x, dout, du, *pad, work, block, parts)
-    with np.errstate(all="ignore"):
-        dw = winograd.filter_gradient(
-            np.ascontiguousarray(du[0, :, :, :filters].transpose(0, 2, 1)), 4
-        )
+    dw = np.empty(w.shape, np.float32)
+    kernel.winograd_filter_gradient(du[0], dw)
     return (dx, dw) if np.isfinite(dw).all() else None
 
 
