@@ -86,10 +86,21 @@ class OptionalBuildExt(build_ext):
         print(message, file=sys.stderr)
 
 
+# Each extension and the headers it includes (their changes rebuild it).
 EXTENSIONS = {
-    "_im2col": [],
-    "_winograd": ["convnet/_winograd_tiles.h", "convnet/_winograd_tiles_impl.h"],
-    "_batchnorm": ["convnet/_batchnorm_channels.h", "convnet/_batchnorm_channels_impl.h"],
+    "_im2col": [
+        "convnet/_simd.h",
+        "convnet/_max_pool.h",
+        "convnet/_max_pool_impl.h",
+        "convnet/_depthwise_taps.h",
+        "convnet/_depthwise_taps_impl.h",
+    ],
+    "_winograd": ["convnet/_simd.h", "convnet/_winograd_tiles.h", "convnet/_winograd_tiles_impl.h"],
+    "_batchnorm": [
+        "convnet/_simd.h",
+        "convnet/_batchnorm_channels.h",
+        "convnet/_batchnorm_channels_impl.h",
+    ],
     "_relu": [],
     "_channels_last": [
         "convnet/_cl_kernels.h",

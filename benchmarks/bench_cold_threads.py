@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from convnet import _parallel, fast_layers
+from convnet import _parallel, fast_pool, winograd
 from convnet._blas_core import use_fast_core
 from convnet._memory import keep_freed_memory
 from convnet.fast_layers import (
@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
         print("worker placement needs Linux: nothing to compare here")
         return
     wake_placement(args.samples, args.pause)
-    fast_layers.map_groups = _record_cpus(fast_layers.map_groups)
+    for module in (winograd, fast_pool):  # the groups of the workloads below
+        module.map_groups = _record_cpus(module.map_groups)
     rng = np.random.default_rng(0)
     for name, run in workloads(rng).items():
         cold: dict[bool, list[float]] = {True: [], False: []}

@@ -27,7 +27,7 @@ def probe(setting: str) -> dict[str, float]:
     from threadpoolctl import threadpool_limits
 
     import convnet
-    from convnet.bench import train_step_candidates
+    from convnet.bench.train_step import train_step_candidates
 
     if setting == SETTINGS[0]:
         convnet.keep_freed_memory()

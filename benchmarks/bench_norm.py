@@ -20,7 +20,7 @@ import numpy as np
 from convnet._blas_core import cpu_name
 from convnet._memory import keep_freed_memory
 from convnet._parallel import get_num_threads
-from convnet.bench import interleaved_medians
+from convnet.bench.harness import interleaved_medians
 from convnet.dropout import dropout_backward, dropout_forward
 from convnet.fast_activation import relu_backward_fast, relu_forward_fast
 from convnet.fast_normalization import (
@@ -133,7 +133,7 @@ def torch_candidates(torch, x, dout, groups):
 
 def interleaved_samples(candidates, repeats: int, pause: float, calls: int):
     """Milliseconds per call of each candidate: ``repeats`` samples taken in interleaved
-    rounds by :func:`convnet.bench.interleaved_medians` (one round each, so every sample
+    rounds by :func:`convnet.bench.harness.interleaved_medians` (one round each, so every sample
     is kept: the median of one sample is that sample)."""
     rounds = [interleaved_medians(candidates, 1, pause, calls) for _ in range(repeats)]
     return {name: [medians[name] for medians in rounds] for name in candidates}

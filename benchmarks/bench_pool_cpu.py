@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from convnet._blas_core import use_fast_core
 from convnet._parallel import set_num_threads
-from convnet.bench import POOL_CASES, pool_candidates
+from convnet.bench.cases import POOL_CASES, pool_candidates
 
 
 def cpu_ms(run: Callable[[], object], repeats: int) -> float:

@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 from convnet._blas_core import use_fast_core
 from convnet._memory import keep_freed_memory
 from convnet._parallel import restore_blas_threads, set_num_threads
-from convnet.bench import CONV_CASES, TRANSPOSE_CASES, conv_candidates, transpose_candidates
+from convnet.bench.cases import CONV_CASES, TRANSPOSE_CASES, conv_candidates, transpose_candidates
 
 
 def sample(run: Callable[[], object]) -> tuple[float, float]:

@@ -10,9 +10,9 @@ script prints, for the depthwise, dilated and transposed benchmark cases at two 
 2. forward + backward wall and CPU time with the fixed groups (``map_groups``) against a
    dynamic schedule defined here (the caller and the worker take chunks of images from
    a shared counter until none is left, so a late worker only takes what remains),
-   interleaved sample by sample. Only the groups of ``convnet.fast_layers`` switch
-   schedule: for ``dil`` that is the phase split and merge, while the Winograd groups of
-   ``convnet.winograd`` stay fixed.
+   interleaved sample by sample. Only the groups of the im2col and depthwise passes and
+   of the phase copies switch schedule (``SCHEDULED``): for ``dil`` that is the phase
+   split and merge, while the Winograd groups of ``convnet.winograd`` stay fixed.
 
 Run it on a quiet machine: if another process holds a core, two threads do the work of one
 whatever the schedule. Check with ``--check``, which times two threads of plain GEMMs.
@@ -32,11 +32,14 @@ from concurrent.futures import wait
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from convnet import _parallel, fast_layers
+from convnet import _im2col_conv, _parallel, _phases
 from convnet._blas_core import use_fast_core
 from convnet._memory import keep_freed_memory
 from convnet._parallel import set_num_threads, single_threaded_blas, split
-from convnet.bench import CONV_CASES, TRANSPOSE_CASES, conv_candidates, transpose_candidates
+from convnet.bench.cases import CONV_CASES, TRANSPOSE_CASES, conv_candidates, transpose_candidates
+
+# The modules whose map_groups the schedules below replace.
+SCHEDULED = (_im2col_conv, _phases)
 
 CHUNKS_PER_THREAD = 4
 
@@ -69,10 +72,16 @@ def map_dynamic(work: Callable[[int, int], object], total: int, max_groups: int 
     return results
 
 
+def _use_schedule(schedule: Callable) -> None:
+    """Make the fast layers' groups in ``SCHEDULED`` run on ``schedule``."""
+    for module in SCHEDULED:
+        module.map_groups = schedule
+
+
 def start_delays(run: Callable[[], object], repeats: int, pause: float) -> list[float]:
     """Milliseconds from entering map_groups to a worker thread starting its group."""
     delays: list[float] = []
-    static = fast_layers.map_groups
+    static = _parallel.map_groups
 
     def timed(work, total, max_groups=None):
         entered = time.perf_counter()
@@ -84,24 +93,24 @@ def start_delays(run: Callable[[], object], repeats: int, pause: float) -> list[
 
         return static(logged, total, max_groups)
 
-    fast_layers.map_groups = timed
+    _use_schedule(timed)
     try:
         for _ in range(repeats):
             time.sleep(pause)
             run()
     finally:
-        fast_layers.map_groups = static
+        _use_schedule(static)
     return delays
 
 
 def compare(run: Callable[[], object], repeats: int, pause: float, calls: int) -> dict:
     """Median (wall ms, CPU/wall) per schedule, interleaved; ``calls`` calls per sample."""
-    static = fast_layers.map_groups
+    static = _parallel.map_groups
     samples: dict[str, list[tuple[float, float]]] = {"fixed groups": [], "dynamic": []}
     try:
         for _ in range(repeats):
             for name, schedule in (("fixed groups", static), ("dynamic", map_dynamic)):
-                fast_layers.map_groups = schedule
+                _use_schedule(schedule)
                 time.sleep(pause)
                 run()
                 wall, cpu = time.perf_counter(), time.process_time()
@@ -110,7 +119,7 @@ def compare(run: Callable[[], object], repeats: int, pause: float, calls: int) -
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
                 samples[name].append((1e3 * wall / calls, cpu / wall))
     finally:
-        fast_layers.map_groups = static
+        _use_schedule(static)
     return {name: np.median(np.array(rows), axis=0) for name, rows in samples.items()}
 
 

@@ -14,7 +14,7 @@ import argparse
 
 import numpy as np
 
-from convnet import fast_layers
+from convnet import conv_plan
 from convnet.fast_layers import conv_backward_fast, conv_forward_fast
 
 WIDTHS = (16, 64, 128, 256)
@@ -29,8 +29,8 @@ def _pass(x, w, b, dout, algorithm: str) -> tuple[np.ndarray, ...]:
 def worst_errors(tile: int, width: int, dtype: np.dtype, seeds: int, size: int = 12) -> list[float]:
     """Largest relative error of (out, dx, dw) over ``seeds`` random problems."""
     worst = [0.0, 0.0, 0.0]
-    original = fast_layers._winograd_tile
-    fast_layers._winograd_tile = lambda geo: tile
+    original = conv_plan.winograd_tile
+    conv_plan.winograd_tile = lambda geo: tile
     try:
         for seed in range(seeds):
             rng = np.random.default_rng(seed)
@@ -45,7 +45,7 @@ def worst_errors(tile: int, width: int, dtype: np.dtype, seeds: int, size: int =
                 error = np.max(np.abs(value - reference)) / np.max(np.abs(reference))
                 worst[i] = max(worst[i], float(error))
     finally:
-        fast_layers._winograd_tile = original
+        conv_plan.winograd_tile = original
     return worst
 
 

@@ -4,18 +4,7 @@
 
 #include <stddef.h>
 
-#if defined(_MSC_VER) && !defined(restrict)
-#define restrict __restrict
-#endif
-
-/* As in _winograd_tiles.h: GCC on x86-64 Linux compiles each loop for AVX-512, AVX2 with
- * FMA and the baseline, and the loader picks one for the CPU. */
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
-    defined(__linux__)
-#define BN_KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define BN_KERNEL
-#endif
+#include "_simd.h"
 
 #define BN_T float
 #define BN_LANES 16

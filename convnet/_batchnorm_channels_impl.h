@@ -33,7 +33,7 @@ static inline double BN_NAME(bn_plane_sum)(const BN_T* restrict x, ptrdiff_t m, 
 
 /* Mean and biased variance of one channel (two passes: the mean, then the squared
  * deviations from it). */
-static BN_KERNEL void BN_NAME(bn_channel_moments)(const BN_T* restrict x, ptrdiff_t num,
+static CONVNET_MULTIVERSION void BN_NAME(bn_channel_moments)(const BN_T* restrict x, ptrdiff_t num,
                                                   ptrdiff_t stride, ptrdiff_t m,
                                                   double* mean, double* var) {
     double total = 0.0;
@@ -48,7 +48,7 @@ static BN_KERNEL void BN_NAME(bn_channel_moments)(const BN_T* restrict x, ptrdif
 }
 
 /* out = (x - center) * scale + shift over one channel. */
-static BN_KERNEL void BN_NAME(bn_channel_affine)(const BN_T* restrict x, ptrdiff_t num,
+static CONVNET_MULTIVERSION void BN_NAME(bn_channel_affine)(const BN_T* restrict x, ptrdiff_t num,
                                                  ptrdiff_t stride, ptrdiff_t m, BN_T center,
                                                  BN_T scale, BN_T shift, BN_T* restrict out) {
     for (ptrdiff_t n = 0; n < num; n++) {
@@ -72,7 +72,7 @@ static inline double BN_NAME(bn_plane_dot)(const BN_T* restrict d, const BN_T* r
 }
 
 /* sum(dout) and sum(dout * (x - center)) over one channel. */
-static BN_KERNEL void BN_NAME(bn_channel_gradient_sums)(const BN_T* restrict dout,
+static CONVNET_MULTIVERSION void BN_NAME(bn_channel_gradient_sums)(const BN_T* restrict dout,
                                                         const BN_T* restrict x, ptrdiff_t num,
                                                         ptrdiff_t stride, ptrdiff_t m,
                                                         BN_T center, double* sum_dout,
@@ -87,7 +87,7 @@ static BN_KERNEL void BN_NAME(bn_channel_gradient_sums)(const BN_T* restrict dou
 }
 
 /* dx = a * dout + b * (x - center) + c over one channel. */
-static BN_KERNEL void BN_NAME(bn_channel_input_gradient)(const BN_T* restrict dout,
+static CONVNET_MULTIVERSION void BN_NAME(bn_channel_input_gradient)(const BN_T* restrict dout,
                                                          const BN_T* restrict x, ptrdiff_t num,
                                                          ptrdiff_t stride, ptrdiff_t m,
                                                          BN_T center, BN_T a, BN_T b, BN_T c,

@@ -16,9 +16,9 @@ from convnet._blas_core import (
     has_avx512,
     openblas_cores,
 )
+from convnet._launcher import launch_info
 from convnet._parallel import get_num_threads
 from convnet._version import __version__
-from convnet.distributed import launch_info
 
 
 def _blas_description() -> str:

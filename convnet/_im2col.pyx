@@ -1,10 +1,10 @@
 """Compiled kernels of convnet: im2col, col2im, depthwise convolution, max and average
 pooling over NCHW arrays.
 
-Every function trusts its arguments: the Python layer in ``convnet.fast_layers`` has
-checked shapes, dtypes, contiguity, the output sizes, strides and pads below 2**31, and
-that a pooling cache's argmax matches its gradient, before the call. Every function
-releases the GIL and runs single-threaded: the fast layers call it from one worker thread
+Every function trusts its arguments: the Python layers (``convnet.fast_conv``,
+``fast_conv_transpose``, ``fast_pool``) have checked shapes, dtypes, contiguity, the
+output sizes, strides and pads below 2**31, and that a pooling cache's argmax matches its
+gradient, before the call. Every function releases the GIL and runs single-threaded: the fast layers call it from one worker thread
 per core (``convnet._parallel``), each on its own images, so no two threads ever write
 the same element.
 
@@ -126,164 +126,7 @@ def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] dx,
                             dst[ow * stride_w - pad_w + dj] += src[ow]
 
 
-cdef extern from *:
-    """
-    #include <stdint.h>
-    #include <string.h>
-    /* Max pooling of one (H, W) plane, in C so that gcc vectorizes the loops over output
-       columns. Every selection is branch-free, done on the bits (a branch on random data
-       mispredicts half the time): BEATS(v, b) is 1 if v replaces the best b when scanning
-       in row-major order (larger, or the first NaN), and U is the unsigned integer type of
-       T's width, so values and indices select with one mask. Where gcc can, the functions
-       are compiled twice, for AVX2 and for the baseline x86-64 (SSE2), and the loader
-       picks one for the CPU (measured on (64,64,16,16): the float64 2x2 loop 1.6 -> 0.35
-       ms, float32 0.23 -> 0.12 ms: SSE2 has no 64-bit compares and few shuffles). */
-    #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__)
-    #if defined(__has_attribute)
-    #if __has_attribute(target_clones)
-    #define CONVNET_CLONES __attribute__((target_clones("avx2", "default")))
-    #endif
-    #endif
-    #endif
-    #ifndef CONVNET_CLONES
-    #define CONVNET_CLONES
-    #endif
-    #if defined(_MSC_VER)
-    #define CONVNET_RESTRICT __restrict
-    #else
-    #define CONVNET_RESTRICT restrict
-    #endif
-    #define CONVNET_BEATS(v, b) (((v) > (b)) | (((v) != (v)) & ((b) == (b))))
-    #define CONVNET_PICK(old, new, mask) (((old) & ~(mask)) | ((new) & (mask)))
-
-    /* (*best, *index) = (value, value_index) if value beats *best, with one mask. */
-    #define CONVNET_TAKE(T, U, value, value_index, best, index) do {                  \
-            T v_ = (value), b_ = *(best);                                              \
-            U vb_, bb_, m_ = (U)0 - (U)CONVNET_BEATS(v_, b_);                          \
-            memcpy(&vb_, &v_, sizeof(T));                                              \
-            memcpy(&bb_, &b_, sizeof(T));                                              \
-            bb_ = CONVNET_PICK(bb_, vb_, m_);                                          \
-            memcpy(&b_, &bb_, sizeof(T));                                              \
-            *(best) = b_;                                                              \
-            *(index) = CONVNET_PICK(*(index), (U)(value_index), m_);                   \
-        } while (0)
-    /* Column pass of one output row: out[o], run[o] = first maximum down the pool_h
-       rows of best at columns o*STRIDE, and its index. */
-    #define CONVNET_COLUMN(T, U, STRIDE)                                               \
-        for (o = 0; o < out_w; o++) {                                                  \
-            out[o] = best[o * (STRIDE)];                                               \
-            run[o] = index[o * (STRIDE)];                                              \
-        }                                                                              \
-        for (i = 1; i < pool_h; i++) {                                                 \
-            for (o = 0; o < out_w; o++) {                                              \
-                CONVNET_TAKE(T, U, best[i * width + o * (STRIDE)],                     \
-                             index[i * width + o * (STRIDE)], &out[o], &run[o]);       \
-            }                                                                          \
-        }
-
-    #define CONVNET_DEFINE_POOL(T, U, NAME)                                            \
-    /* Row pass over count consecutive positions f of a band of rows, as one flat loop \
-       (long enough to vectorize even on small planes): best[f], index[f] = first      \
-       maximum of x[f + j], j < pool_w, and offset + f + j. Positions whose window     \
-       runs past the end of a row are computed too, and never used. */                 \
-    CONVNET_CLONES static void convnet_row_pass_##NAME(const T *CONVNET_RESTRICT x, Py_ssize_t count,  \
-                                        Py_ssize_t pool_w, U offset,                   \
-                                        T *CONVNET_RESTRICT best,                      \
-                                        U *CONVNET_RESTRICT index) {                   \
-        Py_ssize_t f, j;                                                               \
-        for (f = 0; f < count; f++) {                                                  \
-            best[f] = x[f];                                                            \
-            index[f] = offset + (U)f;                                                  \
-        }                                                                              \
-        for (j = 1; j < pool_w; j++) {                                                 \
-            for (f = 0; f < count; f++) {                                              \
-                CONVNET_TAKE(T, U, x[f + j], offset + (U)(f + j), &best[f], &index[f]);\
-            }                                                                          \
-        }                                                                              \
-    }                                                                                  \
-    CONVNET_CLONES static void convnet_column_pass_##NAME(const T *CONVNET_RESTRICT best,             \
-                                           const U *CONVNET_RESTRICT index,            \
-                                           Py_ssize_t width, Py_ssize_t pool_h,        \
-                                           Py_ssize_t stride, Py_ssize_t out_w,        \
-                                           T *CONVNET_RESTRICT out,                    \
-                                           U *CONVNET_RESTRICT run) {                  \
-        Py_ssize_t o, i;                                                               \
-        if (stride == 1) { CONVNET_COLUMN(T, U, 1) }                                   \
-        else if (stride == 2) { CONVNET_COLUMN(T, U, 2) }                              \
-        else { CONVNET_COLUMN(T, U, stride) }                                          \
-    }                                                                                  \
-    /* Any window and stride, separably, in bands of `band` output rows: the row pass  \
-       over the band's input rows (overlapping windows share it), then a column pass   \
-       per output row. row_best, row_index: ((band - 1) * stride_h + pool_h) * width;  \
-       run: out_w. */                                                                  \
-    CONVNET_CLONES static void convnet_max_pool_##NAME(                                \
-            const T *x, Py_ssize_t width, Py_ssize_t out_h, Py_ssize_t out_w,          \
-            Py_ssize_t pool_h, Py_ssize_t pool_w, Py_ssize_t stride_h,                 \
-            Py_ssize_t stride_w, Py_ssize_t band, T *row_best, U *row_index, U *run,   \
-            T *out, int *argmax) {                                                     \
-        Py_ssize_t first, last, oh, o, top, rows, offset;                              \
-        for (first = 0; first < out_h; first += band) {                                \
-            last = first + band < out_h ? first + band : out_h;                        \
-            top = first * stride_h;                                                    \
-            rows = (last - 1 - first) * stride_h + pool_h;                             \
-            convnet_row_pass_##NAME(x + top * width, rows * width - pool_w + 1, pool_w,\
-                                    (U)(top * width), row_best, row_index);            \
-            for (oh = first; oh < last; oh++) {                                        \
-                offset = (oh - first) * stride_h * width;                              \
-                convnet_column_pass_##NAME(row_best + offset, row_index + offset,      \
-                                           width, pool_h, stride_w, out_w,             \
-                                           out + oh * out_w, run);                     \
-                for (o = 0; o < out_w; o++) argmax[oh * out_w + o] = (int)run[o];      \
-            }                                                                          \
-        }                                                                              \
-    }                                                                                  \
-    /* 2x2 windows, stride 2: the two rows' first maxima, then the better of the two. */\
-    CONVNET_CLONES static void convnet_max_pool_2x2_##NAME(                            \
-            const T *x, Py_ssize_t width, Py_ssize_t out_h, Py_ssize_t out_w, T *out,  \
-            int *argmax) {                                                             \
-        Py_ssize_t oh, o;                                                              \
-        for (oh = 0; oh < out_h; oh++) {                                               \
-            const T *r0 = x + 2 * oh * width, *r1 = r0 + width;                        \
-            U base = (U)(2 * oh * width);                                              \
-            for (o = 0; o < out_w; o++) {                                              \
-                T a = r0[2 * o], b = r0[2 * o + 1], c = r1[2 * o], d = r1[2 * o + 1];  \
-                T top_best, bottom_best;                                               \
-                U ua, ub, uc, ud, top_bits, bottom_bits, best_bits, top_index, bottom_index;\
-                U top_mask = (U)0 - (U)CONVNET_BEATS(b, a);                            \
-                U bottom_mask = (U)0 - (U)CONVNET_BEATS(d, c);                         \
-                U mask;                                                                \
-                memcpy(&ua, &a, sizeof(T)); memcpy(&ub, &b, sizeof(T));                \
-                memcpy(&uc, &c, sizeof(T)); memcpy(&ud, &d, sizeof(T));                \
-                top_bits = CONVNET_PICK(ua, ub, top_mask);                             \
-                bottom_bits = CONVNET_PICK(uc, ud, bottom_mask);                       \
-                memcpy(&top_best, &top_bits, sizeof(T));                               \
-                memcpy(&bottom_best, &bottom_bits, sizeof(T));                         \
-                mask = (U)0 - (U)CONVNET_BEATS(bottom_best, top_best);                 \
-                best_bits = CONVNET_PICK(top_bits, bottom_bits, mask);                 \
-                memcpy(&out[oh * out_w + o], &best_bits, sizeof(T));                   \
-                top_index = base + 2 * (U)o + (top_mask & 1);                          \
-                bottom_index = base + (U)width + 2 * (U)o + (bottom_mask & 1);         \
-                argmax[oh * out_w + o] = (int)CONVNET_PICK(top_index, bottom_index, mask);\
-            }                                                                          \
-        }                                                                              \
-    }                                                                                  \
-    /* One plane: the 2x2 stride-2 loop, or the separable one on its scratch: row_best \
-       and, at indices, rows + out_w indices of type U. */                             \
-    static void convnet_max_pool_plane_##NAME(                                         \
-            const T *x, Py_ssize_t width, Py_ssize_t out_h, Py_ssize_t out_w,          \
-            Py_ssize_t pool_h, Py_ssize_t pool_w, Py_ssize_t stride_h,                 \
-            Py_ssize_t stride_w, Py_ssize_t band, int two_by_two, T *row_best,         \
-            void *indices, size_t rows, T *out, int *argmax) {                         \
-        if (two_by_two)                                                                \
-            convnet_max_pool_2x2_##NAME(x, width, out_h, out_w, out, argmax);          \
-        else                                                                           \
-            convnet_max_pool_##NAME(x, width, out_h, out_w, pool_h, pool_w, stride_h,  \
-                                    stride_w, band, row_best, (U *)indices,            \
-                                    (U *)indices + rows, out, argmax);                 \
-    }
-    CONVNET_DEFINE_POOL(float, uint32_t, float)
-    CONVNET_DEFINE_POOL(double, uint64_t, double)
-    """
+cdef extern from "_max_pool.h":
     void convnet_max_pool_plane_float(
         const float* x, Py_ssize_t width, Py_ssize_t out_h, Py_ssize_t out_w,
         Py_ssize_t pool_h, Py_ssize_t pool_w, Py_ssize_t stride_h, Py_ssize_t stride_w,
@@ -310,7 +153,7 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
     Windows of 2x2 with stride 2 take a dedicated loop; every other window is separable
     (the maxima along rows once for all the windows of a band of rows, then down each
     window's rows). Both select with bit masks rather than branches, in loops gcc
-    vectorizes (see the C above).
+    vectorizes (``_max_pool.h``).
     """
     cdef Py_ssize_t num = x.shape[0], channels = x.shape[1], width = x.shape[3]
     cdef Py_ssize_t out_h = out.shape[2], out_w = out.shape[3]
@@ -372,50 +215,7 @@ def max_pool_backward(const floating[:, :, :, ::1] dout, const int[:, :, :, ::1]
                 dst[index[k]] += grad[k]
 
 
-cdef extern from *:
-    """
-    /* The depthwise loops' two inner kernels, compiled for AVX-512 (x86-64-v4), AVX2
-       (x86-64-v3) and the baseline, the loader picking one for the CPU (measured on
-       (64,64,16,16) float32, one thread: the forward loop 0.97 -> 0.56 ms, the input
-       gradient 1.2 -> 0.6 ms; the filter gradient, bound by its per-plane work, 1.1 ->
-       1.0 ms). */
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__)
-    #define CONVNET_WIDE __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-    #else
-    #define CONVNET_WIDE
-    #endif
-    #define CONVNET_DEFINE_TAPS(T, NAME)                                                \
-    /* sum(a[q] * b[q]) in 16 running sums, so that the products vectorize. */          \
-    CONVNET_WIDE static T convnet_dot_##NAME(const T *a, const T *b, Py_ssize_t count) {\
-        T sums[16] = {0}, total = 0;                                                    \
-        Py_ssize_t q, v, blocks = count - count % 16;                                   \
-        for (q = 0; q < blocks; q += 16)                                                \
-            for (v = 0; v < 16; v++) sums[v] += a[q + v] * b[q + v];                    \
-        for (q = blocks; q < count; q++) total += a[q] * b[q];                          \
-        for (v = 0; v < 16; v++) total += sums[v];                                      \
-        return total;                                                                   \
-    }                                                                                   \
-    /* acc[u] += sum_e weights[e] * src[u + first + e*step], u in [lo, hi), three taps  \
-       a pass. */                                                                       \
-    CONVNET_WIDE static void convnet_add_taps_##NAME(                                   \
-            T *CONVNET_RESTRICT acc, const T *CONVNET_RESTRICT src, const T *weights,   \
-            Py_ssize_t taps, Py_ssize_t first, Py_ssize_t step, Py_ssize_t lo,          \
-            Py_ssize_t hi) {                                                            \
-        Py_ssize_t e = 0, u;                                                            \
-        for (; e + 3 <= taps; e += 3) {                                                 \
-            const T w0 = weights[e], w1 = weights[e + 1], w2 = weights[e + 2];          \
-            const T *s0 = src + (first + e * step), *s1 = src + (first + (e + 1) * step);\
-            const T *s2 = src + (first + (e + 2) * step);                               \
-            for (u = lo; u < hi; u++) acc[u] += w0 * s0[u] + w1 * s1[u] + w2 * s2[u];   \
-        }                                                                               \
-        for (; e < taps; e++) {                                                         \
-            const T w0 = weights[e], *s0 = src + (first + e * step);                    \
-            for (u = lo; u < hi; u++) acc[u] += w0 * s0[u];                             \
-        }                                                                               \
-    }
-    CONVNET_DEFINE_TAPS(float, float)
-    CONVNET_DEFINE_TAPS(double, double)
-    """
+cdef extern from "_depthwise_taps.h":
     float convnet_dot_float(const float* a, const float* b, Py_ssize_t count) noexcept nogil
     double convnet_dot_double(const double* a, const double* b, Py_ssize_t count) noexcept nogil
     void convnet_add_taps_float(float* acc, const float* src, const float* weights,

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from convnet.distributed import ranks_on_this_node
+from convnet._launcher import ranks_on_this_node
 
 Result = TypeVar("Result")
 
@@ -52,9 +52,15 @@ def _default_threads() -> int:
 MEMORY_BOUND_MIN_ELEMENTS = 1 << 21
 
 
+def work_groups(amount: int, small: int) -> int | None:
+    """``max_groups`` for :func:`map_groups`: 1 (the calling thread alone) for work too
+    small to repay handing it out (``amount < small``), else None (a group per thread)."""
+    return 1 if amount < small else None
+
+
 def memory_bound_groups(size: int) -> int | None:
     """``max_groups`` for :func:`map_groups` over a memory-bound loop of ``size`` values."""
-    return 1 if size < MEMORY_BOUND_MIN_ELEMENTS else None
+    return work_groups(size, MEMORY_BOUND_MIN_ELEMENTS)
 
 
 _num_threads = _default_threads()

@@ -1,4 +1,4 @@
-"""Compiled ReLU loops for ``convnet.fast_layers``: one pass over memory each way.
+"""Compiled ReLU loops for ``convnet.fast_activation``: one pass over memory each way.
 
 numpy needs several passes for the same results (``np.maximum`` keeps NaN at a third of
 the speed of a copy; the backward pass's mask takes four), and ReLU runs after every

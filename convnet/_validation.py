@@ -6,7 +6,9 @@ trusts what passes.
 
 from __future__ import annotations
 
+import math
 import numbers
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -96,6 +98,53 @@ def _positive_int(value: Any, name: str, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def check_real(value: Any, name: str, *, low: float, low_inclusive: bool) -> float:
+    """``value`` as a finite float above ``low`` (or equal to it, with ``low_inclusive``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    in_range = value >= low if low_inclusive else value > low
+    if not math.isfinite(value) or not in_range:
+        bound = ">=" if low_inclusive else ">"
+        raise ValueError(f"{name} must be finite and {bound} {low}, got {value}")
+    return value
+
+
+def check_seed(
+    seed: Any, name: str = "seed", *, generator: bool = False
+) -> int | np.random.Generator | None:
+    """A seed: None, an int >= 0 (not a bool), or with ``generator`` a numpy Generator."""
+    if seed is None or (generator and isinstance(seed, np.random.Generator)):
+        return seed
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+        kinds = "an int, a numpy Generator or None" if generator else "an int or None"
+        raise TypeError(f"{name} must be {kinds}, got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"{name} must be >= 0, got {seed}")
+    return int(seed)
+
+
+def check_dtype(dtype: Any) -> np.dtype:
+    """A model's dtype: float32 or float64 (a ``TypeError`` otherwise)."""
+    try:
+        result = np.dtype(dtype)
+    except TypeError as error:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from error
+    if result not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {result}")
+    return result
+
+
+def image_shape(input_dim: Any) -> tuple[int, int, int]:
+    """A model's ``input_dim``: a sequence (C, H, W) of positive ints."""
+    if isinstance(input_dim, (str, bytes)) or not isinstance(input_dim, Sequence):
+        raise TypeError(f"input_dim must be a sequence (C, H, W), got {input_dim!r}")
+    if len(input_dim) != 3:
+        raise ValueError(f"input_dim must be (C, H, W), got {tuple(input_dim)!r}")
+    channels, height, width = (_positive_int(d, "input_dim", 1) for d in input_dim)
+    return channels, height, width
 
 
 def _layer_int(value: Any, name: str, minimum: int) -> int:

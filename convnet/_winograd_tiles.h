@@ -6,19 +6,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(_MSC_VER) && !defined(restrict)
-#define restrict __restrict
-#endif
-
-/* GCC on x86-64 Linux compiles each tile loop three times, for AVX-512 (x86-64-v4), AVX2
- * with FMA (x86-64-v3) and the baseline, and picks one by the CPU at load time: the
- * build runs anywhere and the transforms use the widest vectors the CPU has. */
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && \
-    defined(__linux__)
-#define WG_KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define WG_KERNEL
-#endif
+#include "_simd.h"
 
 #define WG_T float
 #define WG_UINT uint32_t

@@ -135,7 +135,7 @@ static inline void WG_NAME(wg_a6)(const WG_T *s, ptrdiff_t ss, WG_T *d, ptrdiff_
 
 /* scratch[y][x][c] = src[c][y - off_h][x - off_w], 0 outside src: src (n, h, w) planar,
  * scratch (sh, sw, n) channel-interleaved. */
-WG_KERNEL static void WG_NAME(wg_to_interleaved)(const WG_T *restrict src, ptrdiff_t n, ptrdiff_t h,
+CONVNET_MULTIVERSION static void WG_NAME(wg_to_interleaved)(const WG_T *restrict src, ptrdiff_t n, ptrdiff_t h,
                                        ptrdiff_t w, WG_T *restrict scratch, ptrdiff_t sh,
                                        ptrdiff_t sw, ptrdiff_t off_h, ptrdiff_t off_w) {
     ptrdiff_t x_lo = off_w < 0 ? 0 : (off_w < sw ? off_w : sw);
@@ -164,7 +164,7 @@ WG_KERNEL static void WG_NAME(wg_to_interleaved)(const WG_T *restrict src, ptrdi
 #ifndef WG_BLOCK
 #define WG_BLOCK 16
 #endif
-WG_KERNEL static int WG_NAME(wg_from_interleaved)(const WG_T *restrict scratch, ptrdiff_t sw,
+CONVNET_MULTIVERSION static int WG_NAME(wg_from_interleaved)(const WG_T *restrict scratch, ptrdiff_t sw,
                                                   ptrdiff_t n, WG_T *restrict out, ptrdiff_t h,
                                                   ptrdiff_t w, const WG_T *restrict bias) {
     WG_UINT nonfinite = 0; /* the exponent bits of inf and NaN are all ones */
@@ -190,7 +190,7 @@ WG_KERNEL static int WG_NAME(wg_from_interleaved)(const WG_T *restrict scratch, 
 /* B^T d B of every tile of one interleaved image: the tile (th, tw) starts at scratch row
  * th * m and column tw * m; its alpha^2 transformed values go to v[xi * plane + t * n],
  * t = th * tiles_w + tw. tmp holds alpha^2 * n values. */
-WG_KERNEL static void WG_NAME(wg_input_tiles)(const WG_T *restrict scratch, ptrdiff_t sw, ptrdiff_t n,
+CONVNET_MULTIVERSION static void WG_NAME(wg_input_tiles)(const WG_T *restrict scratch, ptrdiff_t sw, ptrdiff_t n,
                                     ptrdiff_t tiles_h, ptrdiff_t tiles_w, int m, WG_T *restrict v,
                                     ptrdiff_t plane, WG_T *restrict tmp) {
     ptrdiff_t alpha = m + 2;
@@ -216,7 +216,7 @@ WG_KERNEL static void WG_NAME(wg_input_tiles)(const WG_T *restrict scratch, ptrd
 
 /* A dy A^T of every m x m tile of one interleaved gradient image, laid out as in
  * wg_input_tiles. */
-WG_KERNEL static void WG_NAME(wg_gradient_tiles)(const WG_T *restrict scratch, ptrdiff_t sw,
+CONVNET_MULTIVERSION static void WG_NAME(wg_gradient_tiles)(const WG_T *restrict scratch, ptrdiff_t sw,
                                        ptrdiff_t n, ptrdiff_t tiles_h, ptrdiff_t tiles_w,
                                        int m, WG_T *restrict v, ptrdiff_t plane,
                                        WG_T *restrict tmp) {
@@ -243,7 +243,7 @@ WG_KERNEL static void WG_NAME(wg_gradient_tiles)(const WG_T *restrict scratch, p
 
 /* A^T M A of every tile of one image: M[xi * plane + t * n] as produced by the GEMMs,
  * written into the interleaved scratch (tiles_h * m, tiles_w * m, n). */
-WG_KERNEL static void WG_NAME(wg_output_tiles)(const WG_T *restrict v, ptrdiff_t plane, ptrdiff_t n,
+CONVNET_MULTIVERSION static void WG_NAME(wg_output_tiles)(const WG_T *restrict v, ptrdiff_t plane, ptrdiff_t n,
                                      ptrdiff_t tiles_h, ptrdiff_t tiles_w, int m,
                                      WG_T *restrict scratch, WG_T *restrict tmp) {
     ptrdiff_t alpha = m + 2, sw = tiles_w * m;

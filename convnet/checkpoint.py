@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -21,16 +22,20 @@ from convnet._io import atomic_open
 CHECKPOINT_NAME = "checkpoint.npz"
 FORMAT = "convnet-checkpoint"
 FORMAT_VERSION = 1
-# The training state, as save_checkpoint takes it and load_checkpoint returns it.
-STATE_KEYS = (
-    "update_rule",
-    "epoch",
-    "iteration",
+# The training curves: lists of floats, one entry a step or an epoch.
+HISTORIES = (
     "loss_history",
     "epoch_loss_history",
     "val_loss_history",
     "train_acc_history",
     "val_acc_history",
+)
+# The training state, as save_checkpoint takes it and load_checkpoint returns it.
+STATE_KEYS = (
+    "update_rule",
+    "epoch",
+    "iteration",
+    *HISTORIES,
     "best_val_acc",
     "rng_state",
     "model_rng_states",
@@ -196,3 +201,19 @@ def check_fits(
                 f"checkpoint {path}: parameter {name} is {value.dtype} {value.shape}, the model "
                 f"expects {params[name].dtype} {params[name].shape}"
             )
+
+
+def separate_buffers(state: dict[str, Any], buffer_names: Collection[str]) -> None:
+    """Move the named buffers out of the parameters of a training state, in place.
+
+    Checkpoints of :class:`convnet.nn.Classifier` models written before the running
+    statistics of batch norm became buffers hold them among the parameters (with an
+    optimizer state, which every update rule left unused): this moves them from
+    ``params`` / ``best_params`` to ``buffers`` / ``best_buffers`` and drops their
+    optimizer state. A state without such entries is left as it is.
+    """
+    for name in buffer_names:
+        for params, buffers in (("params", "buffers"), ("best_params", "best_buffers")):
+            if name in state[params]:
+                state[buffers][name] = state[params].pop(name)
+        state["optim"].pop(name, None)

@@ -26,61 +26,18 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+# The launcher's environment is read in a private module, which convnet._parallel (below
+# this one in the import order) uses too; these are its public names.
+from convnet._launcher import launch_info as launch_info
+from convnet._launcher import launched_rank as launched_rank
+from convnet._launcher import ranks_on_this_node as ranks_on_this_node
+
 Result = TypeVar("Result")
 
-# (rank, size, ranks on this node) as each launcher's environment spells them: the mpiexec
-# of MPICH and Intel MPI (Hydra), Open MPI's mpirun and MVAPICH2's.
-LAUNCHER_VARIABLES = (
-    ("PMI_RANK", "PMI_SIZE", "MPI_LOCALNRANKS"),
-    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE"),
-    ("MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE"),
-)
 ALL_RANKS_ATTRIBUTE = "convnet_raised_on_every_rank"
 # Seconds a failing rank waits before MPI_Abort: the launcher forwards each rank's output
 # through pipes, and an abort right after the last write sometimes lost the message.
 ABORT_DELAY = 0.3
-
-
-def _integer(name: str) -> int | None:
-    try:
-        return int(os.environ[name])
-    except (KeyError, ValueError):
-        return None
-
-
-def launch_info() -> dict[str, int] | None:
-    """Rank, size and ranks on this node as the MPI launcher's environment gives them.
-
-    Reads only environment variables (no MPI call, no mpi4py import).
-
-    Returns
-    -------
-    dict or None
-        ``{"rank": r, "size": P, "local_size": L}`` when a launcher started this process
-        with ``P > 1`` ranks (``local_size`` is ``P`` when the launcher does not say),
-        else None.
-    """
-    for rank_name, size_name, local_name in LAUNCHER_VARIABLES:
-        rank, size = _integer(rank_name), _integer(size_name)
-        if rank is None or size is None or size < 2 or not 0 <= rank < size:
-            continue
-        local_size = _integer(local_name)
-        if local_size is None or not 1 <= local_size <= size:
-            local_size = size
-        return {"rank": rank, "size": size, "local_size": local_size}
-    return None
-
-
-def ranks_on_this_node() -> int:
-    """How many ranks of this MPI job share this machine (1 outside a launcher)."""
-    info = launch_info()
-    return 1 if info is None else info["local_size"]
-
-
-def launched_rank() -> int:
-    """This process's rank as the launcher's environment says (0 outside a launcher)."""
-    info = launch_info()
-    return 0 if info is None else info["rank"]
 
 
 def world() -> Any:
@@ -123,9 +80,10 @@ def shard(total: int, rank: int, size: int) -> slice:
 def running_statistics(model: Any) -> dict[str, np.ndarray]:
     """The state a model trains without gradients (batch norm's running statistics).
 
-    ``model.buffers()`` when the model has it (convnet's models), else every
-    ``running_*`` array of the dicts in ``model.bn_params`` (CS231n's attribute), named
-    ``<key><layer>`` from layer 1; ``{}`` for a model with neither.
+    ``model.buffers()`` when the model has it (every convnet model: a
+    :class:`convnet.nn.Classifier`), else every ``running_*`` array of the dicts in
+    ``model.bn_params`` (a CS231n-style model of your own), named ``<key><layer>`` from
+    layer 1; ``{}`` for a model with neither.
     """
     if callable(getattr(model, "buffers", None)):
         return dict(model.buffers())

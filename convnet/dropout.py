@@ -21,12 +21,11 @@ draws a fresh mask at every call (for training), reproducibly from the generator
 
 from __future__ import annotations
 
-import numbers
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
-from convnet._validation import check_dout, check_float_array, check_mode, real_param
+from convnet._validation import check_dout, check_float_array, check_mode, check_seed, real_param
 
 
 class DropoutCache(NamedTuple):
@@ -34,18 +33,6 @@ class DropoutCache(NamedTuple):
 
     mask: np.ndarray | None
     x_shape: tuple[int, ...]
-
-
-def _check_seed(seed: Any) -> int | np.random.Generator | None:
-    if seed is None or isinstance(seed, np.random.Generator):
-        return seed
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
-        raise TypeError(
-            f"dropout_param['seed'] must be an int, a numpy Generator or None, got {seed!r}"
-        )
-    if seed < 0:
-        raise ValueError(f"dropout_param['seed'] must be >= 0, got {seed}")
-    return int(seed)
 
 
 def layer_seed(seed: int, layer: int) -> int:
@@ -81,7 +68,7 @@ def dropout_forward(x: np.ndarray, dropout_param: dict) -> tuple[np.ndarray, Dro
     if "p" not in dropout_param:
         raise ValueError("dropout_param is missing the key 'p' (the keep probability)")
     keep_probability = real_param(dropout_param, "p", "dropout_param", 1.0, 0.0, 1.0, True)
-    seed = _check_seed(dropout_param.get("seed"))
+    seed = check_seed(dropout_param.get("seed"), "dropout_param['seed']", generator=True)
     if mode == "test" or keep_probability == 1:
         return x.copy(), DropoutCache(None, x.shape)
     kept = np.random.default_rng(seed).random(x.shape) < keep_probability

@@ -1,96 +1,45 @@
-"""Classifiers built from the layers, and saving and loading them.
+"""Classifiers built from the layers: ThreeLayerConvNet, FullyConnectedNet, resnet, vgg.
 
-Every model holds its weights in ``model.params`` (a dict of arrays in the model's dtype),
-computes ``model.loss(X)`` (class scores) or ``model.loss(X, y)`` (softmax loss and the
-gradients, keyed like ``params``), predicts labels with ``model.predict(X)`` and describes
-itself with ``model.config()``: the keyword arguments that rebuild it, as JSON-compatible
-values. State that gradients do not train (batch norm's running statistics) is in
-``model.buffers()``. :func:`save_model` and :func:`load_model` store a model
-(configuration, parameters and buffers) in one ``.npz`` file.
+Every model is a :class:`convnet.nn.Classifier`: it holds its weights in ``model.params``
+(a write-through mapping of arrays in the model's dtype), computes ``model.loss(X)`` (class
+scores) or ``model.loss(X, y)`` (softmax loss and the gradients, keyed like ``params``),
+predicts labels with ``model.predict(X)`` and describes itself with ``model.config()``: the
+keyword arguments that rebuild it, as JSON-compatible values. State that gradients do not
+train (batch norm's running statistics) is in ``model.buffers()``. ``save_model`` and
+``load_model`` store a model (configuration, parameters and buffers) in one ``.npz`` file;
+they live in :mod:`convnet.serialization` and are importable from here too.
 
-Unlike the layers, which refuse integer arrays, the models convert an integer ``X`` (uint8
-pixels, say) explicitly to their dtype; booleans, complex numbers and objects are refused.
-
-Composed networks (:mod:`convnet.nn`) are :class:`convnet.nn.Classifier` models, which keep
-their running statistics in ``params`` (with a zero gradient) instead; the presets
-:func:`resnet` (a small residual net) and :func:`vgg` (VGG-style, with batch norm and
-dropout) come from :mod:`convnet.presets`.
+:class:`ThreeLayerConvNet` and :class:`FullyConnectedNet` are CS231n's models, with the
+course's arguments, parameter names (``W1``, ``b1``, ``gamma1``, ...) and attributes
+(``bn_params``, ``dropout_param``), built from :mod:`convnet.nn` layers (``model.net``).
+The presets :func:`resnet` (a small residual net) and :func:`vgg` (VGG-style, with batch
+norm and dropout) come from :mod:`convnet.presets`.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
-import math
-import numbers
-import os
-import zipfile
-import zlib
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
-from convnet._io import atomic_open
-from convnet._parallel import single_threaded_blas
-from convnet._validation import FLOAT_DTYPES, _positive_int, check_labels, output_size
-from convnet.dropout import layer_seed
-from convnet.layer_utils import (
-    affine_bn_relu_backward,
-    affine_bn_relu_forward,
-    affine_ln_relu_backward,
-    affine_ln_relu_forward,
-    affine_relu_backward,
-    affine_relu_forward,
-    conv_relu_pool_backward,
-    conv_relu_pool_forward,
+from convnet._validation import _positive_int, check_real, image_shape, output_size
+from convnet.nn import (
+    BatchNorm1d,
+    Classifier,
+    Conv2d,
+    Dropout,
+    Flatten,
+    LayerNorm,
+    Linear,
+    MaxPool2d,
+    Module,
+    ReLU,
+    Sequential,
 )
-from convnet.layers import (
-    affine_backward,
-    affine_forward,
-    dropout_backward,
-    dropout_forward,
-    softmax_loss,
-)
-from convnet.nn import Classifier
 from convnet.presets import resnet as resnet
 from convnet.presets import vgg as vgg
-
-FORMAT_VERSION = 1
-INITS = ("normal", "he")
-_META_KEY = "__convnet_meta__"
-
-
-def _check_dtype(dtype: Any) -> np.dtype:
-    try:
-        result = np.dtype(dtype)
-    except TypeError as error:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from error
-    if result not in FLOAT_DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {result}")
-    return result
-
-
-def _check_real(value: Any, name: str, *, low: float, low_inclusive: bool) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    in_range = value >= low if low_inclusive else value > low
-    if not math.isfinite(value) or not in_range:
-        bound = ">=" if low_inclusive else ">"
-        raise ValueError(f"{name} must be finite and {bound} {low}, got {value}")
-    return value
-
-
-def _check_init(init: Any) -> str:
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    return init
-
-
-def _check_seed(seed: Any) -> int | None:
-    return None if seed is None else _positive_int(seed, "seed", 0)
 
 
 def _check_keep_ratio(keep_ratio: Any, alias: Any) -> float:
@@ -101,7 +50,7 @@ def _check_keep_ratio(keep_ratio: Any, alias: Any) -> float:
             f"(got {keep_ratio!r} and {alias!r})"
         )
     value = next((v for v in (keep_ratio, alias) if v is not None), 1.0)
-    value = _check_real(value, "dropout_keep_ratio (keep probability)", low=0, low_inclusive=False)
+    value = check_real(value, "dropout_keep_ratio (keep probability)", low=0, low_inclusive=False)
     if value > 1:
         raise ValueError(
             f"dropout_keep_ratio is the keep probability and must lie in (0, 1], got {value}"
@@ -109,102 +58,7 @@ def _check_keep_ratio(keep_ratio: Any, alias: Any) -> float:
     return value
 
 
-class _Classifier:
-    """What both models share: dtype, regularization, input checks and initialization."""
-
-    params: dict[str, np.ndarray]
-    dtype: np.dtype
-    reg: float
-    num_classes: int
-    init: str
-    weight_scale: float
-
-    def _draw_weight(
-        self, rng: np.random.Generator, shape: tuple[int, ...], fan_in: int
-    ) -> np.ndarray:
-        """Gaussian weights: std ``sqrt(2 / fan_in)`` for "he" init, else ``weight_scale``."""
-        std = math.sqrt(2.0 / fan_in) if self.init == "he" else self.weight_scale
-        return (std * rng.standard_normal(shape)).astype(self.dtype)
-
-    def predict(self, X: np.ndarray, batch_size: int = 200) -> np.ndarray:
-        """The predicted class of every sample: the index of its highest score.
-
-        Parameters
-        ----------
-        X : ndarray, shape (N, ...) as :meth:`loss` takes it
-            Float or integer (converted to the model's dtype).
-        batch_size : int
-            Samples per forward pass.
-
-        Returns
-        -------
-        ndarray of int64, shape (N,)
-        """
-        batch_size = _positive_int(batch_size, "batch_size", 1)
-        X = np.asarray(X)
-        if X.ndim == 0:
-            raise ValueError("X must be a batch (N, ...), got a scalar")
-        labels = np.empty(X.shape[0], dtype=np.int64)
-        for start in range(0, X.shape[0], batch_size):
-            scores = self.loss(X[start : start + batch_size])
-            labels[start : start + batch_size] = np.argmax(scores, axis=1)
-        return labels
-
-    def _as_input(self, X: Any, sample_shape: tuple[int, ...]) -> np.ndarray:
-        """``X`` cast to the model dtype, after checking it is a batch of ``sample_shape``."""
-        X = np.asarray(X)
-        if X.dtype.kind not in "iuf":
-            raise TypeError(f"X must hold real numbers (float or integer), got dtype {X.dtype}")
-        if X.ndim != len(sample_shape) + 1 or X.shape[1:] != sample_shape:
-            raise ValueError(
-                f"X must have shape (N, {', '.join(map(str, sample_shape))}) for this "
-                f"{type(self).__name__}, got {X.shape}"
-            )
-        return X.astype(self.dtype, copy=False)
-
-    def _buffer_slots(self) -> dict[str, tuple[dict[str, Any], str]]:
-        """Each buffer's name, and the dict and key that hold it."""
-        return {}
-
-    def buffers(self) -> dict[str, np.ndarray]:
-        """Arrays of the model's state that are not trained by gradients (batch norm's
-        running statistics, named ``running_mean{i}`` and ``running_var{i}``): saved and
-        loaded with the parameters, never updated by the Solver's update rule."""
-        return {name: holder[key] for name, (holder, key) in self._buffer_slots().items()}
-
-    def set_buffers(self, buffers: dict[str, np.ndarray]) -> None:
-        """Replace buffers by copies of the given arrays (in the model dtype).
-
-        Raises
-        ------
-        ValueError
-            For a name the model has no buffer of, or an array of another shape.
-        """
-        slots = self._buffer_slots()
-        for name, array in buffers.items():
-            if name not in slots:
-                raise ValueError(f"{type(self).__name__} has no buffer {name!r}")
-            holder, key = slots[name]
-            array = np.asarray(array)
-            if array.shape != holder[key].shape or array.dtype.kind != "f":
-                raise ValueError(
-                    f"buffer {name} needs shape {holder[key].shape} of floats, got shape "
-                    f"{array.shape} and dtype {array.dtype}"
-                )
-            holder[key] = array.astype(self.dtype)
-
-    def _add_regularization(self, loss: float, grads: dict[str, np.ndarray]) -> float:
-        """Add ``0.5 * reg * sum(W**2)`` over the weights (not biases) and its gradient."""
-        if self.reg == 0:
-            return loss
-        for name, weight in self.params.items():
-            if name.startswith("W"):
-                loss += 0.5 * self.reg * float(np.vdot(weight, weight))
-                grads[name] += self.reg * weight
-        return loss
-
-
-class ThreeLayerConvNet(_Classifier):
+class ThreeLayerConvNet(Classifier):
     """conv - relu - 2x2 max pool - affine - relu - affine - softmax.
 
     The convolution has stride 1 and zero padding ``(filter_size - 1) // 2``: an odd
@@ -226,17 +80,20 @@ class ThreeLayerConvNet(_Classifier):
     init : {"normal", "he"}, default "normal"
         "he" draws each weight with std ``sqrt(2 / fan_in)``. Biases start at zero.
     seed : int, optional
-        Seed of the initialization.
+        Seed of the initialization: W1, W2, W3 are drawn in turn from
+        ``np.random.default_rng(seed)``.
 
     Attributes
     ----------
-    params : dict
+    params : ParamDict
         ``W1`` (F, C, k, k), ``b1`` (F,), ``W2`` (F * Hp * Wp, hidden_dim), ``b2``
         (hidden_dim,), ``W3`` (hidden_dim, num_classes), ``b3`` (num_classes,), where
         Hp, Wp is the pooled size.
+    net : convnet.nn.Sequential
+        ``conv``, ``pool``, ``relu``, ``flatten``, ``hidden``, ``hidden_relu``, ``scores``:
+        the pool runs before the ReLU, which gives the same values (ReLU commutes with a
+        maximum) for a quarter of the ReLU's work.
     """
-
-    POOL_PARAM: ClassVar[dict[str, int]] = {"pool_height": 2, "pool_width": 2, "stride": 2}
 
     def __init__(
         self,
@@ -251,24 +108,12 @@ class ThreeLayerConvNet(_Classifier):
         init: str = "normal",
         seed: int | None = None,
     ) -> None:
-        if isinstance(input_dim, (str, bytes)) or not isinstance(input_dim, Sequence):
-            raise TypeError(f"input_dim must be a sequence (C, H, W), got {input_dim!r}")
-        if len(input_dim) != 3:
-            raise ValueError(f"input_dim must be (C, H, W), got {tuple(input_dim)!r}")
-        self.input_dim = tuple(_positive_int(d, "input_dim", 1) for d in input_dim)
+        channels, height, width = image_shape(input_dim)
         self.num_filters = _positive_int(num_filters, "num_filters", 1)
         self.filter_size = _positive_int(filter_size, "filter_size", 1)
         self.hidden_dim = _positive_int(hidden_dim, "hidden_dim", 1)
-        self.num_classes = _positive_int(num_classes, "num_classes", 1)
-        self.weight_scale = _check_real(weight_scale, "weight_scale", low=0, low_inclusive=False)
-        self.reg = _check_real(reg, "reg", low=0, low_inclusive=True)
-        self.dtype = _check_dtype(dtype)
-        self.init = _check_init(init)
-        self.seed = _check_seed(seed)
-
-        channels, height, width = self.input_dim
+        num_classes = _positive_int(num_classes, "num_classes", 1)
         pad = (self.filter_size - 1) // 2
-        self.conv_param = {"stride": 1, "pad": pad}
         conv_h = output_size(height, self.filter_size, 1, pad)
         conv_w = output_size(width, self.filter_size, 1, pad)
         if conv_h < 2 or conv_w < 2:
@@ -277,19 +122,34 @@ class ThreeLayerConvNet(_Classifier):
                 f"{self.filter_size} convolution followed by a 2x2 pool"
             )
         pooled = self.num_filters * output_size(conv_h, 2, 2, 0) * output_size(conv_w, 2, 2, 0)
-
-        rng = np.random.default_rng(self.seed)
-        kernel_shape = (self.num_filters, channels, self.filter_size, self.filter_size)
-        fan_in_conv = channels * self.filter_size**2
-        draw = self._draw_weight
-        self.params = {
-            "W1": draw(rng, kernel_shape, fan_in_conv),
-            "b1": np.zeros(self.num_filters, dtype=self.dtype),
-            "W2": draw(rng, (pooled, self.hidden_dim), pooled),
-            "b2": np.zeros(self.hidden_dim, dtype=self.dtype),
-            "W3": draw(rng, (self.hidden_dim, self.num_classes), self.hidden_dim),
-            "b3": np.zeros(self.num_classes, dtype=self.dtype),
+        net = Sequential(
+            Conv2d(channels, self.num_filters, self.filter_size, pad=pad),
+            MaxPool2d(2),
+            ReLU(),
+            Flatten(),
+            Linear(pooled, self.hidden_dim),
+            ReLU(),
+            Linear(self.hidden_dim, num_classes),
+            names=["conv", "pool", "relu", "flatten", "hidden", "hidden_relu", "scores"],
+        )
+        names = {
+            f"{layer}.{local}": f"{public}{index}"
+            for index, layer in enumerate(("conv", "hidden", "scores"), start=1)
+            for local, public in (("w", "W"), ("b", "b"))
         }
+        super().__init__(
+            net,
+            (channels, height, width),
+            reg=reg,
+            dtype=dtype,
+            init=init,
+            weight_scale=weight_scale,
+            seed=seed,
+            names=names,
+        )
+
+    def _initial_generator(self, init_seed: np.random.SeedSequence) -> np.random.Generator:
+        return np.random.default_rng(self.seed)
 
     def config(self) -> dict[str, Any]:
         """The keyword arguments that rebuild this model, as JSON-compatible values."""
@@ -299,66 +159,16 @@ class ThreeLayerConvNet(_Classifier):
             "filter_size": self.filter_size,
             "hidden_dim": self.hidden_dim,
             "num_classes": self.num_classes,
-            "weight_scale": self.weight_scale,
-            "reg": self.reg,
-            "dtype": self.dtype.name,
-            "init": self.init,
-            "seed": self.seed,
+            **self._training_config(),
         }
 
-    def loss(
-        self, X: np.ndarray, y: np.ndarray | None = None
-    ) -> np.ndarray | tuple[float, dict[str, np.ndarray]]:
-        """Class scores, or the regularized softmax loss and its gradients.
 
-        Parameters
-        ----------
-        X : ndarray, shape (N, C, H, W) as ``input_dim``
-            Float, or integer (converted explicitly to the model's dtype).
-        y : ndarray of int, shape (N,), optional
-            Labels in ``[0, num_classes)``.
-
-        Returns
-        -------
-        scores : ndarray, shape (N, num_classes)
-            If ``y`` is None.
-        loss : float
-            Otherwise, with
-        grads : dict
-            Keyed like ``params``; each gradient has its parameter's shape and dtype.
-        """
-        X = self._as_input(X, self.input_dim)
-        if y is not None:
-            y = check_labels(y, X.shape[0], self.num_classes)
-        with single_threaded_blas():
-            return self._scores_or_loss(X, y)
-
-    def _scores_or_loss(
-        self, X: np.ndarray, y: np.ndarray | None
-    ) -> np.ndarray | tuple[float, dict[str, np.ndarray]]:
-        p = self.params
-        pooled, conv_cache = conv_relu_pool_forward(
-            X, p["W1"], p["b1"], self.conv_param, self.POOL_PARAM
-        )
-        hidden, hidden_cache = affine_relu_forward(pooled, p["W2"], p["b2"])
-        scores, scores_cache = affine_forward(hidden, p["W3"], p["b3"])
-        if y is None:
-            return scores
-
-        loss, dscores = softmax_loss(scores, y)
-        grads: dict[str, np.ndarray] = {}
-        dhidden, grads["W3"], grads["b3"] = affine_backward(dscores, scores_cache)
-        dpooled, grads["W2"], grads["b2"] = affine_relu_backward(dhidden, hidden_cache)
-        _, grads["W1"], grads["b1"] = conv_relu_pool_backward(dpooled, conv_cache, compute_dx=False)
-        return self._add_regularization(loss, grads), grads
-
-
-class FullyConnectedNet(_Classifier):
+class FullyConnectedNet(Classifier):
     """{affine - [norm] - relu - [dropout]} x (L - 1) - affine - softmax, for any L >= 1.
 
-    CS231n's fully connected net: the same arguments (in the same order), parameter names
-    and ``bn_params``. Giving ``y`` to :meth:`loss` selects train mode (batch statistics,
-    dropout), leaving it out test mode (running statistics, no dropout).
+    CS231n's fully connected net: the same arguments (in the same order), parameter names,
+    ``bn_params`` and ``dropout_param``. Giving ``y`` to :meth:`loss` selects train mode
+    (batch statistics, dropout), leaving it out test mode (running statistics, no dropout).
 
     Parameters
     ----------
@@ -398,14 +208,26 @@ class FullyConnectedNet(_Classifier):
 
     Attributes
     ----------
-    params : dict
+    params : ParamDict
         ``W1``, ``b1``, ..., ``WL``, ``bL``; ``Wi`` is (fan_in, fan_out), ``bi`` (fan_out,);
         with a normalization also ``gamma1``, ``beta1``, ..., ``gamma{L-1}``,
         ``beta{L-1}``, each (fan_out,).
     bn_params : list of dict
-        One per hidden layer with a normalization (else empty): ``'mode'`` and, for batch
-        norm, ``'running_mean'`` and ``'running_var'`` (zeros and ones at first), updated by
-        every training call and saved with the model (see :meth:`buffers`).
+        One per hidden layer with a normalization (else empty): the dict its layer computes
+        with (``model.net["norm{i}"].norm_param``), so it shows the current state:
+        ``'mode'`` (set by every :meth:`loss` call), ``'eps'`` and, for batch norm,
+        ``'momentum'``, ``'running_mean'`` and ``'running_var'`` (zeros and ones at first),
+        updated by every training call and saved with the model (``running_mean{i}``,
+        ``running_var{i}`` in :meth:`buffers`).
+    use_dropout : bool
+        ``dropout_keep_ratio < 1``.
+    dropout_param : dict
+        CS231n's description of the dropout layers (empty without dropout): ``'mode'``
+        (set by every :meth:`loss` call), ``'p'`` (the keep probability) and, for a seeded
+        model, ``'seed'``. The layers themselves are ``model.net["drop{i}"]``.
+    net : convnet.nn.Sequential
+        ``fc{i}``, ``norm{i}``, ``relu{i}``, ``drop{i}`` for each hidden layer, then
+        ``fc{L}``.
 
     Notes
     -----
@@ -434,42 +256,60 @@ class FullyConnectedNet(_Classifier):
         if isinstance(hidden_dims, (str, bytes)) or not isinstance(hidden_dims, Sequence):
             raise TypeError(f"hidden_dims must be a sequence of ints, got {hidden_dims!r}")
         self.hidden_dims = [_positive_int(d, "hidden_dims", 1) for d in hidden_dims]
-        self.input_dim = _positive_int(input_dim, "input_dim", 1)
-        self.num_classes = _positive_int(num_classes, "num_classes", 1)
+        features = _positive_int(input_dim, "input_dim", 1)
+        num_classes = _positive_int(num_classes, "num_classes", 1)
         self.dropout_keep_ratio = _check_keep_ratio(dropout_keep_ratio, dropout)
         if normalization not in self.NORMALIZATIONS:
             raise ValueError(
                 f"normalization must be None, 'batchnorm' or 'layernorm', got {normalization!r}"
             )
         self.normalization = normalization
-        self.reg = _check_real(reg, "reg", low=0, low_inclusive=True)
-        self.weight_scale = _check_real(weight_scale, "weight_scale", low=0, low_inclusive=False)
-        self.dtype = _check_dtype(dtype)
-        self.init = _check_init(init)
-        self.seed = _check_seed(seed)
-        if not isinstance(fresh_masks, (bool, np.bool_)):
-            raise TypeError(f"fresh_masks must be True or False, got {fresh_masks!r}")
-        self.fresh_masks = bool(fresh_masks)
         self.num_layers = len(self.hidden_dims) + 1
+        self.use_dropout = self.dropout_keep_ratio < 1
 
-        init_seed, dropout_seed = np.random.SeedSequence(self.seed).spawn(2)
-        rng = np.random.default_rng(init_seed)
-        self._dropout_rng = np.random.default_rng(dropout_seed)
-        widths = [self.input_dim, *self.hidden_dims, self.num_classes]
-        self.params = {}
+        modules: list[Module] = []
+        names: list[str] = []
+        public: dict[str, str] = {}
+        widths = [features, *self.hidden_dims, num_classes]
         for layer, (fan_in, fan_out) in enumerate(itertools.pairwise(widths), start=1):
-            self.params[f"W{layer}"] = self._draw_weight(rng, (fan_in, fan_out), fan_in)
-            self.params[f"b{layer}"] = np.zeros(fan_out, dtype=self.dtype)
+            modules.append(Linear(fan_in, fan_out))
+            names.append(f"fc{layer}")
+            public.update({f"fc{layer}.w": f"W{layer}", f"fc{layer}.b": f"b{layer}"})
+            if layer == self.num_layers:
+                break
+            if normalization is not None:
+                norm = BatchNorm1d if normalization == "batchnorm" else LayerNorm
+                modules.append(norm(fan_out))
+                names.append(f"norm{layer}")
+                for name in ("gamma", "beta", *norm.BUFFERS):
+                    public[f"norm{layer}.{name}"] = f"{name}{layer}"
+            modules.append(ReLU())
+            names.append(f"relu{layer}")
+            if self.use_dropout:
+                modules.append(Dropout(self.dropout_keep_ratio))
+                names.append(f"drop{layer}")
+        super().__init__(
+            Sequential(*modules, names=names),
+            (features,),
+            reg=reg,
+            dtype=dtype,
+            init=init,
+            weight_scale=weight_scale,
+            seed=seed,
+            fresh_masks=fresh_masks,
+            names=public,
+        )
+        self.input_dim = features
         self.bn_params: list[dict[str, Any]] = []
-        if self.normalization is not None:
-            for layer, width in enumerate(self.hidden_dims, start=1):
-                self.params[f"gamma{layer}"] = np.ones(width, dtype=self.dtype)
-                self.params[f"beta{layer}"] = np.zeros(width, dtype=self.dtype)
-                bn_param: dict[str, Any] = {"mode": "train"}
-                if self.normalization == "batchnorm":
-                    bn_param["running_mean"] = np.zeros(width, dtype=self.dtype)
-                    bn_param["running_var"] = np.ones(width, dtype=self.dtype)
-                self.bn_params.append(bn_param)
+        if normalization is not None:
+            self.bn_params = [
+                self.net[f"norm{layer}"].norm_param for layer in range(1, self.num_layers)
+            ]
+        self.dropout_param: dict[str, Any] = {}
+        if self.use_dropout:
+            self.dropout_param = {"mode": "train", "p": self.dropout_keep_ratio}
+            if self.seed is not None:
+                self.dropout_param["seed"] = self.seed
 
     def config(self) -> dict[str, Any]:
         """The keyword arguments that rebuild this model, as JSON-compatible values."""
@@ -479,54 +319,9 @@ class FullyConnectedNet(_Classifier):
             "num_classes": self.num_classes,
             "dropout_keep_ratio": self.dropout_keep_ratio,
             "normalization": self.normalization,
-            "reg": self.reg,
-            "weight_scale": self.weight_scale,
-            "dtype": self.dtype.name,
-            "init": self.init,
-            "seed": self.seed,
+            **self._training_config(),
             "fresh_masks": self.fresh_masks,
         }
-
-    def _buffer_slots(self) -> dict[str, tuple[dict[str, Any], str]]:
-        return {
-            f"{key}{layer}": (bn_param, key)
-            for layer, bn_param in enumerate(self.bn_params, start=1)
-            for key in ("running_mean", "running_var")
-            if key in bn_param
-        }
-
-    def _as_rows(self, X: Any) -> np.ndarray:
-        X = np.asarray(X)
-        if X.ndim >= 2 and math.prod(X.shape[1:]) == self.input_dim:
-            X = X.reshape(X.shape[0], self.input_dim)
-        return self._as_input(X, (self.input_dim,))
-
-    def _hidden_forward(self, hidden: np.ndarray, layer: int) -> tuple[np.ndarray, Any]:
-        p = self.params
-        w, b = p[f"W{layer}"], p[f"b{layer}"]
-        if self.normalization is None:
-            return affine_relu_forward(hidden, w, b)
-        forward = (
-            affine_bn_relu_forward if self.normalization == "batchnorm" else affine_ln_relu_forward
-        )
-        gamma, beta = p[f"gamma{layer}"], p[f"beta{layer}"]
-        return forward(hidden, w, b, gamma, beta, self.bn_params[layer - 1])
-
-    def _hidden_backward(
-        self, dhidden: np.ndarray, cache: Any, layer: int, grads: dict[str, np.ndarray]
-    ) -> np.ndarray:
-        if self.normalization is None:
-            dhidden, grads[f"W{layer}"], grads[f"b{layer}"] = affine_relu_backward(dhidden, cache)
-            return dhidden
-        backward = (
-            affine_bn_relu_backward
-            if self.normalization == "batchnorm"
-            else affine_ln_relu_backward
-        )
-        dhidden, *layer_grads = backward(dhidden, cache)
-        for name, grad in zip(("W", "b", "gamma", "beta"), layer_grads, strict=True):
-            grads[f"{name}{layer}"] = grad
-        return dhidden
 
     def loss(
         self, X: np.ndarray, y: np.ndarray | None = None
@@ -551,191 +346,19 @@ class FullyConnectedNet(_Classifier):
         grads : dict
             Keyed like ``params``; each gradient has its parameter's shape and dtype.
         """
-        hidden = self._as_rows(X)
-        training = y is not None
-        if training:
-            y = check_labels(y, hidden.shape[0], self.num_classes)
-        for bn_param in self.bn_params:
-            bn_param["mode"] = "train" if training else "test"
-        use_dropout = training and self.dropout_keep_ratio < 1
-        fixed_masks = self.seed is not None and not self.fresh_masks
-        caches = []
-        for layer in range(1, self.num_layers):
-            hidden, cache = self._hidden_forward(hidden, layer)
-            dropout_cache = None
-            if use_dropout:
-                dropout_param = {
-                    "mode": "train",
-                    "p": self.dropout_keep_ratio,
-                    "seed": layer_seed(self.seed, layer) if fixed_masks else self._dropout_rng,
-                }
-                hidden, dropout_cache = dropout_forward(hidden, dropout_param)
-            caches.append((cache, dropout_cache))
-        last = self.num_layers
-        scores, scores_cache = affine_forward(
-            hidden, self.params[f"W{last}"], self.params[f"b{last}"]
-        )
-        if not training:
-            return scores
-
-        loss, dscores = softmax_loss(scores, y)
-        grads: dict[str, np.ndarray] = {}
-        dhidden, grads[f"W{last}"], grads[f"b{last}"] = affine_backward(dscores, scores_cache)
-        for layer in range(self.num_layers - 1, 0, -1):
-            cache, dropout_cache = caches[layer - 1]
-            if dropout_cache is not None:
-                dhidden = dropout_backward(dhidden, dropout_cache)
-            dhidden = self._hidden_backward(dhidden, cache, layer, grads)
-        return self._add_regularization(loss, grads), grads
+        if self.use_dropout:
+            self.dropout_param["mode"] = "test" if y is None else "train"
+        return super().loss(X, y)
 
 
-Model = ThreeLayerConvNet | FullyConnectedNet | Classifier
-ARCHITECTURES: dict[str, type[Model]] = {
-    "ThreeLayerConvNet": ThreeLayerConvNet,
-    "FullyConnectedNet": FullyConnectedNet,
-    "Classifier": Classifier,
-}
+# save_model and load_model moved to convnet.serialization, which imports this module; this
+# keeps ``from convnet.models import save_model, load_model`` working without an import cycle.
+_SERIALIZATION = ("save_model", "load_model", "ARCHITECTURES", "FORMAT_VERSION")
 
 
-def save_model(model: Model, path: str | os.PathLike) -> Path:
-    """Write a model's parameters and configuration to one ``.npz`` file at ``path``.
+def __getattr__(name: str) -> Any:
+    if name in _SERIALIZATION:
+        from convnet import serialization
 
-    The archive holds every array of ``model.params`` and of ``model.buffers()`` (batch
-    norm's running statistics) under its name and, under
-    ``"__convnet_meta__"``, the JSON string
-    ``{"architecture": <class name>, "config": model.config(), "format_version": 1}``.
-    A :class:`convnet.nn.Classifier`'s config holds its network as nested JSON (layer
-    types and arguments); its parameters, batch-norm running statistics included, are
-    stored under their dotted names.
-    The file is written atomically (:func:`convnet._io.atomic_open`), so an existing file at
-    ``path`` is replaced whole or not at all. ``path`` is used as given (no suffix added).
-
-    Parameters
-    ----------
-    model : ThreeLayerConvNet, FullyConnectedNet or convnet.nn.Classifier
-    path : str or path-like
-
-    Returns
-    -------
-    path : Path
-        Where the model was written.
-    """
-    architecture = type(model).__name__
-    if ARCHITECTURES.get(architecture) is not type(model):
-        raise TypeError(f"save_model saves {', '.join(ARCHITECTURES)}, got {type(model).__name__}")
-    meta = {"architecture": architecture, "config": model.config(), "format_version": 1}
-    arrays = _model_arrays(model)
-    path = Path(path)
-    with atomic_open(path) as file:
-        np.savez(file, **arrays, **{_META_KEY: np.array(json.dumps(meta))})
-    return path
-
-
-def _model_arrays(model: Model) -> dict[str, np.ndarray]:
-    """The parameters and buffers of ``model``, which share the archive's names."""
-    buffers = model.buffers() if hasattr(model, "buffers") else {}
-    clash = sorted(buffers.keys() & model.params.keys())
-    if clash:
-        raise ValueError(f"{type(model).__name__} has buffers named like parameters: {clash}")
-    return {**model.params, **buffers}
-
-
-_READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
-
-
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every array of the ``.npz`` file at ``path``, or a ``ValueError`` saying why not."""
-    if not path.is_file():
-        raise FileNotFoundError(f"no model file at {path}")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except _READ_ERRORS as error:
-        raise ValueError(f"{path} is not a readable .npz model file: {error}") from error
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path} holds a single .npy array, not an .npz model file")
-    try:
-        with archive:
-            return {name: archive[name] for name in archive.files}
-    except _READ_ERRORS as error:
-        raise ValueError(f"{path} is a corrupt .npz model file: {error}") from error
-
-
-def _read_meta(path: Path, raw: np.ndarray | None) -> dict[str, Any]:
-    if raw is None:
-        raise ValueError(f"{path} has no {_META_KEY!r} entry: it was not written by save_model")
-    try:
-        meta = json.loads(str(raw[()]))
-    except (json.JSONDecodeError, IndexError) as error:
-        raise ValueError(f"{path} has unreadable model metadata: {error}") from error
-    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
-        raise ValueError(f"{path} has malformed model metadata: {meta!r}")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{path} has format_version {meta.get('format_version')!r}; this convnet reads "
-            f"version {FORMAT_VERSION}"
-        )
-    if meta.get("architecture") not in ARCHITECTURES:
-        raise ValueError(
-            f"{path} holds an unknown architecture {meta.get('architecture')!r}; "
-            f"known: {', '.join(ARCHITECTURES)}"
-        )
-    return meta
-
-
-def load_model(path: str | os.PathLike, expected: str | type | None = None) -> Model:
-    """Rebuild the model that :func:`save_model` wrote to ``path``.
-
-    Parameters
-    ----------
-    path : str or path-like
-    expected : str or class, optional
-        Architecture the caller needs (e.g. ``"ThreeLayerConvNet"``); a file holding
-        another one is refused.
-
-    Returns
-    -------
-    model : ThreeLayerConvNet, FullyConnectedNet or convnet.nn.Classifier
-        With the saved configuration, parameters and buffers (in the saved dtype).
-
-    Raises
-    ------
-    FileNotFoundError
-        If there is no file at ``path``.
-    ValueError
-        If the file is not a readable ``.npz`` archive written by :func:`save_model`, holds
-        another architecture than ``expected``, or a parameter is missing, unexpected or
-        of the wrong shape for the saved configuration.
-    """
-    path = Path(path)
-    arrays = _read_arrays(path)
-    meta = _read_meta(path, arrays.pop(_META_KEY, None))
-    architecture = meta["architecture"]
-    if expected is not None:
-        expected_name = expected if isinstance(expected, str) else expected.__name__
-        if expected_name != architecture:
-            raise ValueError(f"{path} holds a {architecture}, not the expected {expected_name}")
-    try:
-        model = ARCHITECTURES[architecture](**meta["config"])
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{path} has an invalid {architecture} config: {error}") from error
-
-    initial = _model_arrays(model)
-    missing = sorted(initial.keys() - arrays.keys())
-    unexpected = sorted(arrays.keys() - initial.keys())
-    if missing or unexpected:
-        raise ValueError(
-            f"{path} does not match its {architecture} config: missing parameters "
-            f"{missing or 'none'}, unexpected entries {unexpected or 'none'}"
-        )
-    for name, value in initial.items():
-        array = arrays[name]
-        if array.shape != value.shape or array.dtype.kind != "f":
-            raise ValueError(
-                f"{path}: parameter {name} has shape {array.shape} and dtype {array.dtype}, "
-                f"its config needs shape {value.shape} of floats"
-            )
-    for name in model.params:
-        model.params[name] = arrays[name].astype(model.dtype, copy=False)
-    if hasattr(model, "set_buffers"):
-        model.set_buffers({name: arrays[name] for name in model.buffers()})
-    return model
+        return getattr(serialization, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

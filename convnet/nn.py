@@ -14,11 +14,12 @@ parameters of its whole subtree as one flat ``params`` mapping with unique dotte
 :class:`convnet.solver.Solver` and the update rules of :mod:`convnet.optim` train a
 :class:`Classifier` unchanged.
 
-Batch norm's running statistics (``running_mean``, ``running_var``) travel in ``params``
-too, with a zero gradient: every update rule leaves a parameter with zero gradient exactly
-as it is, and so the Solver's best-parameter snapshot, its checkpoints and
-:func:`convnet.models.save_model` keep each network's statistics together with the weights
-they belong to. They are not regularized.
+State that gradients do not train, batch norm's running statistics (``running_mean``,
+``running_var``), is in ``buffers()``, a mapping like ``params`` with the same dotted
+names (``"stem.bn.running_mean"``) that writes through in the same way. It is not in
+``params``, so update rules never see it (PyTorch's and CS231n's convention); the Solver's
+best-parameter snapshot, its checkpoints and :func:`convnet.serialization.save_model` keep
+it beside the parameters.
 
 Modules start in training mode; :meth:`Module.eval` selects test mode (dropout off, batch
 norm on running statistics), :meth:`Module.train` switches back. :meth:`Classifier.loss`
@@ -27,8 +28,13 @@ selects the mode itself: training with labels, test without.
 Initialization (:meth:`Module.initialize`): "he" draws each weight from a normal
 distribution with std ``sqrt(2 / fan_in)`` (fan_in = in_channels / groups * kh * kw for a
 convolution, in_features for a linear layer); "normal" uses std ``weight_scale``, as
-:class:`convnet.models.ThreeLayerConvNet` does. Biases and batch-norm shifts start at 0,
-batch-norm scales at 1, running means at 0 and running variances at 1.
+:class:`convnet.models.ThreeLayerConvNet` does. Biases and normalization shifts start at 0,
+normalization scales at 1, running means at 0 and running variances at 1.
+
+:class:`Classifier` is the one model class: a softmax classifier around a network, with
+CS231n's ``loss(X, y=None)``. :class:`convnet.models.ThreeLayerConvNet` and
+:class:`convnet.models.FullyConnectedNet` are Classifiers whose ``names`` give their
+parameters the course's names (``W1``, ``b1``, ``gamma1``, ...).
 """
 
 from __future__ import annotations
@@ -42,7 +48,15 @@ from typing import Any, ClassVar
 import numpy as np
 
 from convnet._parallel import single_threaded_blas
-from convnet._validation import FLOAT_DTYPES, _positive_int, check_labels, int_pair, output_size
+from convnet._validation import (
+    _positive_int,
+    check_dtype,
+    check_labels,
+    check_real,
+    check_seed,
+    int_pair,
+    output_size,
+)
 from convnet.dropout import layer_seed
 from convnet.fast_activation import relu_backward_fast, relu_forward_fast
 from convnet.fast_layers import (
@@ -66,22 +80,23 @@ from convnet.layers import (
     dropout_forward,
     global_avg_pool_backward,
     global_avg_pool_forward,
+    layernorm_backward,
+    layernorm_forward,
     softmax_loss,
 )
 
 Shape = tuple[int, ...]
+# Where each parameter or buffer lives: dotted name -> (its layer, its name in the layer).
+Index = dict[str, tuple["Layer", str]]
 INITS = ("he", "normal")
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 
-def _check_dtype(dtype: Any) -> np.dtype:
-    try:
-        result = np.dtype(dtype)
-    except TypeError as error:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from error
-    if result not in FLOAT_DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {result}")
-    return result
+def check_init(init: Any) -> str:
+    """One of ``INITS``, or a ``ValueError``."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    return init
 
 
 def _compact(pair: tuple[int, int]) -> int | list[int]:
@@ -100,36 +115,50 @@ def _check_shape(shape: Any, ndim: int, layout: str, layer: Module) -> Shape:
 
 
 class ParamDict(MutableMapping):
-    """The parameters of a module's subtree, by dotted name; assignments write through.
+    """The parameters (or buffers) of a module's subtree, by name; assignments write through.
 
     Keys are fixed by the network's structure: assigning an unknown name raises
-    ``KeyError``, and deleting is refused. An assigned array must have the parameter's
-    shape and is cast to the parameter's dtype.
+    ``KeyError``, and deleting is refused. An assigned array must have the array's shape
+    and is cast to its dtype. Reading gives the layer's own array, so changing it in place
+    (as a numerical gradient check does) changes what the next forward pass uses.
+
+    Parameters
+    ----------
+    index : dict
+        Name -> (layer, the array's name in the layer).
+    kind : {"parameter", "buffer"}
+        Parameters live in ``layer._params``, buffers in ``layer._buffer_holder()``.
     """
 
-    def __init__(self, index: dict[str, tuple[Layer, str]]) -> None:
+    def __init__(self, index: Index, kind: str = "parameter") -> None:
         self._index = index
+        self._kind = kind
+
+    def _holder(self, layer: Layer) -> dict[str, Any]:
+        return layer._params if self._kind == "parameter" else layer._buffer_holder()
 
     def __getitem__(self, name: str) -> np.ndarray:
         layer, local = self._index[name]
-        return layer._params[local]
+        return self._holder(layer)[local]
 
     def __setitem__(self, name: str, value: Any) -> None:
+        kind = self._kind
         if name not in self._index:
-            raise KeyError(f"no parameter named {name!r}; the names are {list(self._index)}")
+            raise KeyError(f"no {kind} named {name!r}; the names are {list(self._index)}")
         layer, local = self._index[name]
-        current = layer._params[local]
+        holder = self._holder(layer)
+        current = holder[local]
         value = np.asarray(value)
         if value.shape != current.shape:
             raise ValueError(
-                f"parameter {name} has shape {current.shape}, got an array of shape {value.shape}"
+                f"{kind} {name} has shape {current.shape}, got an array of shape {value.shape}"
             )
         if value.dtype.kind not in "iuf":
-            raise TypeError(f"parameter {name} must hold real numbers, got dtype {value.dtype}")
-        layer._params[local] = value.astype(current.dtype, copy=False)
+            raise TypeError(f"{kind} {name} must hold real numbers, got dtype {value.dtype}")
+        holder[local] = value.astype(current.dtype, copy=False)
 
     def __delitem__(self, name: str) -> None:
-        raise TypeError("parameters belong to the network's structure and cannot be deleted")
+        raise TypeError(f"{self._kind}s belong to the network's structure and cannot be deleted")
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._index)
@@ -142,6 +171,11 @@ class ParamDict(MutableMapping):
         return f"ParamDict({{{shapes}}})"
 
 
+def _renamed(index: Index, names: Mapping[str, str]) -> Index:
+    """``index`` with every name that ``names`` maps given its new name, in the same order."""
+    return {names.get(name, name): entry for name, entry in index.items()}
+
+
 class Module:
     """What every layer and container offers: forward, backward, params, grads, modes."""
 
@@ -151,11 +185,23 @@ class Module:
         self.training = True
         self._in_container = False
         self._param_view: ParamDict | None = None
+        self._buffer_view: ParamDict | None = None
 
     # -- structure
-    def _index(self) -> dict[str, tuple[Layer, str]]:
+    def _index(self) -> Index:
         """Every parameter of the subtree: dotted name -> (layer, its local name)."""
-        raise NotImplementedError
+        return self._children_index("_index")
+
+    def _buffer_index(self) -> Index:
+        """Every buffer of the subtree: dotted name -> (layer, its local name)."""
+        return self._children_index("_buffer_index")
+
+    def _children_index(self, method: str) -> Index:
+        return {
+            f"{name}.{inner}": entry
+            for name, child in self.children()
+            for inner, entry in getattr(child, method)().items()
+        }
 
     def children(self) -> list[tuple[str, Module]]:
         """The named modules directly inside this one (none for a layer)."""
@@ -172,6 +218,13 @@ class Module:
         if self._param_view is None:
             self._param_view = ParamDict(self._index())
         return self._param_view
+
+    def buffers(self) -> ParamDict:
+        """Flat, write-through mapping of every buffer of the subtree (batch norm's
+        running statistics): state that gradients do not train."""
+        if self._buffer_view is None:
+            self._buffer_view = ParamDict(self._buffer_index(), "buffer")
+        return self._buffer_view
 
     @property
     def grads(self) -> dict[str, np.ndarray]:
@@ -244,12 +297,13 @@ class Module:
         weight_scale: float = 1e-2,
         dtype: Any = np.float32,
     ) -> Module:
-        """Draw fresh parameters for the whole subtree (see the module docstring); returns self."""
-        if init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {init!r}")
-        dtype = _check_dtype(dtype)
+        """Draw fresh parameters for the whole subtree and reset its buffers (see the module
+        docstring); returns self."""
+        check_init(init)
+        dtype = check_dtype(dtype)
         for layer in self.layers():
             layer._params = layer._initial_params(rng, init, float(weight_scale), dtype)
+            layer._buffer_holder().update(layer._initial_buffers(dtype))
             layer._grads = {}
         return self
 
@@ -269,9 +323,11 @@ class Module:
 
 
 class Layer(Module):
-    """A module that runs one layer function; holds its own parameters (maybe none)."""
+    """A module that runs one layer function; holds its own parameters and buffers (maybe
+    none)."""
 
     REGULARIZED: ClassVar[tuple[str, ...]] = ()
+    BUFFERS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         super().__init__()
@@ -279,8 +335,16 @@ class Layer(Module):
         self._grads: dict[str, np.ndarray] = {}
         self._cache: Any = None
 
-    def _index(self) -> dict[str, tuple[Layer, str]]:
+    def _index(self) -> Index:
         return {local: (self, local) for local in self._params}
+
+    def _buffer_index(self) -> Index:
+        return {local: (self, local) for local in self.BUFFERS}
+
+    def _buffer_holder(self) -> dict[str, Any]:
+        """The dict that holds this layer's ``BUFFERS`` under their names (a new empty
+        dict for a layer without buffers)."""
+        return {}
 
     def layers(self) -> Iterator[Layer]:
         yield self
@@ -288,6 +352,9 @@ class Layer(Module):
     def _initial_params(
         self, rng: np.random.Generator, init: str, weight_scale: float, dtype: np.dtype
     ) -> dict[str, np.ndarray]:
+        return {}
+
+    def _initial_buffers(self, dtype: np.dtype) -> dict[str, np.ndarray]:
         return {}
 
     def _cached(self) -> Any:
@@ -548,25 +615,23 @@ class Flatten(Layer):
         return {"type": "Flatten"}
 
 
-class _BatchNorm(Layer):
-    """Shared by the batch norms: ``gamma``, ``beta`` and the running statistics."""
+class _Normalization(Layer):
+    """Shared by the normalizations: ``gamma`` (ones), ``beta`` (zeros) of ``num_features``,
+    and the dict ``norm_param`` handed to the layer function at every call."""
 
-    STATISTICS = ("running_mean", "running_var")
-    INPUT = ""
-
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.9) -> None:
+    def __init__(self, num_features: int, eps: float, **settings: Any) -> None:
         super().__init__()
         self.num_features = _positive_int(num_features, "num_features", 1)
-        for name, value in (("eps", eps), ("momentum", momentum)):
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-                raise TypeError(f"{name} must be a real number, got {value!r}")
-        if not (math.isfinite(eps) and eps > 0):
-            raise ValueError(f"eps must be finite and > 0, got {eps}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
-        self.eps = float(eps)
-        self.momentum = float(momentum)
+        self.norm_param: dict[str, Any] = {
+            "mode": "train",
+            "eps": check_real(eps, "eps", low=0, low_inclusive=False),
+            **settings,
+        }
         self.initialize(np.random.default_rng())
+
+    @property
+    def eps(self) -> float:
+        return self.norm_param["eps"]
 
     def _initial_params(
         self, rng: np.random.Generator, init: str, weight_scale: float, dtype: np.dtype
@@ -574,57 +639,78 @@ class _BatchNorm(Layer):
         return {
             "gamma": np.ones(self.num_features, dtype=dtype),
             "beta": np.zeros(self.num_features, dtype=dtype),
-            "running_mean": np.zeros(self.num_features, dtype=dtype),
-            "running_var": np.ones(self.num_features, dtype=dtype),
         }
 
-    def _run(self, x: np.ndarray, bn_param: dict) -> tuple[np.ndarray, Any]:
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
         raise NotImplementedError
 
     def _run_backward(self, dout: np.ndarray, cache: Any) -> tuple[np.ndarray, ...]:
         raise NotImplementedError
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        p = self._params
-        bn_param = {
-            "mode": "train" if self.training else "test",
-            "eps": self.eps,
-            "momentum": self.momentum,
-            "running_mean": p["running_mean"],
-            "running_var": p["running_var"],
-        }
-        out, self._cache = self._run(x, bn_param)
-        if self.training:
-            dtype = p["running_mean"].dtype
-            p["running_mean"] = bn_param["running_mean"].astype(dtype, copy=False)
-            p["running_var"] = bn_param["running_var"].astype(dtype, copy=False)
+        self.norm_param["mode"] = "train" if self.training else "test"
+        out, self._cache = self._run(x)
         return out
 
     def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
         dx, dgamma, dbeta = self._run_backward(dout, self._cached())
-        p = self._params
-        self._grads = {
-            "gamma": dgamma,
-            "beta": dbeta,
-            "running_mean": np.zeros_like(p["running_mean"]),
-            "running_var": np.zeros_like(p["running_var"]),
-        }
+        self._grads = {"gamma": dgamma, "beta": dbeta}
         return dx if compute_dx else None
 
+    def output_shape(self, input_shape: Sequence[int]) -> Shape:
+        """(D,) features, D = num_features."""
+        shape = _check_shape(input_shape, 1, "(D,)", self)
+        if shape[0] != self.num_features:
+            raise ValueError(f"{self.describe()} expects {self.num_features} features, got {shape}")
+        return shape
+
     def config(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "num_features": self.num_features, "eps": self.eps}
+
+
+class _BatchNorm(_Normalization):
+    """Shared by the batch norms: running statistics in ``norm_param`` (CS231n's
+    ``bn_param``), updated in training mode."""
+
+    BUFFERS = ("running_mean", "running_var")
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.9) -> None:
+        if isinstance(momentum, (bool, np.bool_)) or not isinstance(momentum, numbers.Real):
+            raise TypeError(f"momentum must be a real number, got {momentum!r}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+        super().__init__(num_features, eps, momentum=float(momentum))
+
+    @property
+    def momentum(self) -> float:
+        return self.norm_param["momentum"]
+
+    def _buffer_holder(self) -> dict[str, Any]:
+        return self.norm_param
+
+    def _initial_buffers(self, dtype: np.dtype) -> dict[str, np.ndarray]:
         return {
-            "type": type(self).__name__,
-            "num_features": self.num_features,
-            "eps": self.eps,
-            "momentum": self.momentum,
+            "running_mean": np.zeros(self.num_features, dtype=dtype),
+            "running_var": np.ones(self.num_features, dtype=dtype),
         }
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        statistics = self.norm_param
+        dtypes = {key: statistics[key].dtype for key in self.BUFFERS}
+        out = super().forward(x)
+        for key, dtype in dtypes.items():  # a float64 x would promote them
+            statistics[key] = statistics[key].astype(dtype, copy=False)
+        return out
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "momentum": self.momentum}
 
 
 class BatchNorm2d(_BatchNorm):
     """Spatial batch norm of (N, C, H, W): one mean and variance per channel.
 
-    Parameters ``gamma``, ``beta`` (C,) and running statistics ``running_mean``,
-    ``running_var`` (C,), updated in training mode as
+    Parameters ``gamma``, ``beta`` (C,) and buffers ``running_mean``, ``running_var``
+    (C,), updated in training mode as
     ``running = momentum * running + (1 - momentum) * batch`` (PyTorch's momentum is
     ``1 - momentum``; the batch variance is the unbiased one, as PyTorch's).
 
@@ -634,11 +720,18 @@ class BatchNorm2d(_BatchNorm):
         C.
     eps : float, default 1e-5
     momentum : float in [0, 1), default 0.9
+
+    Attributes
+    ----------
+    norm_param : dict
+        CS231n's ``bn_param``, handed to the layer function at every call: ``'mode'``
+        (set from the module's mode), ``'eps'``, ``'momentum'``, ``'running_mean'``,
+        ``'running_var'`` (the buffers: ``buffers()`` reads and writes them here).
     """
 
-    def _run(self, x: np.ndarray, bn_param: dict) -> tuple[np.ndarray, Any]:
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
         p = self._params
-        return spatial_batchnorm_forward_fast(x, p["gamma"], p["beta"], bn_param)
+        return spatial_batchnorm_forward_fast(x, p["gamma"], p["beta"], self.norm_param)
 
     def _run_backward(self, dout: np.ndarray, cache: Any) -> tuple[np.ndarray, ...]:
         return spatial_batchnorm_backward_fast(dout, cache)
@@ -653,18 +746,40 @@ class BatchNorm2d(_BatchNorm):
 class BatchNorm1d(_BatchNorm):
     """Batch norm of (N, D) features; otherwise as :class:`BatchNorm2d`."""
 
-    def _run(self, x: np.ndarray, bn_param: dict) -> tuple[np.ndarray, Any]:
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
         p = self._params
-        return batchnorm_forward(x, p["gamma"], p["beta"], bn_param)
+        return batchnorm_forward(x, p["gamma"], p["beta"], self.norm_param)
 
     def _run_backward(self, dout: np.ndarray, cache: Any) -> tuple[np.ndarray, ...]:
         return batchnorm_backward(dout, cache)
 
-    def output_shape(self, input_shape: Sequence[int]) -> Shape:
-        shape = _check_shape(input_shape, 1, "(D,)", self)
-        if shape[0] != self.num_features:
-            raise ValueError(f"{self.describe()} expects {self.num_features} features, got {shape}")
-        return shape
+
+class LayerNorm(_Normalization):
+    """Layer norm of (N, D) features: each sample normalized over its own D features,
+    then scaled by ``gamma`` and shifted by ``beta`` (D,); the same in both modes.
+
+    Parameters
+    ----------
+    num_features : int
+        D.
+    eps : float, default 1e-5
+
+    Attributes
+    ----------
+    norm_param : dict
+        CS231n's ``ln_param``, handed to the layer function at every call: ``'mode'``
+        (set from the module's mode; layer norm does not depend on it) and ``'eps'``.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__(num_features, eps)
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
+        p = self._params
+        return layernorm_forward(x, p["gamma"], p["beta"], self.norm_param)
+
+    def _run_backward(self, dout: np.ndarray, cache: Any) -> tuple[np.ndarray, ...]:
+        return layernorm_backward(dout, cache)
 
 
 class Dropout(Layer):
@@ -697,7 +812,7 @@ class Dropout(Layer):
         if not 0 < p <= 1:
             raise ValueError(f"p is the keep probability and must lie in (0, 1], got {p}")
         self.p = float(p)
-        self.seed = None if seed is None else _positive_int(seed, "seed", 0)
+        self.seed = check_seed(seed)
         self.mask_seed = self.seed
         self.rng = np.random.default_rng()
 
@@ -801,13 +916,6 @@ class Sequential(Module):
             raise KeyError(f"no module named {key!r}")
         return self._modules[key][1]
 
-    def _index(self) -> dict[str, tuple[Layer, str]]:
-        return {
-            f"{name}.{inner}": entry
-            for name, module in self._modules
-            for inner, entry in module._index().items()
-        }
-
     def forward(self, x: np.ndarray) -> np.ndarray:
         for _, module in self._modules:
             x = module.forward(x)
@@ -864,13 +972,6 @@ class Residual(Module):
         if self.shortcut is not None:
             named.append(("shortcut", self.shortcut))
         return named
-
-    def _index(self) -> dict[str, tuple[Layer, str]]:
-        return {
-            f"{name}.{inner}": entry
-            for name, module in self.children()
-            for inner, entry in module._index().items()
-        }
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         out = self.body.forward(x)
@@ -933,6 +1034,7 @@ MODULES: dict[str, type[Module]] = {
         GlobalAvgPool,
         BatchNorm2d,
         BatchNorm1d,
+        LayerNorm,
         Dropout,
         Flatten,
         Sequential,
@@ -970,13 +1072,51 @@ def from_config(config: Mapping[str, Any]) -> Module:
         raise ValueError(f"invalid {kind} config {dict(config)!r}: {error}") from error
 
 
+def class_scores(model: Any, X: np.ndarray, batch_size: int = 200) -> np.ndarray:
+    """Class scores ``model.loss(X)``, (N, num_classes), computed ``batch_size`` at a time.
+
+    Any model with CS231n's ``loss(X, y=None)`` (scores when ``y`` is None) will do.
+    """
+    batch_size = _positive_int(batch_size, "batch_size", 1)
+    parts = [model.loss(X[start : start + batch_size]) for start in range(0, len(X), batch_size)]
+    if not parts:
+        raise ValueError("X holds no images")
+    return np.concatenate(parts)
+
+
+def predict_labels(model: Any, X: np.ndarray, batch_size: int = 200) -> np.ndarray:
+    """The predicted class of every sample: the index of its highest score.
+
+    Parameters
+    ----------
+    model
+        Has CS231n's ``loss(X, y=None)``.
+    X : ndarray, shape (N, ...) as ``model.loss`` takes it
+    batch_size : int
+        Samples per forward pass.
+
+    Returns
+    -------
+    ndarray of int64, shape (N,)
+    """
+    batch_size = _positive_int(batch_size, "batch_size", 1)
+    if len(X) == 0:
+        return np.empty(0, dtype=np.int64)
+    return np.argmax(class_scores(model, X, batch_size), axis=1).astype(np.int64)
+
+
 class Classifier:
-    """A softmax classifier around a composed network, with the models' interface.
+    """A softmax classifier around a composed network: convnet's one model class.
 
     ``loss(X)`` gives class scores (test mode), ``loss(X, y)`` the regularized softmax loss
     and the gradients of every entry of ``params`` (training mode), so the
-    :class:`convnet.solver.Solver` trains it like :class:`convnet.models.ThreeLayerConvNet`;
-    :func:`convnet.models.save_model` / ``load_model`` store and rebuild it.
+    :class:`convnet.solver.Solver` trains it; :func:`convnet.serialization.save_model` /
+    ``load_model`` store and rebuild it. :class:`convnet.models.ThreeLayerConvNet` and
+    :class:`convnet.models.FullyConnectedNet` are Classifiers.
+
+    Unlike the layers, which refuse integer arrays, a Classifier converts an integer ``X``
+    (uint8 pixels, say) explicitly to its dtype; booleans, complex numbers and objects are
+    refused.
 
     Parameters
     ----------
@@ -984,10 +1124,11 @@ class Classifier:
         Maps (N, *input_dim) to scores (N, num_classes); or its :meth:`Module.config`.
         Its parameters are drawn afresh (see ``init``).
     input_dim : sequence of int
-        Shape of one sample, e.g. (C, H, W); checked against the network here.
+        Shape of one sample, e.g. (C, H, W); checked against the network here. With one
+        dimension (D,), ``X`` may also be any (N, d_1, ..., d_k) with D = d_1 * ... * d_k.
     reg : float, default 0.0
         L2 strength: the loss gains ``0.5 * reg * sum(w**2)`` over the weights of the
-        convolutions and linear layers (not biases, batch-norm parameters or statistics).
+        convolutions and linear layers (not biases or normalization parameters).
     dtype : float32 or float64, default float32
     init : {"he", "normal"}, default "he"
         "he": std ``sqrt(2 / fan_in)``; "normal": std ``weight_scale``.
@@ -1003,6 +1144,9 @@ class Classifier:
         Every Dropout layer draws a fresh mask at every training call, from one generator
         seeded by ``seed`` (reproducible; the Solver's checkpoints save its state): for
         training a seeded model (``convnet train`` sets it).
+    names : dict, optional
+        Public names for some or all of the network's parameters and buffers: dotted name
+        -> name (e.g. ``{"0.w": "W1"}``); ``params``, ``grads`` and ``buffers()`` use them.
 
     Attributes
     ----------
@@ -1023,6 +1167,7 @@ class Classifier:
         seed: int | None = None,
         *,
         fresh_masks: bool = False,
+        names: Mapping[str, str] | None = None,
     ) -> None:
         if isinstance(net, Mapping):
             net = from_config(net)
@@ -1036,6 +1181,7 @@ class Classifier:
         if isinstance(input_dim, (str, bytes)) or not isinstance(input_dim, Sequence):
             raise TypeError(f"input_dim must be a sequence of ints, got {input_dim!r}")
         self.input_dim = tuple(_positive_int(d, "input_dim", 1) for d in input_dim)
+        self._sample_shape = self.input_dim
         out = net.output_shape(self.input_dim)
         if len(out) != 1:
             raise ValueError(
@@ -1043,72 +1189,129 @@ class Classifier:
                 f"{self.input_dim} to {out}: end it with Flatten/GlobalAvgPool and Linear"
             )
         self.num_classes = out[0]
-        if isinstance(reg, (bool, np.bool_)) or not isinstance(reg, numbers.Real):
-            raise TypeError(f"reg must be a real number, got {reg!r}")
-        if not (math.isfinite(reg) and reg >= 0):
-            raise ValueError(f"reg must be finite and >= 0, got {reg}")
-        if isinstance(weight_scale, (bool, np.bool_)) or not isinstance(weight_scale, numbers.Real):
-            raise TypeError(f"weight_scale must be a real number, got {weight_scale!r}")
-        if not (math.isfinite(weight_scale) and weight_scale > 0):
-            raise ValueError(f"weight_scale must be finite and > 0, got {weight_scale}")
-        if init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {init!r}")
-        self.reg = float(reg)
-        self.weight_scale = float(weight_scale)
-        self.init = init
-        self.dtype = _check_dtype(dtype)
-        self.seed = None if seed is None else _positive_int(seed, "seed", 0)
+        self.reg = check_real(reg, "reg", low=0, low_inclusive=True)
+        self.weight_scale = check_real(weight_scale, "weight_scale", low=0, low_inclusive=False)
+        self.init = check_init(init)
+        self.dtype = check_dtype(dtype)
+        self.seed = check_seed(seed)
         if not isinstance(fresh_masks, (bool, np.bool_)):
             raise TypeError(f"fresh_masks must be True or False, got {fresh_masks!r}")
         self.fresh_masks = bool(fresh_masks)
+        self._names = self._check_names(net, names)
         net._in_container = True
         self.net = net
+        self._params = ParamDict(_renamed(net._index(), self._names))
+        self._buffers = ParamDict(_renamed(net._buffer_index(), self._names), "buffer")
+        self._regularized = [self._names.get(name, name) for name in net.regularized()]
         init_seed, dropout_seed = np.random.SeedSequence(self.seed).spawn(2)
-        net.initialize(np.random.default_rng(init_seed), init, self.weight_scale, self.dtype)
-        self._dropout_rng = np.random.default_rng(dropout_seed)
+        net.initialize(self._initial_generator(init_seed), init, self.weight_scale, self.dtype)
         dropouts = [layer for layer in net.layers() if isinstance(layer, Dropout)]
+        if dropouts:  # the generator the Solver's checkpoints save, only where it is used
+            self._dropout_rng = np.random.default_rng(dropout_seed)
         for index, layer in enumerate(dropouts, start=1):
             layer.rng = self._dropout_rng
             if self.fresh_masks:
                 layer.mask_seed = None
             elif self.seed is not None:
                 layer.mask_seed = layer_seed(self.seed, index)
-        self._regularized = net.regularized()
+
+    @staticmethod
+    def _check_names(net: Module, names: Mapping[str, str] | None) -> dict[str, str]:
+        if names is None:
+            return {}
+        if not isinstance(names, Mapping):
+            raise TypeError(f"names must be a dict of dotted name -> name, got {names!r}")
+        known = [*net._index(), *net._buffer_index()]
+        unknown = sorted(set(names) - set(known))
+        if unknown:
+            raise ValueError(f"names renames {unknown}, which the network does not have")
+        public = [names.get(name, name) for name in known]
+        for name in public:
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"names must map to non-empty strings, got {name!r}")
+        repeated = sorted({name for name in public if public.count(name) > 1})
+        if repeated:
+            raise ValueError(f"names gives several parameters or buffers the name {repeated}")
+        return dict(names)
+
+    def _initial_generator(self, init_seed: np.random.SeedSequence) -> np.random.Generator:
+        """What draws the initial parameters: the first of the two streams spawned from
+        ``seed`` (the second draws the dropout masks)."""
+        return np.random.default_rng(init_seed)
 
     @property
     def params(self) -> ParamDict:
-        return self.net.params
+        return self._params
 
     @params.setter
     def params(self, values: Mapping[str, np.ndarray]) -> None:
-        if set(values) != set(self.net.params):
+        if set(values) != set(self._params):
             raise ValueError(
-                f"params must have exactly the names {sorted(self.net.params)}, got "
-                f"{sorted(values)}"
+                f"params must have exactly the names {sorted(self._params)}, got {sorted(values)}"
             )
-        self.net.params.update(values)
+        self._params.update(values)
+
+    def buffers(self) -> ParamDict:
+        """The state the model trains without gradients (batch norm's running statistics),
+        by name: a write-through mapping like ``params``. Saved and loaded with the
+        parameters, never updated by an update rule."""
+        return self._buffers
+
+    def set_buffers(self, buffers: Mapping[str, np.ndarray]) -> None:
+        """Replace buffers by copies of the given arrays (in the model dtype).
+
+        Raises
+        ------
+        ValueError
+            For a name the model has no buffer of, or an array of another shape or not of
+            floats (nothing is replaced then).
+        """
+        for name, array in buffers.items():
+            if name not in self._buffers:
+                raise ValueError(f"{type(self).__name__} has no buffer {name!r}")
+            array, current = np.asarray(array), self._buffers[name]
+            if array.shape != current.shape or array.dtype.kind != "f":
+                raise ValueError(
+                    f"buffer {name} needs shape {current.shape} of floats, got shape "
+                    f"{array.shape} and dtype {array.dtype}"
+                )
+        for name, array in buffers.items():
+            self._buffers[name] = np.array(array, dtype=self.dtype)
 
     def config(self) -> dict[str, Any]:
         """The keyword arguments that rebuild this model, as JSON-compatible values."""
+        names = {"names": dict(self._names)} if self._names else {}
         return {
             "net": self.net.config(),
             "input_dim": list(self.input_dim),
+            **self._training_config(),
+            "fresh_masks": self.fresh_masks,
+            **names,
+        }
+
+    def _training_config(self) -> dict[str, Any]:
+        """The arguments every model takes: ``reg``, ``dtype``, ``init``, ``weight_scale``,
+        ``seed`` (for :meth:`config`)."""
+        return {
             "reg": self.reg,
             "dtype": self.dtype.name,
             "init": self.init,
             "weight_scale": self.weight_scale,
             "seed": self.seed,
-            "fresh_masks": self.fresh_masks,
         }
 
     def _as_input(self, X: Any) -> np.ndarray:
+        """``X`` cast to the model dtype, after checking it is a batch of samples."""
         X = np.asarray(X)
         if X.dtype.kind not in "iuf":
-            raise TypeError(f"X must hold real numbers, got dtype {X.dtype}")
-        if X.shape[1:] != self.input_dim or X.ndim != len(self.input_dim) + 1:
+            raise TypeError(f"X must hold real numbers (float or integer), got dtype {X.dtype}")
+        shape = self._sample_shape
+        if len(shape) == 1 and X.ndim >= 2 and math.prod(X.shape[1:]) == shape[0]:
+            X = X.reshape(X.shape[0], shape[0])
+        if X.ndim != len(shape) + 1 or X.shape[1:] != shape:
             raise ValueError(
-                f"X must have shape (N, {', '.join(map(str, self.input_dim))}) for this "
-                f"Classifier, got {X.shape}"
+                f"X must have shape (N, {', '.join(map(str, shape))}) for this "
+                f"{type(self).__name__}, got {X.shape}"
             )
         return X.astype(self.dtype, copy=False)
 
@@ -1120,7 +1323,7 @@ class Classifier:
         Parameters
         ----------
         X : ndarray, shape (N, *input_dim)
-            Cast to the model's dtype.
+            Float, or integer (converted explicitly to the model's dtype).
         y : ndarray of int, shape (N,), optional
             Labels in ``[0, num_classes)``; giving them selects training mode (dropout
             on, batch norm on batch statistics, running statistics updated).
@@ -1132,8 +1335,7 @@ class Classifier:
         loss : float
             Otherwise, with
         grads : dict
-            Keyed like ``params``, each of its parameter's shape and dtype (zero for the
-            running statistics).
+            Keyed like ``params``, each of its parameter's shape and dtype.
         """
         X = self._as_input(X)
         training = y is not None
@@ -1146,19 +1348,26 @@ class Classifier:
                 return scores
             loss, dscores = softmax_loss(scores, y)
             self.net.backward(dscores, compute_dx=False)
-        grads = self.net.grads
-        for name in self._regularized:
-            weight = self.params[name]
-            loss += 0.5 * self.reg * float(np.vdot(weight, weight))
-            grads[name] = grads[name] + self.reg * weight
+        grads = {self._names.get(name, name): grad for name, grad in self.net.grads.items()}
+        if self.reg:
+            for name in self._regularized:
+                weight = self._params[name]
+                loss += 0.5 * self.reg * float(np.vdot(weight, weight))
+                grads[name] = grads[name] + self.reg * weight
         return loss, grads
 
     def predict(self, X: np.ndarray, batch_size: int = 200) -> np.ndarray:
-        """Predicted class of every sample (test mode), shape (N,), dtype intp."""
-        batch_size = _positive_int(batch_size, "batch_size", 1)
-        X = self._as_input(X)
-        labels = [
-            np.argmax(self.loss(X[start : start + batch_size]), axis=1)
-            for start in range(0, X.shape[0], batch_size)
-        ]
-        return np.concatenate(labels) if labels else np.empty(0, dtype=np.intp)
+        """The predicted class of every sample (test mode): the index of its highest score.
+
+        Parameters
+        ----------
+        X : ndarray, shape (N, *input_dim) as :meth:`loss` takes it
+            Float or integer (converted to the model's dtype).
+        batch_size : int
+            Samples per forward pass.
+
+        Returns
+        -------
+        ndarray of int64, shape (N,)
+        """
+        return predict_labels(self, self._as_input(X), batch_size)

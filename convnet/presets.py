@@ -1,7 +1,7 @@
 """Ready-made composed networks: a small residual net and a VGG-style net, any input size.
 
 Both return a :class:`convnet.nn.Classifier`, which the Solver trains and
-:func:`convnet.models.save_model` stores like the other models (``convnet train --model
+:func:`convnet.serialization.save_model` stores like the other models (``convnet train --model
 resnet`` / ``--model vgg``).
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from convnet._validation import _positive_int
+from convnet._validation import _positive_int, image_shape
 from convnet.nn import (
     BatchNorm2d,
     Classifier,
@@ -33,15 +33,6 @@ def _widths(widths: Sequence[int]) -> list[int]:
     if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or not widths:
         raise TypeError(f"widths must be a non-empty sequence of ints, got {widths!r}")
     return [_positive_int(width, "widths", 1) for width in widths]
-
-
-def _input_dim(input_dim: Sequence[int]) -> tuple[int, int, int]:
-    if isinstance(input_dim, (str, bytes)) or not isinstance(input_dim, Sequence):
-        raise TypeError(f"input_dim must be a sequence (C, H, W), got {input_dim!r}")
-    if len(input_dim) != 3:
-        raise ValueError(f"input_dim must be (C, H, W), got {tuple(input_dim)!r}")
-    channels, height, width = (_positive_int(d, "input_dim", 1) for d in input_dim)
-    return channels, height, width
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> Sequential:
@@ -130,7 +121,7 @@ def resnet(
     reg, dtype, init, weight_scale, seed, fresh_masks
         As for :class:`convnet.nn.Classifier` (He initialization by default).
     """
-    channels, height, width = _input_dim(input_dim)
+    channels, height, width = image_shape(input_dim)
     net = resnet_net(channels, _positive_int(num_classes, "num_classes", 1), widths, blocks)
     return Classifier(
         net,
@@ -175,7 +166,7 @@ def vgg(
     reg, dtype, init, weight_scale, seed, fresh_masks
         As for :class:`convnet.nn.Classifier`.
     """
-    channels, height, width = _input_dim(input_dim)
+    channels, height, width = image_shape(input_dim)
     widths = _widths(widths)
     hidden_dim = _positive_int(hidden_dim, "hidden_dim", 1)
     num_classes = _positive_int(num_classes, "num_classes", 1)
@@ -206,7 +197,7 @@ def vgg(
     names += ["flatten", "drop1", "fc1", "relu", "drop2", "fc2"]
     return Classifier(
         Sequential(*parts, names=names),
-        (channels, *_input_dim(input_dim)[1:]),
+        (channels, *image_shape(input_dim)[1:]),
         reg=reg,
         dtype=dtype,
         init=init,

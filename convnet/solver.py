@@ -27,16 +27,17 @@ import numpy as np
 
 from convnet import checkpoint as checkpoint_format
 from convnet._io import stderr_is_interactive
-from convnet.checkpoint import CHECKPOINT_NAME
+from convnet.checkpoint import CHECKPOINT_NAME, HISTORIES
 from convnet.distributed import (
     Ranks,
     raised_on_every_rank,
     running_statistics,
     set_running_statistics,
 )
+from convnet.nn import class_scores, predict_labels
 from convnet.optim import UPDATE_RULES
 
-__all__ = ["CHECKPOINT_NAME", "Model", "Solver", "TrainingDiverged"]
+__all__ = ["CHECKPOINT_NAME", "Model", "Solver", "TrainingDiverged", "class_scores", "evaluate"]
 
 DIVERGENCE_FACTOR = 1e4
 # The divergence check's reference is the first loss of the run, or this if larger: a run
@@ -47,13 +48,10 @@ _DATA_KEYS = ("X_train", "y_train", "X_val", "y_val")
 _SHARED_STATE = (
     "epoch",
     "iteration",
-    "loss_history",
-    "epoch_loss_history",
-    "val_loss_history",
-    "train_acc_history",
-    "val_acc_history",
+    *HISTORIES,
     "best_val_acc",
     "best_params",
+    "best_buffers",
     "optim_configs",
 )
 
@@ -125,16 +123,6 @@ def _model_generators(model: Model) -> dict[str, np.random.Generator]:
     return {
         name: value for name, value in vars(model).items() if isinstance(value, np.random.Generator)
     }
-
-
-def class_scores(model: Model, X: np.ndarray, batch_size: int = 200) -> np.ndarray:
-    """Class scores ``model.loss(X)``, (N, num_classes), computed ``batch_size`` at a time."""
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    parts = [model.loss(X[start : start + batch_size]) for start in range(0, len(X), batch_size)]
-    if not parts:
-        raise ValueError("X holds no images")
-    return np.concatenate(parts)
 
 
 def evaluate(
@@ -221,8 +209,9 @@ class Solver:
         batch of ``batch_size`` images, and the Allreduced gradients give every rank the same
         update. Rank 0 alone shows progress, prints and writes checkpoints. A model's
         generators (dropout masks) draw a different stream on each rank, rank 0 the one a
-        single process would draw; its running statistics (``model.buffers()``, or the
-        ``running_*`` arrays of CS231n's ``model.bn_params``) start as rank 0's and are
+        single process would draw; its running statistics (``model.buffers()``, or for a
+        model without it the ``running_*`` arrays of CS231n's ``model.bn_params``: see
+        :func:`convnet.distributed.running_statistics`) start as rank 0's and are
         averaged over the ranks before every evaluation. An exception on one rank inside
         :meth:`train` ends every rank (see :meth:`convnet.distributed.Ranks.abort_on_error`);
         run scripts with ``python -m mpi4py`` for the same elsewhere.
@@ -240,7 +229,8 @@ class Solver:
     train_acc_history, val_acc_history : list of float
         Accuracies at the end of every epoch.
     best_val_acc : float or None
-        The best validation accuracy so far; ``best_params`` holds the parameters behind it.
+        The best validation accuracy so far; ``best_params`` holds the parameters behind it
+        and ``best_buffers`` the running statistics (batch norm's) that went with them.
     optim_configs : dict
         Per parameter, the update rule's hyperparameters and state.
     train_seconds, images_per_second : float
@@ -351,14 +341,8 @@ class Solver:
     @property
     def history(self) -> dict[str, Any]:
         """Loss per iteration, losses and accuracies per epoch, the best validation accuracy."""
-        return {
-            "loss_history": list(self.loss_history),
-            "epoch_loss_history": list(self.epoch_loss_history),
-            "val_loss_history": list(self.val_loss_history),
-            "train_acc_history": list(self.train_acc_history),
-            "val_acc_history": list(self.val_acc_history),
-            "best_val_acc": self.best_val_acc,
-        }
+        curves = {key: list(getattr(self, key)) for key in HISTORIES}
+        return {**curves, "best_val_acc": self.best_val_acc}
 
     def _log(self, message: str, bar: Any) -> None:
         if bar is None:
@@ -451,13 +435,20 @@ class Solver:
                         self._log(f"iteration {self.iteration}: loss {loss:.6f}", bar)
                 self._end_epoch(bar)
         if self.best_params:
-            for name, value in self.best_params.items():
-                self.model.params[name] = value.copy()
-            if self.best_buffers:
-                set_running_statistics(
-                    self.model, {name: value.copy() for name, value in self.best_buffers.items()}
-                )
+            self._restore(self.best_params, self.best_buffers)
         return self.history
+
+    def _snapshot(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Copies of the model's parameters and of its running statistics."""
+        params = {name: value.copy() for name, value in self.model.params.items()}
+        buffers = {name: value.copy() for name, value in running_statistics(self.model).items()}
+        return params, buffers
+
+    def _restore(self, params: Mapping[str, np.ndarray], buffers: Mapping[str, np.ndarray]) -> None:
+        """Put copies of ``params`` and ``buffers`` (running statistics) into the model."""
+        for name, value in params.items():
+            self.model.params[name] = value.copy()
+        set_running_statistics(self.model, {name: value.copy() for name, value in buffers.items()})
 
     def _finish_training(self, bar: Any, started: float) -> None:
         if bar is not None:
@@ -487,10 +478,7 @@ class Solver:
         self.val_loss_history.append(val_loss)
         if self.best_val_acc is None or val_acc > self.best_val_acc:
             self.best_val_acc = val_acc
-            self.best_params = {name: value.copy() for name, value in self.model.params.items()}
-            self.best_buffers = {
-                name: value.copy() for name, value in running_statistics(self.model).items()
-            }
+            self.best_params, self.best_buffers = self._snapshot()
         if self.checkpoint_dir is not None and self.ranks.is_root:
             self.save_checkpoint()
         if self.verbose:
@@ -512,11 +500,9 @@ class Solver:
 
         Returns
         -------
-        ndarray of intp, shape (N,)
+        ndarray of int64, shape (N,)
         """
-        if len(X) == 0:
-            return np.empty(0, dtype=np.intp)
-        return np.argmax(class_scores(self.model, X, batch_size), axis=1)
+        return predict_labels(self.model, X, batch_size)
 
     def check_accuracy(
         self,
@@ -572,11 +558,7 @@ class Solver:
             "update_rule": self.update_rule_name,
             "epoch": self.epoch,
             "iteration": self.iteration,
-            "loss_history": self.loss_history,
-            "epoch_loss_history": self.epoch_loss_history,
-            "val_loss_history": self.val_loss_history,
-            "train_acc_history": self.train_acc_history,
-            "val_acc_history": self.val_acc_history,
+            **{key: getattr(self, key) for key in HISTORIES},
             "best_val_acc": self.best_val_acc,
             "rng_state": self.rng.bit_generator.state,
             "model_rng_states": {
@@ -626,6 +608,8 @@ class Solver:
         """
         path = Path(path)
         state = checkpoint_format.load_checkpoint(path)
+        buffers = running_statistics(self.model)
+        checkpoint_format.separate_buffers(state, buffers)
         if state["update_rule"] != self.update_rule_name:
             raise ValueError(
                 f"checkpoint {path} was written with update rule {state['update_rule']!r}, "
@@ -635,7 +619,6 @@ class Solver:
         checkpoint_format.check_fits(
             state["best_params"], self.model.params, path, allow_empty=True
         )
-        buffers = running_statistics(self.model)
         for key in ("buffers", "best_buffers"):
             checkpoint_format.check_fits(state[key], buffers, path, allow_empty=True)
         if set(state["optim"]) != set(self.model.params):
@@ -645,28 +628,20 @@ class Solver:
             rng.bit_generator.state = state["rng_state"]
         except (TypeError, ValueError, KeyError) as error:
             raise ValueError(f"checkpoint {path} holds an unusable generator state") from error
+        # A saved state of a generator the model does not hold is left alone: models keep a
+        # dropout generator only when they have dropout layers (older ones always kept one).
         generators = _model_generators(self.model)
-        if set(state["model_rng_states"]) != set(generators):
+        if not set(generators) <= set(state["model_rng_states"]):
             raise ValueError(f"checkpoint {path} does not match the model's random generators")
         try:
-            for name, saved in state["model_rng_states"].items():
-                generators[name].bit_generator.state = saved
+            for name, generator in generators.items():
+                generator.bit_generator.state = state["model_rng_states"][name]
         except (TypeError, ValueError, KeyError) as error:
             raise ValueError(f"checkpoint {path} holds an unusable generator state") from error
         self.rng = rng
-        self.model.params.update(state["params"])
+        self._restore(state["params"], state["buffers"])
         self.best_params = state["best_params"]
-        if state["buffers"]:
-            set_running_statistics(self.model, state["buffers"])
         self.best_buffers = state["best_buffers"]
         self.optim_configs = state["optim"]
-        for key in ("epoch", "iteration", "best_val_acc"):
-            setattr(self, key, state[key])
-        for key in (
-            "loss_history",
-            "epoch_loss_history",
-            "val_loss_history",
-            "train_acc_history",
-            "val_acc_history",
-        ):
+        for key in ("epoch", "iteration", "best_val_acc", *HISTORIES):
             setattr(self, key, state[key])

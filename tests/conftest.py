@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-from convnet import _backend, _parallel, fast_layers
+from convnet import _backend, _conv_work, _parallel, _phases, fast_affine, fast_layers, fast_pool
 
 settings.register_profile("default", max_examples=150, deadline=None)
 settings.register_profile("thorough", max_examples=500, deadline=None)
@@ -77,11 +77,11 @@ def restore_num_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     Also sends even the tests' small convolutions, pools and GEMMs to the worker threads, which real
     code skips for problems too small to repay them.
     """
-    monkeypatch.setattr(fast_layers, "SMALL_CONV_MULTIPLY_ADDS", 0)
-    monkeypatch.setattr(fast_layers, "SMALL_POOL_ELEMENTS", 0)
-    monkeypatch.setattr(fast_layers, "SMALL_VECTORIZED_POOL_ELEMENTS", 0)
-    monkeypatch.setattr(fast_layers, "SMALL_GEMM", 0)
-    monkeypatch.setattr(fast_layers, "SMALL_PHASE_COPY_ELEMENTS", 0)
+    monkeypatch.setattr(_conv_work, "SMALL_CONV_MULTIPLY_ADDS", 0)
+    monkeypatch.setattr(fast_pool, "SMALL_POOL_ELEMENTS", 0)
+    monkeypatch.setattr(fast_pool, "SMALL_VECTORIZED_POOL_ELEMENTS", 0)
+    monkeypatch.setattr(fast_affine, "SMALL_GEMM", 0)
+    monkeypatch.setattr(_phases, "SMALL_PHASE_COPY_ELEMENTS", 0)
     previous = _parallel.get_num_threads()
     yield
     _parallel.set_num_threads(previous)

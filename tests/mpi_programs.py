@@ -1,15 +1,19 @@
-"""Programs that tests/test_distributed.py runs under ``mpiexec``: ``python mpi_programs.py NAME``.
+"""Programs that tests/test_distributed.py runs under ``mpiexec``:
+``python -m mpi4py mpi_programs.py NAME ...``.
 
-Each check asserts on every rank; a failed assertion ends every rank with a non-zero exit
-(the Solver's abort on error, or mpiexec noticing the dead rank), and a passing rank prints
-``ok <rank>``.
+Each check asserts on every rank; a failed assertion on any rank ends every rank at once
+with a non-zero exit (the Solver's abort on error inside ``train``, ``python -m mpi4py``'s
+``MPI_Abort`` anywhere else), and a passing rank prints ``ok <rank>``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -222,6 +226,29 @@ def batch_norm_statistics() -> None:
             assert all(np.array_equal(final[0][name], other[name]) for other in final[1:])
 
 
+def resumed_best_statistics() -> None:
+    """A run resumed from rank 0's checkpoint gives every rank rank 0's best parameters
+    and the running statistics that went with them."""
+    data = _data(30)
+
+    def model() -> FullyConnectedNet:
+        return FullyConnectedNet([6], input_dim=36, num_classes=3, normalization="batchnorm")
+
+    directory = COMM.bcast(tempfile.mkdtemp() if RANK == 0 else None)
+    if RANK == 0:
+        _solver(model(), data, None, batch_size=12, num_epochs=1, checkpoint_dir=directory).train()
+    COMM.Barrier()
+    solver = _solver(model(), data, COMM, resume_from=Path(directory) / "checkpoint.npz")
+    for snapshot in (solver.best_params, solver.best_buffers):
+        assert snapshot
+        at_rank_0 = COMM.bcast(snapshot)
+        for name, value in snapshot.items():
+            np.testing.assert_array_equal(value, at_rank_0[name])
+    COMM.Barrier()
+    if RANK == 0:
+        shutil.rmtree(directory)
+
+
 class _Failing(ThreeLayerConvNet):
     """A conv net whose loss fails on the last rank at its third call."""
 
@@ -256,6 +283,7 @@ PROGRAMS = {
         dropout_streams,
         cs231n_running_statistics,
         batch_norm_statistics,
+        resumed_best_statistics,
         failing_rank,
         interrupted_rank,
     )

@@ -306,3 +306,23 @@ def test_info_names_every_compiled_kernel_and_warns_about_a_missing_one(monkeypa
     convnet.show_config()
     out = capsys.readouterr().out
     assert "_relu (ReLU) did not load: ReLU runs in numpy" in out
+
+
+PRIVATE_MODULES = sorted(
+    path.stem for path in PACKAGE_DIR.glob("_*.py") if path.stem not in ("__init__", "__main__")
+)
+
+
+@pytest.mark.parametrize("module", PRIVATE_MODULES)
+def test_private_modules_import_no_public_module(module, tmp_path):
+    """Imports flow one way: public modules build on private ones, never the reverse
+    (``import convnet`` loads ``convnet._parallel``, which must not load ``distributed``)."""
+    code = (
+        "import importlib, sys\n"
+        f"importlib.import_module('convnet.{module}')\n"
+        "loaded = [name for name in sys.modules if name.startswith('convnet.')]\n"
+        "print(sorted(name for name in loaded if not name.split('.')[1].startswith('_')))\n"
+    )
+    result = run_python(code, pythonpath=PACKAGE_DIR.parent, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

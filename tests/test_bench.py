@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from convnet import bench
+from convnet.bench.torch_reference import torch_network
 
 QUICK = ["--conv", "", "--memory", "", "--repeats", "1", "--naive", "none", "--no-torch"]
 
@@ -70,7 +71,7 @@ def rows_header(out: str, name: str) -> str:
     raise AssertionError(f"no row {name}")
 
 
-def test_the_torch_three_layer_net_is_the_same_network() -> None:
+def test_the_three_layer_net_translates_to_the_same_torch_network() -> None:
     torch = pytest.importorskip("torch")
     import numpy as np
 
@@ -78,6 +79,6 @@ def test_the_torch_three_layer_net_is_the_same_network() -> None:
 
     model = ThreeLayerConvNet(input_dim=(3, 8, 8), dtype=np.float64, seed=3, weight_scale=0.1)
     X = np.random.default_rng(0).standard_normal((4, 3, 8, 8))
-    net = bench.torch_three_layer_net(model, torch)
+    net = torch_network(model.net, torch)
     expected = net(torch.from_numpy(X)).detach().numpy()
     np.testing.assert_allclose(model.loss(X), expected, rtol=1e-10, atol=1e-12)

@@ -23,7 +23,7 @@ from layer_pairs import CONV
 from tolerances import assert_matches
 
 import convnet
-from convnet import fast_layers
+from convnet import _backend, fast_layers
 from convnet._parallel import set_num_threads
 from convnet.fast_layers import conv_backward_fast, conv_forward_fast, set_workspace_limit
 from convnet.layers import conv_backward_naive, conv_forward_naive
@@ -446,11 +446,11 @@ import json, threading, time
 import convnet
 import numpy as np
 from threadpoolctl import ThreadpoolController
-from convnet import _parallel, fast_layers
+from convnet import _conv_work, _parallel
 from convnet.fast_layers import conv_backward_fast, conv_forward_fast
 from convnet.layers import conv_backward_naive, conv_forward_naive
 
-fast_layers.SMALL_CONV_MULTIPLY_ADDS = 0  # these small convolutions must use the workers
+_conv_work.SMALL_CONV_MULTIPLY_ADDS = 0  # these small convolutions must use the workers
 
 def blas_threads():
     blas = ThreadpoolController().select(user_api="blas")
@@ -533,7 +533,7 @@ def concurrent_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     It runs in an empty directory, so it imports the same convnet as this process (from
     the source tree, ``python -c`` would import the package there, without its kernel).
     """
-    if fast_layers._backend.kernel is None:
+    if _backend.kernel is None:
         pytest.skip("the compiled kernel is not in use")
     env = {key: value for key, value in os.environ.items() if key != "CONVNET_BACKEND"}
     env["PYTHONPATH"] = str(Path(convnet.__file__).resolve().parents[1])

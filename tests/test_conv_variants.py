@@ -14,12 +14,20 @@ from conv_helpers import (
     use_workspace_and_threads,
 )
 from gradients import check_gradients
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from layer_pairs import CONV, TRANSPOSE
 from tolerances import assert_matches
 
-from convnet import fast_layers
+from convnet import (
+    _backend,
+    _depthwise_conv,
+    _im2col_conv,
+    _phases,
+    conv_plan,
+    fast_layers,
+    winograd,
+)
 from convnet._parallel import set_num_threads
 from convnet.fast_layers import (
     conv_backward_fast,
@@ -568,7 +576,7 @@ def test_conv_cache_keeps_groups_and_dilation(impl, rng):
         )
 
 
-@pytest.mark.skipif(fast_layers._backend.winograd_kernel is None, reason="no Winograd kernel")
+@pytest.mark.skipif(_backend.winograd_kernel is None, reason="no Winograd kernel")
 @pytest.mark.parametrize("extra", [{"dilation": 2}, {"groups": 2}])
 def test_winograd_is_refused_for_dilated_or_grouped_convolution(extra, rng):
     x, w, b = np.zeros((1, 2, 7, 7)), np.zeros((2, 2 // extra.get("groups", 1), 3, 3)), np.zeros(2)
@@ -593,6 +601,111 @@ def test_auto_never_sends_a_dilated_or_grouped_convolution_to_winograd(rng):
     assert fast_layers.conv_algorithm_choice(x.shape, (64, 1, 3, 3), depthwise) == ("direct", 0)
 
 
+# --- the algorithm reported is the algorithm run ---------------------------------------------
+
+# What each plan runs, entry point by entry point, in the forward and in the backward pass.
+RUNS = {
+    "im2col": lambda tile: [("im2col",)],
+    "direct": lambda tile: [("direct",)],
+    "winograd": lambda tile: [("winograd", tile)],
+    "winograd-phases": lambda tile: [("phases",), ("winograd", tile)],
+}
+# Thresholds of 'auto' low enough for small shapes to reach Winograd sometimes.
+LOW_RULES = {"WINOGRAD_MIN_CHANNELS": 1, "WINOGRAD_MIN_PIXELS": 0, "WINOGRAD_MIN_PIXEL_CHANNELS": 0}
+
+
+@st.composite
+def planned_convolutions(draw) -> tuple[tuple[int, ...], tuple[int, ...], dict]:
+    """(x shape, w shape, conv_param) of any algorithm: grouped, depthwise, dilated, strided,
+    3x3 or not, with any request."""
+    if draw(st.booleans()):  # 3x3, stride 1, one group: Winograd's (dilated: its phases')
+        groups, (kernel_h, kernel_w), stride = 1, (3, 3), 1
+    else:
+        groups = draw(st.sampled_from([1, 2, 4]))
+        kernel_h, kernel_w = draw(st.sampled_from([(3, 3), (1, 1), (2, 3)]))
+        stride = draw(st.sampled_from([1, 2]))
+    depthwise = groups > 1 and draw(st.booleans())
+    channels = 1 if depthwise else draw(st.integers(1, 3))
+    dilation = draw(st.sampled_from([1, 1, 2, 3]))
+    pad = draw(st.integers(0, 3))
+    # Output sizes that are multiples of the dilation give phases of one shape.
+    out_h, out_w = (
+        draw(st.integers(1, 9) | st.integers(1, 4).map(lambda size: size * dilation))
+        for _ in range(2)
+    )
+    height = (out_h - 1) * stride + dilation * (kernel_h - 1) + 1 - 2 * pad
+    width = (out_w - 1) * stride + dilation * (kernel_w - 1) + 1 - 2 * pad
+    assume(height >= 1 and width >= 1)
+    param = {
+        "stride": stride,
+        "pad": pad,
+        "dilation": dilation,
+        "groups": groups,
+        "algorithm": draw(st.sampled_from(["auto", "auto", "auto", "im2col", "winograd"])),
+    }
+    x_shape = (draw(st.integers(1, 3)), groups * channels, height, width)
+    w_shape = (groups * draw(st.integers(1, 3)), channels, kernel_h, kernel_w)
+    return x_shape, w_shape, param
+
+
+@pytest.mark.skipif(_backend.kernel is None, reason="no compiled kernel")
+@given(
+    conv=planned_convolutions(),
+    rules=st.sampled_from([{}, LOW_RULES, LOW_RULES]),
+    seed=st.integers(0, 2**32 - 1),
+)
+@example(conv=((2, 8, 6, 6), (8, 8, 3, 3), {"stride": 1, "pad": 1}), rules=LOW_RULES, seed=0)
+@example(conv=((2, 8, 6, 6), (8, 8, 3, 3), {"stride": 1, "pad": 1}), rules={}, seed=0)
+@example(conv=((2, 4, 6, 6), (4, 1, 3, 3), {"stride": 1, "pad": 1, "groups": 4}), rules={}, seed=0)
+@example(
+    conv=((2, 8, 8, 8), (8, 8, 3, 3), {"stride": 1, "pad": 2, "dilation": 2}),
+    rules=LOW_RULES,
+    seed=0,
+)
+@example(
+    conv=((1, 8, 7, 6), (8, 8, 3, 3), {"stride": 1, "pad": 2, "dilation": 2}),
+    rules=LOW_RULES,
+    seed=0,
+)
+def test_the_reported_algorithm_is_the_one_forward_and_backward_run(conv, rules, seed):
+    """conv_algorithm_choice, the forward and the backward pass share one plan: the entry
+    points of the algorithms record what runs."""
+    x_shape, w_shape, param = conv
+    rng = np.random.default_rng(seed)
+    x, w, b = (rng.standard_normal(shape) for shape in (x_shape, w_shape, w_shape[:1]))
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in rules.items():
+            patch.setattr(conv_plan, name, value)
+        try:
+            name, tile = fast_layers.conv_algorithm_choice(x_shape, w_shape, param)
+        except ValueError:
+            with pytest.raises(ValueError, match="algorithm 'winograd' needs"):
+                conv_forward_fast(x, w, b, param)
+            return
+        ran: list[tuple] = []
+
+        def spy(module, function: str, label: str, tile_argument: int | None = None) -> None:
+            original = getattr(module, function)
+
+            def recorded(*args, **kwargs):
+                ran.append((label,) if tile_argument is None else (label, args[tile_argument]))
+                return original(*args, **kwargs)
+
+            patch.setattr(module, function, recorded)
+
+        for function in ("correlate", "gradients"):
+            spy(_im2col_conv, function, "im2col")
+            spy(_depthwise_conv, function, "direct")
+        spy(winograd, "forward", "winograd", tile_argument=5)
+        spy(winograd, "backward", "winograd", tile_argument=5)
+        spy(_phases, "phase_input", "phases")
+        out, cache = conv_forward_fast(x, w, b, param)
+        forward, ran[:] = list(ran), []
+        conv_backward_fast(rng.standard_normal(out.shape), cache)
+    assert forward == RUNS[name](tile), (name, tile)
+    assert ran == RUNS[name](tile), (name, tile)
+
+
 # --- dilated 3x3 stride-1 convolution as Winograd on its phases ---------------------------------
 
 PHASE_CASES = [
@@ -607,10 +720,10 @@ PHASE_CASES = [
 
 @pytest.fixture
 def winograd_for_small_convolutions(monkeypatch: pytest.MonkeyPatch) -> None:
-    if fast_layers._backend.winograd_kernel is None:
+    if _backend.winograd_kernel is None:
         pytest.skip("no Winograd kernel")
-    monkeypatch.setattr(fast_layers, "WINOGRAD_MIN_PIXELS", 0)
-    monkeypatch.setattr(fast_layers, "WINOGRAD_MIN_PIXEL_CHANNELS", 0)
+    monkeypatch.setattr(conv_plan, "WINOGRAD_MIN_PIXELS", 0)
+    monkeypatch.setattr(conv_plan, "WINOGRAD_MIN_PIXEL_CHANNELS", 0)
 
 
 @pytest.mark.parametrize("case", PHASE_CASES, ids=[str(case[:7]) for case in PHASE_CASES])
@@ -629,7 +742,7 @@ def test_dilated_conv_by_phases_matches_naive(
     out_shape = (num, filters, height + 2 * pad_h - span, width + 2 * pad_w - span)
     dout = rng.standard_normal(out_shape).astype(dtype)
     cache = check_conv_matches_naive(x, w, b, dout, param)
-    assert fast_layers._phases("auto", x.shape, w.shape, cache.geometry) == dilation
+    assert conv_plan.phase_dilation("auto", x.shape, w.shape, cache.geometry) == dilation
 
 
 def test_dilated_conv_by_phases_only_when_the_phases_share_one_shape(
@@ -638,9 +751,9 @@ def test_dilated_conv_by_phases_only_when_the_phases_share_one_shape(
     param = {"stride": 1, "pad": 2, "dilation": 2}
     x, w, b = np.zeros((2, 8, 7, 6)), np.zeros((8, 8, 3, 3)), np.zeros(8)
     _, cache = conv_forward_fast(x, w, b, param)
-    assert fast_layers._phases("auto", x.shape, w.shape, cache.geometry) == 0
+    assert conv_plan.phase_dilation("auto", x.shape, w.shape, cache.geometry) == 0
     _, cache = conv_forward_fast(x, w, b, {**param, "algorithm": "im2col"})
-    assert fast_layers._phases("im2col", x.shape, w.shape, cache.geometry) == 0
+    assert conv_plan.phase_dilation("im2col", x.shape, w.shape, cache.geometry) == 0
 
 
 @pytest.mark.parametrize(
@@ -659,10 +772,10 @@ def test_dilated_conv_phases_come_from_x_when_sizes_and_pads_are_multiples_of_d(
 ):
     x, w, b = np.zeros((1, 1, *shape)), np.zeros((1, 1, 3, 3)), np.zeros(1)
     _, cache = conv_forward_naive(x, w, b, {"stride": 1, "pad": pad, "dilation": dilation})
-    assert fast_layers._phase_pads(x.shape, cache.geometry, dilation) == pads
+    assert _phases.phase_pads(x.shape, cache.geometry, dilation) == pads
 
 
-@pytest.mark.skipif(fast_layers._backend.kernel is None, reason="no compiled kernel")
+@pytest.mark.skipif(_backend.kernel is None, reason="no compiled kernel")
 @pytest.mark.parametrize("dilation", [2, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("threads", [1, 2])
@@ -670,13 +783,13 @@ def test_phase_split_and_merge_match_strided_slices(dilation, dtype, threads, re
     set_num_threads(threads)
     num, channels, height, width = 3, 2, 2 * dilation, 3 * dilation
     images = np.random.default_rng(4).standard_normal((num, channels, height, width)).astype(dtype)
-    phases = fast_layers._split_phases(images, dilation)
+    phases = _phases.split_phases(images, dilation)
     expected = np.concatenate(
         [images[:, :, r::dilation, s::dilation] for r in range(dilation) for s in range(dilation)]
     )
     assert phases.dtype == dtype
     np.testing.assert_array_equal(phases, expected)
-    np.testing.assert_array_equal(fast_layers._merge_phases(phases, dilation, images.shape), images)
+    np.testing.assert_array_equal(_phases.merge_phases(phases, dilation, images.shape), images)
 
 
 @pytest.mark.parametrize("where", ["x", "w", "dout"])

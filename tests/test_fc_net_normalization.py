@@ -222,3 +222,81 @@ def test_convnet_train_fc_net_with_batchnorm(tmp_path):
     assert model.normalization == "batchnorm" and model.dropout_keep_ratio == 0.9
     assert model.params["gamma1"].shape == (16,)
     assert np.any(model.buffers()["running_var1"] != 1)  # trained statistics were saved
+
+
+def test_bn_params_are_the_layers_own_state():
+    """CS231n's notebooks read ``model.bn_params[i]['running_mean']`` after training: it is
+    the dict the batch-norm layer computes with, so it shows the current statistics, and
+    ``buffers()`` reads and writes the same arrays."""
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((8, 6)), rng.integers(0, 3, 8)
+    model = FullyConnectedNet(
+        [5, 4], input_dim=6, num_classes=3, normalization="batchnorm", dtype=np.float64
+    )
+    states = list(model.bn_params)
+    for _ in range(2):
+        model.loss(X, y)
+    assert [state["mode"] for state in model.bn_params] == ["train", "train"]
+    for layer, state in enumerate(states, start=1):
+        assert state is model.bn_params[layer - 1] is model.net[f"norm{layer}"].norm_param
+        assert state["running_mean"] is model.buffers()[f"running_mean{layer}"]
+        assert np.all(state["running_var"] != 1)
+    scores = model.loss(X)
+    assert [state["mode"] for state in model.bn_params] == ["test", "test"]
+    states[0]["running_mean"] = states[0]["running_mean"] + 1  # CS231n code may assign
+    assert not np.allclose(model.loss(X), scores)
+    np.testing.assert_array_equal(model.buffers()["running_mean1"], states[0]["running_mean"])
+    model.set_buffers({"running_var2": np.full(4, 2.0)})
+    np.testing.assert_array_equal(states[1]["running_var"], 2.0)
+
+
+def test_layer_norm_bn_params_and_dropout_param():
+    model = FullyConnectedNet([5, 4], input_dim=6, normalization="layernorm", seed=4)
+    assert [set(state) for state in model.bn_params] == [{"mode", "eps"}] * 2
+    assert model.buffers() == {} and not model.use_dropout and model.dropout_param == {}
+    X, y = np.ones((3, 6)), np.array([0, 1, 2])
+    model.loss(X, y)
+    assert model.dropout_param == {}
+    dropping = FullyConnectedNet([5], input_dim=6, dropout_keep_ratio=0.6, seed=4)
+    assert dropping.use_dropout
+    assert dropping.dropout_param == {"mode": "train", "p": 0.6, "seed": 4}
+    dropping.loss(X)
+    assert dropping.dropout_param["mode"] == "test"
+    dropping.loss(X, y)
+    assert dropping.dropout_param["mode"] == "train"
+    unseeded = FullyConnectedNet([5], input_dim=6, dropout_keep_ratio=0.6)
+    assert unseeded.dropout_param == {"mode": "train", "p": 0.6}
+
+
+def test_layer_norm_net_matches_the_same_net_in_torch():
+    """FullyConnectedNet's network translates to PyTorch (layer norm and batch norm
+    included), with the same scores, loss and gradients."""
+    torch = pytest.importorskip("torch")
+    from convnet.bench.torch_reference import torch_network
+
+    rng = np.random.default_rng(5)
+    X, y = rng.standard_normal((6, 7)), rng.integers(0, 3, 6)
+    for normalization in ("layernorm", "batchnorm"):
+        model = FullyConnectedNet(
+            [5, 4], input_dim=7, num_classes=3, normalization=normalization, reg=0.1,
+            weight_scale=0.5, dtype=np.float64, seed=0,
+        )  # fmt: skip
+        for name, value in model.params.items():
+            if name.startswith(("gamma", "beta", "b")):
+                model.params[name] = rng.standard_normal(value.shape)
+        net = torch_network(model.net, torch)
+        np.testing.assert_allclose(
+            model.loss(X), net.eval()(torch.from_numpy(X)).detach().numpy(), rtol=1e-10
+        )
+        loss, grads = model.loss(X, y)
+        reference = torch.nn.functional.cross_entropy(
+            net.train()(torch.from_numpy(X)), torch.tensor(y)
+        )
+        reference.backward()
+        penalty = sum(float(np.sum(model.params[f"W{i}"] ** 2)) for i in (1, 2, 3))
+        assert loss == pytest.approx(reference.item() + 0.05 * penalty, rel=1e-10)
+        for name, converted in zip(model.params, net.parameters(), strict=True):
+            grad = converted.grad.numpy()
+            grad = grad.T if grad.ndim == 2 else grad
+            extra = 0.1 * model.params[name] if name.startswith("W") else 0
+            np.testing.assert_allclose(grads[name], grad + extra, rtol=1e-8, atol=1e-12)

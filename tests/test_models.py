@@ -8,6 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from convnet import nn
 from convnet.gradient_check import numerical_gradient, relative_error
 from convnet.models import FullyConnectedNet, ThreeLayerConvNet, load_model, save_model
 from convnet.optim import adam
@@ -233,15 +234,15 @@ def test_seeded_dropout_passes_cs231n_gradient_check_on_one_model(normalization)
 
 
 def test_seeded_dropout_layers_draw_their_own_fixed_masks(monkeypatch):
-    import convnet.models as models
+    from convnet import nn
 
-    original, seen = models.dropout_forward, []
+    original, seen = nn.dropout_forward, []
 
     def recording(x, dropout_param):
         seen.append(dropout_param["seed"])
         return original(x, dropout_param)
 
-    monkeypatch.setattr(models, "dropout_forward", recording)
+    monkeypatch.setattr(nn, "dropout_forward", recording)
     X, y = np.ones((4, 6)), np.array([0, 1, 2, 0])
 
     def seeds_of_two_calls(seed: int) -> list:
@@ -299,6 +300,65 @@ def test_bad_inputs_and_labels_are_refused():
 def test_bad_hyperparameters_are_refused(build, message):
     with pytest.raises((TypeError, ValueError), match=message):
         build()
+
+
+def test_the_models_are_classifiers_of_nn_layers_with_the_course_names():
+    conv = ThreeLayerConvNet(input_dim=(2, 7, 6), num_filters=3, filter_size=3, hidden_dim=5)
+    fc = FullyConnectedNet([5, 4], input_dim=6, dropout_keep_ratio=0.5, normalization="batchnorm")
+    assert isinstance(conv, nn.Classifier) and isinstance(fc, nn.Classifier)
+    assert [type(layer).__name__ for layer in conv.net.layers()] == [
+        "Conv2d", "MaxPool2d", "ReLU", "Flatten", "Linear", "ReLU", "Linear",
+    ]  # fmt: skip
+    assert conv.params["W1"] is conv.net["conv"].params["w"]
+    assert conv.params["W2"] is conv.net["hidden"].params["w"]
+    assert [name for name, _ in fc.net.children()] == [
+        "fc1", "norm1", "relu1", "drop1", "fc2", "norm2", "relu2", "drop2", "fc3",
+    ]  # fmt: skip
+    assert fc.params["gamma2"] is fc.net["norm2"].params["gamma"]
+    assert list(fc.buffers()) == ["running_mean1", "running_var1", "running_mean2", "running_var2"]
+    assert not any(name.startswith("running") for name in fc.params)
+
+
+def test_params_write_through_as_cs231n_code_uses_them():
+    """Assigning ``model.params[name]`` or a whole ``model.params`` changes what the next
+    loss computes; arrays of another shape or unknown names are refused."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((4, 1, 6, 6)), np.array([0, 1, 2, 3])
+    model = ThreeLayerConvNet((1, 6, 6), num_filters=2, filter_size=3, hidden_dim=5, seed=0)
+    scores = model.loss(X)
+    model.params["b3"] = np.arange(10.0)  # cast to the model's float32
+    assert model.params["b3"].dtype == np.float32
+    np.testing.assert_allclose(model.loss(X), scores + np.arange(10.0), rtol=1e-5, atol=1e-6)
+    model.params = {name: np.zeros_like(value) for name, value in model.params.items()}
+    np.testing.assert_array_equal(model.loss(X), 0)
+    assert model.loss(X, y)[0] == pytest.approx(np.log(10))
+    with pytest.raises(ValueError, match=r"W1 has shape \(2, 1, 3, 3\)"):
+        model.params["W1"] = np.zeros((2, 1, 5, 5))
+    with pytest.raises(KeyError, match="no parameter named 'W4'"):
+        model.params["W4"] = np.zeros(3)
+    with pytest.raises(ValueError, match="exactly the names"):
+        model.params = {"W1": np.zeros((2, 1, 3, 3))}
+
+
+@pytest.mark.parametrize("seed", [0, 7, np.int64(3), np.uint8(5)])
+def test_seeds_are_non_negative_integers(seed):
+    assert ThreeLayerConvNet(input_dim=(1, 4, 4), filter_size=3, seed=seed).seed == seed
+    assert FullyConnectedNet([3], input_dim=4, seed=seed).config()["seed"] == seed
+
+
+@pytest.mark.parametrize(
+    ("seed", "error"), [(-1, ValueError), (True, TypeError), (1.5, TypeError), ("3", TypeError)]
+)
+def test_bad_seeds_are_refused_alike_by_every_model(seed, error):
+    builders = [
+        lambda: ThreeLayerConvNet(input_dim=(1, 4, 4), filter_size=3, seed=seed),
+        lambda: FullyConnectedNet([3], input_dim=4, seed=seed),
+        lambda: nn.Classifier(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), (4,), seed=seed),
+        lambda: nn.Dropout(0.5, seed=seed),
+    ]
+    for build in builders:
+        with pytest.raises(error, match="seed must be"):
+            build()
 
 
 def test_bad_dtype_is_refused():
@@ -453,6 +513,15 @@ def test_load_corrupt_member_raises_value_error(tmp_path, saved_fc):
 def test_load_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no model file"):
         load_model(tmp_path / "absent.npz")
+
+
+def test_save_and_load_live_in_serialization_and_models_still_exports_them():
+    from convnet import models, serialization
+
+    for name in ("save_model", "load_model", "ARCHITECTURES", "FORMAT_VERSION"):
+        assert getattr(models, name) is getattr(serialization, name)
+    with pytest.raises(AttributeError, match="no attribute 'saved_model'"):
+        _ = models.saved_model
 
 
 def test_save_refuses_unknown_models(tmp_path):

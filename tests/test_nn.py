@@ -7,8 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from convnet import bench, nn
+from convnet import checkpoint, nn
+from convnet.bench.torch_reference import torch_network
+from convnet.bench.train_step import train_step_candidates
 from convnet.gradient_check import numerical_gradient, numerical_gradient_array
+from convnet.layers import layernorm_forward
 from convnet.models import load_model, resnet, save_model, vgg
 from convnet.optim import UPDATE_RULES, sgd
 from convnet.solver import Solver
@@ -95,8 +98,8 @@ def test_input_gradient_through_every_layer(training):
     net = small_net().initialize(rng, dtype=np.float64).train(training)
     for layer in net.layers():
         if isinstance(layer, nn._BatchNorm):
-            layer.params["running_mean"] = rng.standard_normal(layer.num_features)
-            layer.params["running_var"] = rng.uniform(0.5, 2, layer.num_features)
+            layer.buffers()["running_mean"] = rng.standard_normal(layer.num_features)
+            layer.buffers()["running_var"] = rng.uniform(0.5, 2, layer.num_features)
     dropout = net[7]
     x = rng.standard_normal((3, 2, 6, 6))
     dout = rng.standard_normal((3, 3))
@@ -131,24 +134,25 @@ def test_gradients_through_dilated_grouped_convolutions_and_global_pooling():
 
 def test_names_are_stable_unique_and_match_the_gradients():
     model = build_classifier()
-    statistics = ["running_mean", "running_var"]
     expected = [
         "0.w", "0.b",
-        "2.body.conv1.w", *(f"2.body.bn.{n}" for n in ["gamma", "beta", *statistics]),
+        "2.body.conv1.w", "2.body.bn.gamma", "2.body.bn.beta",
         "2.body.conv2.w", "2.body.conv2.b",
         "4.body.0.w", "4.body.0.b", "4.shortcut.w", "4.shortcut.b",
-        "8.w", "8.b", *(f"9.{n}" for n in ["gamma", "beta", *statistics]), "11.w", "11.b",
+        "8.w", "8.b", "9.gamma", "9.beta", "11.w", "11.b",
     ]  # fmt: skip
+    statistics = [f"{layer}.{n}" for layer in ("2.body.bn", "9") for n in nn._BatchNorm.BUFFERS]
     assert list(model.params) == expected
+    assert list(model.buffers()) == list(model.net.buffers()) == statistics
     assert list(build_classifier(seed=1).params) == expected
     _, grads = model.loss(np.ones((2, 2, 6, 6)), np.array([0, 1]))
     assert list(grads) == expected
     assert model.net.regularized() == [n for n in expected if n.endswith(".w")]
     assert list(model.net[2].params) == [name[2:] for name in expected if name[0] == "2"]
-    for name in expected:
-        if name.endswith(tuple(statistics)):
-            np.testing.assert_array_equal(grads[name], 0)
+    assert list(model.net[2].buffers()) == ["body.bn.running_mean", "body.bn.running_var"]
     assert model.net[2].params["body.conv1.w"] is model.params["2.body.conv1.w"]
+    batch_norm = model.net[2].body[1]
+    assert model.buffers()["2.body.bn.running_var"] is batch_norm.norm_param["running_var"]
 
 
 def test_params_write_through_and_refuse_bad_values():
@@ -235,14 +239,14 @@ def test_layers_never_modify_their_inputs():
     X = np.random.default_rng(0).standard_normal((3, 2, 6, 6))
     before = X.copy()
     params_before = {name: value.copy() for name, value in model.params.items()}
+    buffers_before = {name: value.copy() for name, value in model.buffers().items()}
     model.loss(X)
     model.loss(X, np.array([0, 1, 2]))
     np.testing.assert_array_equal(X, before)
     for name, value in params_before.items():
-        if name.endswith(("running_mean", "running_var")):  # training mode updates them
-            assert not np.array_equal(model.params[name], value)
-        else:
-            np.testing.assert_array_equal(model.params[name], value)
+        np.testing.assert_array_equal(model.params[name], value)
+    for name, value in buffers_before.items():  # training mode updates the statistics
+        assert not np.array_equal(model.buffers()[name], value)
 
 
 def test_solver_trains_a_composed_net():
@@ -382,15 +386,17 @@ def test_save_load_round_trip_gives_identical_scores(tmp_path):
     model = build_classifier()
     X, y = np.random.default_rng(0).standard_normal((4, 2, 6, 6)), np.array([0, 1, 2, 0])
     model.loss(X, y)  # running statistics move away from their initial 0 and 1
-    assert not np.any(model.params["9.running_mean"] == 0)
+    assert not np.any(model.buffers()["9.running_mean"] == 0)
     path = save_model(model, tmp_path / "model.npz")
     loaded = load_model(path, expected="Classifier")
     assert isinstance(loaded, nn.Classifier)
     assert loaded.config() == model.config()
     assert list(loaded.params) == list(model.params)
-    for name, value in model.params.items():
-        assert loaded.params[name].dtype == value.dtype
-        np.testing.assert_array_equal(loaded.params[name], value)
+    assert list(loaded.buffers()) == list(model.buffers())
+    for name, value in [*model.params.items(), *model.buffers().items()]:
+        loaded_value = {**loaded.params, **loaded.buffers()}[name]
+        assert loaded_value.dtype == value.dtype
+        np.testing.assert_array_equal(loaded_value, value)
     np.testing.assert_array_equal(loaded.loss(X), model.loss(X))
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
 
@@ -437,16 +443,18 @@ def test_train_and_eval_modes_of_batch_norm():
     np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), 0, atol=1e-12)
     np.testing.assert_allclose(out.var(axis=(0, 2, 3)), 1, rtol=1e-3)
     mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3), ddof=1)
-    np.testing.assert_allclose(bn.params["running_mean"], 0.25 * mean, rtol=1e-12)
-    np.testing.assert_allclose(bn.params["running_var"], 0.75 + 0.25 * var, rtol=1e-12)
+    np.testing.assert_allclose(bn.buffers()["running_mean"], 0.25 * mean, rtol=1e-12)
+    np.testing.assert_allclose(bn.buffers()["running_var"], 0.75 + 0.25 * var, rtol=1e-12)
+    assert bn.norm_param["mode"] == "train"
     bn.eval()
-    before = dict(bn.params)
+    before = dict(bn.buffers())
     expected = (x - before["running_mean"][:, None, None]) / np.sqrt(
         before["running_var"][:, None, None] + 1e-5
     )
     np.testing.assert_allclose(bn.forward(x), expected, rtol=1e-12)
+    assert bn.norm_param["mode"] == "test"
     for name, value in before.items():
-        assert bn.params[name] is value  # test mode leaves the statistics alone
+        assert bn.buffers()[name] is value  # test mode leaves the statistics alone
 
 
 def test_classifier_selects_the_mode_from_the_labels():
@@ -455,10 +463,10 @@ def test_classifier_selects_the_mode_from_the_labels():
     scores = model.loss(X)
     assert not model.net.training and not model.net[7].training
     np.testing.assert_array_equal(model.loss(X), scores)  # test mode: deterministic
-    statistics = model.params["9.running_var"]
+    statistics = model.buffers()["9.running_var"]
     first = model.loss(X, np.zeros(6, dtype=int))[0]
     assert model.net.training and model.net[2].body[1].training
-    assert model.params["9.running_var"] is not statistics
+    assert model.buffers()["9.running_var"] is not statistics
     assert model.loss(X, np.zeros(6, dtype=int))[0] == first  # seeded: fixed dropout masks
     assert build_classifier().loss(X, np.zeros(6, dtype=int))[0] == first
 
@@ -506,18 +514,18 @@ def test_every_update_rule_leaves_a_zero_gradient_parameter_unchanged():
             np.testing.assert_array_equal(statistic_next, statistic)
 
 
-def test_solver_resumes_a_batch_norm_and_dropout_net_exactly(tmp_path):
+def small_net_solver(epochs: int, **options) -> Solver:
+    """A Solver of a seeded small_net (batch norm and fresh dropout masks) on fixed data."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((40, 2, 6, 6)).astype(np.float32)
     data = {"X_train": X[:30], "y_train": rng.integers(0, 3, 30), "X_val": X[30:]}
     data["y_val"] = rng.integers(0, 3, 10)
+    model = nn.Classifier(small_net(), (2, 6, 6), seed=4, fresh_masks=True)
+    return Solver(model, data, batch_size=10, num_epochs=epochs, progress=False, seed=1, **options)
 
-    def solver(epochs: int, **options) -> Solver:
-        model = nn.Classifier(small_net(), (2, 6, 6), seed=4, fresh_masks=True)
-        return Solver(
-            model, data, batch_size=10, num_epochs=epochs, progress=False, seed=1, **options
-        )
 
+def test_solver_resumes_a_batch_norm_and_dropout_net_exactly(tmp_path):
+    solver = small_net_solver
     straight = solver(2)
     straight.train()
     first = solver(1, checkpoint_dir=tmp_path)
@@ -527,6 +535,156 @@ def test_solver_resumes_a_batch_norm_and_dropout_net_exactly(tmp_path):
     assert resumed.loss_history == straight.loss_history
     for name, value in straight.model.params.items():
         np.testing.assert_array_equal(resumed.model.params[name], value)
+
+
+def test_layer_norm_layer():
+    rng = np.random.default_rng(4)
+    x = 2 + 3 * rng.standard_normal((5, 6))
+    norm = nn.LayerNorm(6, eps=1e-3).initialize(rng, dtype=np.float64)
+    norm.params["gamma"] = rng.standard_normal(6)
+    norm.params["beta"] = rng.standard_normal(6)
+    expected, _ = layernorm_forward(x, norm.params["gamma"], norm.params["beta"], {"eps": 1e-3})
+    np.testing.assert_array_equal(norm.forward(x), expected)
+    assert norm.norm_param == {"mode": "train", "eps": 1e-3}
+    np.testing.assert_array_equal(norm.eval().forward(x), expected)  # the same in test mode
+    assert norm.norm_param["mode"] == "test" and norm.buffers() == {}
+    assert norm.output_shape((6,)) == (6,)
+    assert nn.from_config(norm.config()).config() == norm.config() == {
+        "type": "LayerNorm", "num_features": 6, "eps": 1e-3,
+    }  # fmt: skip
+    with pytest.raises(ValueError, match=r"expects 6 features"):
+        norm.output_shape((5,))
+
+    def build() -> nn.Classifier:
+        net = nn.Sequential(nn.Linear(6, 4), nn.LayerNorm(4), nn.ReLU(), nn.Linear(4, 3))
+        return nn.Classifier(net, (6,), reg=0.1, dtype=np.float64, seed=1)
+
+    check_classifier_gradients(build, x, np.array([0, 2, 1, 1, 0]))
+
+
+def test_public_names_rename_parameters_gradients_and_buffers(tmp_path):
+    def build(**options) -> nn.Classifier:
+        net = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.ReLU(), nn.Linear(3, 2))
+        return nn.Classifier(net, (4,), dtype=np.float64, seed=0, **options)
+
+    names = {"0.w": "W1", "1.gamma": "gamma1", "1.running_mean": "mean1", "3.w": "W2"}
+    model = build(names=names, reg=0.5)
+    assert list(model.params) == ["W1", "0.b", "gamma1", "1.beta", "W2", "3.b"]
+    assert list(model.buffers()) == ["mean1", "1.running_var"]
+    assert model.params["W1"] is model.net[0].params["w"]
+    plain = build(reg=0.5)
+    X, y = np.random.default_rng(0).standard_normal((4, 4)), np.array([0, 1, 1, 0])
+    loss, grads = model.loss(X, y)
+    plain_loss, plain_grads = plain.loss(X, y)
+    assert loss == plain_loss and list(grads) == list(model.params)
+    for (name, grad), plain_grad in zip(grads.items(), plain_grads.values(), strict=True):
+        np.testing.assert_array_equal(grad, plain_grad, err_msg=name)
+    loaded = load_model(save_model(model, tmp_path / "renamed.npz"))
+    assert loaded.config() == model.config() and loaded.config()["names"] == names
+    np.testing.assert_array_equal(loaded.buffers()["mean1"], model.buffers()["mean1"])
+    with pytest.raises(ValueError, match=r"renames \['9.w'\]"):
+        build(names={"9.w": "W9"})
+    with pytest.raises(ValueError, match=r"the name \['0.b'\]"):
+        build(names={"0.w": "0.b"})
+    with pytest.raises(ValueError, match="non-empty strings"):
+        build(names={"0.w": ""})
+    with pytest.raises(TypeError, match="names must be a dict"):
+        build(names=["W1"])
+
+
+def test_buffers_write_through_and_set_buffers_refuses_bad_arrays():
+    model = build_classifier()
+    buffers = model.buffers()
+    buffers["9.running_mean"] = np.arange(5)
+    assert model.net[9].norm_param["running_mean"].dtype == np.float64
+    np.testing.assert_array_equal(model.net[9].norm_param["running_mean"], np.arange(5))
+    replacement = np.full(5, 2.0)
+    model.set_buffers({"9.running_var": replacement})
+    assert buffers["9.running_var"] is not replacement  # a copy
+    np.testing.assert_array_equal(buffers["9.running_var"], 2.0)
+    with pytest.raises(ValueError, match=r"has no buffer '9\.gamma'"):
+        model.set_buffers({"9.gamma": np.ones(5)})
+    with pytest.raises(ValueError, match=r"needs shape \(5,\) of floats"):
+        model.set_buffers({"9.running_mean": np.ones(5, dtype=int), "9.running_var": np.ones(5)})
+    np.testing.assert_array_equal(buffers["9.running_var"], 2.0)  # nothing was replaced
+    with pytest.raises(KeyError, match="no buffer named 'mean'"):
+        buffers["mean"] = np.ones(5)
+    with pytest.raises(TypeError, match="buffers belong to the network"):
+        del buffers["9.running_var"]
+
+
+def test_vector_classifiers_take_any_layout_and_predict_int64_labels():
+    net = nn.Sequential(nn.Linear(12, 3))
+    model = nn.Classifier(net, (12,), dtype=np.float64, seed=0)
+    X = np.random.default_rng(0).integers(0, 5, size=(7, 3, 2, 2))
+    scores = model.loss(X)
+    np.testing.assert_array_equal(scores, model.loss(X.reshape(7, 12).astype(np.float64)))
+    labels = model.predict(X, batch_size=3)
+    assert labels.dtype == np.int64 and labels.shape == (7,)
+    np.testing.assert_array_equal(labels, np.argmax(scores, axis=1))
+    assert model.predict(X[:0]).dtype == np.int64
+    with pytest.raises(ValueError, match=r"\(N, 12\)"):
+        model.loss(np.zeros((2, 13)))
+    with pytest.raises(TypeError, match="real numbers"):
+        model.predict(X.astype(bool))
+    assert nn.predict_labels(model, X[:0].reshape(0, 12)).dtype == np.int64
+    with pytest.raises(ValueError, match="no images"):
+        nn.class_scores(model, X[:0].reshape(0, 12))
+
+
+def test_a_dropout_generator_only_where_there_are_dropout_layers():
+    plain = nn.Classifier(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), (4,), seed=0)
+    assert not any(isinstance(v, np.random.Generator) for v in vars(plain).values())
+    dropping = nn.Classifier(
+        nn.Sequential(nn.Dropout(0.5), nn.Linear(4, 2)), (4,), seed=0, fresh_masks=True
+    )
+    assert dropping.net[0].rng is dropping._dropout_rng
+
+
+def test_solver_resumes_a_checkpoint_that_kept_running_statistics_in_params(tmp_path):
+    """Checkpoints written while convnet.nn kept batch norm's running statistics among the
+    parameters (with optimizer state) resume on the same trajectory."""
+    solver = small_net_solver
+    straight = solver(2)
+    straight.train()
+    solver(1, checkpoint_dir=tmp_path).train()
+    path = tmp_path / "checkpoint.npz"
+    state = checkpoint.load_checkpoint(path)
+    assert set(state["buffers"]) == set(straight.model.buffers())
+    for params, buffers in (("params", "buffers"), ("best_params", "best_buffers")):
+        state[params].update(state[buffers])
+        state[buffers] = {}
+    for name in straight.model.buffers():
+        state["optim"][name] = {"learning_rate": 1e-3, "t": 3}
+    checkpoint.save_checkpoint(path, state)
+    resumed = solver(2, resume_from=path)
+    resumed.train()
+    assert resumed.loss_history == straight.loss_history
+    for name, value in straight.model.params.items():
+        np.testing.assert_array_equal(resumed.model.params[name], value)
+    for name, value in straight.model.buffers().items():
+        np.testing.assert_array_equal(resumed.model.buffers()[name], value)
+
+
+def test_checkpoints_need_every_generator_of_the_model_and_may_hold_more(tmp_path):
+    """A model without dropout layers keeps no dropout generator (older ones did: a
+    checkpoint's state for it is left alone); one the model has must be in the checkpoint."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20, 4)).astype(np.float32)
+    data = {"X_train": X[:10], "y_train": rng.integers(0, 2, 10), "X_val": X[10:]}
+    data["y_val"] = rng.integers(0, 2, 10)
+
+    def solver(dropout: bool, **options) -> Solver:
+        layers, names = ([nn.Dropout(0.5)], ["drop"]) if dropout else ([], [])
+        net = nn.Sequential(*layers, nn.Linear(4, 2), names=[*names, "fc"])
+        model = nn.Classifier(net, (4,), fresh_masks=True)
+        return Solver(model, data, batch_size=5, num_epochs=1, progress=False, **options)
+
+    solver(True, checkpoint_dir=tmp_path / "dropout").train()
+    solver(False, checkpoint_dir=tmp_path / "plain").train()
+    assert solver(False, resume_from=tmp_path / "dropout" / "checkpoint.npz").epoch == 1
+    with pytest.raises(ValueError, match="the model's random generators"):
+        solver(True, resume_from=tmp_path / "plain" / "checkpoint.npz")
 
 
 @pytest.mark.parametrize(
@@ -573,13 +731,8 @@ def test_presets_take_any_input_size(preset, input_dim):
 def test_resnet_structure_and_names():
     model = resnet((3, 32, 32), seed=0)
     names = list(model.params)
-    assert names[:5] == [
-        "stem.conv.w",
-        "stem.bn.gamma",
-        "stem.bn.beta",
-        "stem.bn.running_mean",
-        "stem.bn.running_var",
-    ]
+    assert names[:3] == ["stem.conv.w", "stem.bn.gamma", "stem.bn.beta"]
+    assert list(model.buffers())[:2] == ["stem.bn.running_mean", "stem.bn.running_var"]
     assert "stage1.0.residual.body.conv1.w" in names
     assert not any(name.startswith("stage1.0.residual.shortcut") for name in names)
     assert model.params["stage2.0.residual.shortcut.conv.w"].shape == (32, 16, 1, 1)
@@ -628,16 +781,18 @@ def test_networks_match_the_same_network_in_torch(build):
     torch = pytest.importorskip("torch")
     model = build(reg=0.1, dtype=np.float64, seed=0)
     rng = np.random.default_rng(1)
-    for name, value in model.params.items():
-        if name.endswith(("gamma", "beta", "running_mean", ".b")):
+    for name, value in [*model.params.items(), *model.buffers().items()]:
+        if name.endswith(("gamma", "beta", ".b")):
             model.params[name] = rng.standard_normal(value.shape)
+        elif name.endswith("running_mean"):
+            model.buffers()[name] = rng.standard_normal(value.shape)
         elif name.endswith("running_var"):
-            model.params[name] = rng.uniform(0.5, 2, value.shape)
+            model.buffers()[name] = rng.uniform(0.5, 2, value.shape)
     X, y = rng.standard_normal((6, 2, 8, 8)), np.array([3, 0, 1, 2, 2, 1])
     for layer in model.net.layers():
         if isinstance(layer, nn.Dropout):
             layer.p = 1.0  # no masks, so both libraries compute the same training loss
-    net = bench.torch_network(model.net, torch)
+    net = torch_network(model.net, torch)
     scores = model.loss(X)
     np.testing.assert_allclose(
         scores, net.eval()(torch.from_numpy(X)).detach().numpy(), rtol=1e-10, atol=1e-12
@@ -645,9 +800,8 @@ def test_networks_match_the_same_network_in_torch(build):
     loss, grads = model.loss(X, y)
     reference = torch.nn.functional.cross_entropy(net.train()(torch.from_numpy(X)), torch.tensor(y))
     reference.backward()
-    trained = [n for n in model.params if not n.endswith(("running_mean", "running_var"))]
     torch_grads = {}
-    for name, converted in zip(trained, net.parameters(), strict=True):
+    for name, converted in zip(model.params, net.parameters(), strict=True):
         grad = converted.grad.numpy()
         torch_grads[name] = grad.T if grad.ndim == 2 else grad  # Linear: (out, in) in torch
     weights = model.net.regularized()
@@ -656,9 +810,8 @@ def test_networks_match_the_same_network_in_torch(build):
     for name, grad in torch_grads.items():
         extra = 0.1 * model.params[name] if name in weights else 0
         np.testing.assert_allclose(grads[name], grad + extra, rtol=1e-8, atol=1e-10, err_msg=name)
-    stats = [(n, v) for n, v in model.params.items() if n.endswith(("running_mean", "running_var"))]
     buffers = [b for b in net.buffers() if b.dtype != torch.int64]
-    for (name, value), buffer in zip(stats, buffers, strict=True):
+    for (name, value), buffer in zip(model.buffers().items(), buffers, strict=True):
         np.testing.assert_allclose(value, buffer.numpy(), rtol=1e-10, err_msg=name)
 
 
@@ -689,7 +842,7 @@ def test_the_benchmarked_training_steps_run(network: str) -> None:
         import torch
     except ImportError:
         torch = None
-    candidates = bench.train_step_candidates(
+    candidates = train_step_candidates(
         network, 2, np.dtype(np.float32), torch, np.random.default_rng(0)
     )
     assert set(candidates) == ({"fast f+b", "torch f+b"} if torch else {"fast f+b"})

@@ -16,7 +16,7 @@ import pytest
 
 import convnet
 import convnet.models
-from convnet import _parallel, fast_layers
+from convnet import _backend, _parallel
 from convnet.fast_layers import (
     affine_backward_fast,
     conv_backward_fast,
@@ -34,7 +34,7 @@ from convnet.layers import (
 )
 
 needs_kernel = pytest.mark.skipif(
-    fast_layers._backend.kernel is None, reason="the compiled kernel is not in use"
+    _backend.kernel is None, reason="the compiled kernel is not in use"
 )
 
 

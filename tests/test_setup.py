@@ -89,16 +89,7 @@ def test_require_extension_makes_a_failed_build_fatal(
 def test_the_readme_and_the_description_name_every_extension() -> None:
     if not all((ROOT / name).is_file() for name in ("setup.py", "README.md", "pyproject.toml")):
         pytest.skip("needs a source checkout")
-    tree = ast.parse((ROOT / "setup.py").read_text())
-    assigned = next(
-        node.value
-        for node in tree.body
-        if isinstance(node, ast.Assign)
-        and any(
-            isinstance(target, ast.Name) and target.id == "EXTENSIONS" for target in node.targets
-        )
-    )
-    extensions = list(ast.literal_eval(assigned))
+    extensions = list(_extensions())
     assert extensions == ["_im2col", "_winograd", "_batchnorm", "_relu"]
     readme = " ".join((ROOT / "README.md").read_text().split())  # lines joined
     for name in extensions:
@@ -109,3 +100,47 @@ def test_the_readme_and_the_description_name_every_extension() -> None:
         r'^description = "(.*)"$', (ROOT / "pyproject.toml").read_text(), re.MULTILINE
     )
     assert "Winograd" in description and "a compiled im2col/col2im kernel" not in description
+
+
+def _extensions() -> dict[str, list[str]]:
+    """setup.py's EXTENSIONS: each extension's name and the headers its build depends on."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    assigned = next(
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and any(
+            isinstance(target, ast.Name) and target.id == "EXTENSIONS" for target in node.targets
+        )
+    )
+    return ast.literal_eval(assigned)
+
+
+def _included(source: Path) -> set[str]:
+    """The convnet headers ``source`` includes, directly or through other headers."""
+    text = source.read_text()
+    names = set(re.findall(r'cdef extern from "(\w+\.h)"', text))
+    names |= set(re.findall(r'^\s*#include "(\w+\.h)"', text, re.MULTILINE))
+    for name in set(names):
+        names |= _included(source.parent / name)
+    return names
+
+
+def test_every_extension_depends_on_every_header_it_includes() -> None:
+    """A changed header rebuilds each extension that includes it (setup.py's depends)."""
+    if not (ROOT / "setup.py").is_file():
+        pytest.skip("needs a source checkout")
+    for name, headers in _extensions().items():
+        included = _included(ROOT / "convnet" / f"{name}.pyx")
+        assert sorted(headers) == sorted(f"convnet/{header}" for header in included), name
+
+
+def test_one_platform_guard_decides_the_multiversioned_loops() -> None:
+    """target_clones appears in _simd.h alone, and no kernel embeds C in its .pyx."""
+    if not (ROOT / "setup.py").is_file():
+        pytest.skip("needs a source checkout")
+    sources = sorted((ROOT / "convnet").glob("_*.h")) + sorted((ROOT / "convnet").glob("_*.pyx"))
+    guarded = [path.name for path in sources if "target_clones" in path.read_text()]
+    assert guarded == ["_simd.h"]
+    embedding = [path.name for path in sources if "cdef extern from *" in path.read_text()]
+    assert embedding == []

@@ -241,7 +241,9 @@ def test_check_accuracy_subsamples_and_validates() -> None:
     with pytest.raises(ValueError):
         solver.check_accuracy(data["X_val"][:0], data["y_val"][:0])
     predictions = solver.predict(data["X_val"], batch_size=7)
-    assert predictions.shape == (80,)
+    assert predictions.shape == (80,) and predictions.dtype == np.int64
+    np.testing.assert_array_equal(predictions, np.argmax(solver.model.loss(data["X_val"]), axis=1))
+    assert solver.predict(data["X_val"][:0]).dtype == np.int64
 
 
 @pytest.mark.parametrize(
@@ -397,3 +399,60 @@ def test_resume_with_library_models_and_dropout(tmp_path: Path, dtype: type) -> 
         for name, value in straight.model.params.items():
             assert value.dtype == dtype
             np.testing.assert_array_equal(resumed.model.params[name], value)
+
+
+class ScriptedAccuracy:
+    """A model whose validation accuracy after epoch e is ``CORRECT[e] / 4``, one step per
+    epoch (batch = the 4 training images, sgd with learning rate 1).
+
+    Its one parameter counts the steps; its one running statistic records, at each training
+    call, the step count the parameter will reach. It keeps the statistic in CS231n's
+    ``bn_params``.
+    """
+
+    CORRECT = (0, 1, 3, 2)  # images right with 0, 1, 2, 3 steps taken
+    LABELS = np.array([0, 1, 2, 3])
+
+    def __init__(self) -> None:
+        self.params = {"steps": np.zeros(1)}
+        self.bn_params = [{"mode": "train", "running_mean": np.zeros(1)}]
+
+    def loss(self, X: np.ndarray, y: np.ndarray | None = None) -> Any:
+        steps = int(self.params["steps"][0])
+        if y is None:
+            images = X[:, 0].astype(int)
+            right = images < self.CORRECT[steps]
+            guesses = np.where(right, self.LABELS[images], (self.LABELS[images] + 1) % 4)
+            return np.eye(4)[guesses]
+        self.bn_params[0]["running_mean"] = self.params["steps"] + 1
+        return 1.0, {"steps": np.array([-1.0])}
+
+
+class ScriptedAccuracyWithBuffers(ScriptedAccuracy):
+    """The same, showing its statistic as convnet's models do: ``buffers()``."""
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        return {"running_mean1": self.bn_params[0]["running_mean"]}
+
+    def set_buffers(self, buffers: dict[str, np.ndarray]) -> None:
+        self.bn_params[0]["running_mean"] = buffers["running_mean1"]
+
+
+@pytest.mark.parametrize("build", [ScriptedAccuracy, ScriptedAccuracyWithBuffers])
+def test_training_ends_on_the_best_epochs_parameters_and_running_statistics(
+    build: type[ScriptedAccuracy],
+) -> None:
+    """Validation accuracy 0.25, 0.75, 0.5: the model ends as it was after epoch 2, its
+    running statistics included, though epoch 3 came later."""
+    model = build()
+    images = np.arange(4.0).reshape(4, 1)
+    data = {"X_train": images, "y_train": model.LABELS, "X_val": images, "y_val": model.LABELS}
+    solver = make_solver(
+        data, model, update_rule="sgd", optim_config={"learning_rate": 1.0}, batch_size=4
+    )
+    solver.train()
+    assert solver.val_acc_history == [0.25, 0.75, 0.5]
+    assert solver.best_val_acc == 0.75
+    np.testing.assert_array_equal(model.params["steps"], [2.0])
+    np.testing.assert_array_equal(model.bn_params[0]["running_mean"], [2.0])
+    np.testing.assert_array_equal(solver.best_buffers["running_mean1"], [2.0])

@@ -236,7 +236,7 @@ def test_global_avg_pool_matches_torch():
 )
 def test_winograd_matches_torch(tile, dtype, num, channels, filters, size, pad, seed):
     """Winograd with either tile size against PyTorch in float64 (float32 within 1e-4)."""
-    from convnet import _backend, fast_layers
+    from convnet import _backend, conv_plan
 
     if _backend.winograd_kernel is None:
         pytest.skip("the compiled Winograd kernel is not in use")
@@ -245,8 +245,8 @@ def test_winograd_matches_torch(tile, dtype, num, channels, filters, size, pad, 
     x = rng.standard_normal((num, channels, height, width))
     w = rng.standard_normal((filters, channels, 3, 3))
     b = rng.standard_normal(filters)
-    original = fast_layers._winograd_tile
-    fast_layers._winograd_tile = lambda geo: tile
+    original = conv_plan.winograd_tile
+    conv_plan.winograd_tile = lambda geo: tile
     try:
         param = {"stride": 1, "pad": pad, "algorithm": "winograd"}
         cast = [a.astype(dtype) for a in (x, w, b)]
@@ -254,7 +254,7 @@ def test_winograd_matches_torch(tile, dtype, num, channels, filters, size, pad, 
         dout = rng.standard_normal(out.shape)
         dx, dw, db = conv_backward_fast(dout.astype(dtype), cache)
     finally:
-        fast_layers._winograd_tile = original
+        conv_plan.winograd_tile = original
     x_t, w_t, b_t = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
     out_t = functional.conv2d(x_t, w_t, b_t, padding=pad)
     out_t.backward(torch.from_numpy(dout))

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tolerances import assert_matches
 
-from convnet import _backend, fast_layers, winograd
+from convnet import _backend, conv_plan, winograd
 from convnet.fast_layers import (
     conv_algorithm_choice,
     conv_backward_fast,
@@ -146,7 +146,7 @@ def test_padding_rows_between_the_planes_are_left_alone():
 @pytest.fixture(params=TILES)
 def tile(request, monkeypatch) -> int:
     """Run every Winograd convolution with this output tile size."""
-    monkeypatch.setattr(fast_layers, "_winograd_tile", lambda geo: request.param)
+    monkeypatch.setattr(conv_plan, "winograd_tile", lambda geo: request.param)
     return request.param
 
 

@@ -1,0 +1,169 @@
+"""Which algorithm runs a fast convolution: im2col, Winograd (on x or on the phases of a
+dilated input) or the direct depthwise loops, and the measured rule of ``'auto'``.
+
+:func:`convnet.fast_layers.conv_algorithm_choice` reports the choice for given shapes.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import NamedTuple
+
+from convnet import _backend, _depthwise_conv, _im2col_conv, winograd
+from convnet._phases import phase_pads
+from convnet._validation import ConvGeometry
+
+WINOGRAD_MIN_CHANNELS = 8
+WINOGRAD_MIN_PIXELS = 256
+WINOGRAD_MIN_PIXEL_CHANNELS = 2**14
+WINOGRAD_MIN_PIXELS_PER_CHANNEL = 2
+
+
+def winograd_tile(geo: ConvGeometry) -> int:
+    """The Winograd output tile needing the fewest multiplies, edge tiles' waste included;
+    a tie goes to 2x2, the more accurate."""
+
+    def multiplies(m: int) -> int:
+        return (m + 2) ** 2 * -(-geo.out_h // m) * -(-geo.out_w // m)
+
+    return min(winograd.TILE_SIZES, key=multiplies)
+
+
+def winograd_applies(w_shape: tuple[int, ...], geo: ConvGeometry) -> bool:
+    """Whether Winograd F(m x m, 3x3) can run the convolution: 3x3 filters, stride 1,
+    dilation 1, one group."""
+    return (
+        w_shape[2:] == (3, 3)
+        and (geo.stride_h, geo.stride_w) == (1, 1)
+        and (geo.dilation_h, geo.dilation_w, geo.groups) == (1, 1, 1)
+    )
+
+
+def auto_prefers_winograd(
+    x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: ConvGeometry
+) -> bool:
+    """The measured rule of ``algorithm='auto'`` for a convolution Winograd can do.
+
+    Winograd needs at least ``WINOGRAD_MIN_CHANNELS`` input channels and filters (with
+    fewer its transforms cost more than the multiplies they save), and enough output
+    pixels in the batch to repay its per-call work (transforming the filters):
+    ``WINOGRAD_MIN_PIXEL_CHANNELS / min(C, F)``, at least ``WINOGRAD_MIN_PIXELS``, and
+    for wide layers ``WINOGRAD_MIN_PIXELS_PER_CHANNEL * min(C, F)`` (their transformed
+    filters, 4 times the filters' size, outgrow the caches: 256 channels broke even at
+    300-400 pixels, 512 at about 480). ``python benchmarks/bench_algorithms.py`` prints
+    the measurements behind the rule (``--by-batch`` the batch-size table).
+    """
+    narrowest = min(x_shape[1], w_shape[0])
+    pixels = x_shape[0] * geo.out_h * geo.out_w
+    return narrowest >= WINOGRAD_MIN_CHANNELS and pixels >= max(
+        WINOGRAD_MIN_PIXELS,
+        WINOGRAD_MIN_PIXEL_CHANNELS // narrowest,
+        WINOGRAD_MIN_PIXELS_PER_CHANNEL * narrowest,
+    )
+
+
+def is_depthwise(w_shape: tuple[int, ...], geo: ConvGeometry) -> bool:
+    """A grouped convolution with one input channel per group runs straight from x."""
+    return geo.groups > 1 and w_shape[1] == 1
+
+
+class ConvPlan(NamedTuple):
+    """How a convolution runs: ``name`` is ``'im2col'``, ``'direct'`` (the depthwise loops),
+    ``'winograd'`` or ``'winograd-phases'`` (Winograd on the phases of a dilated input);
+    ``tile`` is the m of Winograd's F(m x m, 3x3), 0 for the others."""
+
+    name: str
+    tile: int
+
+
+def plan_convolution(
+    requested: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: ConvGeometry
+) -> ConvPlan:
+    """The one place the order of the algorithms is decided: what the forward and backward
+    passes run and :func:`convnet.fast_layers.conv_algorithm_choice` reports.
+
+    Parameters
+    ----------
+    requested : str
+        ``'auto'``, ``'im2col'`` or ``'winograd'`` (validated already).
+    x_shape : (N, C, H, W)
+    w_shape : (F, C // groups, HH, WW)
+    geo : ConvGeometry
+        The convolution's validated geometry.
+
+    Returns
+    -------
+    ConvPlan
+        A request for Winograd gets it or a ``ValueError``. Otherwise a depthwise
+        convolution runs the direct loops, whatever the request; under ``'auto'``,
+        Winograd where it applies and :func:`auto_prefers_winograd` expects it to be
+        faster, then Winograd on the phases of a dilated input (:func:`phase_dilation`);
+        im2col for everything else.
+    """
+    applies = winograd_applies(w_shape, geo)
+    if requested == "winograd":
+        if not applies:
+            raise ValueError(
+                "algorithm 'winograd' needs 3x3 filters and stride 1 (dilation 1, groups 1), "
+                f"got filters {w_shape[2]}x{w_shape[3]}, stride ({geo.stride_h}, "
+                f"{geo.stride_w}), dilation ({geo.dilation_h}, {geo.dilation_w}) and groups "
+                f"{geo.groups}; use 'auto' or 'im2col'"
+            )
+        if _backend.winograd_kernel is None:
+            raise ValueError("algorithm 'winograd' needs the compiled kernel convnet._winograd")
+        return ConvPlan("winograd", winograd_tile(geo))
+    if is_depthwise(w_shape, geo):
+        return ConvPlan("direct", 0)
+    if (
+        requested == "auto"
+        and applies
+        and _backend.winograd_kernel is not None
+        and auto_prefers_winograd(x_shape, w_shape, geo)
+    ):
+        return ConvPlan("winograd", winograd_tile(geo))
+    dilation = phase_dilation(requested, x_shape, w_shape, geo)
+    if dilation:
+        return ConvPlan("winograd-phases", winograd_tile(_phase_geometry(geo, dilation)))
+    return ConvPlan("im2col", 0)
+
+
+def direct_or_im2col(plan: ConvPlan) -> ModuleType:
+    """The passes (``correlate``, ``gradients``) of the depthwise loops for a ``'direct'``
+    plan, else of im2col: they run every plan but Winograd's, and recompute a Winograd
+    call that met a value that is not finite."""
+    return _depthwise_conv if plan.name == "direct" else _im2col_conv
+
+
+def _phase_geometry(geo: ConvGeometry, dilation: int) -> ConvGeometry:
+    """One phase's convolution as far as the plan looks at it: its output size."""
+    return ConvGeometry(1, 1, 0, 0, geo.out_h // dilation, geo.out_w // dilation)
+
+
+def phase_dilation(
+    requested: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: ConvGeometry
+) -> int:
+    """The dilation d when a dilated 3x3 stride-1 convolution runs as Winograd on its d*d
+    phases (:mod:`convnet._phases`), else 0.
+
+    The phases run as one batch of d*d*N images when they have one shape (measured on
+    (32,64,16,16), dilation 2, one thread: 18.7 -> 12.6 ms forward + backward). Only
+    under ``algorithm='auto'``, where its rule picks Winograd.
+    """
+    dilation = geo.dilation_h
+    padded_h, padded_w = x_shape[2] + 2 * geo.pad_h, x_shape[3] + 2 * geo.pad_w
+    if (
+        requested != "auto"
+        or dilation == 1
+        or geo.dilation_w != dilation
+        or (geo.stride_h, geo.stride_w, geo.groups) != (1, 1, 1)
+        or w_shape[2:] != (3, 3)
+        or (
+            phase_pads(x_shape, geo, dilation) is None
+            and (padded_h % dilation or padded_w % dilation)
+        )
+        or _backend.winograd_kernel is None
+    ):
+        return 0
+    phase_geo = _phase_geometry(geo, dilation)
+    stacked = (x_shape[0] * dilation**2, x_shape[1], padded_h // dilation, padded_w // dilation)
+    return dilation if auto_prefers_winograd(stacked, w_shape, phase_geo) else 0
