@@ -307,7 +307,7 @@ cdef double* _sums(double[:, :, ::1] sums, int parts, Py_ssize_t c) except NULL:
     return &sums[0, 0, 0]
 
 
-def norm_sums(const float[:, ::1] x, const float[::1] shift, double[:, :, ::1] sums,
+def shifted_column_sums(const float[:, ::1] x, const float[::1] shift, double[:, :, ::1] sums,
               int parts) -> None:
     """Add to ``sums[part]`` (2, C) the column sums of ``x - shift`` and ``(x - shift)**2``
     over each part's share of the rows of ``x`` (rows, C)."""
@@ -389,7 +389,7 @@ cdef extern from "_cl_kernels.h" nogil:
         const int* maxima
         Py_ssize_t num, h, w, c, ph, pw, sh, sw, out_h, out_w
     void cl_max_pool_all(cl_pool_job* job, int parts)
-    int cl_max_pool_backward_all(cl_pool_job* job, int parts)
+    void cl_max_pool_backward_all(cl_pool_job* job, int parts)
 
 
 cdef cl_pool_job _pool_job(Py_ssize_t num, Py_ssize_t h, Py_ssize_t w, Py_ssize_t c,
@@ -429,10 +429,10 @@ def max_pool_forward(const float[:, :, :, ::1] x, float[:, :, :, ::1] y, int[:, 
 def max_pool_backward(const float[:, :, :, ::1] dy, const int[:, :, :, ::1] where,
                       float[:, :, :, ::1] dx, tuple window, int parts) -> None:
     """``dx`` (N, H, W, C), overwritten: each ``dy`` value added at its window's
-    maximum."""
+    maximum. Every position of ``where`` must lie in 0 .. H*W - 1 (the caller checks: the
+    kernel writes there)."""
     cdef cl_pool_job job = _pool_job(dx.shape[0], dx.shape[1], dx.shape[2], dx.shape[3],
                                      window, dy.shape[1], dy.shape[2], parts)
-    cdef int inside
     if (dy.shape[0], dy.shape[3]) != (job.num, job.c) or (
             where.shape[0], where.shape[1], where.shape[2], where.shape[3]) != (
             dy.shape[0], dy.shape[1], dy.shape[2], dy.shape[3]):
@@ -445,9 +445,7 @@ def max_pool_backward(const float[:, :, :, ::1] dy, const int[:, :, :, ::1] wher
         return
     job.dy, job.maxima = &dy[0, 0, 0, 0], &where[0, 0, 0, 0]
     with nogil:
-        inside = cl_max_pool_backward_all(&job, parts)
-    if not inside:
-        raise ValueError("the pooling cache holds positions outside the image")
+        cl_max_pool_backward_all(&job, parts)
 
 
 cdef extern from "_cl_kernels.h" nogil:
@@ -485,3 +483,37 @@ def winograd_filter_gradient(const float[:, :, ::1] du, float[:, :, :, ::1] dw) 
         return
     with nogil:
         cl_filter_gradient(&du[0, 0, 0], f, c, du.shape[2], &dw[0, 0, 0, 0])
+
+
+cdef extern from "_cl_kernels.h" nogil:
+    ctypedef struct cl_relu_job:
+        const float* x
+        const float* dy
+        float* out
+        Py_ssize_t size
+    void cl_relu_all(cl_relu_job* job, int parts)
+    void cl_relu_gradient_all(cl_relu_job* job, int parts)
+
+
+def relu(const float[::1] x, float[::1] out, int parts) -> None:
+    """``out = max(x, 0)`` elementwise, NaN staying NaN; ``out`` may be ``x``."""
+    cdef cl_relu_job job
+    if out.shape[0] != x.shape[0] or parts < 1 or parts > 256:
+        raise ValueError("out must have x's length and parts lie in 1..256")
+    if x.shape[0] == 0:
+        return
+    job.x, job.out, job.size = &x[0], &out[0], x.shape[0]
+    with nogil:
+        cl_relu_all(&job, parts)
+
+
+def relu_gradient(const float[::1] x, const float[::1] dy, float[::1] dx, int parts) -> None:
+    """``dx = dy`` where ``x > 0``, else 0 (NaN in x gives 0), elementwise."""
+    cdef cl_relu_job job
+    if dy.shape[0] != x.shape[0] or dx.shape[0] != x.shape[0] or parts < 1 or parts > 256:
+        raise ValueError("x, dy and dx must have one length and parts lie in 1..256")
+    if x.shape[0] == 0:
+        return
+    job.x, job.dy, job.out, job.size = &x[0], &dy[0], &dx[0], x.shape[0]
+    with nogil:
+        cl_relu_gradient_all(&job, parts)

@@ -14,9 +14,7 @@
 #include <stddef.h>
 #include <string.h>
 
-#if defined(_MSC_VER) && !defined(restrict)
-#define restrict __restrict
-#endif
+#include "_simd.h"
 
 typedef struct {
     ptrdiff_t h, w, c, kh, kw, sh, sw, ph, pw, dh, dw, out_h, out_w;

@@ -1,11 +1,13 @@
-/* The channels-last float kernels: products of small matrices (_cl_gemm_impl.h), fused
- * Winograd F(4x4, 3x3) (_cl_winograd_impl.h), im2col convolution (_cl_im2col_impl.h), and
- * the jobs that split each call over the threads of _cl_threads.h.
+/* The channels-last float kernels and the jobs that split each call over threads.
  *
- * The implementation is compiled three times: for AVX-512 (16 lanes), for AVX2 with FMA
- * (8 lanes) and portably (one lane, any compiler and CPU). On x86-64 with GCC or clang the
- * first call picks the widest the CPU runs; cl_set_isa lowers the choice (the tests run
- * every copy on one machine).
+ * Kernels (each written once, in the vocabulary of _cl_isa.h): products of small matrices
+ * (_cl_gemm_impl.h), fused Winograd F(4x4, 3x3) (_cl_winograd_impl.h), im2col convolution
+ * (_cl_im2col_impl.h), batch norm with an optional fused ReLU (_cl_norm_impl.h) and max
+ * pooling (_cl_pooling_impl.h). They are compiled for AVX-512 (16 lanes), for AVX2 with
+ * FMA (8 lanes) and portably (one lane, any compiler and CPU); where _simd.h allows
+ * dispatch (GCC or clang on x86-64), the first call picks the widest set the CPU runs and
+ * cl_set_isa lowers the choice (the tests run every copy on one machine). Each *_all
+ * function below splits one call into parts for the threads of _cl_threads.h.
  */
 #ifndef CONVNET_CL_KERNELS_H
 #define CONVNET_CL_KERNELS_H
@@ -14,255 +16,33 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(_MSC_VER) && !defined(restrict)
-#define restrict __restrict
-#endif
-
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-#define CL_X86 1
+#include "_simd.h"
+#ifdef CONVNET_X86_DISPATCH
 #include <immintrin.h>
 #endif
 
 #include "_cl_filters.h"
 #include "_cl_im2col.h"
+#include "_cl_isa.h"
 #include "_cl_threads.h"
 
-#define CL_T float
-#define CL_ROWS_1(K, N) K(1, N)
-#define CL_ROWS_4(K, N) CL_ROWS_1(K, N) K(2, N) K(3, N) K(4, N)
-#define CL_ROWS_6(K, N) CL_ROWS_4(K, N) K(5, N) K(6, N)
-#define CL_ROWS_8(K, N) CL_ROWS_6(K, N) K(7, N) K(8, N)
-#define CL_ROWS_12(K, N) CL_ROWS_8(K, N) K(9, N) K(10, N) K(11, N) K(12, N)
-#define CL_ROWS_16(K, N) CL_ROWS_12(K, N) K(13, N) K(14, N) K(15, N) K(16, N)
-
-/* ---- portable: one value per vector --------------------------------------------------- */
-#define CL_V float
-#define CL_VL 1
-#define CL_LOAD(p) (*(p))
-#define CL_STORE(p, v) (*(p) = (v))
-#define CL_LOADN(p, n) (*(p))
-#define CL_STOREN(p, v, n) (*(p) = (v))
-#define CL_SET1(x) ((float)(x))
-#define CL_ZERO() 0.0f
-#define CL_ADD(a, b) ((a) + (b))
-#define CL_SUB(a, b) ((a) - (b))
-#define CL_MUL(a, b) ((a) * (b))
-#define CL_FMA(a, b, c) ((a) * (b) + (c))
-#define CL_FNMA(a, b, c) ((c) - (a) * (b))
-#define CL_ALL_ZERO(v) ((v) == 0.0f)
-#define CL_RELU(v) ((v) > 0.0f || (v) != (v) ? (v) : 0.0f)
-#define CL_KEEP_POSITIVE(test, v) ((test) > 0.0f ? (v) : 0.0f)
-#define CL_IV int32_t
-#define CL_M int
-#define CL_ISET1(i) ((int32_t)(i))
-#define CL_ISTORE(p, v) (*(p) = (v))
-#define CL_ISTOREN(p, v, n) (*(p) = (v))
-#define CL_TAKES(v, best) ((v) > (best) || ((v) != (v) && (best) == (best)))
-#define CL_SELECT(m, a, b) ((m) ? (a) : (b))
-#define CL_ISELECT(m, a, b) ((m) ? (a) : (b))
-#define CL_TARGET
-#define CL_NAME(name) name##_portable
-#define CL_WIDE_VECTORS 4
-#define CL_WIDE_ROWS 4
-#define CL_NARROW_ROWS 4
-#define CL_WIDE_LIST(K) CL_ROWS_4(K, 4)
-#define CL_NARROW_LIST(K) CL_ROWS_4(K, 1)
-#include "_cl_gemm_impl.h"
-#include "_cl_winograd_impl.h"
-#include "_cl_im2col_impl.h"
-#include "_cl_norm_impl.h"
-#include "_cl_pooling_impl.h"
-#undef CL_V
-#undef CL_VL
-#undef CL_LOAD
-#undef CL_STORE
-#undef CL_LOADN
-#undef CL_STOREN
-#undef CL_SET1
-#undef CL_ZERO
-#undef CL_ADD
-#undef CL_SUB
-#undef CL_MUL
-#undef CL_FMA
-#undef CL_FNMA
-#undef CL_ALL_ZERO
-#undef CL_RELU
-#undef CL_KEEP_POSITIVE
-#undef CL_IV
-#undef CL_M
-#undef CL_ISET1
-#undef CL_ISTORE
-#undef CL_ISTOREN
-#undef CL_TAKES
-#undef CL_SELECT
-#undef CL_ISELECT
-#undef CL_TARGET
-#undef CL_NAME
-#undef CL_WIDE_VECTORS
-#undef CL_WIDE_ROWS
-#undef CL_NARROW_ROWS
-#undef CL_WIDE_LIST
-#undef CL_NARROW_LIST
-
-#ifdef CL_X86
-/* ---- AVX2 with FMA: 8 lanes --------------------------------------------------------- */
-__attribute__((target("avx2,fma"))) static inline __m256i cl_avx2_lanes(ptrdiff_t n) {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-#define CL_V __m256
-#define CL_VL 8
-#define CL_LOAD(p) _mm256_loadu_ps(p)
-#define CL_STORE(p, v) _mm256_storeu_ps(p, v)
-#define CL_LOADN(p, n) _mm256_maskload_ps(p, cl_avx2_lanes(n))
-#define CL_STOREN(p, v, n) _mm256_maskstore_ps(p, cl_avx2_lanes(n), v)
-#define CL_SET1(x) _mm256_set1_ps((float)(x))
-#define CL_ZERO() _mm256_setzero_ps()
-#define CL_ADD(a, b) _mm256_add_ps(a, b)
-#define CL_SUB(a, b) _mm256_sub_ps(a, b)
-#define CL_MUL(a, b) _mm256_mul_ps(a, b)
-#define CL_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
-#define CL_FNMA(a, b, c) _mm256_fnmadd_ps(a, b, c)
-#define CL_ALL_ZERO(v) \
-    (_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_NEQ_UQ)) == 0)
-#define CL_RELU(v) _mm256_max_ps(_mm256_setzero_ps(), v)
-#define CL_KEEP_POSITIVE(test, v) \
-    _mm256_and_ps(_mm256_cmp_ps(test, _mm256_setzero_ps(), _CMP_GT_OQ), v)
-#define CL_IV __m256i
-#define CL_M __m256
-#define CL_ISET1(i) _mm256_set1_epi32((int)(i))
-#define CL_ISTORE(p, v) _mm256_storeu_si256((__m256i *)(p), v)
-#define CL_ISTOREN(p, v, n) _mm256_maskstore_epi32((int *)(p), cl_avx2_lanes(n), v)
-#define CL_TAKES(v, best)                                   \
-    _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ),        \
-                 _mm256_andnot_ps(_mm256_cmp_ps(best, best, _CMP_UNORD_Q), \
-                                  _mm256_cmp_ps(v, v, _CMP_UNORD_Q)))
-#define CL_SELECT(m, a, b) _mm256_blendv_ps(b, a, m)
-#define CL_ISELECT(m, a, b) \
-    _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(b), _mm256_castsi256_ps(a), m))
-#define CL_TARGET __attribute__((target("avx2,fma")))
-#define CL_NAME(name) name##_avx2
-#define CL_WIDE_VECTORS 2
-#define CL_WIDE_ROWS 6
-#define CL_NARROW_ROWS 12
-#define CL_WIDE_LIST(K) CL_ROWS_6(K, 2)
-#define CL_NARROW_LIST(K) CL_ROWS_12(K, 1)
-#include "_cl_gemm_impl.h"
-#include "_cl_winograd_impl.h"
-#include "_cl_im2col_impl.h"
-#include "_cl_norm_impl.h"
-#include "_cl_pooling_impl.h"
-#undef CL_V
-#undef CL_VL
-#undef CL_LOAD
-#undef CL_STORE
-#undef CL_LOADN
-#undef CL_STOREN
-#undef CL_SET1
-#undef CL_ZERO
-#undef CL_ADD
-#undef CL_SUB
-#undef CL_MUL
-#undef CL_FMA
-#undef CL_FNMA
-#undef CL_ALL_ZERO
-#undef CL_RELU
-#undef CL_KEEP_POSITIVE
-#undef CL_IV
-#undef CL_M
-#undef CL_ISET1
-#undef CL_ISTORE
-#undef CL_ISTOREN
-#undef CL_TAKES
-#undef CL_SELECT
-#undef CL_ISELECT
-#undef CL_TARGET
-#undef CL_NAME
-#undef CL_WIDE_VECTORS
-#undef CL_WIDE_ROWS
-#undef CL_NARROW_ROWS
-#undef CL_WIDE_LIST
-#undef CL_NARROW_LIST
-
-/* ---- AVX-512: 16 lanes ---------------------------------------------------------------- */
-#define CL_V __m512
-#define CL_VL 16
-#define CL_LANES(n) ((__mmask16)((1u << (n)) - 1u))
-#define CL_LOAD(p) _mm512_loadu_ps(p)
-#define CL_STORE(p, v) _mm512_storeu_ps(p, v)
-#define CL_LOADN(p, n) _mm512_maskz_loadu_ps(CL_LANES(n), p)
-#define CL_STOREN(p, v, n) _mm512_mask_storeu_ps(p, CL_LANES(n), v)
-#define CL_SET1(x) _mm512_set1_ps((float)(x))
-#define CL_ZERO() _mm512_setzero_ps()
-#define CL_ADD(a, b) _mm512_add_ps(a, b)
-#define CL_SUB(a, b) _mm512_sub_ps(a, b)
-#define CL_MUL(a, b) _mm512_mul_ps(a, b)
-#define CL_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
-#define CL_FNMA(a, b, c) _mm512_fnmadd_ps(a, b, c)
-#define CL_ALL_ZERO(v) (_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ) == 0)
-#define CL_RELU(v) _mm512_max_ps(_mm512_setzero_ps(), v)
-#define CL_KEEP_POSITIVE(test, v) \
-    _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(test, _mm512_setzero_ps(), _CMP_GT_OQ), v)
-#define CL_IV __m512i
-#define CL_M __mmask16
-#define CL_ISET1(i) _mm512_set1_epi32((int)(i))
-#define CL_ISTORE(p, v) _mm512_storeu_si512((void *)(p), v)
-#define CL_ISTOREN(p, v, n) _mm512_mask_storeu_epi32((void *)(p), CL_LANES(n), v)
-#define CL_TAKES(v, best)                          \
-    (_mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |     \
-     (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) & ~_mm512_cmp_ps_mask(best, best, _CMP_UNORD_Q)))
-#define CL_SELECT(m, a, b) _mm512_mask_blend_ps(m, b, a)
-#define CL_ISELECT(m, a, b) _mm512_mask_blend_epi32(m, b, a)
-#define CL_TARGET __attribute__((target("avx512f")))
-#define CL_NAME(name) name##_avx512
-#define CL_WIDE_VECTORS 2
-#define CL_WIDE_ROWS 8
-#define CL_NARROW_ROWS 16
-#define CL_WIDE_LIST(K) CL_ROWS_8(K, 2)
-#define CL_NARROW_LIST(K) CL_ROWS_16(K, 1)
-#include "_cl_gemm_impl.h"
-#include "_cl_winograd_impl.h"
-#include "_cl_im2col_impl.h"
-#include "_cl_norm_impl.h"
-#include "_cl_pooling_impl.h"
-#undef CL_V
-#undef CL_VL
-#undef CL_LANES
-#undef CL_LOAD
-#undef CL_STORE
-#undef CL_LOADN
-#undef CL_STOREN
-#undef CL_SET1
-#undef CL_ZERO
-#undef CL_ADD
-#undef CL_SUB
-#undef CL_MUL
-#undef CL_FMA
-#undef CL_FNMA
-#undef CL_ALL_ZERO
-#undef CL_RELU
-#undef CL_KEEP_POSITIVE
-#undef CL_IV
-#undef CL_M
-#undef CL_ISET1
-#undef CL_ISTORE
-#undef CL_ISTOREN
-#undef CL_TAKES
-#undef CL_SELECT
-#undef CL_ISELECT
-#undef CL_TARGET
-#undef CL_NAME
-#undef CL_WIDE_VECTORS
-#undef CL_WIDE_ROWS
-#undef CL_NARROW_ROWS
-#undef CL_WIDE_LIST
-#undef CL_NARROW_LIST
-#endif /* CL_X86 */
+#include "_cl_isa_portable.h"
+#include "_cl_kernels_impl.h"
+#include "_cl_isa_end.h"
+#ifdef CONVNET_X86_DISPATCH
+#include "_cl_isa_avx2.h"
+#include "_cl_kernels_impl.h"
+#include "_cl_isa_end.h"
+#include "_cl_isa_avx512.h"
+#include "_cl_kernels_impl.h"
+#include "_cl_isa_end.h"
+#endif
 
 /* ---- dispatch ---------------------------------------------------------------------------- */
 enum { CL_PORTABLE = 0, CL_AVX2 = 1, CL_AVX512 = 2 };
 
 static int cl_best_isa(void) {
-#ifdef CL_X86
+#ifdef CONVNET_X86_DISPATCH
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f")) return CL_AVX512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return CL_AVX2;
@@ -289,7 +69,7 @@ static int cl_set_isa(int level) {
     (cl_isa() == CL_AVX512 ? CL_CALL_AVX512(name, __VA_ARGS__)   \
      : cl_isa() == CL_AVX2 ? CL_CALL_AVX2(name, __VA_ARGS__)     \
                            : name##_portable(__VA_ARGS__))
-#ifdef CL_X86
+#ifdef CONVNET_X86_DISPATCH
 #define CL_CALL_AVX512(name, ...) name##_avx512(__VA_ARGS__)
 #define CL_CALL_AVX2(name, ...) name##_avx2(__VA_ARGS__)
 #else
@@ -485,10 +265,9 @@ static void cl_norm_input_gradient_all(cl_norm_job *job, int parts) {
 typedef struct {
     const float *x, *dy;
     float *y, *dx;
-    int32_t *where;          /* written by the forward pass */
-    const int32_t *maxima;   /* read by the backward pass */
+    int32_t *where;        /* written by the forward pass */
+    const int32_t *maxima; /* read by the backward pass: positions inside the image */
     ptrdiff_t num, h, w, c, ph, pw, sh, sw, out_h, out_w;
-    int bad[CL_MAX_WORKERS + 1]; /* positions outside the image met by each part */
 } cl_pool_job;
 
 static void cl_max_pool_part(void *context, int part, int parts) {
@@ -499,40 +278,54 @@ static void cl_max_pool_part(void *context, int part, int parts) {
                 job->sw, job->out_h, job->out_w, job->y, job->where, first, last);
 }
 
-/* dx of images first .. last - 1 = 0, then dy added where each maximum was; a position
- * outside the image is skipped and counted. */
+/* dx of images first .. last - 1 = 0, then dy added where each maximum was. */
 static void cl_max_pool_backward_part(void *context, int part, int parts) {
     cl_pool_job *job = (cl_pool_job *)context;
     ptrdiff_t first, last, c = job->c, pixels = job->out_h * job->out_w;
-    uint32_t positions = (uint32_t)(job->h * job->w);
-    int bad = 0;
     cl_share(job->num, part, parts, &first, &last);
     memset(job->dx + first * job->h * job->w * c, 0,
            (size_t)((last - first) * job->h * job->w * c) * sizeof(float));
     for (ptrdiff_t n = first; n < last; n++) {
         float *image = job->dx + n * job->h * job->w * c;
         for (ptrdiff_t p = n * pixels; p < (n + 1) * pixels; p++)
-            for (ptrdiff_t ch = 0; ch < c; ch++) {
-                uint32_t position = (uint32_t)job->maxima[p * c + ch];
-                if (position < positions)
-                    image[(ptrdiff_t)position * c + ch] += job->dy[p * c + ch];
-                else
-                    bad = 1;
-            }
+            for (ptrdiff_t ch = 0; ch < c; ch++)
+                image[(ptrdiff_t)job->maxima[p * c + ch] * c + ch] += job->dy[p * c + ch];
     }
-    job->bad[part] = bad;
 }
 
 static void cl_max_pool_all(cl_pool_job *job, int parts) {
     cl_parallel(cl_max_pool_part, job, parts);
 }
 
-/* Returns 1 if every recorded position lay inside its image. */
-static int cl_max_pool_backward_all(cl_pool_job *job, int parts) {
-    int bad = 0;
+static void cl_max_pool_backward_all(cl_pool_job *job, int parts) {
     cl_parallel(cl_max_pool_backward_part, job, parts);
-    for (int part = 0; part < parts; part++) bad |= job->bad[part];
-    return !bad;
+}
+
+/* One elementwise ReLU pass over `size` floats, split in equal shares. */
+typedef struct {
+    const float *x, *dy;
+    float *out;
+    ptrdiff_t size;
+} cl_relu_job;
+
+static void cl_relu_part(void *context, int part, int parts) {
+    cl_relu_job *job = (cl_relu_job *)context;
+    ptrdiff_t first, last;
+    cl_share(job->size, part, parts, &first, &last);
+    CL_DISPATCH(cl_relu, job->x, job->out, first, last);
+}
+
+static void cl_relu_gradient_part(void *context, int part, int parts) {
+    cl_relu_job *job = (cl_relu_job *)context;
+    ptrdiff_t first, last;
+    cl_share(job->size, part, parts, &first, &last);
+    CL_DISPATCH(cl_relu_gradient, job->x, job->dy, job->out, first, last);
+}
+
+static void cl_relu_all(cl_relu_job *job, int parts) { cl_parallel(cl_relu_part, job, parts); }
+
+static void cl_relu_gradient_all(cl_relu_job *job, int parts) {
+    cl_parallel(cl_relu_gradient_part, job, parts);
 }
 
 #endif

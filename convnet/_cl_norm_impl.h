@@ -131,3 +131,24 @@ CL_TARGET static void CL_NAME(cl_norm_input_gradient)(
         }
     }
 }
+
+/* out[i] = max(x[i], 0) for i in first .. last - 1, NaN staying NaN; out may be x. */
+CL_TARGET static void CL_NAME(cl_relu)(const CL_T *x, CL_T *out, ptrdiff_t first,
+                                       ptrdiff_t last) {
+    ptrdiff_t i = first;
+    for (; i + CL_VL <= last; i += CL_VL) CL_STORE(out + i, CL_RELU(CL_LOAD(x + i)));
+    if (i < last) CL_STOREN(out + i, CL_RELU(CL_LOADN(x + i, last - i)), last - i);
+}
+
+/* dx[i] = dy[i] where x[i] > 0, else 0 (a NaN in x or, where x <= 0, in dy gives 0). */
+CL_TARGET static void CL_NAME(cl_relu_gradient)(const CL_T *restrict x,
+                                                const CL_T *restrict dy, CL_T *restrict dx,
+                                                ptrdiff_t first, ptrdiff_t last) {
+    ptrdiff_t i = first;
+    for (; i + CL_VL <= last; i += CL_VL)
+        CL_STORE(dx + i, CL_KEEP_POSITIVE(CL_LOAD(x + i), CL_LOAD(dy + i)));
+    if (i < last) {
+        ptrdiff_t n = last - i;
+        CL_STOREN(dx + i, CL_KEEP_POSITIVE(CL_LOADN(x + i, n), CL_LOADN(dy + i, n)), n);
+    }
+}

@@ -1,26 +1,78 @@
-"""Memory formats of 4-D image arrays: NCHW-contiguous, or channels-last (NHWC memory
-seen through an (N, C, H, W) view, as PyTorch's ``torch.channels_last``)."""
+"""Memory formats of (N, C, H, W) image batches, as the fast layers see them.
+
+A *channels-last* array is an (N, C, H, W) array whose memory is (N, H, W, C): its
+``transpose(0, 2, 3, 1)`` is C-contiguous, so each pixel's channels are adjacent (PyTorch's
+``torch.channels_last``). An array that is also C-contiguous (one channel, or 1x1 images)
+counts as contiguous: its memory fits both layouts. The channels-last kernels work on
+the NHWC view (:func:`nhwc`) and hand back :func:`from_nhwc` views of their NHWC results.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from convnet._validation import MEMORY_FORMATS
+
+__all__ = ["MEMORY_FORMATS", "from_nhwc", "is_channels_last", "nhwc", "to_channels_last"]
 
 
 def is_channels_last(x: np.ndarray) -> bool:
-    """True for a 4-D array whose memory is NHWC and that is not also C-contiguous."""
-    return x.ndim == 4 and x.transpose(0, 2, 3, 1).flags.c_contiguous and not x.flags.c_contiguous
+    """Whether ``x`` is a channels-last (N, C, H, W) array.
+
+    Parameters
+    ----------
+    x : ndarray
+
+    Returns
+    -------
+    bool
+        True when ``x`` is 4-D, its ``transpose(0, 2, 3, 1)`` is C-contiguous and ``x`` is
+        not C-contiguous itself (an array contiguous in both layouts counts as contiguous).
+    """
+    return (
+        isinstance(x, np.ndarray)
+        and x.ndim == 4
+        and x.transpose(0, 2, 3, 1).flags.c_contiguous
+        and not x.flags.c_contiguous
+    )
 
 
-def nhwc(x: np.ndarray, dtype=None) -> np.ndarray:
-    """The (N, H, W, C) C-contiguous array of x's values (a view when x is channels-last)."""
+def nhwc(x: np.ndarray, dtype: Any = None) -> np.ndarray:
+    """The (N, H, W, C) C-contiguous array of ``x``'s values: a view of a channels-last
+    ``x`` of ``dtype``, else a copy."""
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1), dtype=dtype)
 
 
 def from_nhwc(x_nhwc: np.ndarray) -> np.ndarray:
-    """The (N, C, H, W) channels-last view of an NHWC array."""
+    """The (N, C, H, W) channels-last view of a C-contiguous (N, H, W, C) array."""
     return x_nhwc.transpose(0, 3, 1, 2)
 
 
-def to_channels_last(x: np.ndarray, dtype=None) -> np.ndarray:
-    """x's values as a channels-last (N, C, H, W) array (x itself when it is one)."""
+def to_channels_last(x: np.ndarray, dtype: Any = None) -> np.ndarray:
+    """``x``'s values in channels-last memory.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    dtype : dtype, optional
+        Of the result (default: x's).
+
+    Returns
+    -------
+    ndarray, shape (N, C, H, W)
+        Whose ``transpose(0, 2, 3, 1)`` is C-contiguous: ``x`` itself when it already is
+        and has ``dtype``, else a copy.
+    """
     return from_nhwc(nhwc(x, dtype))
+
+
+def memory_order(x: np.ndarray) -> np.ndarray | None:
+    """The 1-D view of ``x``'s memory in the order it is laid out, for a C-contiguous or a
+    channels-last ``x`` (elementwise passes run on it and keep the layout); else None."""
+    if x.flags.c_contiguous:
+        return x.reshape(-1)
+    if is_channels_last(x):
+        return x.transpose(0, 2, 3, 1).reshape(-1)
+    return None
