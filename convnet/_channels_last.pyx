@@ -517,3 +517,104 @@ def relu_gradient(const float[::1] x, const float[::1] dy, float[::1] dx, int pa
     job.x, job.dy, job.out, job.size = &x[0], &dy[0], &dx[0], x.shape[0]
     with nogil:
         cl_relu_gradient_all(&job, parts)
+
+
+cdef extern from "_cl_kernels.h" nogil:
+    ctypedef struct cl_direct_job:
+        const float* xp
+        const float* wk
+        const float* bias
+        const float* dy
+        float* y
+        float* dwk
+        cl_conv_geometry g
+        Py_ssize_t num, hp, wp, f, dwk_size
+    void cl_direct_forward_all(cl_direct_job* job, int parts)
+    void cl_direct_filter_gradient_all(cl_direct_job* job, int parts)
+    ctypedef struct cl_pad_job:
+        const float* x
+        float* xp
+        Py_ssize_t num, h, w, c, ph, pw
+    void cl_pad_all(cl_pad_job* job, int parts)
+
+
+def pad(const float[:, :, :, ::1] x, float[:, :, :, ::1] xp, Py_ssize_t ph, Py_ssize_t pw,
+        int parts) -> None:
+    """``xp`` (N, H + 2 ph, W + 2 pw, C) = NHWC ``x`` with zero borders."""
+    cdef cl_pad_job job
+    if ph < 0 or pw < 0 or parts < 1 or parts > 256:
+        raise ValueError("pads must be >= 0 and parts in 1..256")
+    if (xp.shape[0], xp.shape[1], xp.shape[2], xp.shape[3]) != (
+            x.shape[0], x.shape[1] + 2 * ph, x.shape[2] + 2 * pw, x.shape[3]):
+        raise ValueError("xp must have shape (N, H + 2 ph, W + 2 pw, C)")
+    if xp.shape[0] * xp.shape[1] * xp.shape[2] * xp.shape[3] == 0:
+        return
+    job.num, job.h, job.w, job.c, job.ph, job.pw = x.shape[0], x.shape[1], x.shape[2], x.shape[3], ph, pw
+    job.x = &x[0, 0, 0, 0] if x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3] else NULL
+    job.xp = &xp[0, 0, 0, 0]
+    with nogil:
+        cl_pad_all(&job, parts)
+
+
+cdef cl_direct_job _direct_job(const float[:, :, :, ::1] xp, Py_ssize_t f, tuple taps,
+                               int parts) except *:
+    """The sizes of a direct pass over the padded input ``xp``, checked: every value the
+    filters read lies inside xp (taps (kh, kw, sh, sw, dh, out_h, out_w))."""
+    cdef cl_direct_job job
+    cdef cl_conv_geometry g
+    g.kh, g.kw, g.sh, g.sw, g.dh, g.out_h, g.out_w = taps
+    g.c, g.ph, g.pw, g.dw = xp.shape[3], 0, 0, 1
+    g.h, g.w = xp.shape[1], xp.shape[2]
+    if min(g.kh, g.kw, g.sh, g.sw, g.dh, g.out_h, g.out_w) < 1 or parts < 1 or parts > 256:
+        raise ValueError(f"invalid direct convolution geometry {taps} or parts {parts}")
+    if (g.out_h - 1) * g.sh + (g.kh - 1) * g.dh >= g.h or (g.out_w - 1) * g.sw + g.kw > g.w:
+        raise ValueError(f"{g.out_h}x{g.out_w} outputs of the filters {taps} read beyond the "
+                         f"padded {g.h}x{g.w} input")
+    job.g = g
+    job.num, job.hp, job.wp, job.f = xp.shape[0], xp.shape[1], xp.shape[2], f
+    job.xp = &xp[0, 0, 0, 0] if job.num * job.hp * job.wp * g.c else NULL
+    job.bias = NULL
+    return job
+
+
+def conv_direct_forward(const float[:, :, :, ::1] xp, const float[:, ::1] wk, bias,
+                        float[:, :, :, ::1] y, tuple taps, int parts) -> None:
+    """``y`` (N, out_h, out_w, F) = the convolution of the zero-padded NHWC input ``xp``
+    with ``wk`` (kh*kw*C, F), read in place (no columns), plus ``bias`` (F or None).
+    ``taps`` is (kh, kw, sh, sw, dh, out_h, out_w); the dilation along the width is 1."""
+    cdef cl_direct_job job = _direct_job(xp, y.shape[3], taps, parts)
+    cdef const float[::1] shift
+    _check_rows((y.shape[0], y.shape[1], y.shape[2], y.shape[3]),
+                (job.num, job.g.out_h, job.g.out_w, job.f), "y")
+    _check_rows((wk.shape[0], wk.shape[1]), (job.g.kh * job.g.kw * job.g.c, job.f), "wk")
+    if bias is not None:
+        shift = bias
+        _check_rows((shift.shape[0],), (job.f,), "bias")
+        if job.f:
+            job.bias = &shift[0]
+    if job.num * job.f == 0:
+        return
+    if job.g.c == 0:
+        raise ValueError("a convolution needs at least one input channel")
+    job.wk, job.y = &wk[0, 0], &y[0, 0, 0, 0]
+    with nogil:
+        cl_direct_forward_all(&job, parts)
+
+
+def conv_direct_filter_gradient(const float[:, :, :, ::1] xp, const float[:, :, :, ::1] dy,
+                                float[:, :, ::1] dwk, tuple taps, int parts) -> None:
+    """The filter gradient of :func:`conv_direct_forward`, (kh*kw*C, F), summed into
+    ``dwk[0]``; ``dwk`` is (parts, kh*kw*C, F), zero on entry."""
+    cdef cl_direct_job job = _direct_job(xp, dy.shape[3], taps, parts)
+    _check_rows((dy.shape[0], dy.shape[1], dy.shape[2], dy.shape[3]),
+                (job.num, job.g.out_h, job.g.out_w, job.f), "dy")
+    if dwk.shape[0] < parts:
+        raise ValueError(f"dwk needs {parts} slices")
+    _check_rows((dwk.shape[1], dwk.shape[2]), (job.g.kh * job.g.kw * job.g.c, job.f),
+                "a dwk slice")
+    if job.num * job.f * job.g.c == 0:
+        return
+    job.dy, job.dwk = &dy[0, 0, 0, 0], &dwk[0, 0, 0]
+    job.dwk_size = dwk.shape[1] * dwk.shape[2]
+    with nogil:
+        cl_direct_filter_gradient_all(&job, parts)

@@ -10,10 +10,13 @@ compiled kernels (:mod:`convnet._channels_last`), which split it over their own 
   cache, one share of the tiles per thread. The input gradient is the same pass on dout
   with the flipped, transposed filters and the padding ``2 - pad``; the filter gradient
   adds up per share in the transformed domain and is transformed back once.
-- **im2col**: one row of kh*kw*C values per output pixel (a filter row's kw taps are one
-  contiguous run of the input), multiplied by the filters arranged (kh*kw*C, F), chunk by
-  chunk of rows, so the output rows are NHWC as they come out. A 1x1 convolution with
-  stride 1 and no padding uses x's own rows.
+- **direct**: the same products as im2col's, reading each output pixel's kh*kw*C values
+  in place from the zero-padded input (a filter row's kw taps are kw*C adjacent values),
+  so no column matrix is written (dilation 1 along the width); the input gradient goes
+  through the columns as in im2col.
+- **im2col**: one row of kh*kw*C values per output pixel, multiplied by the filters
+  arranged (kh*kw*C, F), chunk by chunk of rows, so the output rows are NHWC as they come
+  out. A 1x1 convolution with stride 1 and no padding uses x's own rows.
 
 Each share's workspace stays under its part of the convolution's byte budget
 (:func:`convnet.fast_layers.set_workspace_limit`), so memory does not grow with the batch.
@@ -189,3 +192,62 @@ def bias_gradient(kernel: ModuleType, dout: np.ndarray, parts: int) -> np.ndarra
     rows = dout.reshape(-1, dout.shape[3])
     kernel.shifted_column_sums(rows, np.zeros(rows.shape[1], np.float32), sums, parts)
     return sums[:, 0].sum(axis=0).astype(np.float32)
+
+
+def _padded(kernel: ModuleType, x: np.ndarray, geo: ConvGeometry, parts: int) -> np.ndarray:
+    """NHWC ``x`` with ``geo``'s zero padding (``x`` itself without padding)."""
+    if (geo.pad_h, geo.pad_w) == (0, 0):
+        return x
+    num, height, width, channels = x.shape
+    xp = np.empty((num, height + 2 * geo.pad_h, width + 2 * geo.pad_w, channels), np.float32)
+    kernel.pad(x, xp, geo.pad_h, geo.pad_w, parts)
+    return xp
+
+
+def _direct_taps(w_shape: tuple[int, ...], geo: ConvGeometry) -> tuple[int, ...]:
+    """(kh, kw, sh, sw, dh, out_h, out_w), as the compiled direct passes take them."""
+    return (*w_shape[2:], geo.stride_h, geo.stride_w, geo.dilation_h, geo.out_h, geo.out_w)
+
+
+def direct_forward(
+    kernel: ModuleType,
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None,
+    geo: ConvGeometry,
+    parts: int,
+) -> np.ndarray:
+    """The convolution of NHWC ``x`` with ``w`` (F, C, kh, kw) plus ``b``, its columns read
+    in place from the padded input: NHWC (N, out_h, out_w, F)."""
+    filters = w.shape[0]
+    wk = _float32(w.transpose(2, 3, 1, 0)).reshape(-1, filters)
+    out = np.empty((x.shape[0], geo.out_h, geo.out_w, filters), dtype=np.float32)
+    bias = None if b is None else _float32(b)
+    xp = _padded(kernel, x, geo, parts)
+    kernel.conv_direct_forward(xp, wk, bias, out, _direct_taps(w.shape, geo), parts)
+    return out
+
+
+def direct_backward(
+    kernel: ModuleType,
+    x: np.ndarray,
+    w: np.ndarray,
+    dout: np.ndarray,
+    geo: ConvGeometry,
+    compute_dx: bool,
+    parts: int,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """The gradients of :func:`direct_forward`: dw read in place like the forward pass,
+    dx (None without ``compute_dx``) through the columns and col2im."""
+    filters, channels, kh, kw = w.shape
+    dx = None
+    if compute_dx:
+        depth = kh * kw * channels
+        work, rows = _im2col_workspace(kernel, depth, parts)
+        wt = _float32(w.transpose(0, 2, 3, 1)).reshape(filters, depth)
+        dx = np.empty(x.shape, dtype=np.float32)
+        kernel.conv_input_gradient(dout, wt, dx, _taps(w.shape, geo), work, rows, parts)
+    dwk = np.zeros((parts, kh * kw * channels, filters), dtype=np.float32)
+    xp = _padded(kernel, x, geo, parts)
+    kernel.conv_direct_filter_gradient(xp, dout, dwk, _direct_taps(w.shape, geo), parts)
+    return dx, np.ascontiguousarray(dwk[0].reshape(kh, kw, channels, filters).transpose(3, 2, 0, 1))

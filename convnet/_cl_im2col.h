@@ -1,4 +1,5 @@
-/* im2col and col2im for channels-last (NHWC) float images: one row per output pixel.
+/* The geometry of im2col and col2im for channels-last (NHWC) float images (their loops are
+ * in _cl_im2col_impl.h): one row per output pixel.
  *
  * Row p of the columns belongs to output pixel p of the flattened (image, oy, ox) grid and
  * holds, for each filter tap (i, j) in row-major order, the c channels of input pixel
@@ -31,60 +32,23 @@ static inline void cl_inside_taps(const cl_conv_geometry *g, ptrdiff_t x0, ptrdi
     *hi = last;
 }
 
-/* Rows first .. first + count - 1 of the columns of x (images, h, w, c) into cols. */
-static void cl_im2col(const float *restrict x, const cl_conv_geometry *g, ptrdiff_t first,
-                      ptrdiff_t count, float *restrict cols) {
-    ptrdiff_t c = g->c, row_len = g->kh * g->kw * c, pixels = g->out_h * g->out_w;
-    for (ptrdiff_t p = 0; p < count; p++) {
-        ptrdiff_t index = first + p, image = index / pixels, rest = index - image * pixels;
-        ptrdiff_t oy = rest / g->out_w, ox = rest - oy * g->out_w;
-        ptrdiff_t y0 = oy * g->sh - g->ph, x0 = ox * g->sw - g->pw, lo, hi;
-        float *row = cols + p * row_len;
-        const float *img = x + image * g->h * g->w * c;
-        cl_inside_taps(g, x0, &lo, &hi);
-        for (ptrdiff_t i = 0; i < g->kh; i++) {
-            ptrdiff_t y = y0 + i * g->dh;
-            float *taps = row + i * g->kw * c;
-            if (y < 0 || y >= g->h || lo >= hi) {
-                memset(taps, 0, (size_t)(g->kw * c) * sizeof(float));
-                continue;
-            }
-            memset(taps, 0, (size_t)(lo * c) * sizeof(float));
-            memset(taps + hi * c, 0, (size_t)((g->kw - hi) * c) * sizeof(float));
-            const float *line = img + y * g->w * c;
-            if (g->dw == 1) {
-                memcpy(taps + lo * c, line + (x0 + lo) * c, (size_t)((hi - lo) * c) * sizeof(float));
-            } else {
-                for (ptrdiff_t j = lo; j < hi; j++)
-                    memcpy(taps + j * c, line + (x0 + j * g->dw) * c, (size_t)c * sizeof(float));
-            }
+/* xp (images, hp, wp, c) = x (images, h, w, c) with ph rows and pw columns of zeros on each
+ * side (hp = h + 2 ph, wp = w + 2 pw), for images first .. last - 1. */
+static void cl_pad_images(const float *restrict x, ptrdiff_t h, ptrdiff_t w, ptrdiff_t c,
+                          ptrdiff_t ph, ptrdiff_t pw, float *restrict xp, ptrdiff_t first,
+                          ptrdiff_t last) {
+    ptrdiff_t hp = h + 2 * ph, wp = w + 2 * pw;
+    for (ptrdiff_t image = first; image < last; image++) {
+        float *out = xp + image * hp * wp * c;
+        const float *in = x + image * h * w * c;
+        memset(out, 0, (size_t)(ph * wp * c) * sizeof(float));
+        for (ptrdiff_t y = 0; y < h; y++) {
+            float *line = out + (ph + y) * wp * c;
+            memset(line, 0, (size_t)(pw * c) * sizeof(float));
+            memcpy(line + pw * c, in + y * w * c, (size_t)(w * c) * sizeof(float));
+            memset(line + (pw + w) * c, 0, (size_t)(pw * c) * sizeof(float));
         }
-    }
-}
-
-/* dx (images, h, w, c) += the rows first .. first + count - 1 of dcols, each added where
- * cl_im2col copied it from (padding dropped). */
-static void cl_col2im(const float *restrict dcols, const cl_conv_geometry *g, ptrdiff_t first,
-                      ptrdiff_t count, float *restrict dx) {
-    ptrdiff_t c = g->c, row_len = g->kh * g->kw * c, pixels = g->out_h * g->out_w;
-    for (ptrdiff_t p = 0; p < count; p++) {
-        ptrdiff_t index = first + p, image = index / pixels, rest = index - image * pixels;
-        ptrdiff_t oy = rest / g->out_w, ox = rest - oy * g->out_w;
-        ptrdiff_t y0 = oy * g->sh - g->ph, x0 = ox * g->sw - g->pw, lo, hi;
-        const float *row = dcols + p * row_len;
-        float *img = dx + image * g->h * g->w * c;
-        cl_inside_taps(g, x0, &lo, &hi);
-        for (ptrdiff_t i = 0; i < g->kh; i++) {
-            ptrdiff_t y = y0 + i * g->dh;
-            if (y < 0 || y >= g->h) continue;
-            const float *taps = row + i * g->kw * c;
-            float *line = img + y * g->w * c;
-            for (ptrdiff_t j = lo; j < hi; j++) {
-                const float *src = taps + j * c;
-                float *dst = line + (x0 + j * g->dw) * c;
-                for (ptrdiff_t ch = 0; ch < c; ch++) dst[ch] += src[ch];
-            }
-        }
+        memset(out + (ph + h) * wp * c, 0, (size_t)(ph * wp * c) * sizeof(float));
     }
 }
 

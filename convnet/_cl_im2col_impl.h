@@ -7,6 +7,97 @@
  * convolution (1x1, stride 1, no padding) uses the rows of x themselves as its columns.
  */
 
+/* ---- im2col and col2im (the geometry: _cl_im2col.h) ---------------------------------- */
+
+/* dst[0 : n] = src[0 : n], a vector at a time (runs are short: a filter row's taps). */
+CL_TARGET static inline void CL_NAME(cl_copy)(CL_T *restrict dst, const CL_T *restrict src,
+                                              ptrdiff_t n) {
+    ptrdiff_t i = 0;
+    for (; i + CL_VL <= n; i += CL_VL) CL_STORE(dst + i, CL_LOAD(src + i));
+    if (i < n) CL_STOREN(dst + i, CL_LOADN(src + i, n - i), n - i);
+}
+
+/* dst[0 : n] = 0. */
+CL_TARGET static inline void CL_NAME(cl_zero)(CL_T *dst, ptrdiff_t n) {
+    ptrdiff_t i = 0;
+    for (; i + CL_VL <= n; i += CL_VL) CL_STORE(dst + i, CL_ZERO());
+    if (i < n) CL_STOREN(dst + i, CL_ZERO(), n - i);
+}
+
+/* dst[0 : n] += src[0 : n]. */
+CL_TARGET static inline void CL_NAME(cl_add_into)(CL_T *restrict dst,
+                                                  const CL_T *restrict src, ptrdiff_t n) {
+    ptrdiff_t i = 0;
+    for (; i + CL_VL <= n; i += CL_VL) CL_STORE(dst + i, CL_ADD(CL_LOAD(dst + i), CL_LOAD(src + i)));
+    if (i < n) {
+        ptrdiff_t rest = n - i;
+        CL_STOREN(dst + i, CL_ADD(CL_LOADN(dst + i, rest), CL_LOADN(src + i, rest)), rest);
+    }
+}
+
+/* Rows first .. first + count - 1 of the columns of x (images, h, w, c) into cols. */
+CL_TARGET static void CL_NAME(cl_im2col)(const CL_T *restrict x, const cl_conv_geometry *g,
+                                          ptrdiff_t first, ptrdiff_t count,
+                                          CL_T *restrict cols) {
+    ptrdiff_t c = g->c, row_len = g->kh * g->kw * c, pixels = g->out_h * g->out_w;
+    for (ptrdiff_t p = 0; p < count; p++) {
+        ptrdiff_t index = first + p, image = index / pixels, rest = index - image * pixels;
+        ptrdiff_t oy = rest / g->out_w, ox = rest - oy * g->out_w;
+        ptrdiff_t y0 = oy * g->sh - g->ph, x0 = ox * g->sw - g->pw, lo, hi;
+        CL_T *row = cols + p * row_len;
+        const CL_T *img = x + image * g->h * g->w * c;
+        cl_inside_taps(g, x0, &lo, &hi);
+        for (ptrdiff_t i = 0; i < g->kh; i++) {
+            ptrdiff_t y = y0 + i * g->dh;
+            CL_T *taps = row + i * g->kw * c;
+            if (y < 0 || y >= g->h || lo >= hi) {
+                CL_NAME(cl_zero)(taps, g->kw * c);
+                continue;
+            }
+            CL_NAME(cl_zero)(taps, lo * c);
+            CL_NAME(cl_zero)(taps + hi * c, (g->kw - hi) * c);
+            const CL_T *line = img + y * g->w * c;
+            if (g->dw == 1) {
+                CL_NAME(cl_copy)(taps + lo * c, line + (x0 + lo) * c, (hi - lo) * c);
+            } else {
+                for (ptrdiff_t j = lo; j < hi; j++)
+                    CL_NAME(cl_copy)(taps + j * c, line + (x0 + j * g->dw) * c, c);
+            }
+        }
+    }
+}
+
+/* dx (images, h, w, c) += the rows first .. first + count - 1 of dcols, each added where
+ * cl_im2col copied it from (padding dropped). */
+CL_TARGET static void CL_NAME(cl_col2im)(const CL_T *restrict dcols, const cl_conv_geometry *g,
+                                          ptrdiff_t first, ptrdiff_t count,
+                                          CL_T *restrict dx) {
+    ptrdiff_t c = g->c, row_len = g->kh * g->kw * c, pixels = g->out_h * g->out_w;
+    for (ptrdiff_t p = 0; p < count; p++) {
+        ptrdiff_t index = first + p, image = index / pixels, rest = index - image * pixels;
+        ptrdiff_t oy = rest / g->out_w, ox = rest - oy * g->out_w;
+        ptrdiff_t y0 = oy * g->sh - g->ph, x0 = ox * g->sw - g->pw, lo, hi;
+        const CL_T *row = dcols + p * row_len;
+        CL_T *img = dx + image * g->h * g->w * c;
+        cl_inside_taps(g, x0, &lo, &hi);
+        for (ptrdiff_t i = 0; i < g->kh; i++) {
+            ptrdiff_t y = y0 + i * g->dh;
+            if (y < 0 || y >= g->h) continue;
+            const CL_T *taps = row + i * g->kw * c;
+            CL_T *line = img + y * g->w * c;
+            if (g->dw == 1) {
+                CL_NAME(cl_add_into)(line + (x0 + lo) * c, taps + lo * c, (hi - lo) * c);
+            } else {
+                for (ptrdiff_t j = lo; j < hi; j++)
+                    CL_NAME(cl_add_into)(line + (x0 + j * g->dw) * c, taps + j * c, c);
+            }
+        }
+    }
+}
+
+
+/* ---- the convolution's passes ------------------------------------------------------- */
+
 /* y rows first .. last - 1 (output pixels, NHWC) = columns @ wk + bias. */
 CL_TARGET static void CL_NAME(cl_conv_forward_rows)(const CL_T *x, const cl_conv_geometry *g,
                                                     int pointwise, const CL_T *wk,
@@ -18,7 +109,7 @@ CL_TARGET static void CL_NAME(cl_conv_forward_rows)(const CL_T *x, const cl_conv
         ptrdiff_t rows = last - start < rows_per_chunk ? last - start : rows_per_chunk;
         const CL_T *cols = x + start * depth;
         if (!pointwise) {
-            cl_im2col(x, g, start, rows, buffer);
+            CL_NAME(cl_im2col)(x, g, start, rows, buffer);
             cols = buffer;
         }
         CL_T *out = y + start * f;
@@ -38,7 +129,7 @@ CL_TARGET static void CL_NAME(cl_conv_filter_gradient_rows)(
         ptrdiff_t rows = last - start < rows_per_chunk ? last - start : rows_per_chunk;
         const CL_T *cols = x + start * depth;
         if (!pointwise) {
-            cl_im2col(x, g, start, rows, buffer);
+            CL_NAME(cl_im2col)(x, g, start, rows, buffer);
             cols = buffer;
         }
         CL_NAME(cl_gemm)(depth, f, rows, cols, 1, depth, dy + start * f, f, dwk, f, 1);
@@ -59,6 +150,73 @@ CL_TARGET static void CL_NAME(cl_conv_input_gradient_images)(
             last * pixels - start < rows_per_chunk ? last * pixels - start : rows_per_chunk;
         CL_T *dcols = pointwise ? dx + start * depth : buffer;
         CL_NAME(cl_gemm)(rows, depth, f, dy + start * f, f, 1, wt, depth, dcols, depth, 0);
-        if (!pointwise) cl_col2im(dcols, g, start, rows, dx);
+        if (!pointwise) CL_NAME(cl_col2im)(dcols, g, start, rows, dx);
     }
+}
+
+/* ---- direct passes: the columns read in place from a zero-padded input --------------- */
+
+/* The operands of the rows of output pixels (image, oy, ox0..): a row's values are the
+ * kh filter rows (k1) of kw*c adjacent values each (k2) in xp (image, hp, wp, c), the
+ * input zero-padded by (ph, pw); dilation (dh, 1). */
+CL_TARGET static inline CL_NAME(cl_operands)
+    CL_NAME(cl_direct_rows)(const CL_T *xp, ptrdiff_t hp, ptrdiff_t wp,
+                            const cl_conv_geometry *g, const CL_T *wk, ptrdiff_t f,
+                            ptrdiff_t image, ptrdiff_t oy, ptrdiff_t ox0) {
+    ptrdiff_t c = g->c;
+    CL_NAME(cl_operands) o = {xp + ((image * hp + oy * g->sh) * wp + ox0 * g->sw) * c,
+                              wk, g->sw * c, g->dh * wp * c, 1, g->kw * c * f, f, g->kh,
+                              g->kw * c};
+    return o;
+}
+
+/* y rows first .. last - 1 (output pixels, NHWC) = the convolution of xp + bias. */
+CL_TARGET static void CL_NAME(cl_conv_direct_forward_rows)(
+    const CL_T *xp, ptrdiff_t hp, ptrdiff_t wp, const cl_conv_geometry *g, const CL_T *wk,
+    ptrdiff_t f, const CL_T *bias, CL_T *y, ptrdiff_t first, ptrdiff_t last) {
+    ptrdiff_t pixels = g->out_h * g->out_w;
+    for (ptrdiff_t p = first; p < last;) {
+        ptrdiff_t image = p / pixels, rest = p - image * pixels;
+        ptrdiff_t oy = rest / g->out_w, ox = rest - oy * g->out_w;
+        ptrdiff_t run = g->out_w - ox < last - p ? g->out_w - ox : last - p;
+        CL_NAME(cl_operands) o = CL_NAME(cl_direct_rows)(xp, hp, wp, g, wk, f, image, oy, ox);
+        CL_T *out = y + p * f;
+        CL_NAME(cl_gemm2)(run, f, &o, out, f, 0);
+        if (bias != NULL)
+            for (ptrdiff_t r = 0; r < run; r++)
+                for (ptrdiff_t j = 0; j < f; j++) out[r * f + j] += bias[j];
+        p += run;
+    }
+}
+
+/* dwk (K x f, rows in the columns' order) += the filter gradient of images first .. last
+ * - 1: for each filter row i, its kw*c rows of dwk sum, over the output pixels, the input
+ * values they read times dy. The pixels go in bands of output rows (about
+ * CL_DIRECT_BAND_PIXELS pixels) through every filter row, so a band of dy stays in L1
+ * while dwk's rows take their share of it. */
+#ifndef CL_DIRECT_BAND_PIXELS
+#define CL_DIRECT_BAND_PIXELS 128
+#endif
+CL_TARGET static void CL_NAME(cl_conv_direct_filter_gradient)(
+    const CL_T *xp, ptrdiff_t hp, ptrdiff_t wp, const cl_conv_geometry *g, const CL_T *dy,
+    ptrdiff_t f, CL_T *dwk, ptrdiff_t first, ptrdiff_t last) {
+    ptrdiff_t c = g->c, row = g->kw * c;
+    ptrdiff_t band = CL_DIRECT_BAND_PIXELS / g->out_w > 1 ? CL_DIRECT_BAND_PIXELS / g->out_w : 1;
+    for (ptrdiff_t image = first; image < last; image++)
+        for (ptrdiff_t oy = 0; oy < g->out_h; oy += band) {
+            ptrdiff_t rows = g->out_h - oy < band ? g->out_h - oy : band;
+            for (ptrdiff_t i = 0; i < g->kh; i++) {
+                CL_NAME(cl_operands) o = {
+                    xp + ((image * hp + oy * g->sh + i * g->dh) * wp) * c,
+                    dy + (image * g->out_h + oy) * g->out_w * f,
+                    1,
+                    g->sh * wp * c,
+                    g->sw * c,
+                    g->out_w * f,
+                    f,
+                    rows,
+                    g->out_w};
+                CL_NAME(cl_gemm2)(row, f, &o, dwk + i * row * f, f, 1);
+            }
+        }
 }

@@ -328,4 +328,57 @@ static void cl_relu_gradient_all(cl_relu_job *job, int parts) {
     cl_parallel(cl_relu_gradient_part, job, parts);
 }
 
+/* One direct (in-place columns) convolution pass on the zero-padded input xp (num, hp, wp,
+ * c): output pixels or images split over the parts; each part's filter gradient at dwk +
+ * part * dwk_size. */
+typedef struct {
+    const float *xp, *wk, *bias, *dy;
+    float *y, *dwk;
+    cl_conv_geometry g;
+    ptrdiff_t num, hp, wp, f, dwk_size;
+} cl_direct_job;
+
+static void cl_direct_forward_part(void *context, int part, int parts) {
+    cl_direct_job *job = (cl_direct_job *)context;
+    ptrdiff_t first, last;
+    cl_share(job->num * job->g.out_h * job->g.out_w, part, parts, &first, &last);
+    CL_DISPATCH(cl_conv_direct_forward_rows, job->xp, job->hp, job->wp, &job->g, job->wk,
+                job->f, job->bias, job->y, first, last);
+}
+
+static void cl_direct_filter_gradient_part(void *context, int part, int parts) {
+    cl_direct_job *job = (cl_direct_job *)context;
+    ptrdiff_t first, last;
+    cl_share(job->num, part, parts, &first, &last);
+    CL_DISPATCH(cl_conv_direct_filter_gradient, job->xp, job->hp, job->wp, &job->g, job->dy,
+                job->f, job->dwk + part * job->dwk_size, first, last);
+}
+
+static void cl_direct_forward_all(cl_direct_job *job, int parts) {
+    cl_parallel(cl_direct_forward_part, job, parts);
+}
+
+/* Each part's dwk slice gets its images' gradient (slices zero on entry), then dwk[0] the
+ * sum. */
+static void cl_direct_filter_gradient_all(cl_direct_job *job, int parts) {
+    cl_parallel(cl_direct_filter_gradient_part, job, parts);
+    cl_sum_parts(job->dwk, job->dwk_size, parts, parts);
+}
+
+/* Zero-padding of images split over the parts. */
+typedef struct {
+    const float *x;
+    float *xp;
+    ptrdiff_t num, h, w, c, ph, pw;
+} cl_pad_job;
+
+static void cl_pad_part(void *context, int part, int parts) {
+    cl_pad_job *job = (cl_pad_job *)context;
+    ptrdiff_t first, last;
+    cl_share(job->num, part, parts, &first, &last);
+    cl_pad_images(job->x, job->h, job->w, job->c, job->ph, job->pw, job->xp, first, last);
+}
+
+static void cl_pad_all(cl_pad_job *job, int parts) { cl_parallel(cl_pad_part, job, parts); }
+
 #endif

@@ -25,6 +25,9 @@ WINOGRAD_MIN_PIXELS = 256
 WINOGRAD_MIN_PIXEL_CHANNELS = 2**14
 WINOGRAD_MIN_PIXELS_PER_CHANNEL = 2
 CHANNELS_LAST_WINOGRAD_MIN_CHANNELS = 4
+# The direct channels-last passes copy the input once, zero-padded: up to this many times
+# its pixels (else im2col, whose padding is virtual, runs).
+DIRECT_MAX_PADDED_RATIO = 4
 
 
 def winograd_tile(geo: ConvGeometry) -> int:
@@ -78,8 +81,9 @@ def is_depthwise(w_shape: tuple[int, ...], geo: ConvGeometry) -> bool:
 class ConvPlan(NamedTuple):
     """How a convolution runs: ``name`` is ``'im2col'``, ``'direct'`` (the depthwise loops),
     ``'winograd'`` or ``'winograd-phases'`` (Winograd on the phases of a dilated input), or
-    in channels-last memory ``'im2col-channels-last'`` or ``'winograd-channels-last'``;
-    ``tile`` is the m of Winograd's F(m x m, 3x3), 0 for the others."""
+    in channels-last memory ``'winograd-channels-last'``, ``'direct-channels-last'`` (the
+    columns read in place from the padded input) or ``'im2col-channels-last'``; ``tile``
+    is the m of Winograd's F(m x m, 3x3), 0 for the others."""
 
     name: str
     tile: int
@@ -185,7 +189,9 @@ def _plan_channels_last(
 ) -> ConvPlan:
     """The plan in channels-last memory. Its Winograd transforms work on vectors of
     channels and keep each block of tiles in cache, so it pays off from a few channels on
-    and for any batch (``python benchmarks/bench_channels_last.py`` measures the rule)."""
+    and for any batch; the other convolutions read their columns in place unless the
+    padding would blow the input up (``python benchmarks/bench_channels_last.py``
+    measures the rules)."""
     if requested == "winograd":
         _check_winograd_request(w_shape, geo)
         return ConvPlan("winograd-channels-last", 4)
@@ -195,6 +201,9 @@ def _plan_channels_last(
         and min(x_shape[1], w_shape[0]) >= CHANNELS_LAST_WINOGRAD_MIN_CHANNELS
     ):
         return ConvPlan("winograd-channels-last", 4)
+    padded = (x_shape[2] + 2 * geo.pad_h) * (x_shape[3] + 2 * geo.pad_w)
+    if geo.dilation_w == 1 and padded <= DIRECT_MAX_PADDED_RATIO * x_shape[2] * x_shape[3]:
+        return ConvPlan("direct-channels-last", 0)
     return ConvPlan("im2col-channels-last", 0)
 
 

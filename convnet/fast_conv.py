@@ -219,6 +219,8 @@ def _channels_last_forward(
         out = _channels_last_conv.winograd_forward(kernel, x_n, w, b, (geo.pad_h, geo.pad_w), parts)
         if out is not None:
             return out
+    if plan.name == "direct-channels-last":
+        return _channels_last_conv.direct_forward(kernel, x_n, w, b, geo, parts)
     return _channels_last_conv.im2col_forward(kernel, x_n, w, b, geo, parts)
 
 
@@ -241,6 +243,8 @@ def _channels_last_gradients(
         result = _channels_last_conv.winograd_backward(
             kernel, x_n, w, dout_n, (geo.pad_h, geo.pad_w), compute_dx, parts
         )
+    elif plan.name == "direct-channels-last":
+        result = _channels_last_conv.direct_backward(kernel, x_n, w, dout_n, geo, compute_dx, parts)
     if result is None:
         result = _channels_last_conv.im2col_backward(kernel, x_n, w, dout_n, geo, compute_dx, parts)
     dx, dw = result
