@@ -105,7 +105,7 @@ EXTENSIONS = {
     "_channels_last": [
         "convnet/_simd.h",
         "convnet/_cl_kernels.h",
-        "convnet/_cl_filters.h",
+        "convnet/_cl_filters_impl.h",
         "convnet/_cl_im2col.h",
         "convnet/_cl_isa.h",
         "convnet/_cl_threads.h",

@@ -449,40 +449,43 @@ def max_pool_backward(const float[:, :, :, ::1] dy, const int[:, :, :, ::1] wher
 
 
 cdef extern from "_cl_kernels.h" nogil:
-    void cl_filter_transform(const float* w, Py_ssize_t f, Py_ssize_t c, int flipped, float* u,
-                             Py_ssize_t row)
-    void cl_filter_gradient(const float* du, Py_ssize_t f, Py_ssize_t c, Py_ssize_t frow,
-                            float* dw)
+    void cl_filter_transform_rows(const float* src, Py_ssize_t rows, Py_ssize_t n, int flipped,
+                                  float* dst, Py_ssize_t row)
+    void cl_filter_gradient_rows(const float* src, Py_ssize_t rows, Py_ssize_t n,
+                                 Py_ssize_t row, float* dst)
 
 
-def winograd_filters(const float[:, :, :, ::1] w, float[:, :, ::1] u, bint flipped) -> None:
-    """``u`` = the F(4x4, 3x3) transform of the filters ``w`` (F, C, 3, 3): (36, C, frow)
-    with ``u[xi, c, f] = (G w[f, c] G^T)[xi]``, or with ``flipped`` (36, F, crow) with
-    ``u[xi, f, c] = (G w[f, c, ::-1, ::-1] G^T)[xi]``; columns beyond F (C) are zero."""
-    cdef Py_ssize_t f = w.shape[0], c = w.shape[1]
-    cdef Py_ssize_t rows = f if flipped else c, columns = c if flipped else f
-    if w.shape[2] != 3 or w.shape[3] != 3:
-        raise ValueError(f"the filters must be 3x3, got {w.shape[2]}x{w.shape[3]}")
-    if u.shape[0] != 36 or u.shape[1] != rows or u.shape[2] < columns:
-        raise ValueError(f"u must have shape (36, {rows}, >= {columns})")
+def winograd_filters(const float[:, :, ::1] taps, float[:, :, ::1] u, bint flipped) -> None:
+    """The F(4x4, 3x3) transform of 3x3 filters laid out ``taps`` (R, 9, n): filter (r, j)
+    has ``taps[r, 3a + b, j]`` at (a, b). ``u`` (36, R, row >= n): ``u[xi, r, j] = (G g
+    G^T)[xi]`` (the filter rotated by 180 degrees with ``flipped``), zero for j >= n.
+
+    The forward pass's ``u`` (36, C, frow) comes from ``w.transpose(1, 2, 3, 0)`` (C, 9,
+    F); the input gradient's (36, F, crow), flipped, from ``w.transpose(0, 2, 3, 1)``.
+    """
+    cdef Py_ssize_t rows = taps.shape[0], n = taps.shape[2]
+    if taps.shape[1] != 9:
+        raise ValueError(f"taps must have shape (R, 9, n), got 9 -> {taps.shape[1]}")
+    if u.shape[0] != 36 or u.shape[1] != rows or u.shape[2] < n:
+        raise ValueError(f"u must have shape (36, {rows}, >= {n})")
     if rows == 0 or u.shape[2] == 0:
         return
     with nogil:
-        cl_filter_transform(&w[0, 0, 0, 0], f, c, flipped, &u[0, 0, 0], u.shape[2])
+        cl_filter_transform_rows(&taps[0, 0, 0], rows, n, flipped, &u[0, 0, 0], u.shape[2])
 
 
-def winograd_filter_gradient(const float[:, :, ::1] du, float[:, :, :, ::1] dw) -> None:
-    """``dw`` (F, C, 3, 3) = ``G^T du[:, c, f] G`` from the transformed gradient ``du``
-    (36, C, frow)."""
-    cdef Py_ssize_t f = dw.shape[0], c = dw.shape[1]
-    if dw.shape[2] != 3 or dw.shape[3] != 3:
-        raise ValueError("dw must have shape (F, C, 3, 3)")
-    if du.shape[0] != 36 or du.shape[1] != c or du.shape[2] < f:
-        raise ValueError(f"du must have shape (36, {c}, >= {f})")
-    if f == 0 or c == 0:
+def winograd_filter_gradient(const float[:, :, ::1] du, float[:, :, ::1] taps) -> None:
+    """``taps`` (R, 9, n) = ``G^T du[:, r, j] G`` from the transformed gradient ``du`` (36,
+    R, row >= n): the filter gradient laid out as :func:`winograd_filters` reads filters."""
+    cdef Py_ssize_t rows = taps.shape[0], n = taps.shape[2]
+    if taps.shape[1] != 9:
+        raise ValueError("taps must have shape (R, 9, n)")
+    if du.shape[0] != 36 or du.shape[1] != rows or du.shape[2] < n:
+        raise ValueError(f"du must have shape (36, {rows}, >= {n})")
+    if rows == 0 or n == 0:
         return
     with nogil:
-        cl_filter_gradient(&du[0, 0, 0], f, c, du.shape[2], &dw[0, 0, 0, 0])
+        cl_filter_gradient_rows(&du[0, 0, 0], rows, n, du.shape[2], &taps[0, 0, 0])
 
 
 cdef extern from "_cl_kernels.h" nogil:

@@ -77,7 +77,8 @@ def winograd_forward(
     num, height, width, channels = x.shape
     filters = w.shape[0]
     u = np.empty((36, channels, _lanes(filters)), dtype=np.float32)
-    kernel.winograd_filters(_float32(w), u, False)
+    taps = _float32(w.transpose(1, 2, 3, 0)).reshape(channels, 9, filters)
+    kernel.winograd_filters(taps, u, False)
     out = np.empty((num, height + 2 * pad[0] - 2, width + 2 * pad[1] - 2, filters), np.float32)
     bias = None if b is None else _float32(b)
     work, block = _winograd_workspace(kernel, channels, filters, parts)
@@ -105,7 +106,8 @@ def winograd_backward(
     dx = None
     if compute_dx:
         flipped = np.empty((36, filters, _lanes(channels)), dtype=np.float32)
-        kernel.winograd_filters(_float32(w), flipped, True)
+        taps = _float32(w.transpose(0, 2, 3, 1)).reshape(filters, 9, channels)
+        kernel.winograd_filters(taps, flipped, True)
         dx = np.empty(x.shape, dtype=np.float32)
         work, block = _winograd_workspace(kernel, filters, channels, parts)
         if not kernel.winograd4_forward(
@@ -115,8 +117,9 @@ def winograd_backward(
     du = np.zeros((parts, 36, channels, _lanes(filters)), dtype=np.float32)
     work, block = _winograd_workspace(kernel, channels, filters, parts)
     kernel.winograd4_filter_gradient(x, dout, du, *pad, work, block, parts)
-    dw = np.empty(w.shape, dtype=np.float32)
-    kernel.winograd_filter_gradient(du[0], dw)
+    taps = np.empty((channels, 9, filters), dtype=np.float32)
+    kernel.winograd_filter_gradient(du[0], taps)
+    dw = np.ascontiguousarray(taps.transpose(2, 0, 1)).reshape(w.shape)
     return (dx, dw) if np.isfinite(dw).all() else None
 
 

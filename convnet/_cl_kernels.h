@@ -21,7 +21,6 @@
 #include <immintrin.h>
 #endif
 
-#include "_cl_filters.h"
 #include "_cl_im2col.h"
 #include "_cl_isa.h"
 #include "_cl_threads.h"
@@ -380,5 +379,16 @@ static void cl_pad_part(void *context, int part, int parts) {
 }
 
 static void cl_pad_all(cl_pad_job *job, int parts) { cl_parallel(cl_pad_part, job, parts); }
+
+/* The filter transforms, on the calling thread (their work is a few filters' worth). */
+static void cl_filter_transform_rows(const float *src, ptrdiff_t rows, ptrdiff_t n,
+                                     int flipped, float *dst, ptrdiff_t row) {
+    CL_DISPATCH(cl_filter_transform, src, rows, n, flipped, dst, row);
+}
+
+static void cl_filter_gradient_rows(const float *src, ptrdiff_t rows, ptrdiff_t n,
+                                    ptrdiff_t row, float *dst) {
+    CL_DISPATCH(cl_filter_gradient, src, rows, n, row, dst);
+}
 
 #endif
