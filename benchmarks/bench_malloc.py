@@ -27,13 +27,13 @@ def probe(setting: str) -> dict[str, float]:
     from threadpoolctl import threadpool_limits
 
     import convnet
-    from convnet.bench.train_step import train_step_candidates
+    from convnet.bench.train_step import CONVNET, train_step_candidates
 
     if setting == SETTINGS[0]:
         convnet.keep_freed_memory()
     convnet.set_num_threads(1)
     rng = np.random.default_rng(0)
-    step = train_step_candidates("3layer", 50, np.dtype(np.float32), None, rng)["fast f+b"]
+    step = train_step_candidates("3layer", 50, np.dtype(np.float32), None, rng)[CONVNET]
     with threadpool_limits(1):
         for _ in range(5):
             step()

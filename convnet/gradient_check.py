@@ -1,10 +1,10 @@
 """Numerical gradients by centered differences, to check analytic backward passes.
 
-For a scalar function ``f`` the derivative along coordinate ``i`` is estimated as
+For a scalar function ``f`` the derivative along coordinate ``i`` is estimated as::
 
     df/dx_i ~ (f(x + h e_i) - f(x - h e_i)) / (2 h),
 
-whose error is O(h^2) for smooth ``f`` (plus rounding of order eps * |f| / h). For an
+whose error is O(h^2) for smooth ``f`` (plus rounding of order ``eps * |f| / h``). For an
 array-valued ``f`` with upstream gradient ``dout`` the same estimate is applied to the
 scalar ``sum(f(x) * dout)``, which is what a layer's backward pass computes.
 

@@ -1195,7 +1195,7 @@ class Classifier:
     Parameters
     ----------
     net : Module or dict
-        Maps (N, *input_dim) to scores (N, num_classes); or its :meth:`Module.config`.
+        Maps ``(N, *input_dim)`` to scores (N, num_classes); or its :meth:`Module.config`.
         Its parameters are drawn afresh (see ``init``).
     input_dim : sequence of int
         Shape of one sample, e.g. (C, H, W); checked against the network here. With one
@@ -1432,7 +1432,7 @@ class Classifier:
 
         Parameters
         ----------
-        X : ndarray, shape (N, *input_dim)
+        X : ndarray, shape ``(N, *input_dim)``
             Float, or integer (converted explicitly to the model's dtype).
         y : ndarray of int, shape (N,), optional
             Labels in ``[0, num_classes)``; giving them selects training mode (dropout
@@ -1471,7 +1471,7 @@ class Classifier:
 
         Parameters
         ----------
-        X : ndarray, shape (N, *input_dim) as :meth:`loss` takes it
+        X : ndarray, shape ``(N, *input_dim)`` as :meth:`loss` takes it
             Float or integer (converted to the model's dtype).
         batch_size : int
             Samples per forward pass.

@@ -9,7 +9,6 @@ import pytest
 
 from convnet import checkpoint, nn
 from convnet.bench.torch_reference import torch_network
-from convnet.bench.train_step import train_step_candidates
 from convnet.gradient_check import numerical_gradient, numerical_gradient_array
 from convnet.layers import layernorm_forward
 from convnet.models import load_model, resnet, save_model, vgg
@@ -834,17 +833,3 @@ def test_convnet_train_builds_the_presets(tmp_path):
     resumed = [*arguments[:4], "2", "--out", str(out), "--resume", "--no-progress", "--quiet"]
     assert main(resumed) == 0
     assert json.loads((out / "summary.json").read_text())["epochs"] == 2
-
-
-@pytest.mark.parametrize("network", ["3layer", "resnet"])
-def test_the_benchmarked_training_steps_run(network: str) -> None:
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    candidates = train_step_candidates(
-        network, 2, np.dtype(np.float32), torch, np.random.default_rng(0)
-    )
-    assert set(candidates) == ({"fast f+b", "torch f+b"} if torch else {"fast f+b"})
-    for step in candidates.values():
-        step()

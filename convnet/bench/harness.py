@@ -9,7 +9,8 @@ next candidate.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -49,16 +50,33 @@ COLD_CANDIDATES = ("fast f+b", "torch f+b")
 
 
 def time_regimes(
-    candidates: dict[str, Callable[[], object]], args
+    candidates: dict[str, Callable[[], object]],
+    args,
+    *,
+    calls: int | None = None,
+    cold_names: Collection[str] = COLD_CANDIDATES,
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """Median ms per call in both regimes: steady (``--steady-calls`` back-to-back calls
-    after ``--pause`` and an untimed call, as training calls a layer) and cold (one call
-    after ``--cold-pause`` seconds of idle and an untimed call, as the first layer of a
-    step or an interactive call sees it; only the candidates in ``COLD_CANDIDATES``)."""
-    steady = interleaved_medians(candidates, args.repeats, args.pause, args.steady_calls)
-    cold_candidates = {name: run for name, run in candidates.items() if name in COLD_CANDIDATES}
+    """Median ms per call in both regimes: steady (``calls`` back-to-back calls, default
+    ``--steady-calls``, after ``--pause`` and an untimed call, as training calls a layer)
+    and cold (one call after ``--cold-pause`` seconds of idle and an untimed call, as the
+    first layer of a step or an interactive call sees it; only the candidates named in
+    ``cold_names``)."""
+    calls = args.steady_calls if calls is None else calls
+    steady = interleaved_medians(candidates, args.repeats, args.pause, calls)
+    cold_candidates = {name: run for name, run in candidates.items() if name in cold_names}
     cold = interleaved_medians(cold_candidates, args.repeats, args.cold_pause, 1)
     return steady, cold
+
+
+@contextmanager
+def thread_limits(threads: int, torch) -> Iterator[None]:
+    """convnet's workers, BLAS and (when given) PyTorch limited to ``threads`` threads."""
+    set_num_threads(threads)
+    if torch is not None:
+        torch.set_num_threads(threads)
+    restore_blas_threads()  # else a pending restore could lift the limit below
+    with threadpool_limits(threads):
+        yield
 
 
 def measurements(args, torch, rng, names: list[str], cases: dict, make_candidates):
@@ -66,11 +84,7 @@ def measurements(args, torch, rng, names: list[str], cases: dict, make_candidate
     dtype, steady, cold, naive_ms), with naive_ms None where the naive layers were not
     timed."""
     for threads in args.threads:
-        set_num_threads(threads)
-        if torch is not None:
-            torch.set_num_threads(threads)
-        restore_blas_threads()  # else a pending restore could lift the limit below
-        with threadpool_limits(threads):
+        with thread_limits(threads, torch):
             for name in names:
                 case = cases[name]
                 for dtype in args.dtypes:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from convnet import nn
+from convnet.bench.layer_times import named_layers
 from convnet.nn import Module
 
 
@@ -22,7 +23,7 @@ def load_torch(threads: int) -> Any:
     return torch
 
 
-def torch_network(net: Module, torch) -> Any:
+def torch_network(net: Module, torch, counterparts: dict[Module, Any] | None = None) -> Any:
     """The same network as a ``torch.nn.Module``, with a copy of ``net``'s parameters and
     buffers (every convnet model's ``model.net``: ThreeLayerConvNet's, resnet's, ...).
 
@@ -30,6 +31,10 @@ def torch_network(net: Module, torch) -> Any:
     ``m`` to PyTorch's ``1 - m``, dropout's keep probability ``p`` to ``1 - p``, a linear
     layer's ``w`` (in, out) to ``weight`` (out, in)); a :class:`convnet.nn.Residual` adds
     its body and its shortcut.
+
+    ``counterparts``, when given, receives every module of ``net`` (layers and containers)
+    -> the PyTorch module made from it (a :class:`convnet.nn.GlobalAvgPool` becomes a
+    ``Sequential`` of average pooling and flattening).
     """
     from torch import nn as tnn
 
@@ -48,6 +53,12 @@ def torch_network(net: Module, torch) -> Any:
         return tnn.Parameter(torch.from_numpy(np.array(array)))
 
     def convert(module: Module) -> Any:
+        converted = convert_module(module)
+        if counterparts is not None:
+            counterparts[module] = converted
+        return converted
+
+    def convert_module(module: Module) -> Any:
         if isinstance(module, nn.Sequential):
             return tnn.Sequential(*(convert(child) for _, child in module.children()))
         if isinstance(module, nn.Residual):
@@ -97,3 +108,17 @@ def torch_network(net: Module, torch) -> Any:
         return simple[type(module)]()
 
     return convert(net).to(torch_dtype)
+
+
+def torch_gradients(net: Module, counterparts: dict[Module, Any]) -> dict[str, np.ndarray]:
+    """The gradients PyTorch left on the counterparts of ``net``'s layers (after a backward
+    pass), keyed and shaped like ``net.grads``: a linear layer's ``weight`` gradient
+    transposed to ``w``'s (in, out)."""
+    local_names = {"w": "weight", "b": "bias", "gamma": "weight", "beta": "bias"}
+    grads = {}
+    for layer_name, layer in named_layers(net):
+        for local in layer.params:
+            grad = getattr(counterparts[layer], local_names[local]).grad.numpy()
+            transpose = isinstance(layer, nn.Linear) and local == "w"
+            grads[f"{layer_name}.{local}"] = grad.T if transpose else grad
+    return grads
