@@ -530,6 +530,7 @@ cdef extern from "_cl_kernels.h" nogil:
         const float* dy
         float* y
         float* dwk
+        double* db
         cl_conv_geometry g
         Py_ssize_t num, hp, wp, f, dwk_size
     void cl_direct_forward_all(cl_direct_job* job, int parts)
@@ -605,10 +606,20 @@ def conv_direct_forward(const float[:, :, :, ::1] xp, const float[:, ::1] wk, bi
 
 
 def conv_direct_filter_gradient(const float[:, :, :, ::1] xp, const float[:, :, :, ::1] dy,
-                                float[:, :, ::1] dwk, tuple taps, int parts) -> None:
+                                float[:, :, ::1] dwk, db, tuple taps, int parts) -> None:
     """The filter gradient of :func:`conv_direct_forward`, (kh*kw*C, F), summed into
-    ``dwk[0]``; ``dwk`` is (parts, kh*kw*C, F), zero on entry."""
+    ``dwk[0]``; ``dwk`` is (parts, kh*kw*C, F), zero on entry. Unless ``db`` is None, the
+    bias gradient too: ``db`` (parts, F) float64, zero on entry, gets each part's sums of
+    ``dy`` (the caller adds the parts up)."""
     cdef cl_direct_job job = _direct_job(xp, dy.shape[3], taps, parts)
+    cdef double[:, ::1] sums
+    job.db = NULL
+    if db is not None:
+        sums = db
+        if sums.shape[0] < parts or sums.shape[1] != job.f:
+            raise ValueError(f"db must have shape (>= {parts}, {job.f})")
+        if job.f:
+            job.db = &sums[0, 0]
     _check_rows((dy.shape[0], dy.shape[1], dy.shape[2], dy.shape[3]),
                 (job.num, job.g.out_h, job.g.out_w, job.f), "dy")
     if dwk.shape[0] < parts:
@@ -621,3 +632,26 @@ def conv_direct_filter_gradient(const float[:, :, :, ::1] xp, const float[:, :, 
     job.dwk_size = dwk.shape[1] * dwk.shape[2]
     with nogil:
         cl_direct_filter_gradient_all(&job, parts)
+
+
+cdef extern from "_cl_kernels.h" nogil:
+    ctypedef struct cl_transpose_job:
+        const float* src
+        float* dst
+        Py_ssize_t num, a, b
+    void cl_transpose_all(cl_transpose_job* job, int parts)
+
+
+def transpose_images(const float[:, :, ::1] src, float[:, :, ::1] dst, int parts) -> None:
+    """``dst[n] = src[n].T``: (N, A, B) -> (N, B, A), as NHWC <-> NCHW takes it."""
+    cdef cl_transpose_job job
+    if (dst.shape[0], dst.shape[1], dst.shape[2]) != (src.shape[0], src.shape[2], src.shape[1]):
+        raise ValueError("dst must have shape (N, B, A) for src (N, A, B)")
+    if parts < 1 or parts > 256:
+        raise ValueError("parts must lie in 1..256")
+    if src.shape[0] * src.shape[1] * src.shape[2] == 0:
+        return
+    job.src, job.dst = &src[0, 0, 0], &dst[0, 0, 0]
+    job.num, job.a, job.b = src.shape[0], src.shape[1], src.shape[2]
+    with nogil:
+        cl_transpose_all(&job, parts)

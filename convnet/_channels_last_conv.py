@@ -238,10 +238,12 @@ def direct_backward(
     dout: np.ndarray,
     geo: ConvGeometry,
     compute_dx: bool,
+    compute_db: bool,
     parts: int,
-) -> tuple[np.ndarray | None, np.ndarray]:
-    """The gradients of :func:`direct_forward`: dw read in place like the forward pass,
-    dx (None without ``compute_dx``) through the columns and col2im."""
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """The gradients of :func:`direct_forward`: dw read in place like the forward pass
+    (and db in the same pass over dout, unless ``compute_db`` is False), dx (None without
+    ``compute_dx``) through the columns and col2im."""
     filters, channels, kh, kw = w.shape
     dx = None
     if compute_dx:
@@ -251,6 +253,8 @@ def direct_backward(
         dx = np.empty(x.shape, dtype=np.float32)
         kernel.conv_input_gradient(dout, wt, dx, _taps(w.shape, geo), work, rows, parts)
     dwk = np.zeros((parts, kh * kw * channels, filters), dtype=np.float32)
+    db = np.zeros((parts, filters)) if compute_db else None
     xp = _padded(kernel, x, geo, parts)
-    kernel.conv_direct_filter_gradient(xp, dout, dwk, _direct_taps(w.shape, geo), parts)
-    return dx, np.ascontiguousarray(dwk[0].reshape(kh, kw, channels, filters).transpose(3, 2, 0, 1))
+    kernel.conv_direct_filter_gradient(xp, dout, dwk, db, _direct_taps(w.shape, geo), parts)
+    dw = np.ascontiguousarray(dwk[0].reshape(kh, kw, channels, filters).transpose(3, 2, 0, 1))
+    return dx, dw, None if db is None else db.sum(axis=0).astype(np.float32)

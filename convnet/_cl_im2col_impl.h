@@ -189,9 +189,27 @@ CL_TARGET static void CL_NAME(cl_conv_direct_forward_rows)(
     }
 }
 
+/* sums[j] += sum of rows[r][j] for r < count (rows of f values): a band's float sums,
+ * added in double. */
+CL_TARGET static void CL_NAME(cl_column_sums)(const CL_T *restrict rows, ptrdiff_t count,
+                                              ptrdiff_t f, double *restrict sums) {
+    for (ptrdiff_t f0 = 0; f0 < f; f0 += CL_VL) {
+        ptrdiff_t lanes = f - f0 < CL_VL ? f - f0 : CL_VL;
+        CL_V total = CL_ZERO();
+        for (ptrdiff_t r = 0; r < count; r++) {
+            const CL_T *p = rows + r * f + f0;
+            total = CL_ADD(total, lanes == CL_VL ? CL_LOAD(p) : CL_LOADN(p, lanes));
+        }
+        CL_T lane[CL_VL];
+        CL_STORE(lane, total);
+        for (ptrdiff_t j = 0; j < lanes; j++) sums[f0 + j] += lane[j];
+    }
+}
+
 /* dwk (K x f, rows in the columns' order) += the filter gradient of images first .. last
  * - 1: for each filter row i, its kw*c rows of dwk sum, over the output pixels, the input
- * values they read times dy. The pixels go in bands of output rows (about
+ * values they read times dy; and db (f doubles, unless NULL) += the sums of dy over the
+ * pixels (the bias gradient). The pixels go in bands of output rows (about
  * CL_DIRECT_BAND_PIXELS pixels) through every filter row, so a band of dy stays in L1
  * while dwk's rows take their share of it. */
 #ifndef CL_DIRECT_BAND_PIXELS
@@ -199,7 +217,7 @@ CL_TARGET static void CL_NAME(cl_conv_direct_forward_rows)(
 #endif
 CL_TARGET static void CL_NAME(cl_conv_direct_filter_gradient)(
     const CL_T *xp, ptrdiff_t hp, ptrdiff_t wp, const cl_conv_geometry *g, const CL_T *dy,
-    ptrdiff_t f, CL_T *dwk, ptrdiff_t first, ptrdiff_t last) {
+    ptrdiff_t f, CL_T *dwk, double *db, ptrdiff_t first, ptrdiff_t last) {
     ptrdiff_t c = g->c, row = g->kw * c;
     ptrdiff_t band = CL_DIRECT_BAND_PIXELS / g->out_w > 1 ? CL_DIRECT_BAND_PIXELS / g->out_w : 1;
     for (ptrdiff_t image = first; image < last; image++)
@@ -218,5 +236,8 @@ CL_TARGET static void CL_NAME(cl_conv_direct_filter_gradient)(
                     g->out_w};
                 CL_NAME(cl_gemm2)(row, f, &o, dwk + i * row * f, f, 1);
             }
+            if (db != NULL)
+                CL_NAME(cl_column_sums)(dy + (image * g->out_h + oy) * g->out_w * f,
+                                        rows * g->out_w, f, db);
         }
 }

@@ -277,15 +277,15 @@ static void cl_max_pool_part(void *context, int part, int parts) {
                 job->sw, job->out_h, job->out_w, job->y, job->where, first, last);
 }
 
-/* dx of images first .. last - 1 = 0, then dy added where each maximum was. */
+/* dx of images first .. last - 1 = 0, then dy added where each maximum was: image by
+ * image, so each image's zeros are still in cache when its maxima get their values. */
 static void cl_max_pool_backward_part(void *context, int part, int parts) {
     cl_pool_job *job = (cl_pool_job *)context;
     ptrdiff_t first, last, c = job->c, pixels = job->out_h * job->out_w;
     cl_share(job->num, part, parts, &first, &last);
-    memset(job->dx + first * job->h * job->w * c, 0,
-           (size_t)((last - first) * job->h * job->w * c) * sizeof(float));
     for (ptrdiff_t n = first; n < last; n++) {
         float *image = job->dx + n * job->h * job->w * c;
+        memset(image, 0, (size_t)(job->h * job->w * c) * sizeof(float));
         for (ptrdiff_t p = n * pixels; p < (n + 1) * pixels; p++)
             for (ptrdiff_t ch = 0; ch < c; ch++)
                 image[(ptrdiff_t)job->maxima[p * c + ch] * c + ch] += job->dy[p * c + ch];
@@ -333,6 +333,7 @@ static void cl_relu_gradient_all(cl_relu_job *job, int parts) {
 typedef struct {
     const float *xp, *wk, *bias, *dy;
     float *y, *dwk;
+    double *db; /* each part's f sums at db + part * f, or NULL */
     cl_conv_geometry g;
     ptrdiff_t num, hp, wp, f, dwk_size;
 } cl_direct_job;
@@ -350,7 +351,8 @@ static void cl_direct_filter_gradient_part(void *context, int part, int parts) {
     ptrdiff_t first, last;
     cl_share(job->num, part, parts, &first, &last);
     CL_DISPATCH(cl_conv_direct_filter_gradient, job->xp, job->hp, job->wp, &job->g, job->dy,
-                job->f, job->dwk + part * job->dwk_size, first, last);
+                job->f, job->dwk + part * job->dwk_size,
+                job->db == NULL ? NULL : job->db + part * job->f, first, last);
 }
 
 static void cl_direct_forward_all(cl_direct_job *job, int parts) {
@@ -389,6 +391,34 @@ static void cl_filter_transform_rows(const float *src, ptrdiff_t rows, ptrdiff_t
 static void cl_filter_gradient_rows(const float *src, ptrdiff_t rows, ptrdiff_t n,
                                     ptrdiff_t row, float *dst) {
     CL_DISPATCH(cl_filter_gradient, src, rows, n, row, dst);
+}
+
+/* dst (num, b, a) = src (num, a, b) transposed image by image (NHWC <-> NCHW), in 16 x 16
+ * blocks that stay in L1; images split over the parts. */
+typedef struct {
+    const float *src;
+    float *dst;
+    ptrdiff_t num, a, b;
+} cl_transpose_job;
+
+static void cl_transpose_part(void *context, int part, int parts) {
+    cl_transpose_job *job = (cl_transpose_job *)context;
+    ptrdiff_t first, last, a = job->a, b = job->b;
+    cl_share(job->num, part, parts, &first, &last);
+    for (ptrdiff_t image = first; image < last; image++) {
+        const float *src = job->src + image * a * b;
+        float *dst = job->dst + image * a * b;
+        for (ptrdiff_t i0 = 0; i0 < a; i0 += 16)
+            for (ptrdiff_t j0 = 0; j0 < b; j0 += 16) {
+                ptrdiff_t i1 = i0 + 16 < a ? i0 + 16 : a, j1 = j0 + 16 < b ? j0 + 16 : b;
+                for (ptrdiff_t j = j0; j < j1; j++)
+                    for (ptrdiff_t i = i0; i < i1; i++) dst[j * a + i] = src[i * b + j];
+            }
+    }
+}
+
+static void cl_transpose_all(cl_transpose_job *job, int parts) {
+    cl_parallel(cl_transpose_part, job, parts);
 }
 
 #endif

@@ -13,9 +13,19 @@ from typing import Any
 
 import numpy as np
 
+from convnet import _backend
+from convnet._parallel import pool_parts
 from convnet._validation import MEMORY_FORMATS
 
-__all__ = ["MEMORY_FORMATS", "from_nhwc", "is_channels_last", "nhwc", "to_channels_last"]
+__all__ = [
+    "MEMORY_FORMATS",
+    "contiguous",
+    "from_nhwc",
+    "is_channels_last",
+    "memory_order",
+    "nhwc",
+    "to_channels_last",
+]
 
 
 def is_channels_last(x: np.ndarray) -> bool:
@@ -41,8 +51,46 @@ def is_channels_last(x: np.ndarray) -> bool:
 
 def nhwc(x: np.ndarray, dtype: Any = None) -> np.ndarray:
     """The (N, H, W, C) C-contiguous array of ``x``'s values: a view of a channels-last
-    ``x`` of ``dtype``, else a copy."""
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 1), dtype=dtype)
+    ``x`` of ``dtype``, else a copy (a contiguous float32 ``x`` transposed by the compiled
+    kernel, several times faster than numpy's strided copy)."""
+    transposed = x.transpose(0, 2, 3, 1)
+    if not transposed.flags.c_contiguous and _transposes(x, dtype):
+        num, channels, height, width = x.shape
+        out = np.empty((num, height, width, channels), dtype=np.float32)
+        pixels = height * width
+        _transpose(x.reshape(num, channels, pixels), out.reshape(num, pixels, channels))
+        return out
+    return np.ascontiguousarray(transposed, dtype=dtype)
+
+
+def contiguous(x: np.ndarray) -> np.ndarray:
+    """``x``'s values C-contiguous: ``x`` itself when it is, a channels-last float32 ``x``
+    transposed by the compiled kernel, else numpy's copy."""
+    if x.flags.c_contiguous:
+        return x
+    if is_channels_last(x) and _transposes(x, None):
+        num, channels, height, width = x.shape
+        out = np.empty(x.shape, dtype=np.float32)
+        rows = x.transpose(0, 2, 3, 1).reshape(num, height * width, channels)
+        _transpose(rows, out.reshape(num, channels, height * width))
+        return out
+    return np.ascontiguousarray(x)
+
+
+def _transposes(x: np.ndarray, dtype: Any) -> bool:
+    """Whether the compiled transpose converts ``x``: a C-contiguous or channels-last 4-D
+    float32 array (converted to float32, if ``dtype`` is given)."""
+    return (
+        x.ndim == 4
+        and x.dtype == np.float32
+        and (dtype is None or np.dtype(dtype) == np.float32)
+        and (x.flags.c_contiguous or x.transpose(0, 2, 3, 1).flags.c_contiguous)
+        and _backend.channels_last_kernel is not None
+    )
+
+
+def _transpose(source: np.ndarray, out: np.ndarray) -> None:
+    _backend.channels_last_kernel.transpose_images(source, out, pool_parts(source.size))
 
 
 def from_nhwc(x_nhwc: np.ndarray) -> np.ndarray:

@@ -238,13 +238,16 @@ def _channels_last_gradients(
     kernel = _backend.channels_last_kernel
     parts = _parts(x.shape, w.shape, geo)
     x_n, dout_n = nhwc(x, np.float32), nhwc(dout, np.float32)
+    if plan.name == "direct-channels-last":
+        dx, dw, db = _channels_last_conv.direct_backward(
+            kernel, x_n, w, dout_n, geo, compute_dx, compute_db, parts
+        )
+        return (None if dx is None else from_nhwc(dx)), dw, db
     result = None
     if plan.name == "winograd-channels-last":
         result = _channels_last_conv.winograd_backward(
             kernel, x_n, w, dout_n, (geo.pad_h, geo.pad_w), compute_dx, parts
         )
-    elif plan.name == "direct-channels-last":
-        result = _channels_last_conv.direct_backward(kernel, x_n, w, dout_n, geo, compute_dx, parts)
     if result is None:
         result = _channels_last_conv.im2col_backward(kernel, x_n, w, dout_n, geo, compute_dx, parts)
     dx, dw = result

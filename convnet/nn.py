@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from convnet import _backend
-from convnet._layout import to_channels_last
+from convnet._layout import contiguous, is_channels_last, to_channels_last
 from convnet._parallel import single_threaded_blas
 from convnet._validation import (
     _positive_int,
@@ -643,17 +643,21 @@ class Flatten(Layer):
         x = np.asarray(x)
         if x.ndim < 1:
             raise ValueError("Flatten needs a batch axis, got a scalar")
-        self._cache = x.shape
-        return x.reshape(x.shape[0], -1)
+        self._cache = (x.shape, is_channels_last(x))
+        return contiguous(x).reshape(x.shape[0], -1)
 
     def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
-        shape = self._cached()
+        """``dout`` in the shape and memory format of the forward pass's input."""
+        shape, channels_last = self._cached()
         dout = np.asarray(dout)
         if dout.shape != (shape[0], math.prod(shape[1:])):
             raise ValueError(
                 f"dout has shape {dout.shape}, Flatten produced {(shape[0], math.prod(shape[1:]))}"
             )
-        return dout.reshape(shape) if compute_dx else None
+        if not compute_dx:
+            return None
+        dx = dout.reshape(shape)
+        return to_channels_last(dx) if channels_last else dx
 
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
         return (math.prod(input_shape),)
