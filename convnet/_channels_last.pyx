@@ -116,9 +116,9 @@ def winograd4_filter_gradient(const float[:, :, :, ::1] x, const float[:, :, :, 
     """The transformed filter gradient of :func:`winograd4_forward` for ``x`` (N, H, W, C)
     and ``dy`` (N, H_out, W_out, F), added up in ``du[0]`` (36, C, frow).
 
-    ``du`` is (parts, 36, C, frow), zero on entry: each part adds its tiles' share into
-    its own slice, then the slices are summed into ``du[0]`` (the others are left
-    changed).
+    ``du`` is (parts, 36, C, frow), overwritten: each part writes its tiles' share into its
+    own slice, then the slices are summed into ``du[0]`` (columns beyond F are not
+    meaningful).
     """
     cdef cl_wino_job job = _job(x, dy.shape[3], du.shape[3], pad_h, pad_w, work, block, parts)
     if dy.shape[0] != job.num or dy.shape[1] != job.out_h or dy.shape[2] != job.out_w:
@@ -608,7 +608,7 @@ def conv_direct_forward(const float[:, :, :, ::1] xp, const float[:, ::1] wk, bi
 def conv_direct_filter_gradient(const float[:, :, :, ::1] xp, const float[:, :, :, ::1] dy,
                                 float[:, :, ::1] dwk, db, tuple taps, int parts) -> None:
     """The filter gradient of :func:`conv_direct_forward`, (kh*kw*C, F), summed into
-    ``dwk[0]``; ``dwk`` is (parts, kh*kw*C, F), zero on entry. Unless ``db`` is None, the
+    ``dwk[0]``; ``dwk`` is (parts, kh*kw*C, F), overwritten. Unless ``db`` is None, the
     bias gradient too: ``db`` (parts, F) float64, zero on entry, gets each part's sums of
     ``dy`` (the caller adds the parts up)."""
     cdef cl_direct_job job = _direct_job(xp, dy.shape[3], taps, parts)

@@ -114,7 +114,7 @@ def winograd_backward(
             dout, flipped, None, dx, 2 - pad[0], 2 - pad[1], work, block, parts
         ):
             return None
-    du = np.zeros((parts, 36, channels, _lanes(filters)), dtype=np.float32)
+    du = np.empty((parts, 36, channels, _lanes(filters)), dtype=np.float32)
     work, block = _winograd_workspace(kernel, channels, filters, parts)
     kernel.winograd4_filter_gradient(x, dout, du, *pad, work, block, parts)
     taps = np.empty((channels, 9, filters), dtype=np.float32)
@@ -252,7 +252,7 @@ def direct_backward(
         wt = _float32(w.transpose(0, 2, 3, 1)).reshape(filters, depth)
         dx = np.empty(x.shape, dtype=np.float32)
         kernel.conv_input_gradient(dout, wt, dx, _taps(w.shape, geo), work, rows, parts)
-    dwk = np.zeros((parts, kh * kw * channels, filters), dtype=np.float32)
+    dwk = np.empty((parts, kh * kw * channels, filters), dtype=np.float32)
     db = np.zeros((parts, filters)) if compute_db else None
     xp = _padded(kernel, x, geo, parts)
     kernel.conv_direct_filter_gradient(xp, dout, dwk, db, _direct_taps(w.shape, geo), parts)

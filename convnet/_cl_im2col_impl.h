@@ -206,10 +206,10 @@ CL_TARGET static void CL_NAME(cl_column_sums)(const CL_T *restrict rows, ptrdiff
     }
 }
 
-/* dwk (K x f, rows in the columns' order) += the filter gradient of images first .. last
- * - 1: for each filter row i, its kw*c rows of dwk sum, over the output pixels, the input
- * values they read times dy; and db (f doubles, unless NULL) += the sums of dy over the
- * pixels (the bias gradient). The pixels go in bands of output rows (about
+/* dwk (K x f, rows in the columns' order) = the filter gradient of images first .. last - 1
+ * (zeros for none): for each filter row i, its kw*c rows of dwk sum, over the output
+ * pixels, the input values they read times dy; and db (f doubles, unless NULL) += the sums
+ * of dy over the pixels (the bias gradient). The pixels go in bands of output rows (about
  * CL_DIRECT_BAND_PIXELS pixels) through every filter row, so a band of dy stays in L1
  * while dwk's rows take their share of it. */
 #ifndef CL_DIRECT_BAND_PIXELS
@@ -220,6 +220,7 @@ CL_TARGET static void CL_NAME(cl_conv_direct_filter_gradient)(
     ptrdiff_t f, CL_T *dwk, double *db, ptrdiff_t first, ptrdiff_t last) {
     ptrdiff_t c = g->c, row = g->kw * c;
     ptrdiff_t band = CL_DIRECT_BAND_PIXELS / g->out_w > 1 ? CL_DIRECT_BAND_PIXELS / g->out_w : 1;
+    if (first >= last) memset(dwk, 0, (size_t)(g->kh * row * f) * sizeof(CL_T));
     for (ptrdiff_t image = first; image < last; image++)
         for (ptrdiff_t oy = 0; oy < g->out_h; oy += band) {
             ptrdiff_t rows = g->out_h - oy < band ? g->out_h - oy : band;
@@ -234,7 +235,7 @@ CL_TARGET static void CL_NAME(cl_conv_direct_filter_gradient)(
                     f,
                     rows,
                     g->out_w};
-                CL_NAME(cl_gemm2)(row, f, &o, dwk + i * row * f, f, 1);
+                CL_NAME(cl_gemm2)(row, f, &o, dwk + i * row * f, f, image > first || oy > 0);
             }
             if (db != NULL)
                 CL_NAME(cl_column_sums)(dy + (image * g->out_h + oy) * g->out_w * f,

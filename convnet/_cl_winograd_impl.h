@@ -224,9 +224,10 @@ CL_TARGET static int CL_NAME(cl_wino4_forward)(
     return finite;
 }
 
-/* du[xi][c][frow] += sum over tiles first .. last - 1 of V[xi][t][c] dM[xi][t][f]: the
+/* du[xi][c][frow] = sum over tiles first .. last - 1 of V[xi][t][c] dM[xi][t][f]: the
  * transformed filter gradient of cl_wino4_forward for x (num, h, w, c) and dy (num, out_h,
- * out_w, f); workspace as for cl_wino4_forward. */
+ * out_w, f), over this share of the tiles (its first block's products store, the others
+ * add; no tiles give zeros); workspace as for cl_wino4_forward. */
 CL_TARGET static void CL_NAME(cl_wino4_filter_gradient)(
     const CL_T *x, ptrdiff_t h, ptrdiff_t w, ptrdiff_t c, ptrdiff_t pad_h, ptrdiff_t pad_w,
     const CL_T *dy, ptrdiff_t f, ptrdiff_t frow, ptrdiff_t out_h, ptrdiff_t out_w, CL_T *du,
@@ -242,6 +243,7 @@ CL_TARGET static void CL_NAME(cl_wino4_filter_gradient)(
                                    mplane, mrow);
         for (int xi = 0; xi < 36; xi++)
             CL_NAME(cl_gemm)(c, cols, count, v + xi * vplane, 1, vrow, m + xi * mplane, mrow,
-                             du + xi * c * frow, frow, 1);
+                             du + xi * c * frow, frow, first > first_tile);
     }
+    if (first_tile >= last_tile) memset(du, 0, (size_t)(36 * c * frow) * sizeof(CL_T));
 }
