@@ -2,13 +2,15 @@
 
 The Cython compiler directives live here, in one place. The kernel is single-threaded
 C (the fast layers run it from one worker thread per core), so it needs no OpenMP.
-Set ``CONVNET_REQUIRE_EXTENSION=1`` to make a failed compilation an error (``0``, ``false``,
-``no``, ``off`` or empty mean off). Every build first deletes the kernel a previous build
+Set ``CONVNET_REQUIRE_EXTENSION=1`` to make a failed compilation an error (a flag read by
+the rule of every ``CONVNET_*`` variable, ``convnet/_environment.py``: ``1``, ``true``,
+``yes``, ``on`` or ``0``, ``false``, ``no``, ``off``, empty meaning off; any other value
+stops the build). Every build first deletes the kernel a previous build
 left in ``build/`` (and, with ``--inplace``, beside the sources): when compilation fails,
 no stale kernel can be installed or imported in its place.
 """
 
-import os
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -26,11 +28,19 @@ COMPILER_DIRECTIVES = {
 }
 
 
-OFF_VALUES = ("", "0", "false", "no", "off")
+def _load_environment_rules():
+    """convnet/_environment.py, loaded by path: the package itself is not built yet."""
+    path = Path(__file__).resolve().parent / "convnet" / "_environment.py"
+    spec = importlib.util.spec_from_file_location("convnet_environment", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _require_extension() -> bool:
-    return os.environ.get("CONVNET_REQUIRE_EXTENSION", "").strip().lower() not in OFF_VALUES
+try:
+    REQUIRE_EXTENSION = _load_environment_rules().require_extension()
+except ValueError as bad_value:
+    sys.exit(f"error: {bad_value}")
 
 
 class OptionalBuildExt(build_ext):
@@ -71,7 +81,7 @@ class OptionalBuildExt(build_ext):
             self._give_up(error)
 
     def _give_up(self, error: Exception) -> None:
-        if _require_extension():
+        if REQUIRE_EXTENSION:
             raise error
         message = (
             "\n"

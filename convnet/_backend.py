@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 import warnings
 from pathlib import Path
 from types import ModuleType
+
+from convnet import _environment
 
 CHECKOUT_FIX = (
     "build the kernel in the checkout with `python setup.py build_ext --inplace`, or run "
@@ -33,9 +34,7 @@ def _in_checkout() -> bool:
 
 
 def _load_kernel() -> tuple[ModuleType | None, str]:
-    requested = os.environ.get("CONVNET_BACKEND", "").strip().lower()
-    if requested not in ("", "auto", "cython", "naive"):
-        raise ValueError(f"CONVNET_BACKEND must be 'naive', 'cython' or 'auto', got {requested!r}")
+    requested = _environment.backend()
     if requested == "naive":
         return None, "CONVNET_BACKEND=naive is set"
     try:

@@ -71,7 +71,8 @@ def show_config() -> None:
             if not loaded:
                 what, instead = _backend.KERNELS[name]
                 print(f"  WARNING:  {name} ({what}) did not load: {instead}")
-    threads = f"{info['threads']} worker threads, single-threaded BLAS inside each"
+    count = info["threads"]
+    threads = f"{count} worker thread{'' if count == 1 else 's'}, single-threaded BLAS inside each"
     if info["backend"] == "naive":
         threads += " (unused by the naive backend)"
     print(f"  threads:  {threads}")

@@ -12,11 +12,8 @@ variable); :func:`set_conv_algorithm` changes it for the whole process.
 
 from __future__ import annotations
 
-import os
-
+from convnet import _environment
 from convnet._validation import CONV_ALGORITHMS
-
-ENVIRONMENT_VARIABLE = "CONVNET_CONV_ALGORITHM"
 
 
 def _checked(name: object, what: str) -> str:
@@ -29,15 +26,10 @@ def _checked(name: object, what: str) -> str:
     return name
 
 
-def _from_environment() -> str:
-    value = os.environ.get(ENVIRONMENT_VARIABLE, "").strip().lower()
-    return _checked(value, ENVIRONMENT_VARIABLE) if value else "auto"
-
-
 _algorithm: str | None = None
 
 
-def set_conv_algorithm(name: str) -> str:
+def set_conv_algorithm(name: str) -> str | None:
     """Choose the convolution algorithm of every fast convolution whose ``conv_param``
     names none; return the previous choice.
 
@@ -50,12 +42,17 @@ def set_conv_algorithm(name: str) -> str:
 
     Returns
     -------
-    str
-        The choice before this call.
+    str or None
+        The choice before this call; None when there was none because
+        ``CONVNET_CONV_ALGORITHM`` holds a bad value (which this call overrides).
     """
     global _algorithm
     checked = _checked(name, "the convolution algorithm")
-    previous, _algorithm = get_conv_algorithm(), checked
+    try:
+        previous = get_conv_algorithm()
+    except ValueError:
+        previous = None
+    _algorithm = checked
     return previous
 
 
@@ -69,5 +66,5 @@ def get_conv_algorithm() -> str:
     """
     global _algorithm
     if _algorithm is None:
-        _algorithm = _from_environment()
+        _algorithm = _environment.conv_algorithm()
     return _algorithm

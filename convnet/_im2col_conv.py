@@ -19,7 +19,7 @@ import numpy as np
 from convnet._channel_sums import channel_sums
 from convnet._conv_work import conv_workers, images_per_chunk
 from convnet._parallel import map_groups
-from convnet._validation import ConvGeometry
+from convnet._validation import ConvGeometry, check_allocation
 
 
 class Columns:
@@ -65,6 +65,8 @@ class Columns:
         )
         self.per_chunk = images_per_chunk(self.rows * self.pixels * np.dtype(dtype).itemsize)
         self.dtype = dtype
+        if not self.pointwise:  # one image is the smallest chunk: refuse it before any worker
+            check_allocation((self.rows, self.pixels), dtype, "the im2col columns of one image")
 
     def chunks(self, start: int, stop: int) -> Iterator[tuple[int, int]]:
         """Consecutive (first, last) chunks of images in ``range(start, stop)``."""

@@ -10,6 +10,7 @@ run (see "where the workers run" below).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import itertools
@@ -26,18 +27,23 @@ from typing import Any, TypeVar
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from convnet import _environment
 from convnet._launcher import ranks_on_this_node
 
 Result = TypeVar("Result")
 
 
 def _default_threads() -> int:
-    requested = os.environ.get("CONVNET_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
-    if requested:
-        try:
-            return max(1, int(requested.split(",")[0]))
-        except ValueError:
-            pass
+    """``CONVNET_NUM_THREADS`` (a bad value is a ``ValueError``), else the first count of
+    ``OMP_NUM_THREADS`` (OpenMP's variable, read by OpenMP's rule: a value that is not a
+    positive count is ignored), else the cores divided among the MPI ranks here."""
+    requested = _environment.num_threads()
+    if requested is not None:
+        return requested
+    with contextlib.suppress(ValueError):
+        omp = int(os.environ.get("OMP_NUM_THREADS", "").split(",")[0])
+        if omp >= 1:
+            return omp
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -69,10 +75,10 @@ def pool_parts(size: int) -> int:
     thread pool of the channels-last kernels (``_cl_threads.h``): every thread from
     ``POOL_MIN_ELEMENTS`` values on. That pool hands work over in microseconds where a
     :func:`map_groups` call takes ~0.1 ms, so it repays threads on far smaller arrays."""
-    return _num_threads if size >= POOL_MIN_ELEMENTS else 1
+    return get_num_threads() if size >= POOL_MIN_ELEMENTS else 1
 
 
-_num_threads = _default_threads()
+_num_threads: int | None = None  # read from the environment at the first call
 _executor: ThreadPoolExecutor | None = None
 _executor_size = 0
 _executor_lock = threading.Lock()
@@ -82,7 +88,19 @@ RESTORER_POLL = 0.05  # the restorer's longest sleep while it has BLAS threads t
 
 def get_num_threads() -> int:
     """Threads the fast layers use (``CONVNET_NUM_THREADS``, else ``OMP_NUM_THREADS``,
-    else the cores this process may run on divided by the MPI ranks on this machine)."""
+    else the cores this process may run on divided by the MPI ranks on this machine).
+
+    Raises
+    ------
+    ValueError
+        When ``CONVNET_NUM_THREADS`` is set to something other than a positive integer.
+    """
+    global _num_threads
+    if _num_threads is None:
+        threads = _default_threads()
+        with _executor_lock:
+            if _num_threads is None:
+                _num_threads = threads
     return _num_threads
 
 
@@ -100,8 +118,9 @@ def set_num_threads(num_threads: int) -> int:
         raise TypeError(f"num_threads must be an int, got {num_threads!r}")
     if num_threads < 1:
         raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+    previous = get_num_threads()
     with _executor_lock:
-        previous, _num_threads = _num_threads, int(num_threads)
+        _num_threads = int(num_threads)
     return previous
 
 
@@ -133,7 +152,15 @@ def _workers(count: int) -> ThreadPoolExecutor:
 # the first ~50 ms after a pause, where the two shared one core (measured: calls 2-6 after
 # a 0.25 s pause took 10 ms instead of 5.5). With more workers than other CPUs, the
 # workers get every allowed CPU instead and nothing is pinned.
-PLACE_WORKERS = os.environ.get("CONVNET_PLACE_WORKERS", "1").strip() != "0"
+PLACE_WORKERS: bool | None = None  # CONVNET_PLACE_WORKERS, read at the first placement
+
+
+def _place_workers() -> bool:
+    """``PLACE_WORKERS``, read from ``CONVNET_PLACE_WORKERS`` (default on) on first use."""
+    global PLACE_WORKERS
+    if PLACE_WORKERS is None:
+        PLACE_WORKERS = _environment.place_workers()
+    return PLACE_WORKERS
 
 
 def _load_sched_getcpu() -> Callable[[], int] | None:
@@ -161,7 +188,7 @@ def _worker_cpus(workers: int, caller_cpu: int | None = None) -> frozenset[int] 
     if _sched_getcpu is None:
         return None
     allowed = os.sched_getaffinity(0)
-    if not PLACE_WORKERS or workers >= len(allowed):
+    if not _place_workers() or workers >= len(allowed):
         return frozenset(allowed)
     return frozenset(allowed - {_sched_getcpu() if caller_cpu is None else caller_cpu})
 
@@ -342,7 +369,7 @@ def blas_on_one_thread(function: Function) -> Function:
 
     @functools.wraps(function)
     def on_one_thread(*args: Any, **kwargs: Any) -> Any:
-        if _num_threads <= 1:
+        if get_num_threads() <= 1:
             return function(*args, **kwargs)
         with single_threaded_blas():
             return function(*args, **kwargs)
@@ -442,7 +469,7 @@ def map_groups(
     Returns the results in group order, so reductions over them are deterministic for a
     given thread count. With one group the work runs inline with BLAS left as it is.
     """
-    threads = _num_threads
+    threads = get_num_threads()
     groups = split(total, min(threads, max_groups or threads))
     if len(groups) <= 1:
         return [work(start, stop) for start, stop in groups]

@@ -8,12 +8,58 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import sys
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _physical_memory() -> int:
+    """This machine's memory in bytes, at most ``sys.maxsize`` (the address space) and
+    ``sys.maxsize`` where the platform does not say."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return sys.maxsize
+    return min(memory, sys.maxsize) if memory > 0 else sys.maxsize
+
+
+# No array a layer allocates may be larger: beyond it numpy's allocation fails (or, past
+# the address space, the sizes the compiled kernels compute would overflow).
+MEMORY_BYTES = _physical_memory()
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.3g} GiB"
+
+
+def check_allocation(shape: tuple[int, ...], dtype: Any, what: str) -> None:
+    """Refuse, with a ``ValueError``, an array no allocation here could hold.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Its shape (Python ints: the product cannot overflow).
+    dtype : numpy dtype
+    what : str
+        Names the array in the message (e.g. "the convolution's output").
+
+    Raises
+    ------
+    ValueError
+        When it would need more bytes than :data:`MEMORY_BYTES`, this machine's memory.
+    """
+    nbytes = math.prod(int(size) for size in shape) * np.dtype(dtype).itemsize
+    if nbytes > MEMORY_BYTES:
+        raise ValueError(
+            f"{what} {tuple(int(size) for size in shape)} would need {_gib(nbytes)}, more "
+            f"than this machine's memory ({_gib(MEMORY_BYTES)}): check the stride, pad and "
+            "dilation"
+        )
 
 
 class ConvGeometry(NamedTuple):
@@ -284,7 +330,7 @@ def conv_geometry(x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict)
             f"{height + 2 * pad_h}x{width + 2 * pad_w} (H={height}, W={width}, "
             f"pad=({pad_h}, {pad_w}))"
         )
-    return ConvGeometry(
+    geometry = ConvGeometry(
         stride_h,
         stride_w,
         pad_h,
@@ -295,6 +341,9 @@ def conv_geometry(x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict)
         dilation_w,
         groups,
     )
+    out_shape = (x.shape[0], w.shape[0], geometry.out_h, geometry.out_w)
+    check_allocation(out_shape, common_dtype(x, w, b), "the convolution's output")
+    return geometry
 
 
 def conv_transpose_geometry(
@@ -349,6 +398,8 @@ def conv_transpose_geometry(
             f"{out[0]}x{out[1]} output: both must be at least 1x1 "
             f"(stride {stride}, pad {pad}, dilation {dilation}, output_pad {output_pad})"
         )
+    out_shape = (x.shape[0], filters, out[0], out[1])
+    check_allocation(out_shape, common_dtype(x, w, b), "the transposed convolution's output")
     conv = ConvGeometry(*stride, *pad, size[0], size[1], *dilation, groups)
     return ConvTransposeGeometry(conv, out[0], out[1])
 
@@ -372,6 +423,7 @@ def check_affine_arrays(x: Any, w: Any, b: Any) -> tuple[np.ndarray, np.ndarray,
         )
     if b.shape[0] != w.shape[1]:
         raise ValueError(f"b must have length M = {w.shape[1]}, got shape {b.shape}")
+    check_allocation((x.shape[0], w.shape[1]), common_dtype(x, w, b), "the affine output")
     return x, w, b
 
 
@@ -407,6 +459,7 @@ def pool_geometry(x: np.ndarray, pool_param: dict) -> PoolGeometry:
     _, _, height, width = x.shape
     if pool_h > height or pool_w > width:
         raise ValueError(f"pool window {pool_h}x{pool_w} is larger than the input {height}x{width}")
+    # (the output is never larger than x: the windows lie inside it)
     return PoolGeometry(
         pool_h,
         pool_w,

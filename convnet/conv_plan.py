@@ -24,6 +24,8 @@ WINOGRAD_MIN_CHANNELS = 8
 WINOGRAD_MIN_PIXELS = 256
 WINOGRAD_MIN_PIXEL_CHANNELS = 2**14
 WINOGRAD_MIN_PIXELS_PER_CHANNEL = 2
+DEPTHWISE_SCRATCH_RATIO = 4
+SMALL_DEPTHWISE_SCRATCH = 2**16
 CHANNELS_LAST_WINOGRAD_MIN_CHANNELS = 4
 # The direct channels-last passes copy the input once, zero-padded: up to this many times
 # its pixels (else im2col, whose padding is virtual, runs).
@@ -73,9 +75,29 @@ def auto_prefers_winograd(
     )
 
 
-def is_depthwise(w_shape: tuple[int, ...], geo: ConvGeometry) -> bool:
-    """A grouped convolution with one input channel per group runs straight from x."""
-    return geo.groups > 1 and w_shape[1] == 1
+def depthwise_scratch(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: ConvGeometry) -> int:
+    """Values of scratch the compiled depthwise loops allocate (``_FlatPlanes`` in
+    ``_im2col.pyx``: a zero-padded plane, a flat output plane and a shifted gradient
+    plane), computed here with Python's integers, which cannot overflow."""
+    kernel_h, kernel_w = w_shape[2:]
+    padded_width = x_shape[3] + 2 * geo.pad_w
+    padded = (x_shape[2] + 2 * geo.pad_h) * padded_width + geo.dilation_w * (kernel_w - 1) + 1
+    flat_out = geo.out_h * padded_width + 1
+    max_shift = (kernel_h - 1) * geo.dilation_h * padded_width + (kernel_w - 1) * geo.dilation_w
+    return 2 * padded + max_shift + flat_out
+
+
+def is_depthwise(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: ConvGeometry) -> bool:
+    """A grouped convolution with one input channel per group runs straight from x, by
+    loops over zero-padded copies of whole planes; unless those copies would be more
+    than ``DEPTHWISE_SCRATCH_RATIO`` times the input and output planes (pads far beyond
+    the image, up to 2**31 - 1 by the rules, overflowed them once): im2col, whose
+    padding is virtual, runs those."""
+    if not (geo.groups > 1 and w_shape[1] == 1):
+        return False
+    planes = x_shape[2] * x_shape[3] + geo.out_h * geo.out_w
+    bound = DEPTHWISE_SCRATCH_RATIO * planes + SMALL_DEPTHWISE_SCRATCH
+    return depthwise_scratch(x_shape, w_shape, geo) <= bound
 
 
 class ConvPlan(NamedTuple):
@@ -169,7 +191,7 @@ def plan_convolution(
         if _backend.winograd_kernel is None:
             raise ValueError("algorithm 'winograd' needs the compiled kernel convnet._winograd")
         return ConvPlan("winograd", winograd_tile(geo))
-    if is_depthwise(w_shape, geo):
+    if is_depthwise(x_shape, w_shape, geo):
         return ConvPlan("direct", 0)
     if (
         requested == "auto"

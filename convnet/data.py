@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from convnet import _environment
 from convnet._io import atomic_open, fsync_directory, stderr_is_interactive
 
 CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{index}" for index in range(1, 6))
@@ -43,8 +44,8 @@ CIFAR10_CLASSES = (
 _CIFAR10_SUBDIRECTORY = "cifar-10-batches-py"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"  # published beside the archive
-CIFAR10_URL_VARIABLE = "CONVNET_CIFAR10_URL"  # a mirror of the same archive
-DATA_DIR_VARIABLE = "CONVNET_DATA_DIR"
+CIFAR10_URL_VARIABLE = _environment.CIFAR10_URL  # a mirror of the same archive
+DATA_DIR_VARIABLE = _environment.DATA_DIR
 DIGITS_SCALE = 1 / 16  # the digits' pixels are 0..16; load_digits_dataset scales them to [0, 1]
 _DOWNLOAD_CHUNK = 2**20
 _CIFAR10_PIXELS = 3 * 32 * 32
@@ -306,13 +307,22 @@ def default_data_dir() -> Path:
     ``$CONVNET_DATA_DIR`` if set, else ``convnet`` in the user's cache directory
     (``$XDG_CACHE_HOME``, else ``~/.cache``; ``%LOCALAPPDATA%`` on Windows).
     """
-    chosen = os.environ.get(DATA_DIR_VARIABLE)
-    if chosen:
-        return Path(chosen).expanduser()
+    chosen = _environment.data_dir()
+    if chosen is not None:
+        return Path(chosen)
     if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
         return Path(os.environ["LOCALAPPDATA"]) / "convnet"
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "convnet"
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, innermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def cifar10_is_cached(directory: str | os.PathLike | None = None) -> bool:
@@ -417,18 +427,23 @@ def download_cifar10(
     Raises
     ------
     DownloadError
-        When the download fails, the checksum differs or the archive is not CIFAR-10's.
+        When the download fails, the checksum differs or the archive is not CIFAR-10's;
+        the folders it created for the cache are removed again.
+    ValueError
+        When ``$CONVNET_CIFAR10_URL`` is set to something that is not a URL.
     """
     root = Path(directory).expanduser() if directory is not None else default_data_dir()
     target = root / _CIFAR10_SUBDIRECTORY
     if cifar10_is_cached(root):
         return target
-    url = url or os.environ.get(CIFAR10_URL_VARIABLE) or CIFAR10_URL
+    url = url or _environment.cifar10_url() or CIFAR10_URL
+    created = _missing_folders(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DownloadError(f"cannot create the data folder {root}: {error}") from error
     workspace = Path(tempfile.mkdtemp(prefix=".cifar-10-download.", dir=root))
+    succeeded = False
     try:
         archive_path = workspace / "cifar-10-python.tar.gz"
         try:
@@ -459,6 +474,11 @@ def download_cifar10(
                     f"cannot put the CIFAR-10 batches at {target}: {error}"
                 ) from error
         fsync_directory(root)
+        succeeded = True
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
+        if not succeeded:
+            for folder in created:  # innermost first; only those still empty
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
     return target

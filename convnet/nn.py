@@ -29,7 +29,11 @@ Initialization (:meth:`Module.initialize`): "he" draws each weight from a normal
 distribution with std ``sqrt(2 / fan_in)`` (fan_in = in_channels / groups * kh * kw for a
 convolution, in_features for a linear layer); "normal" uses std ``weight_scale``, as
 :class:`convnet.models.ThreeLayerConvNet` does. Biases and normalization shifts start at 0,
-normalization scales at 1, running means at 0 and running variances at 1.
+normalization scales at 1, running means at 0 and running variances at 1. Every layer
+declares the shapes of its arrays (:meth:`Layer.param_shapes`, :meth:`Layer.buffer_shapes`)
+before drawing them, so inside :func:`without_arrays` a network or a classifier can be
+built from a configuration and its sizes checked before anything is allocated (what
+:func:`convnet.serialization.load_model` does with an untrusted file).
 
 :class:`Classifier` is the one model class: a softmax classifier around a network, with
 CS231n's ``loss(X, y=None)``. :class:`convnet.models.ThreeLayerConvNet` and
@@ -39,9 +43,11 @@ parameters the course's names (``W1``, ``b1``, ``gamma1``, ...).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import re
+import threading
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from typing import Any, ClassVar
 
@@ -104,6 +110,28 @@ def check_init(init: Any) -> str:
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     return init
+
+
+_construction = threading.local()
+
+
+@contextlib.contextmanager
+def without_arrays() -> Iterator[None]:
+    """Build modules and classifiers in this block (this thread) without drawing their
+    parameters and buffers: their structure, names and :meth:`Module.array_shapes` are
+    known, their arrays are not there, and they cannot compute. For checking the sizes a
+    configuration asks for before allocating them."""
+    previous = getattr(_construction, "without_arrays", False)
+    _construction.without_arrays = True
+    try:
+        yield
+    finally:
+        _construction.without_arrays = previous
+
+
+def _drawing_arrays() -> bool:
+    """Whether construction draws arrays here (not inside :func:`without_arrays`)."""
+    return not getattr(_construction, "without_arrays", False)
 
 
 def _compact(pair: tuple[int, int]) -> int | list[int]:
@@ -213,6 +241,17 @@ class Module:
     def children(self) -> list[tuple[str, Module]]:
         """The named modules directly inside this one (none for a layer)."""
         return []
+
+    def array_shapes(self) -> dict[str, Shape]:
+        """The shape of every parameter and buffer of the subtree, by dotted name: what
+        :meth:`initialize` draws, known without drawing it."""
+        return {
+            **{name: layer.param_shapes()[local] for name, (layer, local) in self._index().items()},
+            **{
+                name: layer.buffer_shapes()[local]
+                for name, (layer, local) in self._buffer_index().items()
+            },
+        }
 
     def layers(self) -> Iterator[Layer]:
         """Every layer of the subtree, in forward order."""
@@ -343,10 +382,23 @@ class Layer(Module):
         self._cache: Any = None
 
     def _index(self) -> Index:
-        return {local: (self, local) for local in self._params}
+        return {local: (self, local) for local in self.param_shapes()}
 
     def _buffer_index(self) -> Index:
         return {local: (self, local) for local in self.BUFFERS}
+
+    def param_shapes(self) -> dict[str, Shape]:
+        """The shape of each of this layer's parameters, by local name (none here)."""
+        return {}
+
+    def buffer_shapes(self) -> dict[str, Shape]:
+        """The shape of each of this layer's ``BUFFERS``, by local name (none here)."""
+        return {}
+
+    def _first_initialize(self) -> None:
+        """Draw the parameters of a new layer (not inside :func:`without_arrays`)."""
+        if _drawing_arrays():
+            self.initialize(np.random.default_rng())
 
     def _buffer_holder(self) -> dict[str, Any]:
         """The dict that holds this layer's ``BUFFERS`` under their names (a new empty
@@ -451,17 +503,21 @@ class Conv2d(Layer):
         self.algorithm = None if algorithm is None else conv_algorithm({"algorithm": algorithm})
         if self.algorithm is not None:
             self.conv_param["algorithm"] = self.algorithm
-        self.initialize(np.random.default_rng())
+        self._first_initialize()
+
+    def param_shapes(self) -> dict[str, Shape]:
+        shapes = {"w": (self.out_channels, self.in_channels // self.groups, *self.kernel_size)}
+        if self.bias:
+            shapes["b"] = (self.out_channels,)
+        return shapes
 
     def _initial_params(
         self, rng: np.random.Generator, init: str, weight_scale: float, dtype: np.dtype
     ) -> dict[str, np.ndarray]:
-        depth = self.in_channels // self.groups
-        shape = (self.out_channels, depth, *self.kernel_size)
-        params = {"w": _normal(rng, shape, math.prod(shape[1:]), init, weight_scale, dtype)}
-        if self.bias:
-            params["b"] = np.zeros(self.out_channels, dtype=dtype)
-        return params
+        shapes = self.param_shapes()
+        w_shape = shapes.pop("w")
+        params = {"w": _normal(rng, w_shape, math.prod(w_shape[1:]), init, weight_scale, dtype)}
+        return {**params, **{name: np.zeros(shape, dtype=dtype) for name, shape in shapes.items()}}
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         w = self._params["w"]
@@ -533,15 +589,18 @@ class Linear(Layer):
         super().__init__()
         self.in_features = _positive_int(in_features, "in_features", 1)
         self.out_features = _positive_int(out_features, "out_features", 1)
-        self.initialize(np.random.default_rng())
+        self._first_initialize()
+
+    def param_shapes(self) -> dict[str, Shape]:
+        return {"w": (self.in_features, self.out_features), "b": (self.out_features,)}
 
     def _initial_params(
         self, rng: np.random.Generator, init: str, weight_scale: float, dtype: np.dtype
     ) -> dict[str, np.ndarray]:
-        shape = (self.in_features, self.out_features)
+        shapes = self.param_shapes()
         return {
-            "w": _normal(rng, shape, self.in_features, init, weight_scale, dtype),
-            "b": np.zeros(self.out_features, dtype=dtype),
+            "w": _normal(rng, shapes["w"], self.in_features, init, weight_scale, dtype),
+            "b": np.zeros(shapes["b"], dtype=dtype),
         }
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -678,18 +737,22 @@ class _Normalization(Layer):
             "eps": check_real(eps, "eps", low=0, low_inclusive=False),
             **settings,
         }
-        self.initialize(np.random.default_rng())
+        self._first_initialize()
 
     @property
     def eps(self) -> float:
         return self.norm_param["eps"]
 
+    def param_shapes(self) -> dict[str, Shape]:
+        return {"gamma": (self.num_features,), "beta": (self.num_features,)}
+
     def _initial_params(
         self, rng: np.random.Generator, init: str, weight_scale: float, dtype: np.dtype
     ) -> dict[str, np.ndarray]:
+        shapes = self.param_shapes()
         return {
-            "gamma": np.ones(self.num_features, dtype=dtype),
-            "beta": np.zeros(self.num_features, dtype=dtype),
+            "gamma": np.ones(shapes["gamma"], dtype=dtype),
+            "beta": np.zeros(shapes["beta"], dtype=dtype),
         }
 
     def _run(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
@@ -739,10 +802,14 @@ class _BatchNorm(_Normalization):
     def _buffer_holder(self) -> dict[str, Any]:
         return self.norm_param
 
+    def buffer_shapes(self) -> dict[str, Shape]:
+        return {name: (self.num_features,) for name in self.BUFFERS}
+
     def _initial_buffers(self, dtype: np.dtype) -> dict[str, np.ndarray]:
+        shapes = self.buffer_shapes()
         return {
-            "running_mean": np.zeros(self.num_features, dtype=dtype),
-            "running_var": np.ones(self.num_features, dtype=dtype),
+            "running_mean": np.zeros(shapes["running_mean"], dtype=dtype),
+            "running_var": np.ones(shapes["running_var"], dtype=dtype),
         }
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -1291,7 +1358,8 @@ class Classifier:
         self._buffers = ParamDict(_renamed(net._buffer_index(), self._names), "buffer")
         self._regularized = [self._names.get(name, name) for name in net.regularized()]
         init_seed, dropout_seed = np.random.SeedSequence(self.seed).spawn(2)
-        net.initialize(self._initial_generator(init_seed), init, self.weight_scale, self.dtype)
+        if _drawing_arrays():
+            net.initialize(self._initial_generator(init_seed), init, self.weight_scale, self.dtype)
         dropouts = [layer for layer in net.layers() if isinstance(layer, Dropout)]
         if dropouts:  # the generator the Solver's checkpoints save, only where it is used
             self._dropout_rng = np.random.default_rng(dropout_seed)
@@ -1366,6 +1434,13 @@ class Classifier:
         by name: a write-through mapping like ``params``. Saved and loaded with the
         parameters, never updated by an update rule."""
         return self._buffers
+
+    def array_shapes(self) -> dict[str, Shape]:
+        """The shape of every parameter and buffer, by its name in ``params`` or
+        ``buffers()``: known without the arrays (see :func:`without_arrays`)."""
+        return {
+            self._names.get(name, name): shape for name, shape in self.net.array_shapes().items()
+        }
 
     def set_buffers(self, buffers: Mapping[str, np.ndarray]) -> None:
         """Replace buffers by copies of the given arrays (in the model dtype).

@@ -410,7 +410,7 @@ class Solver:
         images = 0
         started = time.perf_counter()
         with contextlib.ExitStack() as stack:
-            stack.enter_context(self.ranks.abort_on_error(self._checkpoint_hint))
+            stack.enter_context(self.ranks.abort_on_error(self._checkpoint_hint, quiet=(OSError,)))
             stack.callback(self._finish_training, bar, started)
             while self.epoch < self.num_epochs:
                 epoch = self.epoch + 1
@@ -626,7 +626,7 @@ class Solver:
         rng = np.random.default_rng()
         try:
             rng.bit_generator.state = state["rng_state"]
-        except (TypeError, ValueError, KeyError) as error:
+        except (TypeError, ValueError, KeyError, OverflowError) as error:
             raise ValueError(f"checkpoint {path} holds an unusable generator state") from error
         # A saved state of a generator the model does not hold is left alone: models keep a
         # dropout generator only when they have dropout layers (older ones always kept one).
@@ -636,7 +636,7 @@ class Solver:
         try:
             for name, generator in generators.items():
                 generator.bit_generator.state = state["model_rng_states"][name]
-        except (TypeError, ValueError, KeyError) as error:
+        except (TypeError, ValueError, KeyError, OverflowError) as error:
             raise ValueError(f"checkpoint {path} holds an unusable generator state") from error
         self.rng = rng
         self._restore(state["params"], state["buffers"])

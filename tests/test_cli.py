@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import stat
 import subprocess
 import sys
@@ -13,10 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_cifar import write_archive
+from fake_cifar import write_archive, write_batches
 
 import convnet
 from convnet import cli, plots
+from convnet.cli import errors as cli_errors
+from convnet.cli import options as cli_options
+from convnet.cli import run_folder
 from convnet.models import load_model
 from convnet.plots import normalize_filters, plot_curves, plot_filters
 from convnet.solver import CHECKPOINT_NAME, Solver
@@ -137,13 +139,7 @@ def test_fc_net_trains_and_plots_its_first_layer(tmp_path: Path) -> None:
 
 def test_train_on_cifar10_batches(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    rng = np.random.default_rng(0)
-    batches = tmp_path / "cifar-10-batches-py"
-    batches.mkdir()
-    names = [*(f"data_batch_{index}" for index in range(1, 6)), "test_batch"]
-    for name in names:
-        batch = {b"data": rng.integers(0, 256, (8, 3072), dtype=np.uint8), b"labels": [1] * 8}
-        (batches / name).write_bytes(pickle.dumps(batch))
+    write_batches(tmp_path, label=1)
     options = ["--num-train", "30", "--num-val", "5", "--filter-size", "3", "--num-filters", "2"]
     code = run_cli(
         "train",
@@ -242,15 +238,15 @@ def test_options_of_the_resumed_model_are_checked(
 def test_user_errors_turns_only_user_errors_into_usage_errors() -> None:
     with (
         pytest.raises(cli.UsageError, match=r"^reading x: bad value$"),
-        cli._user_errors("reading x: "),
+        cli_errors.user_errors("reading x: "),
     ):
         raise ValueError("bad value")
-    with pytest.raises(cli.UsageError, match="no such file"), cli._user_errors():
+    with pytest.raises(cli.UsageError, match="no such file"), cli_errors.user_errors():
         raise FileNotFoundError("no such file")
     for bug in (TypeError("bug"), KeyError("bug"), AttributeError("bug"), ZeroDivisionError()):
-        with pytest.raises(type(bug)), cli._user_errors():
+        with pytest.raises(type(bug)), cli_errors.user_errors():
             raise bug
-    with pytest.raises(cli.UsageError), cli._user_errors(kinds=(KeyError,)):
+    with pytest.raises(cli.UsageError), cli_errors.user_errors(kinds=(KeyError,)):
         raise KeyError("asked for")
 
 
@@ -274,7 +270,7 @@ def test_a_bug_is_not_disguised_as_a_user_error(
 @pytest.mark.parametrize(
     ("damage", "fragment"),
     [
-        ("preprocessing-not-a-zip", "cannot read"),
+        ("preprocessing-not-a-zip", "not a readable preprocessing file"),
         ("preprocessing-without-mean", "mean_image"),
         ("images-not-a-zip", "cannot read the images"),
         ("options-bad-value", "--hidden-dim"),
@@ -319,12 +315,14 @@ def test_train_help_states_every_default_truthfully(capsys: pytest.CaptureFixtur
     common = flags(common_line)
     assert (common.pop("--dataset"), common.pop("--model")) == ("digits", "three-layer-convnet")
     assert common["--reg"] == "0"
-    for (dataset, model), listed in cli.DEFAULTS.items():
+    for (dataset, model), listed in cli_options.DEFAULTS.items():
         shown = {**common, **flags(":" + lines[lines.index(f"{dataset}, {model}:") + 1])}
-        args = cli._build_parser().parse_args(["train", "--dataset", dataset, "--model", model])
-        options = cli._resolve_options(args, {})
+        args = cli_options.build_parser().parse_args(
+            ["train", "--dataset", dataset, "--model", model]
+        )
+        options, _ = cli_options.resolve_options(args, {})
         for flag, text in shown.items():
-            assert cli._format_default(options[flag[2:].replace("-", "_")]) == text, flag
+            assert cli_options.format_default(options[flag[2:].replace("-", "_")]) == text, flag
         assert set(listed) <= {flag[2:].replace("-", "_") for flag in shown}
 
 
@@ -347,17 +345,28 @@ def test_divergence_exits_1_naming_the_epoch(tmp_path: Path, capsys: pytest.Capt
     assert "Traceback" not in err
 
 
-def test_interrupt_exits_130_and_points_to_resume(
+def test_an_interrupt_before_the_first_checkpoint_says_nothing_was_kept(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Issue 16, case 5: it said "checkpoint.npz holds epoch 0: continue with ... --resume"
+    and left the folder behind, with runs/latest pointing at it."""
     pytest.importorskip("sklearn")
 
     def interrupted(self: Solver) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Solver, "train", interrupted)
-    assert run_cli("train", *QUICK, "--out", tmp_path) == 130
-    assert "--resume" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("train", *QUICK) == 130
+    err = capsys.readouterr().err
+    assert "interrupted in epoch 1; nothing was kept" in err and "--resume" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert list((tmp_path / "runs").iterdir()) == []  # no run folder, no runs/latest
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("mine\n")
+    assert run_cli("train", *QUICK, "--out", empty) == 130
+    assert [path.name for path in empty.iterdir()] == ["notes.txt"]
 
 
 def test_help_exits_0_and_shows_every_datasets_defaults(capsys: pytest.CaptureFixture) -> None:
@@ -424,6 +433,30 @@ def run_module(*argv: str, cwd: Path, **env: str) -> subprocess.CompletedProcess
     )
 
 
+@pytest.mark.parametrize(
+    ("argv", "env", "recorded"),
+    [
+        ([], {}, "auto"),
+        (["--conv-algorithm", "im2col"], {}, "im2col"),
+        ([], {"CONVNET_CONV_ALGORITHM": "winograd"}, "winograd"),
+    ],
+)
+def test_the_convolution_algorithm_that_ran_is_recorded(
+    tmp_path: Path, argv: list[str], env: dict[str, str], recorded: str
+) -> None:
+    result = run_module("train", *QUICK, *argv, "--out", "run", cwd=tmp_path, **env)
+    assert result.returncode == 0, result.stderr
+    options = json.loads((tmp_path / "run" / "options.json").read_text())
+    assert options["conv_algorithm"] == recorded
+
+
+def test_a_bad_conv_algorithm_variable_is_one_line(tmp_path: Path) -> None:
+    result = run_module("train", *QUICK, cwd=tmp_path, CONVNET_CONV_ALGORITHM="fast")
+    assert result.returncode == 2
+    assert result.stderr.startswith("convnet: error: CONVNET_CONV_ALGORITHM must be")
+    assert len(result.stderr.splitlines()) == 1
+
+
 @pytest.mark.parametrize("value", ["bogus", "gpu "])
 def test_a_bad_backend_name_is_one_line(tmp_path: Path, value: str) -> None:
     result = run_module("info", cwd=tmp_path, CONVNET_BACKEND=value)
@@ -463,9 +496,9 @@ def _run_folder_state(folder: Path) -> dict[str, tuple[bytes, int]]:
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
-        (["--num-filters", "8"], "the model expects"),  # the checkpoint does not fit the model
-        (["--optimizer", "sgd"], "update rule 'adam'"),
-        (["--dtype", "float64"], "the model expects"),
+        (["--num-filters", "8"], "--num-filters 8 differs from the resumed run's 4"),
+        (["--optimizer", "sgd"], "--optimizer sgd differs from the resumed run's adam"),
+        (["--dtype", "float64"], "--dtype float64 differs from the resumed run's float32"),
     ],
 )
 def test_a_rejected_resume_leaves_the_run_folder_alone(
@@ -496,7 +529,7 @@ def test_resuming_into_a_new_out_folder_creates_nothing_when_rejected(
 ) -> None:
     elsewhere = tmp_path / "elsewhere"
     argv = ["--resume", trained_run / CHECKPOINT_NAME, "--out", elsewhere, "--num-filters", "8"]
-    assert_usage_error(capsys, run_cli("train", "--epochs", "2", *argv), "the model expects")
+    assert_usage_error(capsys, run_cli("train", "--epochs", "2", *argv), "differs from the resumed")
     assert not elsewhere.exists()
 
 
@@ -597,7 +630,7 @@ def test_runs_go_to_new_folders_and_latest_points_at_the_newest(
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli, "_timestamp", lambda seconds=None: "2026-11-30_22-31-05")
+    monkeypatch.setattr(run_folder, "timestamp", lambda seconds=None: "2026-11-30_22-31-05")
     small = [*QUICK, "--num-filters", "2"]
     assert run_cli("train", *small) == 0
     assert "1 epoch in" in capsys.readouterr().out

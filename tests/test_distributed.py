@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -339,3 +340,88 @@ def test_info_under_mpiexec_shows_rank_size_and_threads() -> None:
         cores = os.cpu_count() or 1
     if not (os.environ.get("CONVNET_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")):
         assert result.stdout.count(f"threads:  {max(1, cores // 2)} worker") == 2
+
+
+STARTUP_TIMEOUT = 60
+
+
+def _mpiexec_per_rank(*commands: list[str | Path], **env: str) -> tuple:
+    """Run one command per rank (MPMD: ``mpiexec -n 1 A : -n 1 B``) in a session of its
+    own; past STARTUP_TIMEOUT every process of it is killed and the test fails at once,
+    naming what each rank printed."""
+    child_env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_NAMES}
+    child_env["PYTHONPATH"] = str(SOURCE_ROOT)
+    child_env.update(env)
+    argv: list[str] = [str(MPIEXEC)]
+    for index, command in enumerate(commands):
+        argv += [*([":"] if index else []), "-n", "1", *map(str, command)]
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as empty:
+        process = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=child_env,
+            cwd=empty,
+            start_new_session=True,
+        )
+        try:
+            out, err = process.communicate(timeout=STARTUP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            out, err = process.communicate()
+            pytest.fail(f"the ranks hung for {STARTUP_TIMEOUT} s:\n{out}{err}")
+    result = subprocess.CompletedProcess(argv, process.returncode, out, err)
+    return result, time.perf_counter() - started
+
+
+def _convnet(*argv: str | Path, env: str | None = None) -> list[str | Path]:
+    prefix = ["env", env] if env else []
+    return [*prefix, sys.executable, "-m", "convnet", *argv]
+
+
+@needs_mpi
+def test_a_rank_that_cannot_start_ends_every_rank_with_its_message(tmp_path: Path) -> None:
+    """Issue 16, case 14: rank 1 refused its environment before MPI began, and rank 0
+    waited for it forever (the 120 s timeout)."""
+    train = ["train", "--num-train", "60", "--epochs", "1", "--no-progress", "--out", tmp_path]
+    result, seconds = _mpiexec_per_rank(
+        _convnet(*train), _convnet(*train, env="CONVNET_BACKEND=bogus")
+    )
+    assert result.returncode == cli.EXIT_USAGE, result.stdout + result.stderr
+    expected = "convnet: error: rank 1 of 2: CONVNET_BACKEND must be 'naive', 'cython' or 'auto'"
+    assert expected in result.stderr and result.stderr.count("CONVNET_BACKEND") == 1
+    assert not (tmp_path / "model.npz").exists()
+    assert seconds < STARTUP_TIMEOUT / 2
+
+
+@needs_mpi
+def test_a_rank_with_a_bad_command_line_ends_every_rank(tmp_path: Path) -> None:
+    train = ["train", "--num-train", "60", "--epochs", "1", "--no-progress", "--out", tmp_path]
+    result, _ = _mpiexec_per_rank(_convnet(*train), _convnet("trian"))
+    assert result.returncode == cli.EXIT_USAGE, result.stderr
+    assert "rank 1 of 2: argument COMMAND: invalid choice: 'trian'" in result.stderr
+
+
+@needs_mpi
+def test_an_error_of_every_rank_is_printed_once_without_rank_numbers() -> None:
+    result, _ = _mpiexec_per_rank(
+        _convnet("info", env="CONVNET_NUM_THREADS=0"), _convnet("info", env="CONVNET_NUM_THREADS=0")
+    )
+    assert result.returncode == cli.EXIT_USAGE
+    expected = "convnet: error: CONVNET_NUM_THREADS must be a positive integer, got '0'\n"
+    assert result.stderr == expected
+
+
+@needs_mpi
+def test_ranks_started_with_other_arguments_are_warned_about(tmp_path: Path) -> None:
+    """Ranks started with different arguments were ignored silently: rank 0's apply."""
+    train = ["train", "--num-train", "60", "--no-progress", "--quiet", "--out", tmp_path]
+    result, _ = _mpiexec_per_rank(
+        _convnet(*train, "--epochs", "1"), _convnet(*train, "--epochs", "2")
+    )
+    assert result.returncode == 0, result.stderr
+    assert "warning: ranks were started with other arguments than rank 0's" in result.stderr
+    assert "rank 1: train" in result.stderr and "--epochs 2" in result.stderr
+    assert json.loads((tmp_path / "summary.json").read_text())["epochs"] == 1

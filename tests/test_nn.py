@@ -817,10 +817,11 @@ def test_networks_match_the_same_network_in_torch(build):
 def test_convnet_train_builds_the_presets(tmp_path):
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
-    from convnet.cli import COMMON_DEFAULTS, DEFAULTS, _build_model, main
+    from convnet.cli import main
+    from convnet.cli.options import COMMON_DEFAULTS, DEFAULTS, build_model
 
     options = {**COMMON_DEFAULTS, **DEFAULTS[("cifar10", "vgg")], "model": "vgg"}
-    built = _build_model(options, {"X_train": np.zeros((1, 3, 32, 32), dtype=np.float32)})
+    built = build_model(options, {"X_train": np.zeros((1, 3, 32, 32), dtype=np.float32)})
     assert built.input_dim == (3, 32, 32)
     assert [layer.p for layer in built.net.layers() if isinstance(layer, nn.Dropout)] == [0.5] * 2
     model = "resnet"

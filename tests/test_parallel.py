@@ -262,7 +262,7 @@ if sys.platform.startswith("linux"):
     def test_place_workers_can_be_switched_off_by_environment() -> None:
         import subprocess
 
-        code = "from convnet import _parallel; print(_parallel.PLACE_WORKERS)"
+        code = "from convnet import _parallel; print(_parallel._place_workers())"
         env = {**os.environ, "CONVNET_PLACE_WORKERS": "0"}
         result = subprocess.run(
             [sys.executable, "-c", code],
@@ -281,12 +281,13 @@ def test_the_solver_leaves_malloc_alone_and_convnet_train_sets_it(
     import numpy as np
 
     from convnet import _memory, cli
+    from convnet.cli import train as cli_train
     from convnet.models import ThreeLayerConvNet
     from convnet.solver import Solver
 
     calls: list[str] = []
     monkeypatch.setattr(_memory, "keep_freed_memory", lambda: calls.append("library") or True)
-    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append("cli") or True)
+    monkeypatch.setattr(cli_train, "keep_freed_memory", lambda: calls.append("cli") or True)
     rng = np.random.default_rng(0)
     data = {
         "X_train": rng.standard_normal((4, 1, 8, 8)),

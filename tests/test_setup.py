@@ -30,7 +30,9 @@ def checkout(tmp_path: Path) -> Path:
     for name in ("setup.py", "pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, tmp_path / name)
     (tmp_path / "convnet").mkdir()
-    sources = [ROOT / "convnet" / name for name in ("_version.py", "__init__.py")]
+    sources = [
+        ROOT / "convnet" / name for name in ("_version.py", "__init__.py", "_environment.py")
+    ]
     for pattern in ("_*.pyx", "_*.c", "_*.h"):
         sources += (ROOT / "convnet").glob(pattern)
     for source in sources:
@@ -84,6 +86,14 @@ def test_require_extension_makes_a_failed_build_fatal(
     assert (result.returncode != 0) == fatal, result.stderr
     assert not stale[0].exists()  # under build/: gone even when the build is fatal
     assert stale[1].exists()  # not an in-place build: the checkout's kernel is not touched
+
+
+@pytest.mark.parametrize("value", ["maybe", "2"])
+def test_a_bad_require_extension_value_stops_the_build(checkout: Path, value: str) -> None:
+    result = failing_build(checkout, CONVNET_REQUIRE_EXTENSION=value)
+    assert result.returncode != 0
+    assert "CONVNET_REQUIRE_EXTENSION must be a flag" in result.stderr
+    assert f"got {value!r}" in result.stderr
 
 
 def test_the_readme_and_the_description_name_every_extension() -> None:
