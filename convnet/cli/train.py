@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from convnet import distributed
-from convnet._io import write_text
 from convnet._conv_setting import get_conv_algorithm, set_conv_algorithm
+from convnet._io import write_text
 from convnet._memory import keep_freed_memory
 from convnet._version import __version__
 from convnet.checkpoint import CHECKPOINT_NAME, checkpoint_epoch
