@@ -92,7 +92,7 @@ def conv_algorithm_choice(
     _, _, _, geo = check_conv_arrays(x, w, b, conv_param)
     wanted = conv_memory_format(conv_param) or check_memory_format(memory_format, "memory_format")
     requested = conv_algorithm(conv_param, None) or default_algorithm(w_shape, geo)
-    runs_in = memory_format_of(wanted, np.dtype(dtype), geo)
+    runs_in = memory_format_of(wanted, np.dtype(dtype), geo, w_shape)
     return plan_convolution(requested, x_shape, w_shape, geo, runs_in)
 
 
@@ -139,7 +139,7 @@ def conv_forward_fast(
     requested = conv_algorithm(conv_param, None) or default_algorithm(w.shape, geo)
     dtype = common_dtype(x, w, b)
     wanted = conv_memory_format(conv_param) or _layout_of(x)
-    runs_in = memory_format_of(wanted, dtype, geo)
+    runs_in = memory_format_of(wanted, dtype, geo, w.shape)
     plan = plan_convolution(requested, x.shape, w.shape, geo, runs_in)
     if runs_in == "channels_last":
         x_cl = to_channels_last(x, np.float32)
@@ -188,7 +188,7 @@ def conv_backward_fast(
         dx, dw, db = conv_backward_naive(dout, cache)
         return (dx if compute_dx else None), dw, (db if compute_db else None)
     dtype = common_dtype(x, w, b, dout)
-    runs_in = memory_format_of(runs_in, dtype, geo)
+    runs_in = memory_format_of(runs_in, dtype, geo, w.shape)
     plan = plan_convolution(requested, x.shape, w.shape, geo, runs_in)
     if runs_in == "channels_last":
         return _channels_last_gradients(plan, x, w, dout, geo, compute_dx, compute_db)

@@ -451,6 +451,37 @@ def test_conv_params_contiguous_format_wins_over_a_channels_last_input():
         assert_matches(actual, expected)
 
 
+# The contiguous Winograd (convnet.winograd), where these run, cannot transform zero
+# filters or channels yet ("cannot reshape array of size 0").
+CONTIGUOUS_WINOGRAD_OF_NOTHING = pytest.mark.xfail(
+    raises=ValueError, strict=True, reason="convnet.winograd with zero filters or channels"
+)
+
+
+@pytest.mark.parametrize(
+    "algorithm",
+    ["auto", "im2col", pytest.param("winograd", marks=CONTIGUOUS_WINOGRAD_OF_NOTHING)],
+)
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape"),
+    [((2, 5, 6, 6), (0, 5, 3, 3)), ((2, 0, 6, 6), (4, 0, 3, 3))],
+    ids=["no-filters", "no-channels"],
+)
+def test_no_filters_or_no_channels_run_the_contiguous_kernels(algorithm, x_shape, w_shape):
+    """Nothing for the channels-last kernels to sum (they would leave their output unwritten
+    or divide by a depth of 0): the contiguous path gives the empty output, or the bias
+    alone, and zero gradients."""
+    rng = np.random.default_rng(9)
+    x, w, b = random_arrays(rng, x_shape, w_shape)
+    param = {"stride": 1, "pad": 1, "algorithm": algorithm, "memory_format": "channels_last"}
+    assert conv_algorithm_choice(x_shape, w_shape, param).name not in CHANNELS_LAST_PLANS
+    out, cache = conv_forward_fast(x, w, b, param)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    grads = conv_backward_fast(dout, cache)
+    for actual, expected in zip((out, *grads), naive_float32(x, w, b, dout, param), strict=True):
+        assert_matches(actual, expected)
+
+
 @pytest.mark.parametrize("algorithm", ["auto", "im2col", "winograd"])
 def test_no_images_on_the_channels_last_path(algorithm):
     """An empty batch: an empty channels-last output, zero filter and bias gradients."""
