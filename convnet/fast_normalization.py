@@ -206,9 +206,12 @@ def _channels_last_backward(
         return _channels_last_kernels_backward(dout, cache)
     num, channels, height, width = cache.x_shape
     x = from_nhwc(cache.rows.reshape(num, height, width, channels))
-    if cache.relu:
-        kept = x * cache.scale[:, None, None] + cache.offset[:, None, None] > 0
-        dout = np.where(kept, dout, 0)
+    if cache.relu:  # where the forward pass's output was positive, by its own multiply-add
+        out = np.empty_like(cache.rows)
+        _backend.channels_last_kernel.scale_rows(
+            cache.rows, cache.scale, cache.offset, True, out, pool_parts(out.size)
+        )
+        dout = np.where(from_nhwc(out.reshape(num, height, width, channels)) > 0, dout, 0)
     contiguous = BatchNormCache(
         np.ascontiguousarray(x).reshape(num, channels, height * width),
         cache.mean,

@@ -212,6 +212,31 @@ def test_a_float64_dout_into_a_float32_channels_last_cache(instruction_set, relu
         assert_within(grad64.astype(np.float32), wanted, scale)
 
 
+def test_fused_relus_mask_is_the_forward_outputs_for_a_float64_dout(instruction_set):
+    """The gradient flows exactly where the fused forward pass gave a positive output, for a
+    float64 dout too: here x * gamma + beta is 2**-46 by a fused multiply-add but 0 in two
+    roundings, so a mask recomputed another way would disagree with the forward pass."""
+    eps = 2.0**-10  # running_var + eps == 1: the scale is gamma itself, the offset beta
+    one = np.float32(1 + 2**-23)
+    x = np.ones((2, 2, 2, 2), np.float32)
+    x[0, 0, 0, 0] = one
+    x = to_channels_last(x)
+    gamma = np.array([one, 1], np.float32)
+    beta = np.array([-(1 + 2**-22), 0], np.float32)
+    param = {
+        "mode": "test",
+        "eps": eps,
+        "running_mean": np.zeros(2, np.float32),
+        "running_var": np.full(2, 1 - eps, np.float32),
+    }
+    out, cache = spatial_batchnorm_relu_forward_fast(x, gamma, beta, param)
+    dout = np.ones(x.shape)
+    passed = out > 0
+    for dtype in (np.float32, np.float64):
+        dx, _, _ = spatial_batchnorm_relu_backward_fast(dout.astype(dtype), cache)
+        np.testing.assert_array_equal(dx != 0, passed)
+
+
 def test_the_wrong_backward_function_refuses_a_cache():
     rng = np.random.default_rng(14)
     x, gamma, beta, dout, param = bn_inputs((2, 3, 4, 4), rng)
