@@ -335,6 +335,7 @@ def test_relu_keeps_the_memory_format(instruction_set, dtype, layout, threads, r
     out, cache = relu_forward_fast(x)
     expected, expected_cache = relu_forward(x)
     np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(np.signbit(out), np.signbit(expected))
     assert out.dtype == np.dtype(dtype)
     assert is_channels_last(out) == (layout == "channels_last")
     for dout_layout in (to_channels_last, np.ascontiguousarray):
