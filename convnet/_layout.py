@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from convnet._validation import MEMORY_FORMATS
+from convnet._validation import MEMORY_FORMATS, check_ndim
 
 __all__ = ["MEMORY_FORMATS", "from_nhwc", "is_channels_last", "nhwc", "to_channels_last"]
 
@@ -62,9 +62,16 @@ def to_channels_last(x: np.ndarray, dtype: Any = None) -> np.ndarray:
     Returns
     -------
     ndarray, shape (N, C, H, W)
-        Whose ``transpose(0, 2, 3, 1)`` is C-contiguous: ``x`` itself when it already is
-        and has ``dtype``, else a copy.
+        Whose ``transpose(0, 2, 3, 1)`` is C-contiguous: a view of ``x`` when ``x``
+        already is and has ``dtype``, else a copy.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not 4-dimensional.
     """
+    x = np.asarray(x)
+    check_ndim(x, 4, "x", "(N, C, H, W)")
     return from_nhwc(nhwc(x, dtype))
 
 

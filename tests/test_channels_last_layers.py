@@ -513,3 +513,9 @@ def test_memory_format_helpers():
     assert not is_channels_last(x.tolist())
     assert not is_channels_last(x_cl[:, :, ::2])
     assert is_channels_last(x_cl[:1])
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4), (2, 3, 4, 5, 6), ()])
+def test_to_channels_last_refuses_arrays_that_are_not_image_batches(shape):
+    with pytest.raises(ValueError, match="x must be 4-dimensional"):
+        to_channels_last(np.ones(shape))
