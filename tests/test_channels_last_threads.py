@@ -8,7 +8,10 @@ from __future__ import annotations
 import os
 import select
 import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,3 +141,52 @@ def test_python_threads_calling_at_once_get_one_callers_answers(restore_num_thre
         thread.join(timeout=120)
     assert not any(thread.is_alive() for thread in threads), "a caller hung"
     assert not wrong, wrong
+
+
+MANY_THREADS_SCRIPT = """
+import numpy as np
+import convnet
+from convnet import _conv_work, _parallel
+from convnet.fast_activation import relu_forward_fast
+from convnet.fast_layers import conv_backward_fast, conv_forward_fast, max_pool_forward_fast
+from convnet.fast_normalization import spatial_batchnorm_relu_forward_fast
+from convnet.layers import conv_forward_naive
+from convnet.memory_format import to_channels_last
+
+_conv_work.SMALL_CONV_MULTIPLY_ADDS = 0
+_parallel.POOL_MIN_ELEMENTS = 0
+rng = np.random.default_rng(0)
+x = to_channels_last(rng.standard_normal((2, 8, 6, 6)).astype(np.float32))
+w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+b = np.zeros(8, np.float32)
+expected = conv_forward_naive(x.astype(float), w.astype(float), b.astype(float),
+                              {"stride": 1, "pad": 1})[0]
+convnet.set_num_threads(300)
+for algorithm in ("winograd", "im2col"):
+    out, cache = conv_forward_fast(x, w, b, {"stride": 1, "pad": 1, "algorithm": algorithm})
+    assert np.allclose(out, expected, rtol=1e-4, atol=1e-4), algorithm
+    conv_backward_fast(np.ones_like(out), cache)
+spatial_batchnorm_relu_forward_fast(x, np.ones(8, np.float32), np.zeros(8, np.float32),
+                                    {"mode": "train"})
+relu_forward_fast(x)
+max_pool_forward_fast(x, {"pool_height": 2, "pool_width": 2, "stride": 2})
+print("ok")
+"""
+
+
+def test_more_threads_than_the_pool_holds_still_work(tmp_path):
+    """set_num_threads beyond the pool's 256 parts (a large machine's default): the calls
+    use the parts the pool has. In a fresh interpreter, so its 255 workers go with it."""
+    env = {key: value for key, value in os.environ.items() if key != "CONVNET_BACKEND"}
+    env["PYTHONPATH"] = str(Path(convnet.__file__).resolve().parents[1])
+    result = subprocess.run(
+        [sys.executable, "-c", MANY_THREADS_SCRIPT],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
