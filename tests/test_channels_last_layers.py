@@ -164,6 +164,25 @@ def test_batchnorm_matches_the_reference(
         assert_matches(fast_param[key], reference_param[key].astype(np.float32))
 
 
+@pytest.mark.parametrize("relu", [False, True], ids=["bn", "bn-relu"])
+def test_statistics_of_data_far_from_zero(instruction_set, relu, restore_num_threads):
+    """Channels 150 standard deviations away from 0: the variance comes out right (sums of
+    squares about 0 would cancel catastrophically in float32)."""
+    set_num_threads(2)
+    rng = np.random.default_rng(22)
+    x, gamma, beta, dout, param = bn_inputs((4, 24, 5, 5), rng, offset=300.0)
+    forward, backward = batch_norm(relu)
+    fast_param = dict(param)
+    out, cache = forward(x, gamma, beta, fast_param)
+    grads = backward(dout, cache)
+    expected, scales, reference_param = bn_reference(
+        x, gamma, beta, dout, param, relu_mask=out > 0 if relu else None
+    )
+    for actual, wanted, scale in zip((out, *grads), expected, scales, strict=True):
+        assert_within(actual, wanted, scale)
+    assert_matches(fast_param["running_var"], reference_param["running_var"].astype(np.float32))
+
+
 BN_SHAPES = [(2, 3, 4, 5), (3, 17, 5, 3), (1, 40, 6, 6), (4, 16, 1, 2), (2, 1, 3, 3)]
 
 

@@ -273,3 +273,15 @@ def test_float32_resnet_with_im2col_is_within_1e_4_of_float64(restore_conv_algor
     expected_loss, expected = exact.loss(X.astype(np.float64), y)
     assert abs(loss - expected_loss) <= 1e-4 * abs(expected_loss)
     assert_gradients_close(grads, expected, 1e-4)
+
+
+def test_predict_and_integer_images_on_a_channels_last_model(channels_last_calls):
+    """predict's batches of a channels-last X and uint8 pixels (converted once) give the
+    scores of the whole batch."""
+    model = build("resnet")
+    rng = np.random.default_rng(11)
+    pixels = rng.integers(0, 256, size=(9, *model.input_dim), dtype=np.uint8)
+    scores = model.loss(pixels)
+    assert len(channels_last_calls) == conv_count(model)
+    np.testing.assert_array_equal(scores, model.loss(pixels.astype(np.float32)))
+    np.testing.assert_array_equal(model.predict(pixels, batch_size=4), scores.argmax(axis=1))
