@@ -5,19 +5,23 @@ bad input."""
 
 from __future__ import annotations
 
-import gc
 import math
-import tracemalloc
 
 import numpy as np
 import pytest
-from conv_helpers import use_workspace_and_threads
+from channels_last_helpers import (
+    CHANNEL_COUNTS,
+    EXAMPLES_PER_INSTRUCTION_SET,
+    laid_out_channels_last,
+    needs_channels_last,
+)
+from conv_helpers import extra_peak_mib, use_workspace_and_threads
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from tolerances import assert_matches
 
 import convnet
-from convnet import _backend, _channels_last_conv, _im2col_conv, winograd
+from convnet import _channels_last_conv, _im2col_conv, winograd
 from convnet.fast_layers import (
     conv_algorithm_choice,
     conv_backward_fast,
@@ -27,26 +31,12 @@ from convnet.fast_layers import (
 from convnet.layers import conv_backward_naive, conv_forward_naive
 from convnet.memory_format import is_channels_last, to_channels_last
 
-pytestmark = pytest.mark.skipif(
-    _backend.channels_last_kernel is None, reason="needs the compiled convnet._channels_last"
-)
+pytestmark = needs_channels_last
 
-# The property below runs once per instruction set: a third of the profile's examples each.
-EXAMPLES_PER_INSTRUCTION_SET = max(10, settings().max_examples // 3)
 # The naive layers loop over every output value in Python (~50 us each, forward and
 # backward): examples keep N * F * H_out * W_out under this.
 NAIVE_BUDGET = 1500
-CHANNEL_COUNTS = st.one_of(
-    st.sampled_from([1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 31, 33, 40]), st.integers(1, 40)
-)
 CHANNELS_LAST_PLANS = {"winograd-channels-last", "im2col-channels-last"}
-
-
-def laid_out_channels_last(array: np.ndarray) -> bool:
-    """Whether ``array``'s memory is (N, H, W, C), including arrays that are also
-    C-contiguous (one channel, 1x1 images), which :func:`is_channels_last` counts as
-    contiguous."""
-    return array.ndim == 4 and array.transpose(0, 2, 3, 1).flags.c_contiguous
 
 
 def naive_float32(x, w, b, dout, param) -> list[np.ndarray]:
@@ -586,26 +576,6 @@ def test_threads_change_only_the_order_of_sums(
 # --- bounded scratch memory --------------------------------------------------------------------
 
 
-def _extra_peak_mib(x, w, param) -> float:
-    """Peak MiB of a forward+backward pass beyond its output and gradients (the smaller of
-    two passes: tracemalloc also counts what other threads allocate meanwhile)."""
-    b = np.zeros(w.shape[0], np.float32)
-    extra = []
-    for _ in range(2):
-        gc.collect()
-        tracemalloc.start()
-        tracemalloc.reset_peak()
-        base, _ = tracemalloc.get_traced_memory()
-        out, cache = conv_forward_fast(x, w, b, param)
-        grads = conv_backward_fast(np.ones_like(out), cache)
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        needed = 2 * out.nbytes + sum(grad.nbytes for grad in grads)
-        extra.append((peak - base - needed) / 2**20)
-        del out, cache, grads
-    return min(extra)
-
-
 @pytest.mark.parametrize(
     "kernel_size, pad, algorithm",
     [(1, 0, "auto"), (3, 1, "im2col"), (3, 1, "winograd"), (5, 2, "auto")],
@@ -619,8 +589,8 @@ def test_scratch_memory_does_not_grow_with_the_batch(
     convnet.set_num_threads(1)
     w = np.ones((32, 32, kernel_size, kernel_size), np.float32)
     param = {"stride": 1, "pad": pad, "algorithm": algorithm}
-    small = _extra_peak_mib(to_channels_last(np.ones((16, 32, 8, 8), np.float32)), w, param)
-    large = _extra_peak_mib(to_channels_last(np.ones((128, 32, 8, 8), np.float32)), w, param)
+    small = extra_peak_mib(to_channels_last(np.ones((16, 32, 8, 8), np.float32)), w, param)
+    large = extra_peak_mib(to_channels_last(np.ones((128, 32, 8, 8), np.float32)), w, param)
     assert large < small + 0.25, (small, large)
     assert large < 2.0, large
 

@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from channels_last_helpers import (
+    CHANNEL_COUNTS,
+    EXAMPLES_PER_INSTRUCTION_SET,
+    laid_out_channels_last,
+    needs_channels_last,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from norm_reference import spatial_batchnorm_scales
 from tolerances import TOLERANCE, assert_matches
 
-from convnet import _backend
 from convnet._parallel import set_num_threads
 from convnet.fast_activation import relu_backward_fast, relu_forward_fast
 from convnet.fast_layers import max_pool_backward_fast, max_pool_forward_fast
@@ -36,15 +42,8 @@ from convnet.memory_format import (
 )
 from convnet.normalization import spatial_batchnorm_backward, spatial_batchnorm_forward
 
-pytestmark = pytest.mark.skipif(
-    _backend.channels_last_kernel is None, reason="needs the compiled convnet._channels_last"
-)
-EXAMPLES_PER_INSTRUCTION_SET = max(10, settings().max_examples // 3)
+pytestmark = needs_channels_last
 FUNCTION_SCOPED = [HealthCheck.function_scoped_fixture]
-
-
-def laid_out_channels_last(array: np.ndarray) -> bool:
-    return array.ndim == 4 and array.transpose(0, 2, 3, 1).flags.c_contiguous
 
 
 # --- batch norm ----------------------------------------------------------------------------------
@@ -88,17 +87,7 @@ def bn_reference(x, gamma, beta, dout, param, relu_mask=None):
         out = np.maximum(out, 0)
         dout64 = np.where(relu_mask, dout64, 0)
     grads = spatial_batchnorm_backward(dout64, cache)
-    channels = x.shape[1]
-    xhat = cache.xhat.reshape(x.shape)
-    gamma_std = np.abs(gamma64.reshape(channels) * cache.inv_std.reshape(channels))
-    axes = (0, 2, 3)
-    scales = (
-        np.abs(out).max(),
-        3 * np.abs(dout64).max() * gamma_std.max(),
-        np.abs(dout64 * xhat).sum(axis=axes).max(),
-        np.abs(dout64).sum(axis=axes).max(),
-    )
-    return (out, *grads), scales, param64
+    return (out, *grads), spatial_batchnorm_scales(out, dout64, gamma64, cache), param64
 
 
 def assert_within(actual, expected, scale) -> None:
@@ -112,7 +101,7 @@ def assert_within(actual, expected, scale) -> None:
 @given(
     shape=st.tuples(
         st.integers(1, 4),
-        st.one_of(st.sampled_from([1, 7, 8, 9, 16, 17, 33, 40]), st.integers(1, 40)),
+        CHANNEL_COUNTS,
         st.integers(1, 6),
         st.integers(1, 6),
     ).filter(lambda s: s[0] * s[2] * s[3] > 1),
@@ -392,7 +381,7 @@ def pools(draw):
     stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     shape = (
         draw(st.integers(1, 3)),
-        draw(st.one_of(st.sampled_from([1, 7, 8, 9, 16, 17, 40]), st.integers(1, 40))),
+        draw(CHANNEL_COUNTS),
         draw(st.integers(pool_h, 8)),
         draw(st.integers(pool_w, 8)),
     )

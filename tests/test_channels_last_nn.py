@@ -9,15 +9,14 @@ import json
 
 import numpy as np
 import pytest
+from channels_last_helpers import needs_channels_last
 
 import convnet
-from convnet import _backend, fast_conv, nn
+from convnet import fast_conv, nn
 from convnet.memory_format import is_channels_last
 from convnet.models import load_model, resnet, save_model, vgg
 
-pytestmark = pytest.mark.skipif(
-    _backend.channels_last_kernel is None, reason="needs the compiled convnet._channels_last"
-)
+pytestmark = needs_channels_last
 
 
 def custom_net() -> nn.Sequential:

@@ -8,16 +8,15 @@ from __future__ import annotations
 import os
 import select
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from channels_last_helpers import needs_channels_last
+from fresh_interpreter import run_python
 
 import convnet
-from convnet import _backend
 from convnet.fast_layers import (
     conv_backward_fast,
     conv_forward_fast,
@@ -30,9 +29,7 @@ from convnet.fast_normalization import (
 )
 from convnet.memory_format import to_channels_last
 
-pytestmark = pytest.mark.skipif(
-    _backend.channels_last_kernel is None, reason="needs the compiled convnet._channels_last"
-)
+pytestmark = needs_channels_last
 POOL = {"pool_height": 2, "pool_width": 2, "stride": 2}
 CHILD_TIMEOUT = 20
 
@@ -177,16 +174,7 @@ print("ok")
 def test_more_threads_than_the_pool_holds_still_work(tmp_path):
     """set_num_threads beyond the pool's 256 parts (a large machine's default): the calls
     use the parts the pool has. In a fresh interpreter, so its 255 workers go with it."""
-    env = {key: value for key, value in os.environ.items() if key != "CONVNET_BACKEND"}
-    env["PYTHONPATH"] = str(Path(convnet.__file__).resolve().parents[1])
-    result = subprocess.run(
-        [sys.executable, "-c", MANY_THREADS_SCRIPT],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    root = Path(convnet.__file__).resolve().parents[1]
+    result = run_python(MANY_THREADS_SCRIPT, pythonpath=root, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"

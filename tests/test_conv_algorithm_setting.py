@@ -5,23 +5,19 @@ the environment variable CONVNET_CONV_ALGORITHM (in fresh interpreters), the glo
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from channels_last_helpers import needs_channels_last
+from fresh_interpreter import run_python
 
 import convnet
-from convnet import _backend, _channels_last_conv, nn
+from convnet import _channels_last_conv, nn
 from convnet.fast_layers import conv_algorithm_choice, conv_backward_fast, conv_forward_fast
 from convnet.layers import conv_forward_naive
 from convnet.memory_format import to_channels_last
 
-needs_channels_last = pytest.mark.skipif(
-    _backend.channels_last_kernel is None, reason="needs the compiled convnet._channels_last"
-)
 THREE_BY_THREE = {"stride": 1, "pad": 1}
 
 
@@ -153,22 +149,13 @@ def run_with_environment(value: str | None, tmp_path: Path) -> dict:
     """What a fresh interpreter with CONVNET_CONV_ALGORITHM=value (unset: None) reports
     after its first convolution (it imports this checkout's convnet, from an empty
     directory)."""
-    env = {
-        key: item
-        for key, item in os.environ.items()
-        if key not in ("CONVNET_BACKEND", "CONVNET_CONV_ALGORITHM")
-    }
-    env["PYTHONPATH"] = str(Path(convnet.__file__).resolve().parents[1])
-    if value is not None:
-        env["CONVNET_CONV_ALGORITHM"] = value
-    result = subprocess.run(
-        [sys.executable, "-c", ENVIRONMENT_SCRIPT],
-        env=env,
+    extra = {} if value is None else {"CONVNET_CONV_ALGORITHM": value}
+    result = run_python(
+        ENVIRONMENT_SCRIPT,
+        pythonpath=Path(convnet.__file__).resolve().parents[1],
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        unset=("CONVNET_CONV_ALGORITHM",),
+        **extra,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
