@@ -321,16 +321,17 @@ def shifted_column_sums(const float[:, ::1] x, const float[::1] shift, double[:,
         cl_norm_sums_all(&job, parts)
 
 
-def scale_rows(const float[:, ::1] x, const float[::1] scale, const float[::1] offset,
-               bint relu, float[:, ::1] out, int parts) -> None:
-    """``out = x * scale + offset`` per column of ``x`` (rows, C), ``max(out, 0)`` with
-    ``relu`` (NaN stays NaN); ``out`` may be ``x``."""
+def scale_rows(const float[:, ::1] x, const float[::1] mean, const float[::1] scale,
+               const float[::1] offset, bint relu, float[:, ::1] out, int parts) -> None:
+    """``out = (x - mean) * scale + offset`` per column of ``x`` (rows, C), ``max(out, 0)``
+    with ``relu`` (NaN stays NaN); ``out`` may be ``x``."""
     cdef cl_norm_job job = _norm_job(x, parts, relu)
     if out.shape[0] != job.rows or out.shape[1] != job.c:
         raise ValueError(f"out must have shape ({job.rows}, {job.c})")
     if job.rows == 0 or job.c == 0:
         return
     job.x = &x[0, 0]
+    job.mean = _channel_vector(mean, job.c, "mean")
     job.scale = _channel_vector(scale, job.c, "scale")
     job.offset = _channel_vector(offset, job.c, "offset")
     job.out = &out[0, 0]
@@ -342,7 +343,8 @@ def norm_gradient_sums(const float[:, ::1] x, const float[:, ::1] dy, const floa
                        const float[::1] scale, const float[::1] offset, bint relu,
                        double[:, :, ::1] sums, int parts) -> None:
     """Add to ``sums[part]`` (2, C) the column sums of ``g`` and ``g * (x - mean)`` over each
-    part's rows, ``g`` being ``dy`` where ``x * scale + offset > 0`` if ``relu``, else dy."""
+    part's rows, ``g`` being ``dy`` where ``(x - mean) * scale + offset > 0`` if ``relu``,
+    else dy."""
     cdef cl_norm_job job = _norm_job(x, parts, relu)
     if dy.shape[0] != job.rows or dy.shape[1] != job.c:
         raise ValueError(f"dy must have shape ({job.rows}, {job.c})")

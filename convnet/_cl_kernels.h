@@ -225,8 +225,8 @@ static void cl_norm_scale_part(void *context, int part, int parts) {
     cl_norm_job *job = (cl_norm_job *)context;
     ptrdiff_t first, last;
     cl_share(job->rows, part, parts, &first, &last);
-    CL_DISPATCH(cl_scale_rows, job->x, job->c, job->scale, job->offset, job->relu, first, last,
-                job->out);
+    CL_DISPATCH(cl_scale_rows, job->x, job->c, job->mean, job->scale, job->offset, job->relu,
+                first, last, job->out);
 }
 
 static void cl_norm_gradient_sums_part(void *context, int part, int parts) {
