@@ -548,3 +548,32 @@ def test_memory_format_helpers():
 def test_to_channels_last_refuses_arrays_that_are_not_image_batches(shape):
     with pytest.raises(ValueError, match="x must be 4-dimensional"):
         to_channels_last(np.ones(shape))
+
+
+def test_threads_change_at_most_the_order_of_batch_norms_sums(instruction_set, restore_num_threads):
+    """With 1, 2 or 3 threads ReLU and max pooling give the same bits (each value is one
+    thread's); batch norm adds its per-thread sums up in another order: float32's standard."""
+    rng = np.random.default_rng(24)
+    x, gamma, beta, dout, param = bn_inputs((3, 21, 6, 5), rng)
+    pool_param = {"pool_height": 3, "pool_width": 2, "stride": (2, 1)}
+    runs = []
+    for threads in (1, 2, 3):
+        set_num_threads(threads)
+        normalized, norm_cache = spatial_batchnorm_relu_forward_fast(x, gamma, beta, dict(param))
+        activated, relu_cache = relu_forward_fast(x)
+        pooled, pool_cache = max_pool_forward_fast(x, pool_param)
+        runs.append(
+            (
+                activated,
+                relu_backward_fast(dout, relu_cache),
+                pooled,
+                max_pool_backward_fast(np.ones_like(pooled), pool_cache),
+                normalized,
+                *spatial_batchnorm_relu_backward_fast(dout, norm_cache),
+            )
+        )
+    for run in runs[1:]:
+        for exact, first in zip(run[:4], runs[0][:4], strict=True):
+            np.testing.assert_array_equal(exact, first)
+        for close, first in zip(run[4:], runs[0][4:], strict=True):
+            assert_matches(close, first)
