@@ -126,6 +126,7 @@ def winograd4_filter_gradient(const float[:, :, :, ::1] x, const float[:, :, :, 
     if du.shape[0] < parts or du.shape[1] != 36 or du.shape[2] != job.c:
         raise ValueError(f"du must have shape (>= {parts}, 36, {job.c}, {job.frow})")
     if job.num == 0 or job.c == 0 or job.f == 0:
+        du[...] = 0
         return
     job.dy = &dy[0, 0, 0, 0]
     job.du = &du[0, 0, 0, 0]
@@ -321,16 +322,17 @@ def shifted_column_sums(const float[:, ::1] x, const float[::1] shift, double[:,
         cl_norm_sums_all(&job, parts)
 
 
-def scale_rows(const float[:, ::1] x, const float[::1] scale, const float[::1] offset,
-               bint relu, float[:, ::1] out, int parts) -> None:
-    """``out = x * scale + offset`` per column of ``x`` (rows, C), ``max(out, 0)`` with
-    ``relu`` (NaN stays NaN); ``out`` may be ``x``."""
+def scale_rows(const float[:, ::1] x, const float[::1] mean, const float[::1] scale,
+               const float[::1] offset, bint relu, float[:, ::1] out, int parts) -> None:
+    """``out = (x - mean) * scale + offset`` per column of ``x`` (rows, C), ``max(out, 0)``
+    with ``relu`` (NaN stays NaN); ``out`` may be ``x``."""
     cdef cl_norm_job job = _norm_job(x, parts, relu)
     if out.shape[0] != job.rows or out.shape[1] != job.c:
         raise ValueError(f"out must have shape ({job.rows}, {job.c})")
     if job.rows == 0 or job.c == 0:
         return
     job.x = &x[0, 0]
+    job.mean = _channel_vector(mean, job.c, "mean")
     job.scale = _channel_vector(scale, job.c, "scale")
     job.offset = _channel_vector(offset, job.c, "offset")
     job.out = &out[0, 0]
@@ -342,7 +344,8 @@ def norm_gradient_sums(const float[:, ::1] x, const float[:, ::1] dy, const floa
                        const float[::1] scale, const float[::1] offset, bint relu,
                        double[:, :, ::1] sums, int parts) -> None:
     """Add to ``sums[part]`` (2, C) the column sums of ``g`` and ``g * (x - mean)`` over each
-    part's rows, ``g`` being ``dy`` where ``x * scale + offset > 0`` if ``relu``, else dy."""
+    part's rows, ``g`` being ``dy`` where ``(x - mean) * scale + offset > 0`` if ``relu``,
+    else dy."""
     cdef cl_norm_job job = _norm_job(x, parts, relu)
     if dy.shape[0] != job.rows or dy.shape[1] != job.c:
         raise ValueError(f"dy must have shape ({job.rows}, {job.c})")
@@ -524,69 +527,73 @@ def relu_gradient(const float[::1] x, const float[::1] dy, float[::1] dx, int pa
 
 cdef extern from "_cl_kernels.h" nogil:
     ctypedef struct cl_direct_job:
-        const float* xp
+        const float* x
         const float* wk
         const float* bias
         const float* dy
         float* y
         float* dwk
+        float* band
         double* db
         cl_conv_geometry g
-        Py_ssize_t num, hp, wp, f, dwk_size
+        Py_ssize_t num, f, dwk_size, band_size, band_rows
     void cl_direct_forward_all(cl_direct_job* job, int parts)
     void cl_direct_filter_gradient_all(cl_direct_job* job, int parts)
-    ctypedef struct cl_pad_job:
-        const float* x
-        float* xp
-        Py_ssize_t num, h, w, c, ph, pw
-    void cl_pad_all(cl_pad_job* job, int parts)
 
 
-def pad(const float[:, :, :, ::1] x, float[:, :, :, ::1] xp, Py_ssize_t ph, Py_ssize_t pw,
-        int parts) -> None:
-    """``xp`` (N, H + 2 ph, W + 2 pw, C) = NHWC ``x`` with zero borders."""
-    cdef cl_pad_job job
-    if ph < 0 or pw < 0 or parts < 1 or parts > 256:
-        raise ValueError("pads must be >= 0 and parts in 1..256")
-    if (xp.shape[0], xp.shape[1], xp.shape[2], xp.shape[3]) != (
-            x.shape[0], x.shape[1] + 2 * ph, x.shape[2] + 2 * pw, x.shape[3]):
-        raise ValueError("xp must have shape (N, H + 2 ph, W + 2 pw, C)")
-    if xp.shape[0] * xp.shape[1] * xp.shape[2] * xp.shape[3] == 0:
-        return
-    job.num, job.h, job.w, job.c, job.ph, job.pw = x.shape[0], x.shape[1], x.shape[2], x.shape[3], ph, pw
-    job.x = &x[0, 0, 0, 0] if x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3] else NULL
-    job.xp = &xp[0, 0, 0, 0]
-    with nogil:
-        cl_pad_all(&job, parts)
+def direct_workspace(Py_ssize_t width, Py_ssize_t channels, tuple taps,
+                     Py_ssize_t band_rows) -> int:
+    """Values of workspace one part of a direct pass needs: a band of ``band_rows``
+    output rows' input rows, zero-padded (``taps`` (kh, kw, sh, sw, ph, pw, dh, dw,
+    out_h, out_w); ``width`` and ``channels`` the input's)."""
+    kh, kw, sh, sw, ph, pw, dh, dw, out_h, out_w = taps
+    return ((band_rows - 1) * sh + (kh - 1) * dh + 1) * (width + 2 * pw) * channels
 
 
-cdef cl_direct_job _direct_job(const float[:, :, :, ::1] xp, Py_ssize_t f, tuple taps,
-                               int parts) except *:
-    """The sizes of a direct pass over the padded input ``xp``, checked: every value the
-    filters read lies inside xp (taps (kh, kw, sh, sw, dh, out_h, out_w))."""
-    cdef cl_direct_job job
-    cdef cl_conv_geometry g
-    g.kh, g.kw, g.sh, g.sw, g.dh, g.out_h, g.out_w = taps
-    g.c, g.ph, g.pw, g.dw = xp.shape[3], 0, 0, 1
-    g.h, g.w = xp.shape[1], xp.shape[2]
-    if min(g.kh, g.kw, g.sh, g.sw, g.dh, g.out_h, g.out_w) < 1 or parts < 1 or parts > 256:
-        raise ValueError(f"invalid direct convolution geometry {taps} or parts {parts}")
-    if (g.out_h - 1) * g.sh + (g.kh - 1) * g.dh >= g.h or (g.out_w - 1) * g.sw + g.kw > g.w:
-        raise ValueError(f"{g.out_h}x{g.out_w} outputs of the filters {taps} read beyond the "
-                         f"padded {g.h}x{g.w} input")
-    job.g = g
-    job.num, job.hp, job.wp, job.f = xp.shape[0], xp.shape[1], xp.shape[2], f
-    job.xp = &xp[0, 0, 0, 0] if job.num * job.hp * job.wp * g.c else NULL
+cdef cl_direct_job _direct_job(const float[:, :, :, ::1] x, Py_ssize_t f, tuple taps,
+                               float[::1] work, Py_ssize_t band_rows, int parts) except *:
+    """The sizes of a direct pass, checked: the bands fit ``work`` and every value the
+    filters read lies in a band (the pad copies only rows inside x)."""
+    cdef cl_direct_job job = _direct_geometry(x, taps, band_rows, parts)
+    job.num, job.f = x.shape[0], f
+    job.band_size = direct_workspace(x.shape[2], x.shape[3], taps, band_rows)
+    if work.shape[0] < parts * job.band_size:
+        raise ValueError(f"the workspace holds {work.shape[0]} values, {parts} parts need "
+                         f"{parts * job.band_size}")
+    job.band = &work[0] if job.band_size else NULL
+    job.x = &x[0, 0, 0, 0] if job.num * job.g.h * job.g.w * job.g.c else NULL
     job.bias = NULL
+    job.db = NULL
     return job
 
 
-def conv_direct_forward(const float[:, :, :, ::1] xp, const float[:, ::1] wk, bias,
-                        float[:, :, :, ::1] y, tuple taps, int parts) -> None:
-    """``y`` (N, out_h, out_w, F) = the convolution of the zero-padded NHWC input ``xp``
-    with ``wk`` (kh*kw*C, F), read in place (no columns), plus ``bias`` (F or None).
-    ``taps`` is (kh, kw, sh, sw, dh, out_h, out_w); the dilation along the width is 1."""
-    cdef cl_direct_job job = _direct_job(xp, y.shape[3], taps, parts)
+cdef cl_direct_job _direct_geometry(const float[:, :, :, ::1] x, tuple taps,
+                                    Py_ssize_t band_rows, int parts) except *:
+    cdef cl_direct_job job
+    cdef cl_conv_geometry g
+    g.h, g.w, g.c = x.shape[1], x.shape[2], x.shape[3]
+    g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.out_h, g.out_w = taps
+    if min(g.kh, g.kw, g.sh, g.sw, g.dh, g.out_h, g.out_w, band_rows) < 1 or g.dw != 1:
+        raise ValueError(f"invalid direct convolution geometry {taps} (bands of {band_rows})")
+    if min(g.ph, g.pw) < 0 or parts < 1 or parts > 256:
+        raise ValueError("pads must be >= 0 and parts in 1..256")
+    if (g.out_w - 1) * g.sw + g.kw > g.w + 2 * g.pw:
+        raise ValueError(f"{g.out_w} outputs of {g.kw} taps read beyond the padded width "
+                         f"{g.w + 2 * g.pw}")
+    job.g = g
+    job.band_rows = band_rows
+    return job
+
+
+def conv_direct_forward(const float[:, :, :, ::1] x, const float[:, ::1] wk, bias,
+                        float[:, :, :, ::1] y, tuple taps, float[::1] work,
+                        Py_ssize_t band_rows, int parts) -> None:
+    """``y`` (N, out_h, out_w, F) = the convolution of NHWC ``x`` with ``wk`` (kh*kw*C, F),
+    each output pixel's columns read in place from a zero-padded band of rows, plus
+    ``bias`` (F or None). ``taps`` is (kh, kw, sh, sw, ph, pw, dh, dw, out_h, out_w), dw
+    1; each part pads its bands of ``band_rows`` output rows in its own
+    :func:`direct_workspace` values of ``work``."""
+    cdef cl_direct_job job = _direct_job(x, y.shape[3], taps, work, band_rows, parts)
     cdef const float[::1] shift
     _check_rows((y.shape[0], y.shape[1], y.shape[2], y.shape[3]),
                 (job.num, job.g.out_h, job.g.out_w, job.f), "y")
@@ -605,15 +612,15 @@ def conv_direct_forward(const float[:, :, :, ::1] xp, const float[:, ::1] wk, bi
         cl_direct_forward_all(&job, parts)
 
 
-def conv_direct_filter_gradient(const float[:, :, :, ::1] xp, const float[:, :, :, ::1] dy,
-                                float[:, :, ::1] dwk, db, tuple taps, int parts) -> None:
+def conv_direct_filter_gradient(const float[:, :, :, ::1] x, const float[:, :, :, ::1] dy,
+                                float[:, :, ::1] dwk, db, tuple taps, float[::1] work,
+                                Py_ssize_t band_rows, int parts) -> None:
     """The filter gradient of :func:`conv_direct_forward`, (kh*kw*C, F), summed into
     ``dwk[0]``; ``dwk`` is (parts, kh*kw*C, F), overwritten. Unless ``db`` is None, the
     bias gradient too: ``db`` (parts, F) float64, zero on entry, gets each part's sums of
     ``dy`` (the caller adds the parts up)."""
-    cdef cl_direct_job job = _direct_job(xp, dy.shape[3], taps, parts)
+    cdef cl_direct_job job = _direct_job(x, dy.shape[3], taps, work, band_rows, parts)
     cdef double[:, ::1] sums
-    job.db = NULL
     if db is not None:
         sums = db
         if sums.shape[0] < parts or sums.shape[1] != job.f:
@@ -627,6 +634,7 @@ def conv_direct_filter_gradient(const float[:, :, :, ::1] xp, const float[:, :, 
     _check_rows((dwk.shape[1], dwk.shape[2]), (job.g.kh * job.g.kw * job.g.c, job.f),
                 "a dwk slice")
     if job.num * job.f * job.g.c == 0:
+        dwk[...] = 0
         return
     job.dy, job.dwk = &dy[0, 0, 0, 0], &dwk[0, 0, 0]
     job.dwk_size = dwk.shape[1] * dwk.shape[2]

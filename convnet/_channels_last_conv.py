@@ -11,9 +11,10 @@ compiled kernels (:mod:`convnet._channels_last`), which split it over their own 
   with the flipped, transposed filters and the padding ``2 - pad``; the filter gradient
   adds up per share in the transformed domain and is transformed back once.
 - **direct**: the same products as im2col's, reading each output pixel's kh*kw*C values
-  in place from the zero-padded input (a filter row's kw taps are kw*C adjacent values),
-  so no column matrix is written (dilation 1 along the width); the input gradient goes
-  through the columns as in im2col.
+  in place from a zero-padded copy of the band of input rows its band of output rows
+  needs (a filter row's kw taps are kw*C adjacent values there), so no column matrix is
+  written (dilation 1 along the width); the input gradient goes through the columns as in
+  im2col.
 - **im2col**: one row of kh*kw*C values per output pixel, multiplied by the filters
   arranged (kh*kw*C, F), chunk by chunk of rows, so the output rows are NHWC as they come
   out. A 1x1 convolution with stride 1 and no padding uses x's own rows.
@@ -33,6 +34,8 @@ from convnet._validation import ConvGeometry
 
 WINOGRAD_BLOCK_BYTES = 2**18
 IM2COL_CHUNK_BYTES = 2**19
+DIRECT_BAND_PIXELS = 128
+DIRECT_BAND_BYTES = 2**18
 MIN_WINOGRAD_BLOCK = 16
 _LANES = 16
 
@@ -197,19 +200,21 @@ def bias_gradient(kernel: ModuleType, dout: np.ndarray, parts: int) -> np.ndarra
     return sums[:, 0].sum(axis=0).astype(np.float32)
 
 
-def _padded(kernel: ModuleType, x: np.ndarray, geo: ConvGeometry, parts: int) -> np.ndarray:
-    """NHWC ``x`` with ``geo``'s zero padding (``x`` itself without padding)."""
-    if (geo.pad_h, geo.pad_w) == (0, 0):
-        return x
-    num, height, width, channels = x.shape
-    xp = np.empty((num, height + 2 * geo.pad_h, width + 2 * geo.pad_w, channels), np.float32)
-    kernel.pad(x, xp, geo.pad_h, geo.pad_w, parts)
-    return xp
-
-
-def _direct_taps(w_shape: tuple[int, ...], geo: ConvGeometry) -> tuple[int, ...]:
-    """(kh, kw, sh, sw, dh, out_h, out_w), as the compiled direct passes take them."""
-    return (*w_shape[2:], geo.stride_h, geo.stride_w, geo.dilation_h, geo.out_h, geo.out_w)
+def _direct_bands(
+    kernel: ModuleType, x_shape: tuple[int, ...], taps: tuple[int, ...], parts: int
+) -> tuple[np.ndarray, int]:
+    """The band buffers of ``parts`` shares and their output rows: about
+    ``DIRECT_BAND_PIXELS`` output pixels a band (a band of dy stays in cache through the
+    filter gradient's products), fewer when the band's input rows would outgrow the
+    share of the workspace limit, at least one row."""
+    out_h, out_w = taps[-2:]
+    rows = max(1, min(out_h, -(-DIRECT_BAND_PIXELS // out_w)))
+    while rows > 1 and 4 * kernel.direct_workspace(*x_shape[2:], taps, rows) > chunk_bytes(
+        DIRECT_BAND_BYTES
+    ):
+        rows //= 2
+    size = parts * kernel.direct_workspace(*x_shape[2:], taps, rows)
+    return np.empty(size, dtype=np.float32), rows
 
 
 def direct_forward(
@@ -221,13 +226,14 @@ def direct_forward(
     parts: int,
 ) -> np.ndarray:
     """The convolution of NHWC ``x`` with ``w`` (F, C, kh, kw) plus ``b``, its columns read
-    in place from the padded input: NHWC (N, out_h, out_w, F)."""
+    in place from zero-padded bands of input rows: NHWC (N, out_h, out_w, F)."""
     filters = w.shape[0]
     wk = _float32(w.transpose(2, 3, 1, 0)).reshape(-1, filters)
     out = np.empty((x.shape[0], geo.out_h, geo.out_w, filters), dtype=np.float32)
     bias = None if b is None else _float32(b)
-    xp = _padded(kernel, x, geo, parts)
-    kernel.conv_direct_forward(xp, wk, bias, out, _direct_taps(w.shape, geo), parts)
+    taps = _taps(w.shape, geo)
+    work, rows = _direct_bands(kernel, x.shape, taps, parts)
+    kernel.conv_direct_forward(x, wk, bias, out, taps, work, rows, parts)
     return out
 
 
@@ -245,16 +251,17 @@ def direct_backward(
     (and db in the same pass over dout, unless ``compute_db`` is False), dx (None without
     ``compute_dx``) through the columns and col2im."""
     filters, channels, kh, kw = w.shape
+    taps = _taps(w.shape, geo)
     dx = None
     if compute_dx:
         depth = kh * kw * channels
         work, rows = _im2col_workspace(kernel, depth, parts)
         wt = _float32(w.transpose(0, 2, 3, 1)).reshape(filters, depth)
         dx = np.empty(x.shape, dtype=np.float32)
-        kernel.conv_input_gradient(dout, wt, dx, _taps(w.shape, geo), work, rows, parts)
+        kernel.conv_input_gradient(dout, wt, dx, taps, work, rows, parts)
     dwk = np.empty((parts, kh * kw * channels, filters), dtype=np.float32)
     db = np.zeros((parts, filters)) if compute_db else None
-    xp = _padded(kernel, x, geo, parts)
-    kernel.conv_direct_filter_gradient(xp, dout, dwk, db, _direct_taps(w.shape, geo), parts)
+    work, rows = _direct_bands(kernel, x.shape, taps, parts)
+    kernel.conv_direct_filter_gradient(x, dout, dwk, db, taps, work, rows, parts)
     dw = np.ascontiguousarray(dwk[0].reshape(kh, kw, channels, filters).transpose(3, 2, 0, 1))
     return dx, dw, None if db is None else db.sum(axis=0).astype(np.float32)

@@ -13,9 +13,6 @@
 #define CONVNET_CL_IM2COL_H
 
 #include <stddef.h>
-#include <string.h>
-
-#include "_simd.h"
 
 typedef struct {
     ptrdiff_t h, w, c, kh, kw, sh, sw, ph, pw, dh, dw, out_h, out_w;
@@ -32,24 +29,9 @@ static inline void cl_inside_taps(const cl_conv_geometry *g, ptrdiff_t x0, ptrdi
     *hi = last;
 }
 
-/* xp (images, hp, wp, c) = x (images, h, w, c) with ph rows and pw columns of zeros on each
- * side (hp = h + 2 ph, wp = w + 2 pw), for images first .. last - 1. */
-static void cl_pad_images(const float *restrict x, ptrdiff_t h, ptrdiff_t w, ptrdiff_t c,
-                          ptrdiff_t ph, ptrdiff_t pw, float *restrict xp, ptrdiff_t first,
-                          ptrdiff_t last) {
-    ptrdiff_t hp = h + 2 * ph, wp = w + 2 * pw;
-    for (ptrdiff_t image = first; image < last; image++) {
-        float *out = xp + image * hp * wp * c;
-        const float *in = x + image * h * w * c;
-        memset(out, 0, (size_t)(ph * wp * c) * sizeof(float));
-        for (ptrdiff_t y = 0; y < h; y++) {
-            float *line = out + (ph + y) * wp * c;
-            memset(line, 0, (size_t)(pw * c) * sizeof(float));
-            memcpy(line + pw * c, in + y * w * c, (size_t)(w * c) * sizeof(float));
-            memset(line + (pw + w) * c, 0, (size_t)(pw * c) * sizeof(float));
-        }
-        memset(out + (ph + h) * wp * c, 0, (size_t)(ph * wp * c) * sizeof(float));
-    }
+/* The input rows a band of `rows` output rows reads (the direct passes'). */
+static inline ptrdiff_t cl_band_rows(const cl_conv_geometry *g, ptrdiff_t rows) {
+    return (rows - 1) * g->sh + (g->kh - 1) * g->dh + 1;
 }
 
 #endif

@@ -154,38 +154,44 @@ CL_TARGET static void CL_NAME(cl_conv_input_gradient_images)(
     }
 }
 
-/* ---- direct passes: the columns read in place from a zero-padded input --------------- */
+/* ---- direct passes: the columns read in place from zero-padded bands of rows --------- */
 
-/* The operands of the rows of output pixels (image, oy, ox0..): a row's values are the
- * kh filter rows (k1) of kw*c adjacent values each (k2) in xp (image, hp, wp, c), the
- * input zero-padded by (ph, pw); dilation (dh, 1). */
-CL_TARGET static inline CL_NAME(cl_operands)
-    CL_NAME(cl_direct_rows)(const CL_T *xp, ptrdiff_t hp, ptrdiff_t wp,
-                            const cl_conv_geometry *g, const CL_T *wk, ptrdiff_t f,
-                            ptrdiff_t image, ptrdiff_t oy, ptrdiff_t ox0) {
-    ptrdiff_t c = g->c;
-    CL_NAME(cl_operands) o = {xp + ((image * hp + oy * g->sh) * wp + ox0 * g->sw) * c,
-                              wk, g->sw * c, g->dh * wp * c, 1, g->kw * c * f, f, g->kh,
-                              g->kw * c};
-    return o;
+/* A band of output rows oy0 .. oy0 + rows - 1 of one image reads cl_band_rows(g, rows)
+ * input rows from oy0 * sh - ph on: they are copied, zero-padded by pw columns (and zero
+ * rows outside the image), into band (cl_band_rows x wp x c, wp = w + 2 pw), where every
+ * output pixel's kh filter rows of kw*c adjacent values lie in place. */
+CL_TARGET static void CL_NAME(cl_pad_band)(const CL_T *restrict x, const cl_conv_geometry *g,
+                                           ptrdiff_t image, ptrdiff_t oy0, ptrdiff_t rows,
+                                           CL_T *restrict band) {
+    ptrdiff_t c = g->c, wp = g->w + 2 * g->pw, count = cl_band_rows(g, rows);
+    const CL_T *img = x + image * g->h * g->w * c;
+    for (ptrdiff_t r = 0; r < count; r++) {
+        ptrdiff_t y = oy0 * g->sh - g->ph + r;
+        CL_T *line = band + r * wp * c;
+        if (y < 0 || y >= g->h) {
+            CL_NAME(cl_zero)(line, wp * c);
+            continue;
+        }
+        CL_NAME(cl_zero)(line, g->pw * c);
+        CL_NAME(cl_copy)(line + g->pw * c, img + y * g->w * c, g->w * c);
+        CL_NAME(cl_zero)(line + (g->pw + g->w) * c, g->pw * c);
+    }
 }
 
-/* y rows first .. last - 1 (output pixels, NHWC) = the convolution of xp + bias. */
-CL_TARGET static void CL_NAME(cl_conv_direct_forward_rows)(
-    const CL_T *xp, ptrdiff_t hp, ptrdiff_t wp, const cl_conv_geometry *g, const CL_T *wk,
-    ptrdiff_t f, const CL_T *bias, CL_T *y, ptrdiff_t first, ptrdiff_t last) {
-    ptrdiff_t pixels = g->out_h * g->out_w;
-    for (ptrdiff_t p = first; p < last;) {
-        ptrdiff_t image = p / pixels, rest = p - image * pixels;
-        ptrdiff_t oy = rest / g->out_w, ox = rest - oy * g->out_w;
-        ptrdiff_t run = g->out_w - ox < last - p ? g->out_w - ox : last - p;
-        CL_NAME(cl_operands) o = CL_NAME(cl_direct_rows)(xp, hp, wp, g, wk, f, image, oy, ox);
-        CL_T *out = y + p * f;
-        CL_NAME(cl_gemm2)(run, f, &o, out, f, 0);
+/* y's rows of output pixels for the band (image, oy0 .. oy0 + rows - 1) = the convolution
+ * + bias, from the padded band. */
+CL_TARGET static void CL_NAME(cl_conv_direct_forward_band)(
+    const CL_T *band, const cl_conv_geometry *g, const CL_T *wk, ptrdiff_t f,
+    const CL_T *bias, CL_T *y, ptrdiff_t image, ptrdiff_t oy0, ptrdiff_t rows) {
+    ptrdiff_t c = g->c, wp = g->w + 2 * g->pw;
+    for (ptrdiff_t oy = oy0; oy < oy0 + rows; oy++) {
+        CL_NAME(cl_operands) o = {band + (oy - oy0) * g->sh * wp * c, wk, g->sw * c,
+                                  g->dh * wp * c, 1, g->kw * c * f, f, g->kh, g->kw * c};
+        CL_T *out = y + ((image * g->out_h + oy) * g->out_w) * f;
+        CL_NAME(cl_gemm2)(g->out_w, f, &o, out, f, 0);
         if (bias != NULL)
-            for (ptrdiff_t r = 0; r < run; r++)
+            for (ptrdiff_t r = 0; r < g->out_w; r++)
                 for (ptrdiff_t j = 0; j < f; j++) out[r * f + j] += bias[j];
-        p += run;
     }
 }
 
@@ -209,32 +215,28 @@ CL_TARGET static void CL_NAME(cl_column_sums)(const CL_T *restrict rows, ptrdiff
 /* dwk (K x f, rows in the columns' order) = the filter gradient of images first .. last - 1
  * (zeros for none): for each filter row i, its kw*c rows of dwk sum, over the output
  * pixels, the input values they read times dy; and db (f doubles, unless NULL) += the sums
- * of dy over the pixels (the bias gradient). The pixels go in bands of output rows (about
- * CL_DIRECT_BAND_PIXELS pixels) through every filter row, so a band of dy stays in L1
- * while dwk's rows take their share of it. */
-#ifndef CL_DIRECT_BAND_PIXELS
-#define CL_DIRECT_BAND_PIXELS 128
-#endif
+ * of dy over the pixels (the bias gradient). The pixels go in bands of `band_rows` output
+ * rows, padded into `band` (cl_pad_band), each band through every filter row, so a band
+ * of dy stays in cache while dwk's rows take their share of it. */
 CL_TARGET static void CL_NAME(cl_conv_direct_filter_gradient)(
-    const CL_T *xp, ptrdiff_t hp, ptrdiff_t wp, const cl_conv_geometry *g, const CL_T *dy,
-    ptrdiff_t f, CL_T *dwk, double *db, ptrdiff_t first, ptrdiff_t last) {
-    ptrdiff_t c = g->c, row = g->kw * c;
-    ptrdiff_t band = CL_DIRECT_BAND_PIXELS / g->out_w > 1 ? CL_DIRECT_BAND_PIXELS / g->out_w : 1;
+    const CL_T *x, const cl_conv_geometry *g, const CL_T *dy, ptrdiff_t f, CL_T *dwk,
+    double *db, ptrdiff_t first, ptrdiff_t last, CL_T *band, ptrdiff_t band_rows) {
+    ptrdiff_t c = g->c, row = g->kw * c, wp = g->w + 2 * g->pw;
     if (first >= last) memset(dwk, 0, (size_t)(g->kh * row * f) * sizeof(CL_T));
     for (ptrdiff_t image = first; image < last; image++)
-        for (ptrdiff_t oy = 0; oy < g->out_h; oy += band) {
-            ptrdiff_t rows = g->out_h - oy < band ? g->out_h - oy : band;
+        for (ptrdiff_t oy = 0; oy < g->out_h; oy += band_rows) {
+            ptrdiff_t rows = g->out_h - oy < band_rows ? g->out_h - oy : band_rows;
+            CL_NAME(cl_pad_band)(x, g, image, oy, rows, band);
             for (ptrdiff_t i = 0; i < g->kh; i++) {
-                CL_NAME(cl_operands) o = {
-                    xp + ((image * hp + oy * g->sh + i * g->dh) * wp) * c,
-                    dy + (image * g->out_h + oy) * g->out_w * f,
-                    1,
-                    g->sh * wp * c,
-                    g->sw * c,
-                    g->out_w * f,
-                    f,
-                    rows,
-                    g->out_w};
+                CL_NAME(cl_operands) o = {band + i * g->dh * wp * c,
+                                          dy + (image * g->out_h + oy) * g->out_w * f,
+                                          1,
+                                          g->sh * wp * c,
+                                          g->sw * c,
+                                          g->out_w * f,
+                                          f,
+                                          rows,
+                                          g->out_w};
                 CL_NAME(cl_gemm2)(row, f, &o, dwk + i * row * f, f, image > first || oy > 0);
             }
             if (db != NULL)

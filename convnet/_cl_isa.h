@@ -9,7 +9,7 @@
  *   CL_SET1, CL_ZERO, CL_ADD, CL_SUB, CL_MUL
  *   CL_FMA(a, b, c)   a * b + c;  CL_FNMA(a, b, c)  c - a * b
  *   CL_ALL_ZERO(v)    every lane is 0 (x - x is 0 for finite x, NaN otherwise)
- *   CL_RELU(v)        max(v, 0), NaN staying NaN
+ *   CL_RELU(v)        v where v > 0 or v is NaN, else +0 (numpy's maximum(v, 0): -0 gives +0)
  *   CL_KEEP_POSITIVE(t, v)  v where t > 0, else 0 (NaN in t gives 0)
  *   CL_IV, CL_ISET1, CL_ISTORE, CL_ISTOREN   vectors of int32 lanes
  *   CL_M, CL_TAKES(v, best), CL_SELECT, CL_ISELECT   lanes where v replaces a running

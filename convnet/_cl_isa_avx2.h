@@ -20,7 +20,7 @@ CONVNET_TARGET_AVX2 static inline __m256i cl_avx2_lanes(ptrdiff_t n) {
 #define CL_FNMA(a, b, c) _mm256_fnmadd_ps(a, b, c)
 #define CL_ALL_ZERO(v) \
     (_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_NEQ_UQ)) == 0)
-#define CL_RELU(v) _mm256_max_ps(_mm256_setzero_ps(), v)
+#define CL_RELU(v) _mm256_and_ps(v, _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_NLE_UQ))
 #define CL_KEEP_POSITIVE(test, v) \
     _mm256_and_ps(_mm256_cmp_ps(test, _mm256_setzero_ps(), _CMP_GT_OQ), v)
 #define CL_IV __m256i

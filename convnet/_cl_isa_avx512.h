@@ -14,7 +14,8 @@
 #define CL_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define CL_FNMA(a, b, c) _mm512_fnmadd_ps(a, b, c)
 #define CL_ALL_ZERO(v) (_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ) == 0)
-#define CL_RELU(v) _mm512_max_ps(_mm512_setzero_ps(), v)
+#define CL_RELU(v) \
+    _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NLE_UQ), v)
 #define CL_KEEP_POSITIVE(test, v) \
     _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(test, _mm512_setzero_ps(), _CMP_GT_OQ), v)
 #define CL_IV __m512i

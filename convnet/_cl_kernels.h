@@ -224,8 +224,8 @@ static void cl_norm_scale_part(void *context, int part, int parts) {
     cl_norm_job *job = (cl_norm_job *)context;
     ptrdiff_t first, last;
     cl_share(job->rows, part, parts, &first, &last);
-    CL_DISPATCH(cl_scale_rows, job->x, job->c, job->scale, job->offset, job->relu, first, last,
-                job->out);
+    CL_DISPATCH(cl_scale_rows, job->x, job->c, job->mean, job->scale, job->offset, job->relu,
+                first, last, job->out);
 }
 
 static void cl_norm_gradient_sums_part(void *context, int part, int parts) {
@@ -327,60 +327,52 @@ static void cl_relu_gradient_all(cl_relu_job *job, int parts) {
     cl_parallel(cl_relu_gradient_part, job, parts);
 }
 
-/* One direct (in-place columns) convolution pass on the zero-padded input xp (num, hp, wp,
- * c): output pixels or images split over the parts; each part's filter gradient at dwk +
- * part * dwk_size. */
+/* One direct (in-place columns) convolution pass: bands of `band_rows` output rows split
+ * over the parts (the filter gradient: images), each part padding its bands into its own
+ * buffer at band + part * band_size; each part's filter gradient at dwk + part * dwk_size,
+ * its bias gradient (doubles) at db + part * f. */
 typedef struct {
-    const float *xp, *wk, *bias, *dy;
-    float *y, *dwk;
-    double *db; /* each part's f sums at db + part * f, or NULL */
+    const float *x, *wk, *bias, *dy;
+    float *y, *dwk, *band;
+    double *db;
     cl_conv_geometry g;
-    ptrdiff_t num, hp, wp, f, dwk_size;
+    ptrdiff_t num, f, dwk_size, band_size, band_rows;
 } cl_direct_job;
 
 static void cl_direct_forward_part(void *context, int part, int parts) {
     cl_direct_job *job = (cl_direct_job *)context;
-    ptrdiff_t first, last;
-    cl_share(job->num * job->g.out_h * job->g.out_w, part, parts, &first, &last);
-    CL_DISPATCH(cl_conv_direct_forward_rows, job->xp, job->hp, job->wp, &job->g, job->wk,
-                job->f, job->bias, job->y, first, last);
+    ptrdiff_t bands = (job->g.out_h + job->band_rows - 1) / job->band_rows, first, last;
+    float *band = job->band + part * job->band_size;
+    cl_share(job->num * bands, part, parts, &first, &last);
+    for (ptrdiff_t item = first; item < last; item++) {
+        ptrdiff_t image = item / bands, oy0 = (item - image * bands) * job->band_rows;
+        ptrdiff_t rows = job->g.out_h - oy0 < job->band_rows ? job->g.out_h - oy0 : job->band_rows;
+        CL_DISPATCH(cl_pad_band, job->x, &job->g, image, oy0, rows, band);
+        CL_DISPATCH(cl_conv_direct_forward_band, band, &job->g, job->wk, job->f, job->bias,
+                    job->y, image, oy0, rows);
+    }
 }
 
 static void cl_direct_filter_gradient_part(void *context, int part, int parts) {
     cl_direct_job *job = (cl_direct_job *)context;
     ptrdiff_t first, last;
     cl_share(job->num, part, parts, &first, &last);
-    CL_DISPATCH(cl_conv_direct_filter_gradient, job->xp, job->hp, job->wp, &job->g, job->dy,
-                job->f, job->dwk + part * job->dwk_size,
-                job->db == NULL ? NULL : job->db + part * job->f, first, last);
+    CL_DISPATCH(cl_conv_direct_filter_gradient, job->x, &job->g, job->dy, job->f,
+                job->dwk + part * job->dwk_size,
+                job->db == NULL ? NULL : job->db + part * job->f, first, last,
+                job->band + part * job->band_size, job->band_rows);
 }
 
 static void cl_direct_forward_all(cl_direct_job *job, int parts) {
     cl_parallel(cl_direct_forward_part, job, parts);
 }
 
-/* Each part's dwk slice gets its images' gradient (slices zero on entry), then dwk[0] the
- * sum. */
+/* Each part's dwk slice gets its images' gradient (overwritten), then dwk[0] the sum. */
 static void cl_direct_filter_gradient_all(cl_direct_job *job, int parts) {
     cl_parallel(cl_direct_filter_gradient_part, job, parts);
     cl_sum_parts(job->dwk, job->dwk_size, parts, parts);
 }
 
-/* Zero-padding of images split over the parts. */
-typedef struct {
-    const float *x;
-    float *xp;
-    ptrdiff_t num, h, w, c, ph, pw;
-} cl_pad_job;
-
-static void cl_pad_part(void *context, int part, int parts) {
-    cl_pad_job *job = (cl_pad_job *)context;
-    ptrdiff_t first, last;
-    cl_share(job->num, part, parts, &first, &last);
-    cl_pad_images(job->x, job->h, job->w, job->c, job->ph, job->pw, job->xp, first, last);
-}
-
-static void cl_pad_all(cl_pad_job *job, int parts) { cl_parallel(cl_pad_part, job, parts); }
 
 /* The filter transforms, on the calling thread (their work is a few filters' worth). */
 static void cl_filter_transform_rows(const float *src, ptrdiff_t rows, ptrdiff_t n,

@@ -42,7 +42,7 @@ CL_TARGET static void CL_NAME(cl_shifted_sums)(const CL_T *restrict x, ptrdiff_t
 
 /* Add into sums[0 : c] and sums[c : 2c] (double) the sums over rows first .. last - 1 of
  * dy and of dy * (x - mean), where dy is the incoming gradient, zeroed where the fused ReLU
- * was off (x * scale + offset <= 0) if relu is set. */
+ * was off ((x - mean) * scale + offset <= 0) if relu is set. */
 CL_TARGET static void CL_NAME(cl_gradient_sums)(const CL_T *restrict x,
                                                 const CL_T *restrict dy, ptrdiff_t c,
                                                 const CL_T *restrict mean,
@@ -61,11 +61,11 @@ CL_TARGET static void CL_NAME(cl_gradient_sums)(const CL_T *restrict x,
             CL_V sum = CL_ZERO(), products = CL_ZERO();
             for (ptrdiff_t r = r0; r < r1; r++) {
                 const CL_T *px = x + r * c + c0, *pd = dy + r * c + c0;
-                CL_V xv = full ? CL_LOAD(px) : CL_LOADN(px, lanes);
+                CL_V centered = CL_SUB(full ? CL_LOAD(px) : CL_LOADN(px, lanes), mu);
                 CL_V dv = full ? CL_LOAD(pd) : CL_LOADN(pd, lanes);
-                if (relu) dv = CL_KEEP_POSITIVE(CL_FMA(xv, a, b), dv);
+                if (relu) dv = CL_KEEP_POSITIVE(CL_FMA(centered, a, b), dv);
                 sum = CL_ADD(sum, dv);
-                products = CL_FMA(dv, CL_SUB(xv, mu), products);
+                products = CL_FMA(dv, centered, products);
             }
             CL_T lane_sum[CL_VL], lane_products[CL_VL];
             CL_STORE(lane_sum, sum);
@@ -78,9 +78,11 @@ CL_TARGET static void CL_NAME(cl_gradient_sums)(const CL_T *restrict x,
     }
 }
 
-/* out = x * scale + offset for rows first .. last - 1, then max(., 0) if relu (NaN stays
- * NaN). out may be x itself. */
+/* out = (x - mean) * scale + offset for rows first .. last - 1, then max(., 0) if relu (NaN
+ * stays NaN). out may be x itself. Centering first keeps the result accurate for channels
+ * far from 0 (x * scale + (offset - mean * scale) rounds |mean| * scale). */
 CL_TARGET static void CL_NAME(cl_scale_rows)(const CL_T *x, ptrdiff_t c,
+                                             const CL_T *restrict mean,
                                              const CL_T *restrict scale,
                                              const CL_T *restrict offset, int relu,
                                              ptrdiff_t first, ptrdiff_t last,
@@ -88,11 +90,12 @@ CL_TARGET static void CL_NAME(cl_scale_rows)(const CL_T *x, ptrdiff_t c,
     for (ptrdiff_t c0 = 0; c0 < c; c0 += CL_VL) {
         ptrdiff_t lanes = c - c0 < CL_VL ? c - c0 : CL_VL;
         int full = lanes == CL_VL;
+        CL_V mu = full ? CL_LOAD(mean + c0) : CL_LOADN(mean + c0, lanes);
         CL_V a = full ? CL_LOAD(scale + c0) : CL_LOADN(scale + c0, lanes);
         CL_V b = full ? CL_LOAD(offset + c0) : CL_LOADN(offset + c0, lanes);
         for (ptrdiff_t r = first; r < last; r++) {
             const CL_T *p = x + r * c + c0;
-            CL_V v = CL_FMA(full ? CL_LOAD(p) : CL_LOADN(p, lanes), a, b);
+            CL_V v = CL_FMA(CL_SUB(full ? CL_LOAD(p) : CL_LOADN(p, lanes), mu), a, b);
             if (relu) v = CL_RELU(v);
             if (full)
                 CL_STORE(out + r * c + c0, v);
@@ -103,7 +106,7 @@ CL_TARGET static void CL_NAME(cl_scale_rows)(const CL_T *x, ptrdiff_t c,
 }
 
 /* dx = k1 * dy' + k2 * (x - mean) + k3 per channel for rows first .. last - 1, where dy' is
- * dy with the fused ReLU's mask applied (relu set: dy where x * scale + offset > 0). */
+ * dy with the fused ReLU's mask applied (relu set: dy where (x - mean) * scale + offset > 0). */
 CL_TARGET static void CL_NAME(cl_norm_input_gradient)(
     const CL_T *restrict x, const CL_T *restrict dy, ptrdiff_t c, const CL_T *restrict mean,
     const CL_T *restrict scale, const CL_T *restrict offset, int relu,
@@ -120,10 +123,10 @@ CL_TARGET static void CL_NAME(cl_norm_input_gradient)(
         CL_V f3 = full ? CL_LOAD(k3 + c0) : CL_LOADN(k3 + c0, lanes);
         for (ptrdiff_t r = first; r < last; r++) {
             const CL_T *px = x + r * c + c0, *pd = dy + r * c + c0;
-            CL_V xv = full ? CL_LOAD(px) : CL_LOADN(px, lanes);
+            CL_V centered = CL_SUB(full ? CL_LOAD(px) : CL_LOADN(px, lanes), mu);
             CL_V dv = full ? CL_LOAD(pd) : CL_LOADN(pd, lanes);
-            if (relu) dv = CL_KEEP_POSITIVE(CL_FMA(xv, a, b), dv);
-            CL_V v = CL_FMA(f1, dv, CL_FMA(f2, CL_SUB(xv, mu), f3));
+            if (relu) dv = CL_KEEP_POSITIVE(CL_FMA(centered, a, b), dv);
+            CL_V v = CL_FMA(f1, dv, CL_FMA(f2, centered, f3));
             if (full)
                 CL_STORE(dx + r * c + c0, v);
             else

@@ -15,7 +15,7 @@ import numpy as np
 
 from convnet import _backend
 from convnet._parallel import pool_parts
-from convnet._validation import MEMORY_FORMATS
+from convnet._validation import MEMORY_FORMATS, check_ndim
 
 __all__ = [
     "MEMORY_FORMATS",
@@ -110,9 +110,16 @@ def to_channels_last(x: np.ndarray, dtype: Any = None) -> np.ndarray:
     Returns
     -------
     ndarray, shape (N, C, H, W)
-        Whose ``transpose(0, 2, 3, 1)`` is C-contiguous: ``x`` itself when it already is
-        and has ``dtype``, else a copy.
+        Whose ``transpose(0, 2, 3, 1)`` is C-contiguous: a view of ``x`` when ``x``
+        already is and has ``dtype``, else a copy.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not 4-dimensional.
     """
+    x = np.asarray(x)
+    check_ndim(x, 4, "x", "(N, C, H, W)")
     return from_nhwc(nhwc(x, dtype))
 
 

@@ -57,6 +57,9 @@ def _default_threads() -> int:
 # thread against 0.56 on two; 2M values 1.69 against 0.89; 8M 14.9 against 10.4).
 POOL_MIN_ELEMENTS = 2**16
 MEMORY_BOUND_MIN_ELEMENTS = 1 << 21
+# The shares one call of the channels-last kernels takes at most (``_cl_threads.h``: its
+# 255 workers and the caller).
+POOL_MAX_PARTS = 256
 
 
 def work_groups(amount: int, small: int) -> int | None:
@@ -74,8 +77,9 @@ def pool_parts(size: int) -> int:
     """The shares a memory-bound pass of ``size`` values is split into by the compiled
     thread pool of the channels-last kernels (``_cl_threads.h``): every thread from
     ``POOL_MIN_ELEMENTS`` values on. That pool hands work over in microseconds where a
-    :func:`map_groups` call takes ~0.1 ms, so it repays threads on far smaller arrays."""
-    return get_num_threads() if size >= POOL_MIN_ELEMENTS else 1
+    :func:`map_groups` call takes ~0.1 ms, so it repays threads on far smaller arrays.
+    At most ``POOL_MAX_PARTS``."""
+    return min(get_num_threads(), POOL_MAX_PARTS) if size >= POOL_MIN_ELEMENTS else 1
 
 
 _num_threads: int | None = None  # read from the environment at the first call

@@ -126,15 +126,19 @@ def default_algorithm(w_shape: tuple[int, ...], geo: ConvGeometry) -> str:
     return chosen
 
 
-def memory_format_of(wanted: str, dtype: np.dtype, geo: ConvGeometry) -> str:
-    """The memory format a convolution runs in: channels-last when it is ``wanted`` (by
-    ``conv_param['memory_format']``, else by a channels-last input) and the channels-last
-    kernels can run it (float32, one group, the compiled ``convnet._channels_last``
-    loaded); else contiguous."""
+def memory_format_of(
+    wanted: str, dtype: np.dtype, geo: ConvGeometry, w_shape: tuple[int, ...]
+) -> str:
+    """The memory format a convolution with filters of ``w_shape`` runs in: channels-last
+    when it is ``wanted`` (by ``conv_param['memory_format']``, else by a channels-last
+    input) and the channels-last kernels can run it (float32, one group, at least one
+    filter and one input channel, the compiled ``convnet._channels_last`` loaded); else
+    contiguous."""
     if (
         wanted == "channels_last"
         and dtype == np.float32
         and geo.groups == 1
+        and min(w_shape[:2]) > 0
         and _backend.channels_last_kernel is not None
     ):
         return "channels_last"

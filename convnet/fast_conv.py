@@ -23,7 +23,7 @@ from convnet import _backend, _channels_last_conv, _phases, winograd
 from convnet._channel_sums import channel_sums
 from convnet._conv_work import chunk_bytes, conv_workers, get_workspace_limit
 from convnet._layout import from_nhwc, is_channels_last, nhwc, to_channels_last
-from convnet._parallel import blas_on_one_thread, get_num_threads
+from convnet._parallel import POOL_MAX_PARTS, blas_on_one_thread, get_num_threads
 from convnet._validation import (
     ConvGeometry,
     check_conv_arrays,
@@ -92,7 +92,7 @@ def conv_algorithm_choice(
     _, _, _, geo = check_conv_arrays(x, w, b, conv_param)
     wanted = conv_memory_format(conv_param) or check_memory_format(memory_format, "memory_format")
     requested = conv_algorithm(conv_param, None) or default_algorithm(w_shape, geo)
-    runs_in = memory_format_of(wanted, np.dtype(dtype), geo)
+    runs_in = memory_format_of(wanted, np.dtype(dtype), geo, w_shape)
     return plan_convolution(requested, x_shape, w_shape, geo, runs_in)
 
 
@@ -139,7 +139,7 @@ def conv_forward_fast(
     requested = conv_algorithm(conv_param, None) or default_algorithm(w.shape, geo)
     dtype = common_dtype(x, w, b)
     wanted = conv_memory_format(conv_param) or _layout_of(x)
-    runs_in = memory_format_of(wanted, dtype, geo)
+    runs_in = memory_format_of(wanted, dtype, geo, w.shape)
     plan = plan_convolution(requested, x.shape, w.shape, geo, runs_in)
     if runs_in == "channels_last":
         x_cl = to_channels_last(x, np.float32)
@@ -188,7 +188,7 @@ def conv_backward_fast(
         dx, dw, db = conv_backward_naive(dout, cache)
         return (dx if compute_dx else None), dw, (db if compute_db else None)
     dtype = common_dtype(x, w, b, dout)
-    runs_in = memory_format_of(runs_in, dtype, geo)
+    runs_in = memory_format_of(runs_in, dtype, geo, w.shape)
     plan = plan_convolution(requested, x.shape, w.shape, geo, runs_in)
     if runs_in == "channels_last":
         return _channels_last_gradients(plan, x, w, dout, geo, compute_dx, compute_db)
@@ -204,8 +204,9 @@ def _layout_of(x: np.ndarray) -> str:
 
 def _parts(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: ConvGeometry) -> int:
     """The threads a channels-last call splits into: one for a call too small to repay
-    handing out work (:func:`convnet._conv_work.conv_workers`)."""
-    return conv_workers(x_shape, w_shape, geo) or get_num_threads()
+    handing out work (:func:`convnet._conv_work.conv_workers`); at most the pool's
+    ``POOL_MAX_PARTS``."""
+    return conv_workers(x_shape, w_shape, geo) or min(get_num_threads(), POOL_MAX_PARTS)
 
 
 def _channels_last_forward(

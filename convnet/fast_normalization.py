@@ -20,12 +20,13 @@ every channel's statistics run down a column and the compiled loops
 
 - forward (train mode): one pass for the sums of ``x - s`` and ``(x - s)**2`` per channel
   (``s`` the channel's value in the first row: for data near it no cancellation occurs),
-  then one pass ``out = x * scale + offset`` with ``scale = gamma * inv_std`` and
-  ``offset = beta - mean * scale``, ``max(out, 0)`` when a ReLU follows;
+  then one pass ``out = (x - mean) * scale + beta`` with ``scale = gamma * inv_std``
+  (centered first, so channels far from 0 lose no precision), ``max(out, 0)`` when a ReLU
+  follows;
 - backward: one pass for the sums of ``g`` and ``g * (x - mean)``, then one pass
   ``dx = k1 * g + k2 * (x - mean) + k3``, where ``g`` is dout, zeroed where the fused
-  ReLU's output was 0 (recomputed from x with the forward's scale and offset, so the mask
-  is exactly the forward's).
+  ReLU's output was 0 (recomputed from x with the forward's mean, scale and offset, so the
+  mask is exactly the forward's).
 
 Sums add up in double. The maths (mean, variance, running statistics, k1..k3) is done on
 (C,) vectors here; only the passes over the pixels are compiled.
@@ -69,7 +70,8 @@ class BatchNormCache(NamedTuple):
 class ChannelsLastNormCache(NamedTuple):
     """What the backward pass needs: ``rows`` (N*H*W, C) of x, the per-channel ``mean``,
     ``inv_std``, ``gamma`` (float32, (C,)) and the ``scale``, ``offset`` the forward
-    pass applied; whether it ran in train mode and with a fused ReLU; the shapes."""
+    pass applied (``(x - mean) * scale + offset``); whether it ran in train mode and with a
+    fused ReLU; the shapes."""
 
     rows: np.ndarray
     mean: np.ndarray
@@ -206,9 +208,12 @@ def _channels_last_backward(
         return _channels_last_kernels_backward(dout, cache)
     num, channels, height, width = cache.x_shape
     x = from_nhwc(cache.rows.reshape(num, height, width, channels))
-    if cache.relu:
-        kept = x * cache.scale[:, None, None] + cache.offset[:, None, None] > 0
-        dout = np.where(kept, dout, 0)
+    if cache.relu:  # where the forward pass's output was positive, by its own multiply-add
+        out = np.empty_like(cache.rows)
+        _backend.channels_last_kernel.scale_rows(
+            cache.rows, cache.mean, cache.scale, cache.offset, True, out, pool_parts(out.size)
+        )
+        dout = np.where(from_nhwc(out.reshape(num, height, width, channels)) > 0, dout, 0)
     contiguous = BatchNormCache(
         np.ascontiguousarray(x).reshape(num, channels, height * width),
         cache.mean,
@@ -317,9 +322,9 @@ def _channels_last_forward(
         inv_std = (1 / np.sqrt(setup.running_var.astype(np.float64) + setup.eps)).astype(np.float32)
     gamma_c = np.ascontiguousarray(gamma.reshape(channels), dtype=np.float32)
     scale = gamma_c * inv_std
-    offset = np.ascontiguousarray(beta.reshape(channels), dtype=np.float32) - mean * scale
+    offset = np.ascontiguousarray(beta.reshape(channels), dtype=np.float32)
     out = np.empty_like(rows)
-    kernel.scale_rows(rows, scale, offset, relu, out, parts)
+    kernel.scale_rows(rows, mean, scale, offset, relu, out, parts)
     cache = ChannelsLastNormCache(
         rows,
         mean,
