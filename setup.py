@@ -112,6 +112,24 @@ EXTENSIONS = {
         "convnet/_batchnorm_channels_impl.h",
     ],
     "_relu": [],
+    "_channels_last": [
+        "convnet/_simd.h",
+        "convnet/_cl_kernels.h",
+        "convnet/_cl_filters_impl.h",
+        "convnet/_cl_im2col.h",
+        "convnet/_cl_isa.h",
+        "convnet/_cl_threads.h",
+        "convnet/_cl_isa_portable.h",
+        "convnet/_cl_isa_avx2.h",
+        "convnet/_cl_isa_avx512.h",
+        "convnet/_cl_isa_end.h",
+        "convnet/_cl_kernels_impl.h",
+        "convnet/_cl_gemm_impl.h",
+        "convnet/_cl_winograd_impl.h",
+        "convnet/_cl_im2col_impl.h",
+        "convnet/_cl_norm_impl.h",
+        "convnet/_cl_pooling_impl.h",
+    ],
 }
 extensions = [
     Extension(

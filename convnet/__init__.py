@@ -11,6 +11,7 @@ or importing a module that computes), not by ``import convnet`` itself: so the
 
 from typing import Any
 
+from convnet._conv_setting import get_conv_algorithm, set_conv_algorithm
 from convnet._memory import keep_freed_memory
 from convnet._parallel import (
     get_num_threads,
@@ -24,9 +25,11 @@ __all__ = [
     "BACKEND",
     "__version__",
     "config_info",
+    "get_conv_algorithm",
     "get_num_threads",
     "keep_freed_memory",
     "restore_blas_threads",
+    "set_conv_algorithm",
     "set_num_threads",
     "show_config",
     "single_threaded_blas",

@@ -58,8 +58,8 @@ def _load_kernel() -> tuple[ModuleType | None, str]:
 
 def _load_companion(name: str) -> ModuleType | None:
     """One of the compiled kernels built beside _im2col (``_winograd``, ``_batchnorm``,
-    ``_relu``), or None without it: convolutions then run by im2col, batch norm and ReLU
-    in numpy."""
+    ``_relu``, ``_channels_last``), or None without it: convolutions then run by im2col,
+    batch norm and ReLU in numpy, channels-last images by the contiguous kernels."""
     if kernel is None:
         return None
     try:
@@ -72,12 +72,17 @@ kernel, naive_reason = _load_kernel()
 winograd_kernel = _load_companion("_winograd")
 batchnorm_kernel = _load_companion("_batchnorm")
 relu_kernel = _load_companion("_relu")
+channels_last_kernel = _load_companion("_channels_last")
 # What each compiled kernel runs, and what runs instead without it (for `convnet info`).
 KERNELS = {
     "_im2col": ("convolution, pooling", "every fast layer runs the naive layers"),
     "_winograd": ("Winograd 3x3 convolution", "every convolution runs by im2col"),
     "_batchnorm": ("spatial batch norm", "batch norm runs in numpy"),
     "_relu": ("ReLU", "ReLU runs in numpy"),
+    "_channels_last": (
+        "channels-last convolution, batch norm, ReLU, max pool",
+        "channels-last images run the contiguous kernels",
+    ),
 }
 
 
@@ -88,6 +93,7 @@ def loaded_kernels() -> dict[str, bool]:
         "_winograd": winograd_kernel,
         "_batchnorm": batchnorm_kernel,
         "_relu": relu_kernel,
+        "_channels_last": channels_last_kernel,
     }
     return {name: modules[name] is not None for name in KERNELS}
 

@@ -20,6 +20,7 @@ CONVNET_PLACE_WORKERS      a flag: 1, true, yes, on / 0, false, 1
 CONVNET_DATA_DIR           a folder                             the user's cache folder
 CONVNET_CIFAR10_URL        an http, https, ftp or file URL      the official archive
 CONVNET_REQUIRE_EXTENSION  a flag (read by setup.py)            0
+CONVNET_CONV_ALGORITHM     auto, im2col, winograd               auto
 ========================== ==================================== =========================
 """
 
@@ -36,8 +37,10 @@ PLACE_WORKERS = "CONVNET_PLACE_WORKERS"
 DATA_DIR = "CONVNET_DATA_DIR"
 CIFAR10_URL = "CONVNET_CIFAR10_URL"
 REQUIRE_EXTENSION = "CONVNET_REQUIRE_EXTENSION"
+CONV_ALGORITHM = "CONVNET_CONV_ALGORITHM"
 
 BACKENDS = ("naive", "cython", "auto")
+CONV_ALGORITHMS = ("auto", "im2col", "winograd")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 URL_SCHEMES = ("http", "https", "ftp", "file")
@@ -133,6 +136,11 @@ def require_extension() -> bool:
     return read_flag(REQUIRE_EXTENSION, False)
 
 
+def conv_algorithm() -> str:
+    """``CONVNET_CONV_ALGORITHM``: 'auto' (default), 'im2col' or 'winograd'."""
+    return read_choice(CONV_ALGORITHM, CONV_ALGORITHMS, "auto")
+
+
 READERS: dict[str, Callable[[], Any]] = {
     BACKEND: backend,
     NUM_THREADS: num_threads,
@@ -140,6 +148,7 @@ READERS: dict[str, Callable[[], Any]] = {
     DATA_DIR: data_dir,
     CIFAR10_URL: cifar10_url,
     REQUIRE_EXTENSION: require_extension,
+    CONV_ALGORITHM: conv_algorithm,
 }
 
 

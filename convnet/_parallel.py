@@ -55,7 +55,11 @@ def _default_threads() -> int:
 # values: a second thread only pays once the data outgrows the caches (measured, batch
 # norm forward + backward float32 on 2 vCPUs of an AMD EPYC: 1M values 0.51 ms on one
 # thread against 0.56 on two; 2M values 1.69 against 0.89; 8M 14.9 against 10.4).
+POOL_MIN_ELEMENTS = 2**16
 MEMORY_BOUND_MIN_ELEMENTS = 1 << 21
+# The shares one call of the channels-last kernels takes at most (``_cl_threads.h``: its
+# 255 workers and the caller).
+POOL_MAX_PARTS = 256
 
 
 def work_groups(amount: int, small: int) -> int | None:
@@ -67,6 +71,15 @@ def work_groups(amount: int, small: int) -> int | None:
 def memory_bound_groups(size: int) -> int | None:
     """``max_groups`` for :func:`map_groups` over a memory-bound loop of ``size`` values."""
     return work_groups(size, MEMORY_BOUND_MIN_ELEMENTS)
+
+
+def pool_parts(size: int) -> int:
+    """The shares a memory-bound pass of ``size`` values is split into by the compiled
+    thread pool of the channels-last kernels (``_cl_threads.h``): every thread from
+    ``POOL_MIN_ELEMENTS`` values on. That pool hands work over in microseconds where a
+    :func:`map_groups` call takes ~0.1 ms, so it repays threads on far smaller arrays.
+    At most ``POOL_MAX_PARTS``."""
+    return min(get_num_threads(), POOL_MAX_PARTS) if size >= POOL_MIN_ELEMENTS else 1
 
 
 _num_threads: int | None = None  # read from the environment at the first call

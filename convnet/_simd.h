@@ -20,6 +20,15 @@
 #define CONVNET_MULTIVERSION_AVX2
 #endif
 
+/* GCC or clang on x86-64 compile a function for another instruction set than the build's
+ * when it carries one of these attributes: the channels-last kernels (_cl_kernels.h) are
+ * built for each and pick one by the CPU at run time. */
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define CONVNET_X86_DISPATCH 1
+#define CONVNET_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define CONVNET_TARGET_AVX512 __attribute__((target("avx512f")))
+#endif
+
 /* C99's restrict, which MSVC spells __restrict. */
 #if defined(_MSC_VER) && !defined(restrict)
 #define restrict __restrict

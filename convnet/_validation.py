@@ -229,13 +229,15 @@ def _param(params: Any, key: str, what: str) -> Any:
 CONV_ALGORITHMS = ("auto", "im2col", "winograd")
 
 
-def conv_algorithm(conv_param: dict) -> str:
-    """The convolution algorithm ``conv_param`` asks for: ``'auto'`` when it names none.
+def conv_algorithm(conv_param: dict, default: str | None = "auto") -> str | None:
+    """The convolution algorithm ``conv_param`` asks for, or ``default`` when it names none.
 
     ``'im2col'``, ``'winograd'`` or ``'auto'`` (the fast layers choose); the naive layers
     compute the same result whatever it says.
     """
-    algorithm = conv_param.get("algorithm", "auto") if isinstance(conv_param, dict) else "auto"
+    if not isinstance(conv_param, dict) or "algorithm" not in conv_param:
+        return default
+    algorithm = conv_param["algorithm"]
     if not isinstance(algorithm, str):
         raise TypeError(f"conv_param['algorithm'] must be a str, got {algorithm!r}")
     if algorithm not in CONV_ALGORITHMS:
@@ -244,6 +246,27 @@ def conv_algorithm(conv_param: dict) -> str:
             f"got {algorithm!r}"
         )
     return algorithm
+
+
+MEMORY_FORMATS = ("contiguous", "channels_last")
+
+
+def check_memory_format(value: Any, name: str) -> str:
+    """``value`` if it names a memory format of :data:`MEMORY_FORMATS`, else a
+    ``TypeError`` or ``ValueError`` naming ``name``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {value!r}")
+    if value not in MEMORY_FORMATS:
+        raise ValueError(f"{name} must be 'contiguous' or 'channels_last', got {value!r}")
+    return value
+
+
+def conv_memory_format(conv_param: dict) -> str | None:
+    """The memory format ``conv_param['memory_format']`` asks the output to have
+    (``'contiguous'`` or ``'channels_last'``), or None to follow the input's."""
+    if not isinstance(conv_param, dict) or "memory_format" not in conv_param:
+        return None
+    return check_memory_format(conv_param["memory_format"], "conv_param['memory_format']")
 
 
 def output_size(size: int, window: int, stride: int, pad: int) -> int:
@@ -299,6 +322,7 @@ def conv_geometry(x: np.ndarray, w: np.ndarray, b: np.ndarray, conv_param: dict)
     if b.shape[0] != w.shape[0]:
         raise ValueError(f"b must have length F = {w.shape[0]}, got shape {b.shape}")
     conv_algorithm(conv_param)
+    conv_memory_format(conv_param)
     _, _, height, width = x.shape
     kernel_h, kernel_w = _check_kernel(w)
     span_h, span_w = dilation_h * (kernel_h - 1) + 1, dilation_w * (kernel_w - 1) + 1
@@ -593,18 +617,21 @@ def _conv_param_of(geo: ConvGeometry) -> dict:
 
 def check_conv_cache(
     cache: Any,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, ConvGeometry, str]:
-    """The (x, w, b, geometry, algorithm) of a convolution's forward pass, checked to fit
-    together (a cache without the algorithm asked for gets ``'auto'``).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, ConvGeometry, str, str]:
+    """The (x, w, b, geometry, algorithm, memory format) of a convolution's forward pass,
+    checked to fit together (a cache without the algorithm asked for gets ``'auto'``,
+    without the memory format its forward pass ran in ``'contiguous'``).
 
     The geometry is derived again from x, w and the cached strides and pads; a cache whose
     arrays were swapped for others of another size is a ``ValueError``.
     """
-    fields = ("x", "w", "b", "geometry", "algorithm")
-    if isinstance(cache, tuple) and len(cache) == len(fields) - 1:
-        cache = (*cache, "auto")
-    x, w, b, geo, algorithm = _unpack_cache(cache, fields, "conv")
+    fields = ("x", "w", "b", "geometry", "algorithm", "memory_format")
+    defaults = ("auto", "contiguous")
+    if isinstance(cache, tuple) and len(fields) - len(defaults) <= len(cache) < len(fields):
+        cache = (*cache, *defaults[len(cache) - len(fields) :])
+    x, w, b, geo, algorithm, memory_format = _unpack_cache(cache, fields, "conv")
     algorithm = conv_algorithm({"algorithm": algorithm})
+    memory_format = check_memory_format(memory_format, "conv cache's memory_format")
     x = _cache_array(x, "x", "conv")
     w = _cache_array(w, "w", "conv")
     b = _cache_array(b, "b", "conv")
@@ -615,7 +642,7 @@ def check_conv_cache(
             f"conv cache does not fit together: x {x.shape} and w {w.shape} give output "
             f"{expected.out_h}x{expected.out_w}, the cache says {geo.out_h}x{geo.out_w}"
         )
-    return x, w, b, geo, algorithm
+    return x, w, b, geo, algorithm, memory_format
 
 
 def check_conv_transpose_cache(
@@ -693,9 +720,9 @@ def _check_pool_fits(x: np.ndarray, geo: PoolGeometry, layer: str) -> None:
 def check_pool_cache(cache: Any) -> tuple[np.ndarray, PoolGeometry, np.ndarray | None]:
     """The (x, geometry, argmax) of a max pool's forward pass, checked to fit together.
 
-    ``argmax`` (None from the naive layer) must be C-contiguous ``intc`` of the output's
-    shape, with every index inside its input plane: one pass over it (as unsigned, so a
-    negative index counts as too large) bounds the kernel's writes.
+    ``argmax`` (None from the naive layer) must be C-contiguous or channels-last ``intc``
+    of the output's shape, with every index inside its input plane: one pass over it (as
+    unsigned, so a negative index counts as too large) bounds the kernel's writes.
     """
     x, geo, argmax = _unpack_cache(cache, ("x", "geometry", "argmax"), "max pool")
     x = _cache_array(x, "x", "max pool")
@@ -706,7 +733,10 @@ def check_pool_cache(cache: Any) -> tuple[np.ndarray, PoolGeometry, np.ndarray |
     if not isinstance(argmax, np.ndarray):
         raise TypeError(f"max pool cache: argmax must be an array, got {type(argmax).__name__}")
     out_shape = (*x.shape[:2], geo.out_h, geo.out_w)
-    if argmax.shape != out_shape or argmax.dtype != np.intc or not argmax.flags.c_contiguous:
+    laid_out = argmax.flags.c_contiguous or (
+        argmax.ndim == 4 and argmax.transpose(0, 2, 3, 1).flags.c_contiguous
+    )
+    if argmax.shape != out_shape or argmax.dtype != np.intc or not laid_out:
         raise ValueError(
             f"the max pool cache's argmax (shape {argmax.shape}, dtype {argmax.dtype}) does "
             f"not belong to a forward pass of x {x.shape} with output shape {out_shape}"

@@ -1,7 +1,11 @@
 """Which algorithm runs a fast convolution: im2col, Winograd (on x or on the phases of a
-dilated input) or the direct depthwise loops, and the measured rule of ``'auto'``.
+dilated input) or the direct depthwise loops, in contiguous or channels-last memory, and
+the measured rules of ``'auto'``.
 
-:func:`convnet.fast_layers.conv_algorithm_choice` reports the choice for given shapes.
+A convolution whose ``conv_param`` names no algorithm uses the process-wide choice of
+:func:`convnet.set_conv_algorithm` (``'auto'`` unless ``CONVNET_CONV_ALGORITHM`` says
+otherwise). :func:`convnet.fast_layers.conv_algorithm_choice` reports the choice for given
+shapes.
 """
 
 from __future__ import annotations
@@ -9,7 +13,10 @@ from __future__ import annotations
 from types import ModuleType
 from typing import NamedTuple
 
+import numpy as np
+
 from convnet import _backend, _depthwise_conv, _im2col_conv, winograd
+from convnet._conv_setting import get_conv_algorithm
 from convnet._phases import phase_pads
 from convnet._validation import ConvGeometry
 
@@ -19,6 +26,10 @@ WINOGRAD_MIN_PIXEL_CHANNELS = 2**14
 WINOGRAD_MIN_PIXELS_PER_CHANNEL = 2
 DEPTHWISE_SCRATCH_RATIO = 4
 SMALL_DEPTHWISE_SCRATCH = 2**16
+CHANNELS_LAST_WINOGRAD_MIN_CHANNELS = 4
+# The direct channels-last passes copy the input once, zero-padded: up to this many times
+# its pixels (else im2col, whose padding is virtual, runs).
+DIRECT_MAX_PADDED_RATIO = 4
 
 
 def winograd_tile(geo: ConvGeometry) -> int:
@@ -91,15 +102,65 @@ def is_depthwise(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: ConvGe
 
 class ConvPlan(NamedTuple):
     """How a convolution runs: ``name`` is ``'im2col'``, ``'direct'`` (the depthwise loops),
-    ``'winograd'`` or ``'winograd-phases'`` (Winograd on the phases of a dilated input);
-    ``tile`` is the m of Winograd's F(m x m, 3x3), 0 for the others."""
+    ``'winograd'`` or ``'winograd-phases'`` (Winograd on the phases of a dilated input), or
+    in channels-last memory ``'winograd-channels-last'``, ``'direct-channels-last'`` (the
+    columns read in place from the padded input) or ``'im2col-channels-last'``; ``tile``
+    is the m of Winograd's F(m x m, 3x3), 0 for the others."""
 
     name: str
     tile: int
 
+    @property
+    def memory_format(self) -> str:
+        """``'channels_last'`` for the channels-last kernels, else ``'contiguous'``."""
+        return "channels_last" if self.name.endswith("-channels-last") else "contiguous"
+
+
+def default_algorithm(w_shape: tuple[int, ...], geo: ConvGeometry) -> str:
+    """What a convolution whose ``conv_param`` names no algorithm asks for: the
+    process-wide choice (:func:`convnet.set_conv_algorithm`), with ``'winograd'`` turned
+    into ``'auto'`` where Winograd does not apply."""
+    chosen = get_conv_algorithm()
+    if chosen == "winograd" and not winograd_applies(w_shape, geo):
+        return "auto"
+    return chosen
+
+
+def memory_format_of(
+    wanted: str, dtype: np.dtype, geo: ConvGeometry, w_shape: tuple[int, ...]
+) -> str:
+    """The memory format a convolution with filters of ``w_shape`` runs in: channels-last
+    when it is ``wanted`` (by ``conv_param['memory_format']``, else by a channels-last
+    input) and the channels-last kernels can run it (float32, one group, at least one
+    filter and one input channel, the compiled ``convnet._channels_last`` loaded); else
+    contiguous."""
+    if (
+        wanted == "channels_last"
+        and dtype == np.float32
+        and geo.groups == 1
+        and min(w_shape[:2]) > 0
+        and _backend.channels_last_kernel is not None
+    ):
+        return "channels_last"
+    return "contiguous"
+
+
+def _check_winograd_request(w_shape: tuple[int, ...], geo: ConvGeometry) -> None:
+    if not winograd_applies(w_shape, geo):
+        raise ValueError(
+            "algorithm 'winograd' needs 3x3 filters and stride 1 (dilation 1, groups 1), "
+            f"got filters {w_shape[2]}x{w_shape[3]}, stride ({geo.stride_h}, "
+            f"{geo.stride_w}), dilation ({geo.dilation_h}, {geo.dilation_w}) and groups "
+            f"{geo.groups}; use 'auto' or 'im2col'"
+        )
+
 
 def plan_convolution(
-    requested: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: ConvGeometry
+    requested: str,
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    geo: ConvGeometry,
+    memory_format: str = "contiguous",
 ) -> ConvPlan:
     """The one place the order of the algorithms is decided: what the forward and backward
     passes run and :func:`convnet.fast_layers.conv_algorithm_choice` reports.
@@ -112,25 +173,25 @@ def plan_convolution(
     w_shape : (F, C // groups, HH, WW)
     geo : ConvGeometry
         The convolution's validated geometry.
+    memory_format : {"contiguous", "channels_last"}
+        Where the convolution runs (:func:`memory_format_of`).
 
     Returns
     -------
     ConvPlan
-        A request for Winograd gets it or a ``ValueError``. Otherwise a depthwise
-        convolution runs the direct loops, whatever the request; under ``'auto'``,
-        Winograd where it applies and :func:`auto_prefers_winograd` expects it to be
-        faster, then Winograd on the phases of a dilated input (:func:`phase_dilation`);
-        im2col for everything else.
+        A request for Winograd gets it or a ``ValueError``. In channels-last memory,
+        Winograd under ``'auto'`` where it applies and both channel counts reach
+        ``CHANNELS_LAST_WINOGRAD_MIN_CHANNELS``, else im2col. In contiguous memory a
+        depthwise convolution runs the direct loops, whatever the request; under
+        ``'auto'``, Winograd where it applies and :func:`auto_prefers_winograd` expects
+        it to be faster, then Winograd on the phases of a dilated input
+        (:func:`phase_dilation`); im2col for everything else.
     """
+    if memory_format == "channels_last":
+        return _plan_channels_last(requested, x_shape, w_shape, geo)
     applies = winograd_applies(w_shape, geo)
     if requested == "winograd":
-        if not applies:
-            raise ValueError(
-                "algorithm 'winograd' needs 3x3 filters and stride 1 (dilation 1, groups 1), "
-                f"got filters {w_shape[2]}x{w_shape[3]}, stride ({geo.stride_h}, "
-                f"{geo.stride_w}), dilation ({geo.dilation_h}, {geo.dilation_w}) and groups "
-                f"{geo.groups}; use 'auto' or 'im2col'"
-            )
+        _check_winograd_request(w_shape, geo)
         if _backend.winograd_kernel is None:
             raise ValueError("algorithm 'winograd' needs the compiled kernel convnet._winograd")
         return ConvPlan("winograd", winograd_tile(geo))
@@ -147,6 +208,29 @@ def plan_convolution(
     if dilation:
         return ConvPlan("winograd-phases", winograd_tile(_phase_geometry(geo, dilation)))
     return ConvPlan("im2col", 0)
+
+
+def _plan_channels_last(
+    requested: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: ConvGeometry
+) -> ConvPlan:
+    """The plan in channels-last memory. Its Winograd transforms work on vectors of
+    channels and keep each block of tiles in cache, so it pays off from a few channels on
+    and for any batch; the other convolutions read their columns in place unless the
+    padding would blow the input up (``python benchmarks/bench_channels_last.py``
+    measures the rules)."""
+    if requested == "winograd":
+        _check_winograd_request(w_shape, geo)
+        return ConvPlan("winograd-channels-last", 4)
+    if (
+        requested == "auto"
+        and winograd_applies(w_shape, geo)
+        and min(x_shape[1], w_shape[0]) >= CHANNELS_LAST_WINOGRAD_MIN_CHANNELS
+    ):
+        return ConvPlan("winograd-channels-last", 4)
+    padded = (x_shape[2] + 2 * geo.pad_h) * (x_shape[3] + 2 * geo.pad_w)
+    if geo.dilation_w == 1 and padded <= DIRECT_MAX_PADDED_RATIO * x_shape[2] * x_shape[3]:
+        return ConvPlan("direct-channels-last", 0)
+    return ConvPlan("im2col-channels-last", 0)
 
 
 def direct_or_im2col(plan: ConvPlan) -> ModuleType:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from convnet import _backend
-from convnet._parallel import map_groups, work_groups
+from convnet._layout import from_nhwc, is_channels_last, memory_order, nhwc
+from convnet._parallel import map_groups, pool_parts, work_groups
 from convnet._validation import (
     PoolGeometry,
     check_avg_pool_cache,
@@ -88,7 +89,8 @@ def max_pool_forward_fast(x: np.ndarray, pool_param: dict) -> tuple[np.ndarray, 
     Returns
     -------
     out : ndarray, shape (N, C, H_out, W_out)
-        ``H_out = (H + 2 * pad_h - pool_height) // sh + 1``, and likewise ``W_out``.
+        ``H_out = (H + 2 * pad_h - pool_height) // sh + 1``, and likewise ``W_out``;
+        channels-last when x is (float32, no padding; see :mod:`convnet.memory_format`).
     cache : PoolCache
     """
     x = check_float_array(x, "x")
@@ -100,6 +102,13 @@ def max_pool_forward_fast(x: np.ndarray, pool_param: dict) -> tuple[np.ndarray, 
     num, channels, height, width = x.shape
     if (height + 2 * geo.pad_h) * (width + 2 * geo.pad_w) > np.iinfo(np.intc).max:
         raise ValueError(f"an input plane of {height}x{width} is too large to pool")
+    if _channels_last_pool(x, x.dtype, geo):
+        out_n = np.empty((num, geo.out_h, geo.out_w, channels), dtype=np.float32)
+        argmax_n = np.empty(out_n.shape, dtype=np.intc)
+        _backend.channels_last_kernel.max_pool_forward(
+            nhwc(x), out_n, argmax_n, _window(geo), pool_parts(x.size)
+        )
+        return from_nhwc(out_n), PoolCache(x, geo, from_nhwc(argmax_n))
     out = np.empty((num, channels, geo.out_h, geo.out_w), dtype=x.dtype)
     argmax = np.empty(out.shape, dtype=np.intc)
     x_c = _padded(x, geo, -np.inf)
@@ -133,12 +142,14 @@ def max_pool_backward_fast(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
     if kernel is None or argmax is None:
         _backend.warn_if_naive()
         return max_pool_backward_naive(dout, cache)
-    if argmax.shape != dout.shape or argmax.dtype != np.intc or not argmax.flags.c_contiguous:
-        raise ValueError(
-            f"the pooling cache's argmax (shape {argmax.shape}, dtype {argmax.dtype}) does not "
-            f"belong to a forward pass with output shape {dout.shape}"
-        )
     dtype = common_dtype(x, dout)
+    if _channels_last_pool(x, dtype, geo) and memory_order(argmax) is not None:
+        dx_n = np.empty((x.shape[0], x.shape[2], x.shape[3], x.shape[1]), dtype=np.float32)
+        _backend.channels_last_kernel.max_pool_backward(
+            nhwc(dout, np.float32), nhwc(argmax), dx_n, _window(geo), pool_parts(x.size)
+        )
+        return from_nhwc(dx_n)
+    argmax = np.ascontiguousarray(argmax)
     dx = np.empty(x.shape, dtype=dtype)
     dout_c = np.ascontiguousarray(dout, dtype=dtype)
 
@@ -147,6 +158,21 @@ def max_pool_backward_fast(dout: np.ndarray, cache: PoolCache) -> np.ndarray:
 
     map_groups(backward_group, x.shape[0], work_groups(x.size, _small_pool(geo)))
     return dx
+
+
+def _window(geo: PoolGeometry) -> tuple[int, int, int, int]:
+    return geo.pool_h, geo.pool_w, geo.stride_h, geo.stride_w
+
+
+def _channels_last_pool(x: np.ndarray, dtype: np.dtype, geo: PoolGeometry) -> bool:
+    """Whether the channels-last kernel pools ``x`` (channels-last, computed in float32,
+    without padding)."""
+    return (
+        dtype == np.float32
+        and not (geo.pad_h or geo.pad_w)
+        and is_channels_last(x)
+        and _backend.channels_last_kernel is not None
+    )
 
 
 def _small_avg_pool(geo: PoolGeometry) -> int:

@@ -55,13 +55,15 @@ from convnet.normalization import spatial_groupnorm_forward as spatial_groupnorm
 
 class ConvCache(NamedTuple):
     """What a convolution's backward pass needs (shared by the naive and fast layers);
-    ``algorithm`` is the one the forward pass was asked for."""
+    ``algorithm`` is the one the forward pass was asked for, ``memory_format`` the layout
+    its kernels ran in (see :mod:`convnet.memory_format`)."""
 
     x: np.ndarray
     w: np.ndarray
     b: np.ndarray
     geometry: ConvGeometry
     algorithm: str = "auto"
+    memory_format: str = "contiguous"
 
 
 class ConvTransposeCache(NamedTuple):
@@ -352,7 +354,7 @@ def conv_backward_naive(
     dw : ndarray, shape (F, C // groups, HH, WW)
     db : ndarray, shape (F,)
     """
-    x, w, b, geo, _ = check_conv_cache(cache)
+    x, w, b, geo, _, _ = check_conv_cache(cache)
     dout = check_dout(dout, (x.shape[0], w.shape[0], geo.out_h, geo.out_w))
     dtype = common_dtype(x, w, b, dout)
     dout = dout.astype(dtype)

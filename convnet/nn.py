@@ -53,6 +53,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from convnet import _backend
+from convnet._layout import contiguous, is_channels_last, to_channels_last
 from convnet._parallel import single_threaded_blas
 from convnet._validation import (
     _positive_int,
@@ -60,8 +62,10 @@ from convnet._validation import (
     check_dtype,
     check_float_array,
     check_labels,
+    check_memory_format,
     check_real,
     check_seed,
+    conv_algorithm,
     int_pair,
     output_size,
 )
@@ -82,6 +86,8 @@ from convnet.fast_layers import (
 from convnet.fast_normalization import (
     spatial_batchnorm_backward_fast,
     spatial_batchnorm_forward_fast,
+    spatial_batchnorm_relu_backward_fast,
+    spatial_batchnorm_relu_forward_fast,
 )
 from convnet.layers import (
     batchnorm_backward,
@@ -96,6 +102,7 @@ from convnet.layers import (
 )
 
 Shape = tuple[int, ...]
+_APPLIED = "applied by the batch norm before"
 # Where each parameter or buffer lives: dotted name -> (its layer, its name in the layer).
 Index = dict[str, tuple["Layer", str]]
 INITS = ("he", "normal")
@@ -447,6 +454,19 @@ class Conv2d(Layer):
         out_channels // groups outputs (groups = in_channels: depthwise).
     bias : bool, default True
         False leaves ``b`` out (e.g. before batch norm, whose shift replaces it).
+    algorithm : {"auto", "im2col", "winograd"}, optional
+        Forces this layer's algorithm (``conv_param['algorithm']``, see
+        :func:`convnet.fast_layers.conv_algorithm_choice`); by default the process-wide
+        choice of :func:`convnet.set_conv_algorithm`.
+
+    Attributes
+    ----------
+    conv_param : dict
+        What the layer function gets at every call.
+    memory_format : {"contiguous", "channels_last"} or None
+        The layout the layer asks its output to have (``conv_param['memory_format']``);
+        None follows the input's. A :class:`Classifier` sets it on its convolutions (see
+        its ``memory_format``).
     """
 
     REGULARIZED = ("w",)
@@ -461,6 +481,7 @@ class Conv2d(Layer):
         dilation: int | Sequence[int] = 1,
         groups: int = 1,
         bias: bool = True,
+        algorithm: str | None = None,
     ) -> None:
         super().__init__()
         self.in_channels = _positive_int(in_channels, "in_channels", 1)
@@ -483,6 +504,9 @@ class Conv2d(Layer):
             self.conv_param["dilation"] = self.dilation
         if self.groups != 1:
             self.conv_param["groups"] = self.groups
+        self.algorithm = None if algorithm is None else conv_algorithm({"algorithm": algorithm})
+        if self.algorithm is not None:
+            self.conv_param["algorithm"] = self.algorithm
         self._first_initialize()
 
     def param_shapes(self) -> dict[str, Shape]:
@@ -505,8 +529,21 @@ class Conv2d(Layer):
         out, self._cache = conv_forward_fast(x, w, b, self.conv_param)
         return out
 
+    @property
+    def memory_format(self) -> str | None:
+        return self.conv_param.get("memory_format")
+
+    @memory_format.setter
+    def memory_format(self, value: str | None) -> None:
+        if value is None:
+            self.conv_param.pop("memory_format", None)
+        else:
+            self.conv_param["memory_format"] = check_memory_format(value, "memory_format")
+
     def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
-        dx, dw, db = conv_backward_fast(dout, self._cached(), compute_dx=compute_dx)
+        dx, dw, db = conv_backward_fast(
+            dout, self._cached(), compute_dx=compute_dx, compute_db=self.bias
+        )
         self._grads = {"w": dw, "b": db} if self.bias else {"w": dw}
         return dx
 
@@ -540,6 +577,7 @@ class Conv2d(Layer):
             "dilation": _compact(self.dilation),
             "groups": self.groups,
             "bias": self.bias,
+            **({} if self.algorithm is None else {"algorithm": self.algorithm}),
         }
 
 
@@ -780,13 +818,22 @@ class Linear(Layer):
 class ReLU(Layer):
     """Elementwise ``max(x, 0)``."""
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, x: np.ndarray, *, applied: bool = False) -> np.ndarray:
+        """``max(x, 0)``; with ``applied``, ``x`` itself: the :class:`BatchNorm2d` before
+        this layer has applied the ReLU (``forward(x, relu=True)``, as
+        :class:`Sequential` runs the pair), and :meth:`backward` passes ``dout`` on to its
+        fused backward pass."""
+        if applied:
+            self._cache = _APPLIED
+            return x
         out, self._cache = relu_forward_fast(x)
         return out
 
     def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
         cache = self._cached()
-        return relu_backward_fast(dout, cache) if compute_dx else None
+        if not compute_dx:
+            return None
+        return dout if cache is _APPLIED else relu_backward_fast(dout, cache)
 
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
         return tuple(input_shape)
@@ -862,17 +909,21 @@ class Flatten(Layer):
         x = np.asarray(x)
         if x.ndim < 1:
             raise ValueError("Flatten needs a batch axis, got a scalar")
-        self._cache = x.shape
-        return x.reshape(x.shape[0], -1)
+        self._cache = (x.shape, is_channels_last(x))
+        return contiguous(x).reshape(x.shape[0], -1)
 
     def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
-        shape = self._cached()
+        """``dout`` in the shape and memory format of the forward pass's input."""
+        shape, channels_last = self._cached()
         dout = np.asarray(dout)
         if dout.shape != (shape[0], math.prod(shape[1:])):
             raise ValueError(
                 f"dout has shape {dout.shape}, Flatten produced {(shape[0], math.prod(shape[1:]))}"
             )
-        return dout.reshape(shape) if compute_dx else None
+        if not compute_dx:
+            return None
+        dx = dout.reshape(shape)
+        return to_channels_last(dx) if channels_last else dx
 
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
         return (math.prod(input_shape),)
@@ -1003,11 +1054,24 @@ class BatchNorm2d(_BatchNorm):
         ``'running_var'`` (the buffers: ``buffers()`` reads and writes them here).
     """
 
+    def forward(self, x: np.ndarray, *, relu: bool = False) -> np.ndarray:
+        """The normalized ``x``; with ``relu``, ``max(normalized, 0)`` in the same pass
+        (what this layer and a following :class:`ReLU` compute, bit for bit; the ReLU
+        then runs ``forward(out, applied=True)``), and :meth:`backward` takes the ReLU's
+        gradient too."""
+        self._relu = relu
+        return super().forward(x)
+
+    _relu = False
+
     def _run(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
         p = self._params
-        return spatial_batchnorm_forward_fast(x, p["gamma"], p["beta"], self.norm_param)
+        run = spatial_batchnorm_relu_forward_fast if self._relu else spatial_batchnorm_forward_fast
+        return run(x, p["gamma"], p["beta"], self.norm_param)
 
     def _run_backward(self, dout: np.ndarray, cache: Any) -> tuple[np.ndarray, ...]:
+        if self._relu:
+            return spatial_batchnorm_relu_backward_fast(dout, cache)
         return spatial_batchnorm_backward_fast(dout, cache)
 
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
@@ -1214,8 +1278,18 @@ class Sequential(Module):
         return self._modules[key][1]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        for _, module in self._modules:
-            x = module.forward(x)
+        """Each module on the output of the one before. A :class:`BatchNorm2d` followed by
+        a :class:`ReLU` runs as one pass (``forward(x, relu=True)``, then the ReLU passes
+        its input on): the same numbers, one pass over memory fewer each way."""
+        modules = [module for _, module in self._modules]
+        applied = False
+        for position, module in enumerate(modules):
+            if applied:
+                x, applied = module.forward(x, applied=True), False
+            elif type(module) is BatchNorm2d and type(_next(modules, position)) is ReLU:
+                x, applied = module.forward(x, relu=True), True
+            else:
+                x = module.forward(x)
         return x
 
     def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
@@ -1243,6 +1317,10 @@ class Sequential(Module):
     def describe(self) -> str:
         inner = ", ".join(f"{name}={module.describe()}" for name, module in self._modules)
         return f"Sequential({inner})"
+
+
+def _next(modules: list[Module], position: int) -> Module | None:
+    return modules[position + 1] if position + 1 < len(modules) else None
 
 
 class Residual(Module):
@@ -1446,6 +1524,12 @@ class Classifier:
     names : dict, optional
         Public names for some or all of the network's parameters and buffers: dotted name
         -> name (e.g. ``{"0.w": "W1"}``); ``params``, ``grads`` and ``buffers()`` use them.
+    memory_format : {"auto", "channels_last", "contiguous"}, default "auto"
+        Where images travel between the layers (:mod:`convnet.memory_format`): with
+        ``"channels_last"`` :meth:`loss` converts ``X`` once and every convolution keeps
+        its output channels-last, so the channels-last kernels run the whole network;
+        ``"auto"`` does so for float32 images when those kernels are built. Only speed
+        depends on it (and, within float32 rounding, the numbers).
 
     Attributes
     ----------
@@ -1453,6 +1537,8 @@ class Classifier:
         The network's parameters (write-through); assigning a whole dict replaces the
         values of the same names.
     num_classes : int
+    memory_format : str
+        As given; assigning another value takes effect at the next call.
     """
 
     def __init__(
@@ -1467,6 +1553,7 @@ class Classifier:
         *,
         fresh_masks: bool = False,
         names: Mapping[str, str] | None = None,
+        memory_format: str = "auto",
     ) -> None:
         if isinstance(net, Mapping):
             net = from_config(net)
@@ -1514,6 +1601,29 @@ class Classifier:
                 layer.mask_seed = None
             elif self.seed is not None:
                 layer.mask_seed = layer_seed(self.seed, index)
+        self.memory_format = memory_format
+
+    @property
+    def memory_format(self) -> str:
+        return self._memory_format
+
+    @memory_format.setter
+    def memory_format(self, value: str) -> None:
+        if value != "auto":
+            check_memory_format(value, "memory_format")
+        self._memory_format = value
+        images = len(self._sample_shape) == 3
+        self._channels_last = images and (
+            value == "channels_last"
+            or (
+                value == "auto"
+                and self.dtype == np.float32
+                and _backend.channels_last_kernel is not None
+            )
+        )
+        for layer in self.net.layers():
+            if isinstance(layer, Conv2d):
+                layer.memory_format = "channels_last" if self._channels_last else None
 
     @staticmethod
     def _check_names(net: Module, names: Mapping[str, str] | None) -> dict[str, str]:
@@ -1588,12 +1698,14 @@ class Classifier:
     def config(self) -> dict[str, Any]:
         """The keyword arguments that rebuild this model, as JSON-compatible values."""
         names = {"names": dict(self._names)} if self._names else {}
+        layout = {} if self.memory_format == "auto" else {"memory_format": self.memory_format}
         return {
             "net": self.net.config(),
             "input_dim": list(self.input_dim),
             **self._training_config(),
             "fresh_masks": self.fresh_masks,
             **names,
+            **layout,
         }
 
     def _training_config(self) -> dict[str, Any]:
@@ -1620,6 +1732,8 @@ class Classifier:
                 f"X must have shape (N, {', '.join(map(str, shape))}) for this "
                 f"{type(self).__name__}, got {X.shape}"
             )
+        if self._channels_last:
+            return to_channels_last(X, self.dtype)
         return X.astype(self.dtype, copy=False)
 
     def loss(

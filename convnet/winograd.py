@@ -101,7 +101,7 @@ def filter_transform(w: np.ndarray, m: int, dtype: np.dtype) -> np.ndarray:
     filters, channels = w.shape[:2]
     by_channel = np.ascontiguousarray(w.transpose(1, 0, 2, 3), dtype=dtype)
     flat = _filter_matrix(m).astype(dtype) @ by_channel.reshape(channels * filters, 9).T
-    return flat.reshape(-1, channels, filters)
+    return flat.reshape((m + 2) ** 2, channels, filters)
 
 
 def flipped_filter_transform(w: np.ndarray, m: int, dtype: np.dtype) -> np.ndarray:
@@ -124,7 +124,7 @@ def flipped_filter_transform(w: np.ndarray, m: int, dtype: np.dtype) -> np.ndarr
     filters, channels = w.shape[:2]
     flat_w = w.astype(dtype, copy=False).reshape(filters * channels, 9)
     flat = _filter_matrix(m)[:, ::-1].astype(dtype) @ flat_w.T
-    return flat.reshape(-1, filters, channels)
+    return flat.reshape((m + 2) ** 2, filters, channels)
 
 
 def filter_gradient(du: np.ndarray, m: int) -> np.ndarray:

@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
+import convnet
 from convnet import _backend, _conv_work, _parallel, _phases, fast_affine, fast_layers, fast_pool
+
+INSTRUCTION_SETS = {0: "portable", 1: "avx2", 2: "avx512"}
 
 settings.register_profile("default", max_examples=150, deadline=None)
 settings.register_profile("thorough", max_examples=500, deadline=None)
@@ -82,6 +85,30 @@ def restore_num_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(fast_pool, "SMALL_VECTORIZED_POOL_ELEMENTS", 0)
     monkeypatch.setattr(fast_affine, "SMALL_GEMM", 0)
     monkeypatch.setattr(_phases, "SMALL_PHASE_COPY_ELEMENTS", 0)
+    monkeypatch.setattr(_parallel, "POOL_MIN_ELEMENTS", 0)
     previous = _parallel.get_num_threads()
     yield
     _parallel.set_num_threads(previous)
+
+
+@pytest.fixture(params=sorted(INSTRUCTION_SETS), ids=list(INSTRUCTION_SETS.values()))
+def instruction_set(request: pytest.FixtureRequest) -> Iterator[int]:
+    """Run the channels-last kernels' copy for one instruction set (skipped where the CPU
+    lacks it), then put back the one in use."""
+    kernel = _backend.channels_last_kernel
+    if kernel is None:
+        pytest.skip("needs the compiled kernel convnet._channels_last")
+    previous = kernel.instruction_set()
+    if kernel.set_instruction_set(request.param) != request.param:
+        kernel.set_instruction_set(previous)
+        pytest.skip(f"this CPU lacks {INSTRUCTION_SETS[request.param]}")
+    yield request.param
+    kernel.set_instruction_set(previous)
+
+
+@pytest.fixture
+def restore_conv_algorithm() -> Iterator[None]:
+    """Put back the process-wide convolution algorithm whatever the test set it to."""
+    previous = convnet.get_conv_algorithm()
+    yield
+    convnet.set_conv_algorithm(previous)

@@ -1,9 +1,12 @@
-"""Helpers shared by the convolution tests (test_conv.py, test_conv_variants.py, and
-test_winograd.py): the workspace and thread setting of an example, and the comparison of a
-fast layer against its naive reference."""
+"""Helpers shared by the convolution tests (test_conv.py, test_conv_variants.py,
+test_winograd.py, test_robustness.py and test_channels_last_conv.py): the workspace and
+thread setting of an example, the comparison of a fast layer against its naive reference,
+and the scratch memory of a pass."""
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +16,7 @@ from tolerances import assert_matches
 
 from convnet import fast_layers
 from convnet._parallel import set_num_threads
-from convnet.fast_layers import conv_backward_fast
+from convnet.fast_layers import conv_backward_fast, conv_forward_fast
 
 
 def as_pair(value: int | tuple[int, int]) -> tuple[int, int]:
@@ -60,3 +63,23 @@ def check_conv_matches_naive(x, w, b, dout: np.ndarray, param: dict) -> Any:
     assert_matches(dw, grads_naive[1])
     assert_matches(db, grads_naive[2])
     return cache
+
+
+def extra_peak_mib(x: np.ndarray, w: np.ndarray, conv_param: dict) -> float:
+    """Peak MiB of a fast forward+backward beyond its output and gradients (the smaller of
+    two passes: tracemalloc also counts what other threads allocate meanwhile)."""
+    b = np.zeros(w.shape[0], dtype=x.dtype)
+    extra = []
+    for _ in range(2):
+        gc.collect()
+        tracemalloc.start()
+        tracemalloc.reset_peak()
+        base, _ = tracemalloc.get_traced_memory()
+        out, cache = conv_forward_fast(x, w, b, conv_param)
+        grads = conv_backward_fast(np.ones_like(out), cache)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        needed = 2 * out.nbytes + sum(grad.nbytes for grad in grads if grad is not None)
+        extra.append((peak - base - needed) / 2**20)
+        del out, cache, grads
+    return min(extra)

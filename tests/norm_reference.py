@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import numpy as np
 
@@ -124,3 +125,22 @@ def running_update(
         mean[channel] = momentum * mean[channel] + (1 - momentum) * batch_mean
         var[channel] = momentum * var[channel] + (1 - momentum) * unbiased
     return mean, var
+
+
+def spatial_batchnorm_scales(
+    out: np.ndarray, dout: np.ndarray, gamma: np.ndarray, cache: Any
+) -> tuple[float, float, float, float]:
+    """What each result of a spatial batch norm is held to, relative: the output's largest
+    value; for dx, 3 |dout| |gamma| / std (a channel's dx is a difference of terms that
+    size); for dgamma and dbeta, the largest sum over a channel of |dout * xhat| and |dout|.
+    ``out``, ``dout`` and the NormCache ``cache`` of the float64 reference."""
+    channels = out.shape[1]
+    xhat = cache.xhat.reshape(out.shape)
+    gamma_std = np.abs(gamma.reshape(channels) * cache.inv_std.reshape(channels))
+    axes = (0, 2, 3)
+    return (
+        float(np.abs(out).max()),
+        float(3 * np.abs(dout).max() * gamma_std.max()),
+        float(np.abs(dout * xhat).sum(axis=axes).max()),
+        float(np.abs(dout).sum(axis=axes).max()),
+    )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fresh_interpreter import run_python
 
 import convnet
 from convnet import _backend
@@ -86,27 +87,6 @@ print(json.dumps({
     "show_config": printed.getvalue(),
 }))
 """
-
-
-def run_python(
-    code: str, *, pythonpath: Path, cwd: Path, **env: str
-) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter that finds convnet only under ``pythonpath``."""
-    child_env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("CONVNET_BACKEND", "PYTHONPATH")
-    }
-    child_env.update(env, PYTHONPATH=str(pythonpath))
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=cwd,
-        env=child_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def run_child_script(*, pythonpath: Path, cwd: Path, **env: str) -> dict:

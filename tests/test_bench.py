@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+import convnet
 from convnet import bench, nn
 from convnet._blas_core import cpu_name
 from convnet.bench.layer_times import (
@@ -363,15 +364,15 @@ def test_torch_layer_times_cover_the_first_layers_weight_gradient() -> None:
     assert start < accumulated[0] <= end
 
 
-def test_forced_conv_algorithm_sets_every_convolution_and_restores_it() -> None:
-    model = tiny_resnet()
-    convolutions = [layer for layer in model.net.layers() if isinstance(layer, nn.Conv2d)]
-    convolutions[0].conv_param["algorithm"] = "auto"
-    with pytest.raises(Failure), forced_conv_algorithm(model, "im2col"):
-        assert all(layer.conv_param["algorithm"] == "im2col" for layer in convolutions)
-        raise Failure
-    assert convolutions[0].conv_param["algorithm"] == "auto"
-    assert all("algorithm" not in layer.conv_param for layer in convolutions[1:])
+def test_forced_conv_algorithm_sets_the_global_choice_and_restores_it() -> None:
+    previous = convnet.set_conv_algorithm("winograd")
+    try:
+        with pytest.raises(Failure), forced_conv_algorithm("im2col"):
+            assert convnet.get_conv_algorithm() == "im2col"
+            raise Failure
+        assert convnet.get_conv_algorithm() == "winograd"
+    finally:
+        convnet.set_conv_algorithm(previous)
 
 
 def test_gradient_error_is_relative_to_each_parameters_largest_gradient() -> None:

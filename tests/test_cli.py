@@ -433,6 +433,30 @@ def run_module(*argv: str, cwd: Path, **env: str) -> subprocess.CompletedProcess
     )
 
 
+@pytest.mark.parametrize(
+    ("argv", "env", "recorded"),
+    [
+        ([], {}, "auto"),
+        (["--conv-algorithm", "im2col"], {}, "im2col"),
+        ([], {"CONVNET_CONV_ALGORITHM": "winograd"}, "winograd"),
+    ],
+)
+def test_the_convolution_algorithm_that_ran_is_recorded(
+    tmp_path: Path, argv: list[str], env: dict[str, str], recorded: str
+) -> None:
+    result = run_module("train", *QUICK, *argv, "--out", "run", cwd=tmp_path, **env)
+    assert result.returncode == 0, result.stderr
+    options = json.loads((tmp_path / "run" / "options.json").read_text())
+    assert options["conv_algorithm"] == recorded
+
+
+def test_a_bad_conv_algorithm_variable_is_one_line(tmp_path: Path) -> None:
+    result = run_module("train", *QUICK, cwd=tmp_path, CONVNET_CONV_ALGORITHM="fast")
+    assert result.returncode == 2
+    assert result.stderr.startswith("convnet: error: CONVNET_CONV_ALGORITHM must be")
+    assert len(result.stderr.splitlines()) == 1
+
+
 @pytest.mark.parametrize("value", ["bogus", "gpu "])
 def test_a_bad_backend_name_is_one_line(tmp_path: Path, value: str) -> None:
     result = run_module("info", cwd=tmp_path, CONVNET_BACKEND=value)

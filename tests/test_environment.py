@@ -17,6 +17,7 @@ import convnet
 from convnet import _environment, _parallel
 
 ROOT = Path(convnet.__file__).resolve().parents[1]
+CHECKOUT = Path(__file__).resolve().parents[1]
 
 FLAG = "a flag: 1, true, yes or on, or 0, false, no or off"
 URL = "a URL starting with http://, https://, ftp:// or file://"
@@ -115,7 +116,7 @@ def test_every_convnet_variable_the_package_reads_has_a_reader() -> None:
     """A grep of the sources: a CONVNET_ name read anywhere but through _environment would
     escape the rule."""
     names = set()
-    for path in [*(ROOT / "convnet").rglob("*.py"), ROOT / "setup.py"]:
+    for path in [*(ROOT / "convnet").rglob("*.py"), CHECKOUT / "setup.py"]:
         names |= set(re.findall(r"CONVNET_[A-Z0-9_]*[A-Z0-9]", path.read_text()))
     assert names and names <= set(_environment.READERS)
 

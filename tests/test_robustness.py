@@ -3,16 +3,15 @@ changes during calls, fork, and the scratch memory of the backward pass."""
 
 from __future__ import annotations
 
-import gc
 import os
 import select
 import signal
 import threading
 import time
-import tracemalloc
 
 import numpy as np
 import pytest
+from conv_helpers import extra_peak_mib
 
 import convnet
 import convnet.models
@@ -217,26 +216,6 @@ def test_a_forked_child_gets_its_blas_threads_back(restore_num_threads):
     assert answer == b"1", "the child hung or kept single-threaded BLAS"
 
 
-def _extra_peak_mib(x, w, conv_param) -> float:
-    """Peak MiB of a fast forward+backward beyond its output and gradients (the smaller of
-    two passes: tracemalloc also counts what other threads allocate meanwhile)."""
-    b = np.zeros(w.shape[0], dtype=x.dtype)
-    extra = []
-    for _ in range(2):
-        gc.collect()
-        tracemalloc.start()
-        tracemalloc.reset_peak()
-        base, _ = tracemalloc.get_traced_memory()
-        out, cache = conv_forward_fast(x, w, b, conv_param)
-        grads = conv_backward_fast(np.ones_like(out), cache)
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        needed = 2 * out.nbytes + sum(grad.nbytes for grad in grads if grad is not None)
-        extra.append((peak - base - needed) / 2**20)
-        del out, cache, grads
-    return min(extra)
-
-
 @needs_kernel
 @pytest.mark.parametrize(
     "kernel_size, pad, algorithm", [(1, 0, "auto"), (3, 1, "im2col"), (3, 1, "winograd")]
@@ -255,8 +234,8 @@ def test_backward_scratch_memory_does_not_grow_with_the_batch(
     transformed_filters_mib = 4 * w.nbytes / 2**20
     for threads in (1, 2):
         convnet.set_num_threads(threads)
-        small = _extra_peak_mib(np.ones((64, 64, 4, 4), np.float32), w, param)
-        large = _extra_peak_mib(np.ones((512, 64, 4, 4), np.float32), w, param)
+        small = extra_peak_mib(np.ones((64, 64, 4, 4), np.float32), w, param)
+        large = extra_peak_mib(np.ones((512, 64, 4, 4), np.float32), w, param)
         if threads == 1:
             assert large < small + 1.0, (small, large)
         assert large < 4 + 8 * transformed_filters_mib + 1.0, (threads, large)

@@ -100,7 +100,7 @@ def test_the_readme_and_the_description_name_every_extension() -> None:
     if not all((ROOT / name).is_file() for name in ("setup.py", "README.md", "pyproject.toml")):
         pytest.skip("needs a source checkout")
     extensions = list(_extensions())
-    assert extensions == ["_im2col", "_winograd", "_batchnorm", "_relu"]
+    assert extensions == ["_im2col", "_winograd", "_batchnorm", "_relu", "_channels_last"]
     readme = " ".join((ROOT / "README.md").read_text().split())  # lines joined
     for name in extensions:
         assert f"convnet/{name}.pyx" in readme, name

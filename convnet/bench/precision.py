@@ -8,33 +8,21 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from convnet import nn
+from convnet import nn, set_conv_algorithm
 from convnet.bench.torch_reference import torch_gradients, torch_network
 from convnet.nn import Classifier, Module
 
 
 @contextmanager
-def forced_conv_algorithm(model: Classifier, algorithm: str) -> Iterator[None]:
-    """Every convolution of ``model`` runs ``algorithm`` (``"auto"``, ``"im2col"`` or
-    ``"winograd"``) inside the block; restored on exit, also after an exception.
-
-    For now it sets ``conv_param["algorithm"]`` on every :class:`convnet.nn.Conv2d` of
-    ``model.net``. This is the one place to switch to the global setting
-    ``convnet.set_conv_algorithm`` once it exists (set it here, restore the previous value
-    in the ``finally``).
-    """
-    convolutions = [layer for layer in model.net.layers() if isinstance(layer, nn.Conv2d)]
-    previous = [layer.conv_param.get("algorithm") for layer in convolutions]
+def forced_conv_algorithm(algorithm: str) -> Iterator[None]:
+    """Every convolution whose ``conv_param`` names no algorithm runs ``algorithm``
+    (``"auto"``, ``"im2col"`` or ``"winograd"``: :func:`convnet.set_conv_algorithm`)
+    inside the block; the previous choice comes back on exit, also after an exception."""
+    previous = set_conv_algorithm(algorithm)
     try:
-        for layer in convolutions:
-            layer.conv_param["algorithm"] = algorithm
         yield
     finally:
-        for layer, value in zip(convolutions, previous, strict=True):
-            if value is None:
-                layer.conv_param.pop("algorithm", None)
-            else:
-                layer.conv_param["algorithm"] = value
+        set_conv_algorithm(previous)
 
 
 def loss_error(loss: float, reference: float) -> float:
@@ -113,7 +101,7 @@ def precision_errors(
         if algorithm == "default":
             loss, grads = _loss_and_grads(model, X, y)
         else:
-            with forced_conv_algorithm(model, algorithm):
+            with forced_conv_algorithm(algorithm):
                 loss, grads = _loss_and_grads(model, X, y)
         errors[algorithm] = (
             loss_error(loss, reference_loss),

@@ -229,7 +229,7 @@ def precision_table(args, torch, rng, network: str, batch: int, threads: int) ->
         forced = train_step_candidates(network, batch, float32, None, rng)[CONVNET]
 
         def forced_step() -> None:
-            with forced_conv_algorithm(forced.model, "im2col"):
+            with forced_conv_algorithm("im2col"):
                 forced()
 
         times = interleaved_medians(

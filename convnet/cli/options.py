@@ -39,6 +39,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "num_val": None,
     "dropout": 1.0,
     "normalization": None,
+    "conv_algorithm": None,
 }
 # Chosen so that `convnet train` reaches >= 0.97 validation accuracy on digits in about a
 # minute on 2 cores; the CIFAR-10 ones follow the course's three-layer net.
@@ -279,6 +280,12 @@ def build_parser() -> _Parser:
         help="L2 regularization strength (0: none; defaults below)",
     )
     run.add_argument("--dtype", choices=("float32", "float64"), help="default: float32")
+    run.add_argument(
+        "--conv-algorithm",
+        choices=("auto", "im2col", "winograd"),
+        help="convolution algorithm (auto, the fastest, unless CONVNET_CONV_ALGORITHM says "
+        "otherwise; im2col: float32 closest to float64)",
+    )
 
     optimization = train.add_argument_group("optimization")
     optimization.add_argument("--optimizer", choices=sorted(optim.UPDATE_RULES))

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from convnet import distributed
+from convnet._conv_setting import get_conv_algorithm, set_conv_algorithm
 from convnet._io import write_text
 from convnet._memory import keep_freed_memory
 from convnet._version import __version__
@@ -461,6 +462,9 @@ def run_train(args: argparse.Namespace, ranks: distributed.Ranks) -> int:
         dataset = _shared_dataset(plan, args.download, ranks)
         with user_errors():
             model = build_model(plan.options, dataset)
+        # The algorithm that runs is the one recorded: the option's, else the process's.
+        plan.options["conv_algorithm"] = plan.options["conv_algorithm"] or get_conv_algorithm()
+        set_conv_algorithm(plan.options["conv_algorithm"])
         keep_freed_memory()  # process-wide, so the command does it, not the library's Solver
         solver = _make_solver(plan, model, dataset, args, ranks)
         # Only now, with the checkpoint loaded and found to fit, is anything written: a
