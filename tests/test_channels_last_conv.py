@@ -112,6 +112,7 @@ def convolutions(draw, budget: int = NAIVE_BUDGET) -> tuple[tuple, tuple, dict]:
     seed=st.integers(0, 2**32 - 1),
     columns=st.sampled_from(["direct", "im2col"]),
 )
+# pads beyond 2: Winograd's input gradient crops dout
 @example(
     conv=((2, 17, 9, 10), (9, 17, 3, 3), {"stride": (1, 1), "pad": (3, 0)}),
     algorithm="winograd",
@@ -122,7 +123,8 @@ def convolutions(draw, budget: int = NAIVE_BUDGET) -> tuple[tuple, tuple, dict]:
     dout_channels_last=False,
     seed=0,
     columns="direct",
-).via("pads beyond 2: Winograd's input gradient crops dout")
+)
+# a pointwise convolution of 1x1 images
 @example(
     conv=((3, 33, 1, 1), (40, 33, 1, 1), {"stride": (1, 1), "pad": (0, 0)}),
     algorithm="auto",
@@ -133,7 +135,7 @@ def convolutions(draw, budget: int = NAIVE_BUDGET) -> tuple[tuple, tuple, dict]:
     dout_channels_last=True,
     seed=1,
     columns="im2col",
-).via("a pointwise convolution of 1x1 images")
+)
 def test_channels_last_matches_naive(
     instruction_set,
     conv,
