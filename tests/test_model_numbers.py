@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from model_fixtures import MODELS, NUMBERS, OLD_MODELS, SAVED, batch, numbers
-from tolerances import assert_matches
+from tolerances import TOLERANCE, assert_matches
 
 from convnet.models import load_model
 
@@ -32,6 +32,13 @@ def test_same_initial_parameters_scores_loss_gradients_and_statistics(pinned, na
     for key, value in expected.items():
         if key.startswith("init/"):
             np.testing.assert_array_equal(actual[key], value, err_msg=key)
+        elif key.startswith("grads"):
+            # relative to the call's largest gradient: a bias in front of a batch norm has a
+            # gradient that is zero but for rounding, which summation order changes
+            call = key.split("/")[0]
+            scale = max(np.max(np.abs(v)) for k, v in expected.items() if k.startswith(call))
+            tol = TOLERANCE[value.dtype]
+            np.testing.assert_allclose(actual[key], value, rtol=tol, atol=tol * scale)
         else:
             assert_matches(np.asarray(actual[key]), value)
 
