@@ -526,6 +526,29 @@ def relu_gradient(const float[::1] x, const float[::1] dy, float[::1] dx, int pa
 
 
 cdef extern from "_cl_kernels.h" nogil:
+    ctypedef struct cl_add_job:
+        const float* a
+        const float* b
+        float* out
+        Py_ssize_t size
+        int relu
+    void cl_add_all(cl_add_job* job, int parts)
+
+
+def add(const float[::1] a, const float[::1] b, float[::1] out, bint relu, int parts) -> None:
+    """``out = a + b`` elementwise, then ``max(out, 0)`` with ``relu`` (NaN staying NaN);
+    ``out`` may be ``a`` or ``b``."""
+    cdef cl_add_job job
+    if b.shape[0] != a.shape[0] or out.shape[0] != a.shape[0] or parts < 1 or parts > 256:
+        raise ValueError("a, b and out must have one length and parts lie in 1..256")
+    if a.shape[0] == 0:
+        return
+    job.a, job.b, job.out, job.size, job.relu = &a[0], &b[0], &out[0], a.shape[0], relu
+    with nogil:
+        cl_add_all(&job, parts)
+
+
+cdef extern from "_cl_kernels.h" nogil:
     ctypedef struct cl_direct_job:
         const float* x
         const float* wk

@@ -327,6 +327,23 @@ static void cl_relu_gradient_all(cl_relu_job *job, int parts) {
     cl_parallel(cl_relu_gradient_part, job, parts);
 }
 
+/* One elementwise sum a + b (then ReLU if relu) over `size` floats, split in equal shares. */
+typedef struct {
+    const float *a, *b;
+    float *out;
+    ptrdiff_t size;
+    int relu;
+} cl_add_job;
+
+static void cl_add_part(void *context, int part, int parts) {
+    cl_add_job *job = (cl_add_job *)context;
+    ptrdiff_t first, last;
+    cl_share(job->size, part, parts, &first, &last);
+    CL_DISPATCH(cl_add, job->a, job->b, job->out, job->relu, first, last);
+}
+
+static void cl_add_all(cl_add_job *job, int parts) { cl_parallel(cl_add_part, job, parts); }
+
 /* One direct (in-place columns) convolution pass: bands of `band_rows` output rows split
  * over the parts (the filter gradient: images), each part padding its bands into its own
  * buffer at band + part * band_size; each part's filter gradient at dwk + part * dwk_size,

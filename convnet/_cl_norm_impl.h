@@ -143,6 +143,25 @@ CL_TARGET static void CL_NAME(cl_relu)(const CL_T *x, CL_T *out, ptrdiff_t first
     if (i < last) CL_STOREN(out + i, CL_RELU(CL_LOADN(x + i, last - i)), last - i);
 }
 
+/* out[i] = a[i] + b[i] for i in first .. last - 1, then max(., 0) if relu (NaN staying
+ * NaN); out may be a or b. */
+CL_TARGET static void CL_NAME(cl_add)(const CL_T *a, const CL_T *b, CL_T *out, int relu,
+                                      ptrdiff_t first, ptrdiff_t last) {
+    ptrdiff_t i = first;
+    if (relu) {
+        for (; i + CL_VL <= last; i += CL_VL)
+            CL_STORE(out + i, CL_RELU(CL_ADD(CL_LOAD(a + i), CL_LOAD(b + i))));
+    } else {
+        for (; i + CL_VL <= last; i += CL_VL)
+            CL_STORE(out + i, CL_ADD(CL_LOAD(a + i), CL_LOAD(b + i)));
+    }
+    if (i < last) {
+        ptrdiff_t n = last - i;
+        CL_V v = CL_ADD(CL_LOADN(a + i, n), CL_LOADN(b + i, n));
+        CL_STOREN(out + i, relu ? CL_RELU(v) : v, n);
+    }
+}
+
 /* dx[i] = dy[i] where x[i] > 0, else 0 (a NaN in x or, where x <= 0, in dy gives 0). */
 CL_TARGET static void CL_NAME(cl_relu_gradient)(const CL_T *restrict x,
                                                 const CL_T *restrict dy, CL_T *restrict dx,

@@ -70,7 +70,7 @@ from convnet._validation import (
     output_size,
 )
 from convnet.dropout import layer_seed
-from convnet.fast_activation import relu_backward_fast, relu_forward_fast
+from convnet.fast_activation import add_fast, relu_backward_fast, relu_forward_fast
 from convnet.fast_layers import (
     affine_backward_fast,
     affine_forward_fast,
@@ -102,7 +102,7 @@ from convnet.layers import (
 )
 
 Shape = tuple[int, ...]
-_APPLIED = "applied by the batch norm before"
+_APPLIED = "applied by the layer beside it"
 # Where each parameter or buffer lives: dotted name -> (its layer, its name in the layer).
 Index = dict[str, tuple["Layer", str]]
 INITS = ("he", "normal")
@@ -819,10 +819,10 @@ class ReLU(Layer):
     """Elementwise ``max(x, 0)``."""
 
     def forward(self, x: np.ndarray, *, applied: bool = False) -> np.ndarray:
-        """``max(x, 0)``; with ``applied``, ``x`` itself: the :class:`BatchNorm2d` before
-        this layer has applied the ReLU (``forward(x, relu=True)``, as
-        :class:`Sequential` runs the pair), and :meth:`backward` passes ``dout`` on to its
-        fused backward pass."""
+        """``max(x, 0)``; with ``applied``, ``x`` itself: the layer beside this one
+        applies the ReLU (``forward(x, relu=True)`` of the :class:`BatchNorm2d` before it
+        or of the :class:`MaxPool2d` after it, as :class:`Sequential` runs the pairs), and
+        :meth:`backward` passes ``dout`` on to that layer's fused backward pass."""
         if applied:
             self._cache = _APPLIED
             return x
@@ -872,13 +872,26 @@ class MaxPool2d(Layer):
         if self.pad != (0, 0):
             self.pool_param["pad"] = self.pad
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        out, self._cache = max_pool_forward_fast(x, self.pool_param)
+    def forward(self, x: np.ndarray, *, relu: bool = False) -> np.ndarray:
+        """The windows' maxima; with ``relu``, ``max(pooled, 0)``: what a :class:`ReLU`
+        before this layer and this layer compute, bit for bit, on a quarter of the
+        elements for 2x2 windows (the ReLU then runs ``forward(x, applied=True)``), and
+        :meth:`backward` takes the ReLU's gradient too: a window whose maximum is not
+        positive passes no gradient, as the ReLU's zero gradient would stop it."""
+        out, pool_cache = max_pool_forward_fast(x, self.pool_param)
+        relu_cache = None
+        if relu:
+            out, relu_cache = relu_forward_fast(out)
+        self._cache = (pool_cache, relu_cache)
         return out
 
     def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
-        cache = self._cached()
-        return max_pool_backward_fast(dout, cache) if compute_dx else None
+        pool_cache, relu_cache = self._cached()
+        if not compute_dx:
+            return None
+        if relu_cache is not None:
+            dout = relu_backward_fast(dout, relu_cache)
+        return max_pool_backward_fast(dout, pool_cache)
 
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
         channels, height, width = _check_shape(input_shape, 3, "(C, H, W)", self)
@@ -1280,16 +1293,27 @@ class Sequential(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Each module on the output of the one before. A :class:`BatchNorm2d` followed by
         a :class:`ReLU` runs as one pass (``forward(x, relu=True)``, then the ReLU passes
-        its input on): the same numbers, one pass over memory fewer each way."""
+        its input on): the same numbers, one pass over memory fewer each way; so does a
+        :class:`Residual` followed by a ReLU (the sum and the ReLU in one pass). A ReLU
+        followed by a :class:`MaxPool2d` runs after the pooling, on the pooled elements
+        (the ReLU passes its input on, then ``forward(x, relu=True)``): the same numbers
+        and gradients, as the ReLU and the maximum commute."""
         modules = [module for _, module in self._modules]
-        applied = False
-        for position, module in enumerate(modules):
-            if applied:
-                x, applied = module.forward(x, applied=True), False
-            elif type(module) is BatchNorm2d and type(_next(modules, position)) is ReLU:
-                x, applied = module.forward(x, relu=True), True
+        position = 0
+        while position < len(modules):
+            module, following = modules[position], _next(modules, position)
+            if type(module) is BatchNorm2d and type(following) is ReLU:
+                x = following.forward(module.forward(x, relu=True), applied=True)
+                position += 2
+            elif type(module) is Residual and type(following) is ReLU:
+                x = following.forward(module.forward(x, relu=True), applied=True)
+                position += 2
+            elif type(module) is ReLU and type(following) is MaxPool2d:
+                x = following.forward(module.forward(x, applied=True), relu=True)
+                position += 2
             else:
                 x = module.forward(x)
+                position += 1
         return x
 
     def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
@@ -1348,7 +1372,11 @@ class Residual(Module):
             named.append(("shortcut", self.shortcut))
         return named
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def forward(self, x: np.ndarray, *, relu: bool = False) -> np.ndarray:
+        """``body(x) + shortcut(x)``; with ``relu``, ``max(sum, 0)`` in the same pass
+        (what this module and a following :class:`ReLU` compute, bit for bit; the ReLU
+        then runs ``forward(out, applied=True)``), and :meth:`backward` takes the ReLU's
+        gradient too."""
         out = self.body.forward(x)
         skip = x if self.shortcut is None else self.shortcut.forward(x)
         if out.shape != np.shape(skip):
@@ -1356,9 +1384,15 @@ class Residual(Module):
                 f"Residual: the body gives {out.shape} but the shortcut {np.shape(skip)}; "
                 "give a shortcut projection that matches the body"
             )
-        return out + skip
+        out = add_fast(out, np.asarray(skip), relu=relu)
+        self._relu_out = out if relu else None
+        return out
+
+    _relu_out: np.ndarray | None = None
 
     def backward(self, dout: np.ndarray, *, compute_dx: bool = True) -> np.ndarray | None:
+        if self._relu_out is not None:
+            dout = relu_backward_fast(dout, self._relu_out)
         dx = self.body.backward(dout, compute_dx=compute_dx)
         if self.shortcut is None:
             dskip = dout
@@ -1366,7 +1400,7 @@ class Residual(Module):
             dskip = self.shortcut.backward(dout, compute_dx=compute_dx)
         if not compute_dx:
             return None
-        return dx + dskip
+        return add_fast(dx, dskip)
 
     def output_shape(self, input_shape: Sequence[int]) -> Shape:
         shape = tuple(input_shape)

@@ -18,7 +18,7 @@ from norm_reference import spatial_batchnorm_scales
 from tolerances import TOLERANCE, assert_matches
 
 from convnet._parallel import set_num_threads
-from convnet.fast_activation import relu_backward_fast, relu_forward_fast
+from convnet.fast_activation import add_fast, relu_backward_fast, relu_forward_fast
 from convnet.fast_layers import max_pool_backward_fast, max_pool_forward_fast
 from convnet.fast_normalization import (
     BatchNormCache,
@@ -374,6 +374,45 @@ def test_relu_keeps_the_memory_format(instruction_set, dtype, layout, threads, r
         np.testing.assert_array_equal(dx, relu_backward(dout, expected_cache))
         assert is_channels_last(dx) == (layout == "channels_last")
         assert (dx[np.isnan(x)] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layouts", ["channels_last", "contiguous", "mixed"])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("channels", [1, 7, 16, 21, 33])
+def test_add_is_numpys_sum_then_relu(
+    instruction_set, dtype, layouts, relu, threads, channels, restore_num_threads
+):
+    """A residual connection's sum (and ReLU) equals numpy's ``a + b`` (then the ReLU) bit
+    for bit, NaN, infinities and signed zeros included, over vector tails of every length;
+    the inputs are left alone."""
+    set_num_threads(threads)
+    rng = np.random.default_rng(channels)
+    a, b = (rng.standard_normal((3, channels, 4, 5)).astype(dtype) for _ in range(2))
+    specials = [np.nan, np.inf, -np.inf, -0.0, 0.0]
+    for array in (a, b):
+        array.reshape(-1)[rng.choice(a.size, 12, replace=False)] = np.resize(specials, 12)
+    a = a if layouts == "contiguous" else to_channels_last(a)
+    b = to_channels_last(b) if layouts == "channels_last" else b
+    copies = (a.copy(), b.copy())
+    with np.errstate(invalid="ignore"):
+        out = add_fast(a, b, relu=relu)
+        expected = a + b
+    if relu:
+        expected = relu_forward(expected)[0]
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(np.signbit(out), np.signbit(expected))
+    assert out.dtype == np.dtype(dtype)
+    if layouts == "channels_last":
+        assert is_channels_last(out) == is_channels_last(a)
+    np.testing.assert_array_equal(a, copies[0])
+    np.testing.assert_array_equal(b, copies[1])
+
+
+def test_add_refuses_arrays_of_two_shapes():
+    with pytest.raises(ValueError, match="cannot add arrays of shapes"):
+        add_fast(np.zeros((2, 3, 4, 4), np.float32), np.zeros((2, 3, 4, 5), np.float32))
 
 
 # --- max pooling ---------------------------------------------------------------------------------

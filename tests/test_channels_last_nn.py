@@ -284,3 +284,114 @@ def test_predict_and_integer_images_on_a_channels_last_model(channels_last_calls
     assert len(channels_last_calls) == conv_count(model)
     np.testing.assert_array_equal(scores, model.loss(pixels.astype(np.float32)))
     np.testing.assert_array_equal(model.predict(pixels, batch_size=4), scores.argmax(axis=1))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+@pytest.mark.parametrize(("window", "stride", "pad"), [(2, 2, 0), (3, 2, 1), (2, 1, 0)])
+def test_relu_before_max_pool_runs_after_it_and_changes_no_bit(dtype, layout, window, stride, pad):
+    """A Sequential runs ReLU + MaxPool2d as the pooling, then the ReLU on the pooled
+    elements: the same scores and gradients bit for bit, with windows whose maxima are
+    negative, zero, or tied (quantized inputs), and for overlapping and padded windows."""
+
+    def flat_net() -> nn.Sequential:
+        return nn.Sequential(
+            nn.Conv2d(3, 6, 3, pad=1),
+            nn.ReLU(),
+            nn.MaxPool2d(window, stride, pad),
+            nn.Flatten(),
+            nn.Linear(6 * out_h * out_w, 4),
+        )
+
+    out_h, out_w = ((6 + 2 * pad - window) // stride + 1, (8 + 2 * pad - window) // stride + 1)
+    fused = nn.Classifier(flat_net(), (3, 6, 8), dtype=dtype, seed=3, memory_format=layout)
+    plain = nn.Classifier(flat_net(), (3, 6, 8), dtype=dtype, seed=3, memory_format=layout)
+    rng = np.random.default_rng(11)
+    X = (np.round(rng.standard_normal((5, 3, 6, 8)) * 2) / 2 - 0.5).astype(dtype)
+    for model in (fused, plain):
+        conv = model.net[0]
+        conv.params["w"][...] = np.round(conv.params["w"] * 8) / 8
+        conv.params["b"][...] = -0.25
+    if layout == "channels_last":
+        X = fused._as_input(X)
+    pooled_inputs = []
+    original = nn.max_pool_forward_fast
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            nn, "max_pool_forward_fast", lambda x, p: pooled_inputs.append(x) or original(x, p)
+        )
+        scores = fused.net.forward(X)
+    assert (pooled_inputs[0] < 0).any(), "the pooling saw the ReLU's input"
+    maxima, _ = original(pooled_inputs[0], plain.net[2].pool_param)
+    assert (maxima < 0).any() and (maxima == 0).any() and (maxima > 0).any()
+    dscores = np.random.default_rng(7).standard_normal(scores.shape).astype(dtype)
+    fused.net.backward(dscores)
+    np.testing.assert_array_equal(unfused_run(plain.net, X, dscores), scores)
+    for key, grad in fused.net.grads.items():
+        np.testing.assert_array_equal(plain.net.grads[key], grad, err_msg=key)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous"])
+def test_residual_then_relu_runs_as_one_sum_and_changes_no_bit(dtype, layout):
+    """A Sequential runs Residual + ReLU as one pass (the sum and the ReLU), with and
+    without a projection shortcut: the scores, every gradient and the running statistics
+    equal those of the sum and the ReLU run one by one."""
+
+    def block(channels: int, stride: int) -> nn.Sequential:
+        body = nn.Sequential(
+            nn.Conv2d(3 if stride == 1 else channels // 2, channels, 3, stride=stride, pad=1),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, pad=1),
+        )
+        shortcut = None
+        if stride != 1:
+            shortcut = nn.Sequential(nn.Conv2d(channels // 2, channels, 1, stride=stride))
+        return nn.Sequential(nn.Residual(body, shortcut), nn.ReLU())
+
+    def flat_net() -> nn.Sequential:
+        return nn.Sequential(
+            nn.Conv2d(3, 3, 3, pad=1),
+            block(3, 1),
+            nn.Conv2d(3, 6, 1),
+            block(12, 2),
+            nn.Flatten(),
+            nn.Linear(12 * 3 * 4, 3),
+        )
+
+    fused = nn.Classifier(flat_net(), (3, 6, 8), dtype=dtype, seed=4, memory_format=layout)
+    plain = nn.Classifier(flat_net(), (3, 6, 8), dtype=dtype, seed=4, memory_format=layout)
+    X, _ = batch(fused, num=5)
+    X = X.astype(dtype)
+    if layout == "channels_last":
+        X = fused._as_input(X)
+    fused.net.train(True)
+    plain.net.train(True)
+    fused_sums = []
+    original = nn.add_fast
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            nn,
+            "add_fast",
+            lambda a, b, relu=False: fused_sums.append(relu) or original(a, b, relu=relu),
+        )
+        scores = fused.net.forward(X)
+    assert fused_sums == [True, True]
+    dscores = np.random.default_rng(8).standard_normal(scores.shape).astype(dtype)
+    dx = fused.net.backward(dscores)
+
+    def one_by_one(self: nn.Sequential, x: np.ndarray) -> np.ndarray:
+        for _, module in self.children():
+            x = module.forward(x)
+        return x
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nn.Sequential, "forward", one_by_one)
+        np.testing.assert_array_equal(plain.net.forward(X), scores)
+    plain_dx = plain.net.backward(dscores)
+    for key, grad in fused.net.grads.items():
+        np.testing.assert_array_equal(plain.net.grads[key], grad, err_msg=key)
+    for key, value in fused.net.buffers().items():
+        np.testing.assert_array_equal(plain.net.buffers()[key], value, err_msg=key)
+    np.testing.assert_array_equal(plain_dx, dx)
