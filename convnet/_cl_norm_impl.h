@@ -17,11 +17,11 @@
 CL_TARGET static void CL_NAME(cl_shifted_sums)(const CL_T *restrict x, ptrdiff_t c,
                                                const CL_T *restrict shift, ptrdiff_t first,
                                                ptrdiff_t last, double *restrict sums) {
-    for (ptrdiff_t c0 = 0; c0 < c; c0 += CL_VL) {
-        ptrdiff_t lanes = c - c0 < CL_VL ? c - c0 : CL_VL;
-        CL_V center = lanes == CL_VL ? CL_LOAD(shift + c0) : CL_LOADN(shift + c0, lanes);
-        for (ptrdiff_t r0 = first; r0 < last; r0 += CL_NORM_BLOCK) {
-            ptrdiff_t r1 = last - r0 < CL_NORM_BLOCK ? last : r0 + CL_NORM_BLOCK;
+    for (ptrdiff_t r0 = first; r0 < last; r0 += CL_NORM_BLOCK) {
+        ptrdiff_t r1 = last - r0 < CL_NORM_BLOCK ? last : r0 + CL_NORM_BLOCK;
+        for (ptrdiff_t c0 = 0; c0 < c; c0 += CL_VL) {
+            ptrdiff_t lanes = c - c0 < CL_VL ? c - c0 : CL_VL;
+            CL_V center = lanes == CL_VL ? CL_LOAD(shift + c0) : CL_LOADN(shift + c0, lanes);
             CL_V sum = CL_ZERO(), squares = CL_ZERO();
             for (ptrdiff_t r = r0; r < r1; r++) {
                 const CL_T *p = x + r * c + c0;
@@ -50,14 +50,14 @@ CL_TARGET static void CL_NAME(cl_gradient_sums)(const CL_T *restrict x,
                                                 const CL_T *restrict offset, int relu,
                                                 ptrdiff_t first, ptrdiff_t last,
                                                 double *restrict sums) {
-    for (ptrdiff_t c0 = 0; c0 < c; c0 += CL_VL) {
-        ptrdiff_t lanes = c - c0 < CL_VL ? c - c0 : CL_VL;
-        int full = lanes == CL_VL;
-        CL_V mu = full ? CL_LOAD(mean + c0) : CL_LOADN(mean + c0, lanes);
-        CL_V a = full ? CL_LOAD(scale + c0) : CL_LOADN(scale + c0, lanes);
-        CL_V b = full ? CL_LOAD(offset + c0) : CL_LOADN(offset + c0, lanes);
-        for (ptrdiff_t r0 = first; r0 < last; r0 += CL_NORM_BLOCK) {
-            ptrdiff_t r1 = last - r0 < CL_NORM_BLOCK ? last : r0 + CL_NORM_BLOCK;
+    for (ptrdiff_t r0 = first; r0 < last; r0 += CL_NORM_BLOCK) {
+        ptrdiff_t r1 = last - r0 < CL_NORM_BLOCK ? last : r0 + CL_NORM_BLOCK;
+        for (ptrdiff_t c0 = 0; c0 < c; c0 += CL_VL) {
+            ptrdiff_t lanes = c - c0 < CL_VL ? c - c0 : CL_VL;
+            int full = lanes == CL_VL;
+            CL_V mu = full ? CL_LOAD(mean + c0) : CL_LOADN(mean + c0, lanes);
+            CL_V a = full ? CL_LOAD(scale + c0) : CL_LOADN(scale + c0, lanes);
+            CL_V b = full ? CL_LOAD(offset + c0) : CL_LOADN(offset + c0, lanes);
             CL_V sum = CL_ZERO(), products = CL_ZERO();
             for (ptrdiff_t r = r0; r < r1; r++) {
                 const CL_T *px = x + r * c + c0, *pd = dy + r * c + c0;
@@ -87,20 +87,23 @@ CL_TARGET static void CL_NAME(cl_scale_rows)(const CL_T *x, ptrdiff_t c,
                                              const CL_T *restrict offset, int relu,
                                              ptrdiff_t first, ptrdiff_t last,
                                              CL_T *out) {
-    for (ptrdiff_t c0 = 0; c0 < c; c0 += CL_VL) {
-        ptrdiff_t lanes = c - c0 < CL_VL ? c - c0 : CL_VL;
-        int full = lanes == CL_VL;
-        CL_V mu = full ? CL_LOAD(mean + c0) : CL_LOADN(mean + c0, lanes);
-        CL_V a = full ? CL_LOAD(scale + c0) : CL_LOADN(scale + c0, lanes);
-        CL_V b = full ? CL_LOAD(offset + c0) : CL_LOADN(offset + c0, lanes);
-        for (ptrdiff_t r = first; r < last; r++) {
-            const CL_T *p = x + r * c + c0;
-            CL_V v = CL_FMA(CL_SUB(full ? CL_LOAD(p) : CL_LOADN(p, lanes), mu), a, b);
-            if (relu) v = CL_RELU(v);
-            if (full)
-                CL_STORE(out + r * c + c0, v);
-            else
-                CL_STOREN(out + r * c + c0, v, lanes);
+    for (ptrdiff_t r0 = first; r0 < last; r0 += CL_NORM_BLOCK) {
+        ptrdiff_t r1 = last - r0 < CL_NORM_BLOCK ? last : r0 + CL_NORM_BLOCK;
+        for (ptrdiff_t c0 = 0; c0 < c; c0 += CL_VL) {
+            ptrdiff_t lanes = c - c0 < CL_VL ? c - c0 : CL_VL;
+            int full = lanes == CL_VL;
+            CL_V mu = full ? CL_LOAD(mean + c0) : CL_LOADN(mean + c0, lanes);
+            CL_V a = full ? CL_LOAD(scale + c0) : CL_LOADN(scale + c0, lanes);
+            CL_V b = full ? CL_LOAD(offset + c0) : CL_LOADN(offset + c0, lanes);
+            for (ptrdiff_t r = r0; r < r1; r++) {
+                const CL_T *p = x + r * c + c0;
+                CL_V v = CL_FMA(CL_SUB(full ? CL_LOAD(p) : CL_LOADN(p, lanes), mu), a, b);
+                if (relu) v = CL_RELU(v);
+                if (full)
+                    CL_STORE(out + r * c + c0, v);
+                else
+                    CL_STOREN(out + r * c + c0, v, lanes);
+            }
         }
     }
 }
@@ -112,25 +115,28 @@ CL_TARGET static void CL_NAME(cl_norm_input_gradient)(
     const CL_T *restrict scale, const CL_T *restrict offset, int relu,
     const CL_T *restrict k1, const CL_T *restrict k2, const CL_T *restrict k3,
     ptrdiff_t first, ptrdiff_t last, CL_T *restrict dx) {
-    for (ptrdiff_t c0 = 0; c0 < c; c0 += CL_VL) {
-        ptrdiff_t lanes = c - c0 < CL_VL ? c - c0 : CL_VL;
-        int full = lanes == CL_VL;
-        CL_V mu = full ? CL_LOAD(mean + c0) : CL_LOADN(mean + c0, lanes);
-        CL_V a = full ? CL_LOAD(scale + c0) : CL_LOADN(scale + c0, lanes);
-        CL_V b = full ? CL_LOAD(offset + c0) : CL_LOADN(offset + c0, lanes);
-        CL_V f1 = full ? CL_LOAD(k1 + c0) : CL_LOADN(k1 + c0, lanes);
-        CL_V f2 = full ? CL_LOAD(k2 + c0) : CL_LOADN(k2 + c0, lanes);
-        CL_V f3 = full ? CL_LOAD(k3 + c0) : CL_LOADN(k3 + c0, lanes);
-        for (ptrdiff_t r = first; r < last; r++) {
-            const CL_T *px = x + r * c + c0, *pd = dy + r * c + c0;
-            CL_V centered = CL_SUB(full ? CL_LOAD(px) : CL_LOADN(px, lanes), mu);
-            CL_V dv = full ? CL_LOAD(pd) : CL_LOADN(pd, lanes);
-            if (relu) dv = CL_KEEP_POSITIVE(CL_FMA(centered, a, b), dv);
-            CL_V v = CL_FMA(f1, dv, CL_FMA(f2, centered, f3));
-            if (full)
-                CL_STORE(dx + r * c + c0, v);
-            else
-                CL_STOREN(dx + r * c + c0, v, lanes);
+    for (ptrdiff_t r0 = first; r0 < last; r0 += CL_NORM_BLOCK) {
+        ptrdiff_t r1 = last - r0 < CL_NORM_BLOCK ? last : r0 + CL_NORM_BLOCK;
+        for (ptrdiff_t c0 = 0; c0 < c; c0 += CL_VL) {
+            ptrdiff_t lanes = c - c0 < CL_VL ? c - c0 : CL_VL;
+            int full = lanes == CL_VL;
+            CL_V mu = full ? CL_LOAD(mean + c0) : CL_LOADN(mean + c0, lanes);
+            CL_V a = full ? CL_LOAD(scale + c0) : CL_LOADN(scale + c0, lanes);
+            CL_V b = full ? CL_LOAD(offset + c0) : CL_LOADN(offset + c0, lanes);
+            CL_V f1 = full ? CL_LOAD(k1 + c0) : CL_LOADN(k1 + c0, lanes);
+            CL_V f2 = full ? CL_LOAD(k2 + c0) : CL_LOADN(k2 + c0, lanes);
+            CL_V f3 = full ? CL_LOAD(k3 + c0) : CL_LOADN(k3 + c0, lanes);
+            for (ptrdiff_t r = r0; r < r1; r++) {
+                const CL_T *px = x + r * c + c0, *pd = dy + r * c + c0;
+                CL_V centered = CL_SUB(full ? CL_LOAD(px) : CL_LOADN(px, lanes), mu);
+                CL_V dv = full ? CL_LOAD(pd) : CL_LOADN(pd, lanes);
+                if (relu) dv = CL_KEEP_POSITIVE(CL_FMA(centered, a, b), dv);
+                CL_V v = CL_FMA(f1, dv, CL_FMA(f2, centered, f3));
+                if (full)
+                    CL_STORE(dx + r * c + c0, v);
+                else
+                    CL_STOREN(dx + r * c + c0, v, lanes);
+            }
         }
     }
 }
