@@ -425,3 +425,33 @@ def test_arithmetic_inside_the_network_is_refused() -> None:
     nodes[1] = helper.make_node("Mul", ["r", "c"], ["h"], name="scale")
     scalar = np.array(2.0, np.float32)
     refuses(make_model(nodes + head, {**weights, "c": scalar}), "node 'scale'", "multiplies")
+
+
+@pytest.mark.parametrize("op_type", ["Mul", "Sub", "Mul then Sub"])
+def test_preprocessing_on_one_branch_is_refused(op_type: str) -> None:
+    """Mul or Sub on the input is not preprocessing when the raw input feeds a branch too."""
+    rng = np.random.default_rng(0)
+    constants = {
+        "s": np.array(2.0, np.float32),
+        "m": rng.standard_normal((2, 4, 4)).astype(np.float32),
+        "wa": rng.standard_normal((2, 2, 1, 1)).astype(np.float32),
+        "wb": rng.standard_normal((2, 2, 1, 1)).astype(np.float32),
+    }
+    if op_type == "Mul then Sub":  # the scaled input feeds the Sub and a branch
+        front = [
+            helper.make_node("Mul", ["x", "s"], ["xs"], name="scale"),
+            helper.make_node("Sub", ["xs", "m"], ["p"], name="shift"),
+        ]
+        branch, expected = "xs", "node 'shift'"
+    else:
+        name, constant = ("scale", "s") if op_type == "Mul" else ("shift", "m")
+        front = [helper.make_node(op_type, ["x", constant], ["p"], name=name)]
+        branch, expected = "x", f"node '{name}'"
+    nodes = [
+        *front,
+        helper.make_node("Conv", ["p", "wa"], ["a"], name="conv_a"),
+        helper.make_node("Conv", [branch, "wb"], ["b"], name="conv_b"),
+        helper.make_node("Add", ["a", "b"], ["h"], name="join"),
+    ]
+    head, weights = dense()
+    refuses(make_model(nodes + head, {**weights, **constants}), expected, "sole consumer")
