@@ -455,3 +455,35 @@ def test_preprocessing_on_one_branch_is_refused(op_type: str) -> None:
     ]
     head, weights = dense()
     refuses(make_model(nodes + head, {**weights, **constants}), expected, "sole consumer")
+
+
+@pytest.mark.parametrize("pads", [None, [1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 0, 1]])
+def test_conv_transpose_output_shape_places_the_crop_as_onnx_runtime(
+    pads: list[int] | None, rng: np.random.Generator
+) -> None:
+    """With ``output_shape`` ONNX Runtime recomputes the pads, the odd one at the start."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    options = {} if pads is None else {"pads": pads}
+    nodes = [
+        helper.make_node(
+            "ConvTranspose",
+            ["x", "k"],
+            ["h"],
+            name="up",
+            strides=[2, 2],
+            output_shape=[8, 8],
+            **options,
+        )
+    ]
+    head, weights = dense(features=3 * 8 * 8)
+    kernel = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
+    model = make_model(nodes + head, {**weights, "k": kernel})
+    if pads is not None and pads != [1, 1, 0, 0]:
+        refuses(model, "node 'up'", "output_shape")
+        return
+    x = rng.standard_normal((2, 2, 4, 4)).astype(np.float32)
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    expected = session.run(None, {"x": x})[0]
+    assert_scores_close(convnet_onnx.from_onnx(model).loss(x), expected)
