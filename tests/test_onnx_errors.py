@@ -150,12 +150,32 @@ def test_branches_other_than_residual_are_refused() -> None:
     nodes = [
         helper.make_node("Relu", ["x"], ["a"], name="a"),
         helper.make_node("Relu", ["x"], ["b"], name="b"),
-        helper.make_node("Relu", ["x"], ["c"], name="c"),
+        helper.make_node("Add", ["a", "b"], ["ab"]),
+        helper.make_node("Add", ["ab", "b"], ["h"]),
+    ]
+    head, weights = dense()
+    refuses(make_model(nodes + head, weights), "feeds 2 uses", "residual")
+
+
+def test_three_branches_summed_two_by_two_are_nested_residuals(
+    rng: np.random.Generator,
+) -> None:
+    """``(a(x) + b(x)) + c(x)`` reads as a Residual whose body is a Residual."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"], name="a"),
+        helper.make_node("MaxPool", ["x"], ["b"], name="b", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Identity", ["x"], ["c"], name="c"),
         helper.make_node("Add", ["a", "b"], ["ab"]),
         helper.make_node("Add", ["ab", "c"], ["h"]),
     ]
     head, weights = dense()
-    refuses(make_model(nodes + head, weights), "feeds 3 uses", "residual")
+    model = make_model(nodes + head, weights)
+    x = rng.standard_normal((3, 2, 4, 4)).astype(np.float32)
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    assert_scores_close(convnet_onnx.from_onnx(model).loss(x), session.run(None, {"x": x})[0])
 
 
 def test_two_inputs_or_outputs_are_refused() -> None:
