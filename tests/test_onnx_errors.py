@@ -507,3 +507,15 @@ def test_conv_transpose_output_shape_places_the_crop_as_onnx_runtime(
     )
     expected = session.run(None, {"x": x})[0]
     assert_scores_close(convnet_onnx.from_onnx(model).loss(x), expected)
+
+
+def test_arithmetic_on_the_batch_size_is_refused() -> None:
+    """Shape entries other than the batch size fold (see test_onnx_torch); it does not."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Mul", ["s", "two"], ["t"], name="double"),
+        helper.make_node("Reshape", ["x", "t"], ["h"]),
+    ]
+    head, weights = dense()
+    two = np.array([2, 1, 1, 1], np.int64)
+    refuses(make_model(nodes + head, {**weights, "two": two}), "node 'double'", "batch size")
