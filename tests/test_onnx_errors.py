@@ -150,12 +150,32 @@ def test_branches_other_than_residual_are_refused() -> None:
     nodes = [
         helper.make_node("Relu", ["x"], ["a"], name="a"),
         helper.make_node("Relu", ["x"], ["b"], name="b"),
-        helper.make_node("Relu", ["x"], ["c"], name="c"),
+        helper.make_node("Add", ["a", "b"], ["ab"]),
+        helper.make_node("Add", ["ab", "b"], ["h"]),
+    ]
+    head, weights = dense()
+    refuses(make_model(nodes + head, weights), "feeds 2 uses", "residual")
+
+
+def test_three_branches_summed_two_by_two_are_nested_residuals(
+    rng: np.random.Generator,
+) -> None:
+    """``(a(x) + b(x)) + c(x)`` reads as a Residual whose body is a Residual."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"], name="a"),
+        helper.make_node("MaxPool", ["x"], ["b"], name="b", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Identity", ["x"], ["c"], name="c"),
         helper.make_node("Add", ["a", "b"], ["ab"]),
         helper.make_node("Add", ["ab", "c"], ["h"]),
     ]
     head, weights = dense()
-    refuses(make_model(nodes + head, weights), "feeds 3 uses", "residual")
+    model = make_model(nodes + head, weights)
+    x = rng.standard_normal((3, 2, 4, 4)).astype(np.float32)
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    assert_scores_close(convnet_onnx.from_onnx(model).loss(x), session.run(None, {"x": x})[0])
 
 
 def test_two_inputs_or_outputs_are_refused() -> None:
@@ -425,3 +445,77 @@ def test_arithmetic_inside_the_network_is_refused() -> None:
     nodes[1] = helper.make_node("Mul", ["r", "c"], ["h"], name="scale")
     scalar = np.array(2.0, np.float32)
     refuses(make_model(nodes + head, {**weights, "c": scalar}), "node 'scale'", "multiplies")
+
+
+@pytest.mark.parametrize("op_type", ["Mul", "Sub", "Mul then Sub"])
+def test_preprocessing_on_one_branch_is_refused(op_type: str) -> None:
+    """Mul or Sub on the input is not preprocessing when the raw input feeds a branch too."""
+    rng = np.random.default_rng(0)
+    constants = {
+        "s": np.array(2.0, np.float32),
+        "m": rng.standard_normal((2, 4, 4)).astype(np.float32),
+        "wa": rng.standard_normal((2, 2, 1, 1)).astype(np.float32),
+        "wb": rng.standard_normal((2, 2, 1, 1)).astype(np.float32),
+    }
+    if op_type == "Mul then Sub":  # the scaled input feeds the Sub and a branch
+        front = [
+            helper.make_node("Mul", ["x", "s"], ["xs"], name="scale"),
+            helper.make_node("Sub", ["xs", "m"], ["p"], name="shift"),
+        ]
+        branch, expected = "xs", "node 'shift'"
+    else:
+        name, constant = ("scale", "s") if op_type == "Mul" else ("shift", "m")
+        front = [helper.make_node(op_type, ["x", constant], ["p"], name=name)]
+        branch, expected = "x", f"node '{name}'"
+    nodes = [
+        *front,
+        helper.make_node("Conv", ["p", "wa"], ["a"], name="conv_a"),
+        helper.make_node("Conv", [branch, "wb"], ["b"], name="conv_b"),
+        helper.make_node("Add", ["a", "b"], ["h"], name="join"),
+    ]
+    head, weights = dense()
+    refuses(make_model(nodes + head, {**weights, **constants}), expected, "sole consumer")
+
+
+@pytest.mark.parametrize("pads", [None, [1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 0, 1]])
+def test_conv_transpose_output_shape_places_the_crop_as_onnx_runtime(
+    pads: list[int] | None, rng: np.random.Generator
+) -> None:
+    """With ``output_shape`` ONNX Runtime recomputes the pads, the odd one at the start."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    options = {} if pads is None else {"pads": pads}
+    nodes = [
+        helper.make_node(
+            "ConvTranspose",
+            ["x", "k"],
+            ["h"],
+            name="up",
+            strides=[2, 2],
+            output_shape=[8, 8],
+            **options,
+        )
+    ]
+    head, weights = dense(features=3 * 8 * 8)
+    kernel = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
+    model = make_model(nodes + head, {**weights, "k": kernel})
+    if pads is not None and pads != [1, 1, 0, 0]:
+        refuses(model, "node 'up'", "output_shape")
+        return
+    x = rng.standard_normal((2, 2, 4, 4)).astype(np.float32)
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    expected = session.run(None, {"x": x})[0]
+    assert_scores_close(convnet_onnx.from_onnx(model).loss(x), expected)
+
+
+def test_arithmetic_on_the_batch_size_is_refused() -> None:
+    """Shape entries other than the batch size fold (see test_onnx_torch); it does not."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Mul", ["s", "two"], ["t"], name="double"),
+        helper.make_node("Reshape", ["x", "t"], ["h"]),
+    ]
+    head, weights = dense()
+    two = np.array([2, 1, 1, 1], np.int64)
+    refuses(make_model(nodes + head, {**weights, "two": two}), "node 'double'", "batch size")

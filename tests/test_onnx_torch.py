@@ -145,6 +145,13 @@ class ViewFlatten(tnn.Module):
         return x.view(x.size(0), -1)
 
 
+class ProductFlatten(tnn.Module):
+    """``x.reshape(-1, x.shape[1] * x.shape[2] * x.shape[3])``: Mul on shape entries."""
+
+    def forward(self, x: Any) -> Any:
+        return x.reshape(-1, x.shape[1] * x.shape[2] * x.shape[3])
+
+
 class SpatialMean(tnn.Module):
     """``x.mean((2, 3))``: ReduceMean over H and W."""
 
@@ -222,6 +229,17 @@ def test_pytorch_nets_load_and_match(build: Any, dynamo: bool) -> None:
     assert {"Conv", "Gemm"} <= operators
     if build is vgg_style:
         assert "BatchNormalization" in operators  # the one after a ReLU stays a node
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+def test_products_of_shape_entries_fold(dynamo: bool) -> None:
+    """Arithmetic on the entries of a shape other than the batch size folds."""
+    module = randomize(
+        tnn.Sequential(tnn.Conv2d(3, 4, 3), tnn.ReLU(), ProductFlatten(), tnn.Linear(4 * 6 * 6, 5)),
+        seed=3,
+    )
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    check_against_torch(module, x, dynamo)
 
 
 @pytest.mark.parametrize(

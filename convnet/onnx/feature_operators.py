@@ -290,12 +290,42 @@ def _mul(importer: Importer, node: Any, label: str, attributes: dict, data: list
         np.broadcast_shapes(factor.shape, (1, *value.logical))
     except ValueError as error:
         raise ValueError(f"{label}: {error}") from error
+    if factor.ndim == 0 and source == importer.input_name:
+        _check_sole_consumer(importer, source, label, "Mul")
     step = importer.add_step(label, [source], node.output[0], value, [])
     if factor.ndim == 0 and source == importer.input_name:
         importer.preprocessing_scale = float(first[0])
         importer.preprocessing_outputs.add(node.output[0])
     else:
         step.pending_scale = float(first[0])
+
+
+def _check_sole_consumer(importer: Importer, source: str, label: str, op_type: str) -> None:
+    """Refuse preprocessing whose input also feeds another node.
+
+    Parameters
+    ----------
+    importer : Importer
+        The graph being read.
+    source : str
+        The graph input, or the output of its scaling.
+    label : str
+        The node's name for error messages.
+    op_type : str
+        ``"Mul"`` or ``"Sub"``.
+
+    Raises
+    ------
+    ValueError
+        If ``source`` has another consumer: pulling the arithmetic out of the graph
+        would then change what the other branch sees.
+    """
+    if importer.consumers[source] != 1:
+        raise ValueError(
+            f"{label}: {op_type} on the input is taken as preprocessing only when it is "
+            f"the sole consumer of '{source}', which feeds {importer.consumers[source]} "
+            "uses; convnet cannot apply it to one branch alone"
+        )
 
 
 def _sub(importer: Importer, node: Any, label: str, attributes: dict, data: list[str]) -> None:
@@ -309,6 +339,7 @@ def _sub(importer: Importer, node: Any, label: str, attributes: dict, data: list
             f"{label}: Sub is not supported but as the mean subtraction of the raw images "
             "(the graph input, or its scaling, minus a constant)"
         )
+    _check_sole_consumer(importer, source, label, "Sub")
     mean = importer.weight(node, 1, label)
     padded = (1,) * (len(value.logical) + 1 - mean.ndim) + mean.shape
     if mean.ndim > len(value.logical) + 1 or padded[0] != 1:

@@ -5,7 +5,7 @@ something computed from them and from the shapes of run-time values. Shapes hold
 batch size as :data:`BATCH` (an object array entry), which flows through Shape, Gather,
 Slice, Unsqueeze, Squeeze, Concat and Cast, so the usual ``x.view(x.size(0), -1)`` chain
 (Shape -> Gather -> Unsqueeze -> Concat -> Reshape) folds to ``[BATCH, -1]``. Arithmetic
-folds only on plain numbers.
+folds only on plain numbers, which the entries of a shape other than the batch size are.
 
 Every folded result is charged against a budget of elements fixed by the file's size
 before it is allocated, so a chain of Concats or a broadcasting Mul cannot make a small
@@ -257,9 +257,27 @@ def _reshape(folder: Folder, inputs: list, attributes: dict, label: str) -> np.n
         raise ValueError(f"{label}: {error}") from error
 
 
+def _plain(array: np.ndarray) -> np.ndarray:
+    """A piece of a shape without the batch size as plain int64 (others unchanged).
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        A static value; shapes are object arrays.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``array`` as int64 if it is an object array without :data:`BATCH`, else itself.
+    """
+    if array.dtype == object and not has_batch(array):
+        return array.astype(np.int64)
+    return array
+
+
 def _arithmetic(function: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable:
     def fold(folder: Folder, inputs: list, attributes: dict, label: str) -> np.ndarray:
-        left, right = _input(inputs, 0, label), _input(inputs, 1, label)
+        left, right = (_plain(_input(inputs, index, label)) for index in (0, 1))
         if left.dtype == object or right.dtype == object:
             raise ValueError(f"{label}: arithmetic on the batch size cannot be folded")
         if left.dtype != right.dtype:

@@ -375,41 +375,64 @@ class Importer:
                 modules += step.modules
                 value = step.output
                 continue
-            if len(users) > 2 or users[0] is users[1]:
+            if len({id(step) for step in users}) != len(users):
+                join = users[0]
+                raise ValueError(f"{join.label}: adds a value to itself; convnet has no such layer")
+            inner, end, join = self._branches(value, users)
+            return modules + inner, end, join
+
+    def _path(self, value: str, step: Step) -> tuple[list[Module], str, Step | None]:
+        """The path from ``value`` through its use ``step``: as :meth:`_chain` returns."""
+        if step.is_join:
+            return [], value, step
+        inner, end, join = self._chain(step.output)
+        return step.modules + inner, end, join
+
+    def _branches(self, value: str, users: list[Step]) -> tuple[list[Module], str, Step | None]:
+        """The paths from ``value`` (taken by ``users``) merged into residual connections,
+        innermost first, until one path is left: returns it as :meth:`_chain` does.
+
+        Two paths that meet in one Add are a Residual (identity shortcut when one of them
+        is ``value`` itself), and what follows that Add a path on; so nested residuals
+        (``x + b(x + a(x))``, a Residual whose body starts with one) read back.
+
+        Raises
+        ------
+        ValueError
+            If some paths never meet two by two in an Add.
+        """
+        paths = [self._path(value, step) for step in users]
+        while len(paths) > 1:
+            pair = self._meeting(paths)
+            if pair is None:
                 raise ValueError(
                     f"the value {value!r} feeds {len(users)} uses "
-                    f"({', '.join(step.label for step in users)}); convnet's networks branch "
-                    "only into the two paths of a residual connection"
+                    f"({', '.join(step.label for step in users)}) that do not meet two by "
+                    "two in an Add; convnet's networks branch only into the two paths of a "
+                    "residual connection"
                 )
-            residual, join = self._residual(value, users)
-            modules.append(residual)
-            value = join.output
+            first, second = (paths[index] for index in pair)
+            join = first[2]
+            residual = _residual(join, {first[1]: first[0], second[1]: second[0]})
+            inner, end, next_join = self._chain(join.output)
+            paths = [path for index, path in enumerate(paths) if index not in pair]
+            paths.append(([residual, *inner], end, next_join))
+        return paths[0]
 
-    def _residual(self, value: str, users: list[Step]) -> tuple[Residual, Step]:
-        """The residual connection whose two paths start at ``value`` (taken by ``users``)
-        and meet in an Add: returns it and that Add."""
-        paths: dict[str, list[Module]] = {}
-        joins = []
-        for step in users:
-            if step.is_join:
-                paths[value], join = [], step
-            else:
-                inner, end, join = self._chain(step.output)
-                paths[end] = step.modules + inner
-            joins.append(join)
-        join = joins[0]
-        if join is None or joins[1] is not join or set(paths) != set(join.inputs):
-            raise ValueError(
-                f"the value {value!r} feeds two paths ({', '.join(s.label for s in users)}) "
-                "that do not meet again in one Add; convnet's networks branch only into a "
-                "residual connection"
-            )
-        body, shortcut = (paths[name] for name in join.inputs)
-        if not body:
-            body, shortcut = shortcut, body
-        if not body:
-            raise ValueError(f"{join.label}: adds a value to itself; convnet has no such layer")
-        return Residual(_module(body), _module(shortcut) if shortcut else None), join
+    @staticmethod
+    def _meeting(paths: list[tuple[list[Module], str, Step | None]]) -> tuple[int, int] | None:
+        """The indices of two paths that are the two inputs of one Add, or None."""
+        for i, (_, end, join) in enumerate(paths):
+            for j in range(i + 1, len(paths)):
+                other_end, other_join = paths[j][1], paths[j][2]
+                if (
+                    join is not None
+                    and other_join is join
+                    and end != other_end
+                    and {end, other_end} == set(join.inputs)
+                ):
+                    return i, j
+        return None
 
     def _assign_arrays(self, model: Classifier) -> None:
         """The graph's arrays into the layers (after the Classifier drew its own)."""
@@ -419,6 +442,16 @@ class Importer:
                 set_running_statistics(layer, *(arrays.pop(name) for name in STATISTICS))
             for local, array in arrays.items():
                 layer.params[local] = array
+
+
+def _residual(join: Step, paths: dict[str, list[Module]]) -> Residual:
+    """The Residual of the two paths that ``join`` adds, keyed by the values they end in."""
+    body, shortcut = (paths[name] for name in join.inputs)
+    if not body:
+        body, shortcut = shortcut, body
+    if not body:
+        raise ValueError(f"{join.label}: adds a value to itself; convnet has no such layer")
+    return Residual(_module(body), _module(shortcut) if shortcut else None)
 
 
 def _module(modules: list[Module]) -> Module:

@@ -142,6 +142,68 @@ def _conv(importer: Importer, node: Any, label: str, attributes: dict, data: lis
     importer.layer(label, node, source, layer, arrays, padding=padding)
 
 
+def _output_shape_pads(
+    attributes: dict[str, Any],
+    pads: tuple[int, int, int, int],
+    size: tuple[int, int],
+    span: tuple[int, int],
+    stride: tuple[int, int],
+    output_pad: tuple[int, ...],
+    label: str,
+) -> tuple[int, int, int, int]:
+    """The pads a ConvTranspose's ``output_shape`` implies, as ONNX Runtime places them.
+
+    ONNX Runtime ignores ``pads`` when ``output_shape`` is given: it pads
+    ``stride * (size - 1) + output_padding + span - output_shape`` in all, the odd one at
+    the start (auto_pad NOTSET or VALID; the SAME ones are refused before).
+
+    Parameters
+    ----------
+    attributes : dict
+        The node's attributes, with ``output_shape``.
+    pads : tuple of int
+        The pads [top, left, bottom, right] the graph states (zeros if none).
+    size, span, stride : tuple of int
+        The input's height and width, the dilated kernel's, and the strides.
+    output_pad : tuple of int
+        The ``output_padding``.
+    label : str
+        The node's name for error messages.
+
+    Returns
+    -------
+    tuple of int
+        The pads; the graph's own when it states any.
+
+    Raises
+    ------
+    ValueError
+        If ``output_shape`` asks for more than the kernel covers, or the graph states
+        pads other than those ONNX Runtime computes from ``output_shape``.
+    """
+    wanted = [int(d) for d in attributes["output_shape"]][-2:]
+    begin, end = [], []
+    for length, window, step, extra, target in zip(
+        size, span, stride, output_pad, wanted, strict=True
+    ):
+        total = step * (length - 1) + extra + window - target
+        if total < 0:
+            raise ValueError(
+                f"{label}: output_shape {wanted} is larger than the ConvTranspose covers"
+            )
+        begin.append(total - total // 2)
+        end.append(total // 2)
+    implied = (begin[0], begin[1], end[0], end[1])
+    stated = attributes.get("pads") is not None and any(int(p) for p in attributes["pads"])
+    if stated and tuple(pads) != implied:
+        raise ValueError(
+            f"{label}: pads {list(pads)} differ from the pads {list(implied)} ONNX Runtime "
+            f"computes from output_shape {wanted} (not supported: the two disagree on where "
+            "the output is cropped)"
+        )
+    return implied
+
+
 def _conv_transpose(
     importer: Importer, node: Any, label: str, attributes: dict, data: list[str]
 ) -> None:
@@ -163,6 +225,11 @@ def _conv_transpose(
             "computed it otherwise)"
         )
     pads = _explicit_pads({"pads": attributes.get("pads")}, (height, width), (1, 1), (1, 1), label)
+    if "output_shape" in attributes:
+        spans = tuple((k - 1) * d + 1 for k, d in zip((kh, kw), dilation, strict=True))
+        pads = _output_shape_pads(
+            attributes, pads, (height, width), spans, stride, output_pad, label
+        )
     # the pads both sides share, then a crop of what one side has more
     shared, extra = _split_pads(pads, 0.0)
     cropping = None if extra is None else Pad2d(tuple(-side for side in extra.pad))
