@@ -23,6 +23,16 @@ cdef extern from "_cl_kernels.h" nogil:
     int cl_set_isa(int level)
 
 
+cdef extern from "_cl_kernels.h" nogil:
+    void cl_set_placement(int place)
+
+
+def set_worker_placement(bint place) -> None:
+    """Whether a call keeps its thread on the CPU it started on and the pool's workers off
+    that CPU (Linux; ``CONVNET_PLACE_WORKERS``, default on)."""
+    cl_set_placement(place)
+
+
 def instruction_set() -> int:
     """0 (portable C), 1 (AVX2 with FMA) or 2 (AVX-512): what the kernels run."""
     return cl_isa()

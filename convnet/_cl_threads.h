@@ -32,6 +32,19 @@ typedef void (*cl_task)(void *context, int part, int parts);
 
 #define CL_MAX_WORKERS 255
 
+/* Placement (Linux): while a job that wakes sleeping workers runs, the caller stays on
+ * the CPU it started it on, and the workers move off that CPU (as map_groups does in
+ * _parallel.py) and stay off it until a later waking job names another. Left to itself
+ * the scheduler may wake a worker onto the caller's CPU after an idle pause, and the two
+ * then share one CPU for milliseconds. cl_set_placement(0) leaves the threads alone. */
+#if defined(CL_POOL_THREADS) && defined(__linux__) && defined(_GNU_SOURCE)
+#define CL_PLACE_THREADS 1
+#include <sched.h>
+#endif
+static int cl_place = 1;
+
+static void cl_set_placement(int place) { cl_place = place; }
+
 #ifdef CL_POOL_THREADS
 #ifndef CL_SPIN_NS
 #define CL_SPIN_NS 200000
@@ -48,7 +61,36 @@ static struct {
     cl_task task;
     void *context;
     int parts;
+    int avoid_cpu; /* the CPU the caller stays on during the job, or -1 */
 } cl_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+
+#ifdef CL_PLACE_THREADS
+/* Move the calling worker to `allowed` minus `avoid_cpu` (all of `allowed` for -1, or when
+ * nothing else is left). */
+static void cl_place_worker(const cpu_set_t *allowed, int avoid_cpu) {
+    cpu_set_t cpus = *allowed;
+    if (avoid_cpu >= 0 && avoid_cpu < CPU_SETSIZE && CPU_ISSET(avoid_cpu, &cpus)) {
+        CPU_CLR(avoid_cpu, &cpus);
+        if (CPU_COUNT(&cpus) == 0) cpus = *allowed;
+    }
+    pthread_setaffinity_np(pthread_self(), sizeof cpus, &cpus);
+}
+
+/* Keep the caller on its CPU for a job of `parts` parts: returns that CPU (its affinity
+ * saved in `saved`), or -1 where placement is off, the caller may run on too few CPUs for
+ * its workers to keep off its own, or the system refuses. */
+static int cl_pin_caller(int parts, cpu_set_t *saved) {
+    if (!cl_place) return -1;
+    int cpu = sched_getcpu();
+    if (cpu < 0 || cpu >= CPU_SETSIZE) return -1;
+    if (pthread_getaffinity_np(pthread_self(), sizeof *saved, saved) != 0) return -1;
+    if (!CPU_ISSET(cpu, saved) || CPU_COUNT(saved) <= parts - 1) return -1;
+    cpu_set_t only;
+    CPU_ZERO(&only);
+    CPU_SET(cpu, &only);
+    return pthread_setaffinity_np(pthread_self(), sizeof only, &only) == 0 ? cpu : -1;
+}
+#endif
 
 static long cl_now_ns(void) {
     struct timespec now;
@@ -63,6 +105,11 @@ static long cl_started_at[CL_MAX_WORKERS + 1];
 static void *cl_worker(void *argument) {
     int index = (int)(ptrdiff_t)argument;
     long seen = cl_started_at[index];
+#ifdef CL_PLACE_THREADS
+    cpu_set_t allowed; /* inherited from the thread that started this one */
+    int placed_off = -1, known = pthread_getaffinity_np(pthread_self(), sizeof allowed,
+                                                        &allowed) == 0;
+#endif
     for (;;) {
         long generation = atomic_load_explicit(&cl_pool.generation, memory_order_acquire);
         if (generation == seen) {
@@ -84,6 +131,12 @@ static void *cl_worker(void *argument) {
             }
         }
         seen = generation;
+#ifdef CL_PLACE_THREADS
+        if (known && cl_pool.avoid_cpu >= 0 && cl_pool.avoid_cpu != placed_off) {
+            placed_off = cl_pool.avoid_cpu;
+            cl_place_worker(&allowed, placed_off);
+        }
+#endif
         if (index < cl_pool.parts) cl_pool.task(cl_pool.context, index, cl_pool.parts);
         atomic_fetch_sub_explicit(&cl_pool.pending, 1, memory_order_acq_rel);
     }
@@ -144,9 +197,20 @@ static void cl_parallel(cl_task task, void *context, int parts) {
         cl_serial(task, context, parts);
         return;
     }
+#ifdef CL_PLACE_THREADS
+    /* Only a call that wakes sleeping workers places them: back-to-back calls find them
+     * spinning where they were put, and skip the system calls. */
+    cpu_set_t saved;
+    int pinned = -1;
+    if (__atomic_load_n(&cl_pool.sleeping, __ATOMIC_RELAXED) > 0)
+        pinned = cl_pin_caller(parts, &saved);
+#else
+    int pinned = -1;
+#endif
     cl_pool.task = task;
     cl_pool.context = context;
     cl_pool.parts = parts;
+    cl_pool.avoid_cpu = pinned;
     atomic_store_explicit(&cl_pool.pending, cl_pool.workers, memory_order_relaxed);
     atomic_fetch_add_explicit(&cl_pool.generation, 1, memory_order_acq_rel);
     pthread_mutex_lock(&cl_pool.lock);
@@ -154,6 +218,9 @@ static void cl_parallel(cl_task task, void *context, int parts) {
     pthread_mutex_unlock(&cl_pool.lock);
     task(context, 0, parts);
     while (atomic_load_explicit(&cl_pool.pending, memory_order_acquire) > 0) CL_RELAX();
+#ifdef CL_PLACE_THREADS
+    if (pinned >= 0) pthread_setaffinity_np(pthread_self(), sizeof saved, &saved);
+#endif
     atomic_store_explicit(&cl_pool.busy, 0, memory_order_release);
 #else
     cl_serial(task, context, parts);

@@ -79,7 +79,26 @@ def pool_parts(size: int) -> int:
     ``POOL_MIN_ELEMENTS`` values on. That pool hands work over in microseconds where a
     :func:`map_groups` call takes ~0.1 ms, so it repays threads on far smaller arrays.
     At most ``POOL_MAX_PARTS``."""
-    return min(get_num_threads(), POOL_MAX_PARTS) if size >= POOL_MIN_ELEMENTS else 1
+    return pool_threads() if size >= POOL_MIN_ELEMENTS else 1
+
+
+def pool_threads() -> int:
+    """The shares a call of the channels-last kernels splits into when it uses every
+    thread (at most ``POOL_MAX_PARTS``); tells their pool ``PLACE_WORKERS`` first."""
+    global _pool_placement
+    place = _place_workers()
+    if place is not _pool_placement:
+        # imported here: importing _backend reads CONVNET_BACKEND, which the CLI reports
+        # as a usage error only once it runs
+        from convnet import _backend
+
+        if _backend.channels_last_kernel is not None:
+            _backend.channels_last_kernel.set_worker_placement(place)
+        _pool_placement = place
+    return min(get_num_threads(), POOL_MAX_PARTS)
+
+
+_pool_placement: bool | None = None  # what the channels-last kernels' pool was told
 
 
 _num_threads: int | None = None  # read from the environment at the first call

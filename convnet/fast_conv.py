@@ -23,7 +23,7 @@ from convnet import _backend, _channels_last_conv, _phases, winograd
 from convnet._channel_sums import channel_sums
 from convnet._conv_work import chunk_bytes, conv_workers, get_workspace_limit
 from convnet._layout import from_nhwc, is_channels_last, nhwc, to_channels_last
-from convnet._parallel import POOL_MAX_PARTS, blas_on_one_thread, get_num_threads
+from convnet._parallel import blas_on_one_thread, pool_threads
 from convnet._validation import (
     ConvGeometry,
     check_conv_arrays,
@@ -206,7 +206,7 @@ def _parts(x_shape: tuple[int, ...], w_shape: tuple[int, ...], geo: ConvGeometry
     """The threads a channels-last call splits into: one for a call too small to repay
     handing out work (:func:`convnet._conv_work.conv_workers`); at most the pool's
     ``POOL_MAX_PARTS``."""
-    return conv_workers(x_shape, w_shape, geo) or min(get_num_threads(), POOL_MAX_PARTS)
+    return conv_workers(x_shape, w_shape, geo) or pool_threads()
 
 
 def _channels_last_forward(

@@ -178,3 +178,48 @@ def test_more_threads_than_the_pool_holds_still_work(tmp_path):
     result = run_python(MANY_THREADS_SCRIPT, pythonpath=root, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+PLACEMENT_PROGRAM = """
+import os, threading, time
+import numpy as np
+import convnet
+from convnet import _backend, _parallel
+
+kernel = _backend.channels_last_kernel
+x = np.random.default_rng(0).standard_normal(1 << 20).astype(np.float32)
+out = np.empty_like(x)
+seen = set()
+
+def run_and_record():
+    before = os.sched_getaffinity(0)
+    for _ in range(20):
+        time.sleep(0.005)  # the workers fall asleep: the next call places them
+        kernel.relu(x, out, 2)
+        seen.add(frozenset(os.sched_getaffinity(0)))
+    assert os.sched_getaffinity(0) == before, (before, os.sched_getaffinity(0))
+
+assert _parallel.pool_threads() >= 1  # tells the pool CONVNET_PLACE_WORKERS
+run_and_record()
+thread = threading.Thread(target=run_and_record)
+thread.start()
+thread.join()
+np.testing.assert_array_equal(out, np.maximum(x, 0))
+print(len(seen), sorted(map(sorted, seen)))
+"""
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs Linux and two CPUs",
+)
+@pytest.mark.parametrize("place", ["1", "0"])
+def test_a_placed_call_gives_the_caller_its_cpus_back(place, tmp_path):
+    """While a call runs its caller stays on one CPU (its workers off it); afterwards the
+    caller's own affinity is back, in the main thread and in another, placed or not."""
+    root = Path(convnet.__file__).resolve().parents[1]
+    result = run_python(
+        PLACEMENT_PROGRAM, pythonpath=root, cwd=tmp_path, CONVNET_PLACE_WORKERS=place
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("1 "), result.stdout
