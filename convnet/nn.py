@@ -438,6 +438,24 @@ def _normal(
     return (std * rng.standard_normal(shape)).astype(dtype)
 
 
+def _filters_and_zeros(
+    shapes: dict[str, Shape],
+    fan_in: int,
+    rng: np.random.Generator,
+    init: str,
+    weight_scale: float,
+    dtype: np.dtype,
+) -> dict[str, np.ndarray]:
+    """Initial arrays of a (transposed) convolution: ``w`` drawn by :func:`_normal`, every
+    other array (the bias) zeros."""
+    return {
+        name: _normal(rng, shape, fan_in, init, weight_scale, dtype)
+        if name == "w"
+        else np.zeros(shape, dtype=dtype)
+        for name, shape in shapes.items()
+    }
+
+
 class Conv2d(Layer):
     """2-D convolution: ``w`` (out_channels, in_channels // groups, kh, kw), ``b`` (out_channels,).
 
@@ -518,10 +536,8 @@ class Conv2d(Layer):
     def _initial_params(
         self, rng: np.random.Generator, init: str, weight_scale: float, dtype: np.dtype
     ) -> dict[str, np.ndarray]:
-        shapes = self.param_shapes()
-        w_shape = shapes.pop("w")
-        params = {"w": _normal(rng, w_shape, math.prod(w_shape[1:]), init, weight_scale, dtype)}
-        return {**params, **{name: np.zeros(shape, dtype=dtype) for name, shape in shapes.items()}}
+        fan_in = self.in_channels // self.groups * math.prod(self.kernel_size)
+        return _filters_and_zeros(self.param_shapes(), fan_in, rng, init, weight_scale, dtype)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         w = self._params["w"]
@@ -631,11 +647,8 @@ class ConvTranspose2d(Conv2d):
     def _initial_params(
         self, rng: np.random.Generator, init: str, weight_scale: float, dtype: np.dtype
     ) -> dict[str, np.ndarray]:
-        shapes = self.param_shapes()
-        w_shape = shapes.pop("w")
         fan_in = self.in_channels // self.groups * math.prod(self.kernel_size)
-        params = {"w": _normal(rng, w_shape, fan_in, init, weight_scale, dtype)}
-        return {**params, **{name: np.zeros(shape, dtype=dtype) for name, shape in shapes.items()}}
+        return _filters_and_zeros(self.param_shapes(), fan_in, rng, init, weight_scale, dtype)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         w = self._params["w"]
