@@ -43,7 +43,11 @@ typedef void (*cl_task)(void *context, int part, int parts);
 #endif
 static int cl_place = 1;
 
+#ifdef CL_POOL_THREADS
+static void cl_set_placement(int place) { __atomic_store_n(&cl_place, place, __ATOMIC_RELAXED); }
+#else
 static void cl_set_placement(int place) { cl_place = place; }
+#endif
 
 #ifdef CL_POOL_THREADS
 #ifndef CL_SPIN_NS
@@ -80,7 +84,7 @@ static void cl_place_worker(const cpu_set_t *allowed, int avoid_cpu) {
  * saved in `saved`), or -1 where placement is off, the caller may run on too few CPUs for
  * its workers to keep off its own, or the system refuses. */
 static int cl_pin_caller(int parts, cpu_set_t *saved) {
-    if (!cl_place) return -1;
+    if (!__atomic_load_n(&cl_place, __ATOMIC_RELAXED)) return -1;
     int cpu = sched_getcpu();
     if (cpu < 0 || cpu >= CPU_SETSIZE) return -1;
     if (pthread_getaffinity_np(pthread_self(), sizeof *saved, saved) != 0) return -1;
@@ -135,6 +139,9 @@ static void *cl_worker(void *argument) {
         if (known && cl_pool.avoid_cpu >= 0 && cl_pool.avoid_cpu != placed_off) {
             placed_off = cl_pool.avoid_cpu;
             cl_place_worker(&allowed, placed_off);
+        } else if (known && placed_off >= 0 && !__atomic_load_n(&cl_place, __ATOMIC_RELAXED)) {
+            placed_off = -1; /* placement turned off: every CPU the worker started with */
+            cl_place_worker(&allowed, -1);
         }
 #endif
         if (index < cl_pool.parts) cl_pool.task(cl_pool.context, index, cl_pool.parts);

@@ -205,6 +205,20 @@ thread = threading.Thread(target=run_and_record)
 thread.start()
 thread.join()
 np.testing.assert_array_equal(out, np.maximum(x, 0))
+
+
+def thread_cpus():
+    cpus = []
+    for status in os.listdir(f"/proc/{os.getpid()}/task"):
+        with open(f"/proc/{os.getpid()}/task/{status}/status") as lines:
+            cpus += [line.split()[1] for line in lines if line.startswith("Cpus_allowed_list")]
+    return set(cpus)
+
+
+kernel.set_worker_placement(False)  # turned off, the workers get every CPU back
+time.sleep(0.005)
+kernel.relu(x, out, 2)
+assert len(thread_cpus()) == 1, thread_cpus()
 print(len(seen), sorted(map(sorted, seen)))
 """
 
