@@ -438,24 +438,6 @@ def _normal(
     return (std * rng.standard_normal(shape)).astype(dtype)
 
 
-def _filters_and_zeros(
-    shapes: dict[str, Shape],
-    fan_in: int,
-    rng: np.random.Generator,
-    init: str,
-    weight_scale: float,
-    dtype: np.dtype,
-) -> dict[str, np.ndarray]:
-    """Initial arrays of a (transposed) convolution: ``w`` drawn by :func:`_normal`, every
-    other array (the bias) zeros."""
-    return {
-        name: _normal(rng, shape, fan_in, init, weight_scale, dtype)
-        if name == "w"
-        else np.zeros(shape, dtype=dtype)
-        for name, shape in shapes.items()
-    }
-
-
 class Conv2d(Layer):
     """2-D convolution: ``w`` (out_channels, in_channels // groups, kh, kw), ``b`` (out_channels,).
 
@@ -536,8 +518,15 @@ class Conv2d(Layer):
     def _initial_params(
         self, rng: np.random.Generator, init: str, weight_scale: float, dtype: np.dtype
     ) -> dict[str, np.ndarray]:
+        """``w`` drawn by :func:`_normal` (fan-in: in_channels // groups * kh * kw, for
+        the transposed convolution too), the bias zeros."""
         fan_in = self.in_channels // self.groups * math.prod(self.kernel_size)
-        return _filters_and_zeros(self.param_shapes(), fan_in, rng, init, weight_scale, dtype)
+        return {
+            name: _normal(rng, shape, fan_in, init, weight_scale, dtype)
+            if name == "w"
+            else np.zeros(shape, dtype=dtype)
+            for name, shape in self.param_shapes().items()
+        }
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         w = self._params["w"]
@@ -643,12 +632,6 @@ class ConvTranspose2d(Conv2d):
         if self.bias:
             shapes["b"] = (self.out_channels,)
         return shapes
-
-    def _initial_params(
-        self, rng: np.random.Generator, init: str, weight_scale: float, dtype: np.dtype
-    ) -> dict[str, np.ndarray]:
-        fan_in = self.in_channels // self.groups * math.prod(self.kernel_size)
-        return _filters_and_zeros(self.param_shapes(), fan_in, rng, init, weight_scale, dtype)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         w = self._params["w"]
