@@ -193,14 +193,35 @@ def im2col_backward(
     depth = kh * kw * channels
     taps = _taps(w.shape, geo)
     work, rows = _im2col_workspace(kernel, depth, parts)
-    dx = None
-    if compute_dx:
-        wt = _float32(w.transpose(0, 2, 3, 1)).reshape(filters, depth)
-        dx = np.empty(x.shape, dtype=np.float32)
-        kernel.conv_input_gradient(dout, wt, dx, taps, work, rows, parts)
+    dx = _input_gradient(kernel, x.shape, w, dout, taps, work, rows, parts) if compute_dx else None
     dwk = np.zeros((parts, depth, filters), dtype=np.float32)
     kernel.conv_filter_gradient(x, dout, dwk, taps, work, rows, parts)
-    return dx, np.ascontiguousarray(dwk[0].reshape(kh, kw, channels, filters).transpose(3, 2, 0, 1))
+    return dx, _filters(dwk[0], w.shape)
+
+
+def _input_gradient(
+    kernel: ModuleType,
+    x_shape: tuple[int, ...],
+    w: np.ndarray,
+    dout: np.ndarray,
+    taps: tuple[int, ...],
+    work: np.ndarray,
+    rows: int,
+    parts: int,
+) -> np.ndarray:
+    """dx (NHWC, ``x_shape``) through the columns and col2im, in the column buffers
+    ``work`` of ``rows`` rows (:func:`_im2col_workspace`)."""
+    filters = w.shape[0]
+    wt = _float32(w.transpose(0, 2, 3, 1)).reshape(filters, -1)
+    dx = np.empty(x_shape, dtype=np.float32)
+    kernel.conv_input_gradient(dout, wt, dx, taps, work, rows, parts)
+    return dx
+
+
+def _filters(columns: np.ndarray, w_shape: tuple[int, ...]) -> np.ndarray:
+    """Filters (F, C, kh, kw) from their (kh * kw * C, F) column layout."""
+    filters, channels, kh, kw = w_shape
+    return np.ascontiguousarray(columns.reshape(kh, kw, channels, filters).transpose(3, 2, 0, 1))
 
 
 def bias_gradient(kernel: ModuleType, dout: np.ndarray, parts: int) -> np.ndarray:
@@ -262,17 +283,15 @@ def direct_backward(
     (and db in the same pass over dout, unless ``compute_db`` is False), dx (None without
     ``compute_dx``) through the columns and col2im."""
     filters, channels, kh, kw = w.shape
+    depth = kh * kw * channels
     taps = _taps(w.shape, geo)
     dx = None
     if compute_dx:
-        depth = kh * kw * channels
         work, rows = _im2col_workspace(kernel, depth, parts)
-        wt = _float32(w.transpose(0, 2, 3, 1)).reshape(filters, depth)
-        dx = np.empty(x.shape, dtype=np.float32)
-        kernel.conv_input_gradient(dout, wt, dx, taps, work, rows, parts)
-    dwk = np.empty((parts, kh * kw * channels, filters), dtype=np.float32)
+        dx = _input_gradient(kernel, x.shape, w, dout, taps, work, rows, parts)
+    dwk = np.empty((parts, depth, filters), dtype=np.float32)
     db = np.zeros((parts, filters)) if compute_db else None
     work, rows = _direct_bands(kernel, x.shape, taps, parts)
     kernel.conv_direct_filter_gradient(x, dout, dwk, db, taps, work, rows, parts)
-    dw = np.ascontiguousarray(dwk[0].reshape(kh, kw, channels, filters).transpose(3, 2, 0, 1))
+    dw = _filters(dwk[0], w.shape)
     return dx, dw, None if db is None else db.sum(axis=0).astype(np.float32)
